@@ -1,0 +1,64 @@
+//! The one place that turns wire types into bytes and back.
+//!
+//! bincode 2 (serde mode) is used as the issue asks. The bincode crate is no
+//! longer maintained (RUSTSEC-2025-0141), so it is confined to this module:
+//! switching to postcard or wincode means changing these two functions.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::limits::CLUSTER_FRAME_LIMIT_BYTES;
+
+/// Encoding failed (a type that bincode cannot represent, e.g. a map with
+/// non-string keys is fine but `serde_json::Value` is not).
+#[derive(Debug, thiserror::Error)]
+#[error("could not encode message: {0}")]
+pub struct EncodeError(#[from] bincode::error::EncodeError);
+
+/// Decoding failed: truncated, corrupt, or from a peer speaking another
+/// protocol version.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("could not decode message: {0}")]
+pub struct DecodeError(String);
+
+fn config() -> impl bincode::config::Config {
+    // The limit stops a corrupt length prefix from allocating gigabytes.
+    bincode::config::standard().with_limit::<CLUSTER_FRAME_LIMIT_BYTES>()
+}
+
+/// Encodes a value for the cluster wire.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+/// Decodes a value from the cluster wire; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|error| DecodeError(error.to_string()))?;
+    if read != bytes.len() {
+        return Err(DecodeError(format!(
+            "{} trailing bytes after the message",
+            bytes.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = encode(&("hello".to_string(), 7u64)).unwrap();
+        assert!(decode::<(String, u64)>(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode::<(String, u64)>(&longer).is_err());
+        assert!(decode::<(String, u64)>(&[0xff; 64]).is_err());
+        assert_eq!(
+            decode::<(String, u64)>(&bytes).unwrap(),
+            ("hello".to_string(), 7)
+        );
+    }
+}

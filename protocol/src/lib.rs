@@ -1,0 +1,31 @@
+//! Wire types shared by every herd node.
+//!
+//! Everything that crosses a node boundary is defined here: identifiers, task
+//! specifications and outcomes, the per-actor message protocols, and the one
+//! codec that turns them into bytes. Nothing in this crate performs I/O or
+//! holds state; `herd-actors` and `herd-node` build on it.
+
+pub mod codec;
+pub mod ids;
+pub mod json;
+pub mod limits;
+pub mod mailbox;
+pub mod messages;
+pub mod task;
+pub mod time;
+
+pub use ids::{AgentType, AssignmentEpoch, Incarnation, MemberId, NodeName, TaskId, WorkerId};
+pub use json::JsonText;
+pub use mailbox::{Mailbox, Protocol, UndecodableFrame};
+pub use task::{
+    FailureKind, Outcome, Priority, TaskAssignment, TaskReport, TaskSpec, TaskState, TaskView,
+};
+pub use time::UnixMillis;
+
+/// Version of the herd wire protocol. Nodes refuse peers with a different
+/// version: message layouts are positional (bincode), so a mismatch would
+/// decode into garbage rather than fail loudly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The herd release this crate belongs to, reported in node greetings.
+pub const HERD_VERSION: &str = env!("CARGO_PKG_VERSION");

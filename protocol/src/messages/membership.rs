@@ -1,0 +1,135 @@
+//! How nodes introduce themselves to each other.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::MemberId;
+use crate::time::UnixMillis;
+
+/// What a node does in the cluster.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Holds the task book and schedules tasks.
+    Orchestrator,
+    /// Runs tasks in a worker pool.
+    Worker,
+    /// Watches peers and local actors; serves the health report.
+    Monitor,
+}
+
+impl Role {
+    /// Every role, in display order.
+    pub const ALL: [Role; 3] = [Role::Orchestrator, Role::Worker, Role::Monitor];
+
+    /// The lowercase name used in flags, config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Orchestrator => "orchestrator",
+            Role::Worker => "worker",
+            Role::Monitor => "monitor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Not one of `orchestrator`, `worker`, `monitor`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown role {0:?}; expected orchestrator, worker or monitor")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == text.trim())
+            .ok_or_else(|| UnknownRole(text.to_string()))
+    }
+}
+
+/// A node's self-description, exchanged when a cluster session comes up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Greeting {
+    /// Name and incarnation.
+    pub member: MemberId,
+    /// Must equal the receiver's [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// The sender's herd release.
+    pub herd_version: String,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Where peers reach its cluster port (`host:port`).
+    pub cluster_addr: String,
+    /// Where its HTTP API listens, if anywhere.
+    pub http_addr: Option<String>,
+    /// Worker slots it hosts.
+    pub workers: u32,
+    /// Set when the node runs an orchestrator: when that orchestrator started.
+    /// Used to decide which of two orchestrators is the second one.
+    pub orchestrator_since: Option<UnixMillis>,
+}
+
+/// Why a node refuses a peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The peer speaks another wire protocol version.
+    ProtocolVersion {
+        /// The refusing node's version.
+        ours: u32,
+        /// The peer's version.
+        theirs: u32,
+    },
+    /// The peer runs a second orchestrator; only one is allowed.
+    SecondOrchestrator {
+        /// The orchestrator the cluster keeps.
+        existing: MemberId,
+    },
+    /// Another live node already uses the peer's name.
+    DuplicateName {
+        /// The node holding the name.
+        existing: MemberId,
+    },
+}
+
+/// Membership messages between nodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MembershipCast {
+    /// "Here is who I am" (answered with `Welcome`).
+    Hello(Greeting),
+    /// The answer to `Hello`.
+    Welcome(Greeting),
+    /// The sender will not talk to the receiver, and says why.
+    Refused {
+        /// Who refuses.
+        by: MemberId,
+        /// Why.
+        reason: Refusal,
+    },
+    /// Failure-detector probe.
+    Heartbeat {
+        /// Sender.
+        from: MemberId,
+        /// Probe sequence number, echoed in the ack.
+        sequence: u64,
+    },
+    /// Answer to a heartbeat.
+    HeartbeatAck {
+        /// Sender of the ack.
+        from: MemberId,
+        /// The probe's sequence number.
+        sequence: u64,
+    },
+    /// The sender is leaving the cluster on purpose (drain).
+    Leaving {
+        /// Who leaves.
+        member: MemberId,
+    },
+}

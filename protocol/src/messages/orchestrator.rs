@@ -1,0 +1,290 @@
+//! What pools and API front-ends say to the orchestrator, and its answers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::membership::Role;
+use crate::ids::{AgentType, AssignmentEpoch, MemberId, NodeName, TaskId, WorkerId};
+use crate::mailbox::WireError;
+use crate::task::{TaskReport, TaskSpec, TaskState, TaskView};
+
+/// A task a pool is running when it (re)registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunningAttempt {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its assignment epoch.
+    pub epoch: AssignmentEpoch,
+    /// The slot running it.
+    pub worker: WorkerId,
+}
+
+/// A worker pool announcing itself to the orchestrator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolRegistration {
+    /// The pool's node.
+    pub member: MemberId,
+    /// Worker slots it hosts.
+    pub workers: u32,
+    /// Agent types it has handlers for.
+    pub agent_types: Vec<AgentType>,
+    /// Attempts it is running right now (non-empty after an orchestrator
+    /// restart or a reconnect).
+    pub running: Vec<RunningAttempt>,
+}
+
+/// One-way messages to the orchestrator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OrchestratorCast {
+    /// A pool (re)announces itself.
+    PoolRegistered(PoolRegistration),
+    /// A pool reports finished attempts; each frees one slot.
+    Reports {
+        /// The reporting pool's node.
+        member: MemberId,
+        /// Finished attempts, in completion order.
+        reports: Vec<TaskReport>,
+    },
+}
+
+/// Which tasks a list request wants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this agent type.
+    pub agent_type: Option<AgentType>,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after this id (ids sort by creation time).
+    pub after: Option<TaskId>,
+}
+
+/// Requests to the orchestrator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OrchestratorRequest {
+    /// Accept these tasks, all or none.
+    Submit(Vec<TaskSpec>),
+    /// One task's view.
+    GetTask(TaskId),
+    /// A page of tasks.
+    ListTasks(TaskQuery),
+    /// Cancel a task that has not finished.
+    Cancel(TaskId),
+    /// Answer once the task is terminal (or at once if it already is).
+    AwaitTask(TaskId),
+    /// The cluster summary.
+    ClusterStatus,
+}
+
+/// A task accepted by [`OrchestratorRequest::Submit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitAck {
+    /// The task's id (the existing one for a repeated idempotency key).
+    pub id: TaskId,
+    /// True when the idempotency key matched an existing task.
+    pub existing: bool,
+}
+
+/// Why a submission was refused. Refusals name what to fix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum SubmitRejection {
+    /// No such agent type.
+    #[error("task {index}: unknown agent type {agent_type:?}; known types: {}", known.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
+    UnknownAgentType {
+        /// Position in the submitted batch.
+        index: usize,
+        /// The type asked for.
+        agent_type: AgentType,
+        /// The types this cluster runs.
+        known: Vec<AgentType>,
+    },
+    /// The payload is over the limit.
+    #[error("task {index}: payload is {bytes} bytes, over the limit of {limit} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most 8 MiB)")]
+    PayloadTooLarge {
+        /// Position in the submitted batch.
+        index: usize,
+        /// Payload size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A field is out of range.
+    #[error("task {index}: {field} {message}")]
+    InvalidField {
+        /// Position in the submitted batch.
+        index: usize,
+        /// The field.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// Too many tasks are waiting; try again later.
+    #[error("the orchestrator holds {pending} unfinished tasks, its limit is {limit}; retry after a short wait")]
+    Overloaded {
+        /// Unfinished tasks now.
+        pending: u64,
+        /// The configured bound.
+        limit: u64,
+    },
+}
+
+/// Result of a cancel request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelOutcome {
+    /// The task is now cancelled (a running attempt is being stopped).
+    Cancelled,
+    /// The task had already finished in this state.
+    AlreadyFinished(TaskState),
+    /// No task has this id.
+    NotFound,
+}
+
+/// A page of tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The tasks, oldest first.
+    pub tasks: Vec<TaskView>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next_after: Option<TaskId>,
+}
+
+/// Task counts by state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TaskCounts {
+    /// Waiting for a worker.
+    pub pending: u64,
+    /// Assigned to a worker.
+    pub running: u64,
+    /// Finished with a result.
+    pub succeeded: u64,
+    /// Waiting to be retried.
+    pub failed: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl TaskCounts {
+    /// The count for one state.
+    pub fn get(&self, state: TaskState) -> u64 {
+        match state {
+            TaskState::Pending => self.pending,
+            TaskState::Running => self.running,
+            TaskState::Succeeded => self.succeeded,
+            TaskState::Failed => self.failed,
+            TaskState::Dead => self.dead,
+            TaskState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Mutable access to the count for one state.
+    pub fn get_mut(&mut self, state: TaskState) -> &mut u64 {
+        match state {
+            TaskState::Pending => &mut self.pending,
+            TaskState::Running => &mut self.running,
+            TaskState::Succeeded => &mut self.succeeded,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Dead => &mut self.dead,
+            TaskState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Tasks not yet terminal.
+    pub fn unfinished(&self) -> u64 {
+        self.pending + self.running + self.failed
+    }
+}
+
+/// How the orchestrator sees a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Connected and greeted.
+    Up,
+    /// Missed heartbeats; may be down.
+    Suspect,
+    /// Declared down; its tasks were re-queued.
+    Down,
+    /// Left on purpose (drained).
+    Left,
+}
+
+/// One node in the cluster summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: NodeName,
+    /// Current state.
+    pub state: MemberState,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Worker slots registered with the orchestrator.
+    pub workers: u32,
+    /// Slots running a task now.
+    pub busy: u32,
+    /// Where its HTTP API listens.
+    pub http_addr: Option<String>,
+}
+
+/// One agent type in the cluster summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Configured (or rebalanced) weight.
+    pub weight: f64,
+    /// Slots allotted to this type across the cluster.
+    pub workers: u32,
+    /// Slots running a task of this type now.
+    pub busy: u32,
+    /// Tasks of this type waiting for a worker.
+    pub queue_depth: u64,
+}
+
+/// The cluster summary served at `GET /v1/cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The orchestrator's node.
+    pub orchestrator: NodeName,
+    /// Every known node, by name.
+    pub nodes: Vec<NodeStatus>,
+    /// Every agent type, by name.
+    pub agents: BTreeMap<AgentType, AgentStatus>,
+    /// Tasks the orchestrator holds, by state.
+    pub tasks: TaskCounts,
+}
+
+/// Replies from the orchestrator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OrchestratorReply {
+    /// Answer to `Submit`: one ack per task, in order.
+    Submitted(Result<Vec<SubmitAck>, SubmitRejection>),
+    /// Answer to `GetTask` and `AwaitTask`.
+    Task(Option<TaskView>),
+    /// Answer to `ListTasks`.
+    Tasks(TaskPage),
+    /// Answer to `Cancel`.
+    Cancel(CancelOutcome),
+    /// Answer to `ClusterStatus`.
+    Cluster(ClusterStatus),
+    /// The request could not be served.
+    Failed(RequestFailure),
+}
+
+/// A request the orchestrator could not serve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum RequestFailure {
+    /// Transport-level failure.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The orchestrator is still loading its state.
+    #[error("the orchestrator is starting up; retry shortly")]
+    Starting,
+}
+
+impl From<WireError> for OrchestratorReply {
+    fn from(error: WireError) -> Self {
+        OrchestratorReply::Failed(RequestFailure::Wire(error))
+    }
+}

@@ -1,0 +1,45 @@
+//! What the orchestrator says to worker pools.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AssignmentEpoch, MemberId, TaskId};
+use crate::mailbox::WireError;
+use crate::task::TaskAssignment;
+
+/// One-way messages to a worker pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PoolCast {
+    /// The orchestrator accepted the pool's registration.
+    Welcome {
+        /// The orchestrator's node.
+        orchestrator: MemberId,
+    },
+    /// Run these attempts; the orchestrator never sends more than the pool
+    /// has idle slots.
+    Assign {
+        /// The orchestrator's node (assignments from any other are refused).
+        orchestrator: MemberId,
+        /// The attempts.
+        assignments: Vec<TaskAssignment>,
+    },
+    /// Stop this attempt if it is still running (task cancelled).
+    Cancel {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt to stop.
+        epoch: AssignmentEpoch,
+    },
+}
+
+/// Pools accept no requests from peers yet.
+pub type PoolRequest = super::NoRequest;
+
+/// Reply type for [`PoolRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolReply(pub WireError);
+
+impl From<WireError> for PoolReply {
+    fn from(error: WireError) -> Self {
+        PoolReply(error)
+    }
+}
