@@ -72,9 +72,11 @@ mod uuid_as_text_or_u128 {
     }
 }
 
-/// A node's configured name: 3–64 characters of lowercase letters, digits and
-/// hyphens (the AGENT_ID rule of the deployment guide). Construct with
-/// [`NodeName::parse`]; the wire form is trusted because peers validated it.
+/// A node's configured name: 2–64 characters of lowercase letters, digits and
+/// hyphens. This is the deployment guide's AGENT_ID rule (3–64) relaxed by one
+/// character so that the documented launch line `--name n1` is valid.
+/// Construct with [`NodeName::parse`]; the wire form is trusted because peers
+/// validated it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeName(Arc<str>);
@@ -83,7 +85,7 @@ pub struct NodeName(Arc<str>);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeNameError {
     /// Too short or too long.
-    #[error("must be 3 to 64 characters long, got {0}")]
+    #[error("must be 2 to 64 characters long, got {0}")]
     Length(usize),
     /// A character outside `[a-z0-9-]`.
     #[error("may contain only lowercase letters, digits and hyphens; found {0:?}")]
@@ -97,7 +99,7 @@ impl NodeName {
     /// Validates `text` against the node-name rule.
     pub fn parse(text: &str) -> Result<Self, NodeNameError> {
         let length = text.chars().count();
-        if !(3..=64).contains(&length) {
+        if !(2..=64).contains(&length) {
             return Err(NodeNameError::Length(length));
         }
         if let Some(bad) = text
@@ -225,10 +227,14 @@ mod tests {
 
     #[test]
     fn node_names_follow_the_agent_id_rule() {
+        assert!(NodeName::parse("n1").is_ok());
         assert!(NodeName::parse("n1-a").is_ok());
-        assert_eq!(NodeName::parse("n1"), Err(NodeNameError::Length(2)));
+        assert_eq!(NodeName::parse("n"), Err(NodeNameError::Length(1)));
         assert_eq!(NodeName::parse("Node1"), Err(NodeNameError::Character('N')));
-        assert_eq!(NodeName::parse("node_1"), Err(NodeNameError::Character('_')));
+        assert_eq!(
+            NodeName::parse("node_1"),
+            Err(NodeNameError::Character('_'))
+        );
         assert_eq!(NodeName::parse("-node"), Err(NodeNameError::EdgeHyphen));
         assert!(NodeName::parse(&"a".repeat(64)).is_ok());
         assert_eq!(

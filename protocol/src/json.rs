@@ -81,7 +81,10 @@ impl fmt::Debug for JsonText {
         if text.len() <= SHOWN {
             f.write_str(text)
         } else {
-            let cut = (0..=SHOWN).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=SHOWN)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
             write!(f, "{}…({} bytes)", &text[..cut], text.len())
         }
     }

@@ -123,7 +123,8 @@ impl<P: Protocol> ractor::Message for Mailbox<P> {
             } if variant == CALL_TAG => match codec::decode::<P::Request>(&args) {
                 Ok(request) => Mailbox::Call(request, typed_port_feeding::<P>(reply)),
                 Err(error) => {
-                    let wire_error = P::Reply::from(WireError::UndecodableRequest(error.to_string()));
+                    let wire_error =
+                        P::Reply::from(WireError::UndecodableRequest(error.to_string()));
                     if let Ok(bytes) = codec::encode(&wire_error) {
                         let _ = reply.send(bytes);
                     }
@@ -177,9 +178,8 @@ fn bytes_port_feeding<P: Protocol>(typed_port: RpcReplyPort<P::Reply>) -> RpcRep
                 Err(_) => return,
             },
         };
-        let reply = codec::decode::<P::Reply>(&bytes).unwrap_or_else(|error| {
-            P::Reply::from(WireError::UndecodableReply(error.to_string()))
-        });
+        let reply = codec::decode::<P::Reply>(&bytes)
+            .unwrap_or_else(|error| P::Reply::from(WireError::UndecodableReply(error.to_string())));
         let _ = typed_port.send(reply);
     });
     match timeout {

@@ -135,7 +135,9 @@ impl fmt::Display for TaskState {
 
 /// The text is not one of the six state names.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown task state {0:?}; expected one of pending, running, succeeded, failed, dead, cancelled")]
+#[error(
+    "unknown task state {0:?}; expected one of pending, running, succeeded, failed, dead, cancelled"
+)]
 pub struct UnknownTaskState(pub String);
 
 impl FromStr for TaskState {

@@ -101,7 +101,9 @@ pub enum SubmitRejection {
         known: Vec<AgentType>,
     },
     /// The payload is over the limit.
-    #[error("task {index}: payload is {bytes} bytes, over the limit of {limit} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most 8 MiB)")]
+    #[error(
+        "task {index}: payload is {bytes} bytes, over the limit of {limit} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most 8 MiB)"
+    )]
     PayloadTooLarge {
         /// Position in the submitted batch.
         index: usize,
@@ -121,7 +123,9 @@ pub enum SubmitRejection {
         message: String,
     },
     /// Too many tasks are waiting; try again later.
-    #[error("the orchestrator holds {pending} unfinished tasks, its limit is {limit}; retry after a short wait")]
+    #[error(
+        "the orchestrator holds {pending} unfinished tasks, its limit is {limit}; retry after a short wait"
+    )]
     Overloaded {
         /// Unfinished tasks now.
         pending: u64,

@@ -1,0 +1,242 @@
+//! The TOML file as written: every key optional, unknown keys rejected.
+//!
+//! Numbers are read as `i64`/`f64` so that an out-of-range value gets a range
+//! error naming its line instead of a type error; [`crate::resolve`] turns
+//! this raw shape into a validated [`crate::NodeConfig`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::environment::Environment;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::expand::{ExpandError, expand};
+use crate::origin::{Origin, SourceMap, line_of};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[node]`: this node's identity and addresses.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// `[limits]`: payload and queue bounds.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[tasks]`: defaults for tasks that do not say.
+    #[serde(default)]
+    pub tasks: TasksSection,
+    /// `[cluster]`: membership tuning.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    /// `[agents.NAME]`: the agent types this node knows.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSection>,
+}
+
+/// `[node]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node name.
+    pub name: Option<String>,
+    /// Cluster listen address.
+    pub listen: Option<String>,
+    /// Host peers dial.
+    pub advertise: Option<String>,
+    /// HTTP listen address.
+    pub http: Option<String>,
+    /// Seed addresses.
+    pub seeds: Option<Vec<String>>,
+    /// Roles.
+    pub roles: Option<Vec<String>>,
+    /// Worker slots.
+    pub workers: Option<i64>,
+    /// Cluster cookie.
+    pub cookie: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest payload or result in bytes.
+    pub max_payload_bytes: Option<i64>,
+    /// Unfinished tasks the orchestrator holds before answering 429.
+    pub max_unfinished_tasks: Option<i64>,
+}
+
+/// `[tasks]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksSection {
+    /// Per-attempt time limit when neither task nor agent type says.
+    pub default_timeout_s: Option<i64>,
+    /// Attempts when neither task nor agent type says.
+    pub default_max_attempts: Option<i64>,
+    /// Finished tasks kept for queries before the oldest are forgotten.
+    pub retain_finished: Option<i64>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// First reconnect delay.
+    pub reconnect_initial_ms: Option<i64>,
+    /// Longest reconnect delay.
+    pub reconnect_max_ms: Option<i64>,
+}
+
+/// `[agents.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Share of worker slots (0.0–1.0).
+    pub weight: Option<f64>,
+    /// `echo`, `sleep`, `exec` or `http`.
+    pub handler: Option<String>,
+    /// Per-attempt time limit.
+    pub timeout_s: Option<i64>,
+    /// Attempts before dead.
+    pub max_attempts: Option<i64>,
+    /// `exec`: program and arguments.
+    pub command: Option<Vec<String>>,
+    /// `exec`: extra environment.
+    pub env: Option<BTreeMap<String, String>>,
+    /// `exec`: working directory.
+    pub working_dir: Option<String>,
+    /// `exec`: exit codes that mean "do not retry".
+    pub fatal_exit_codes: Option<Vec<i64>>,
+    /// `http`: the URL to POST to.
+    pub url: Option<String>,
+    /// `http`: extra request headers.
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// A parsed file with the positions of its keys.
+#[derive(Debug)]
+pub struct LoadedFile {
+    /// The typed content.
+    pub config: FileConfig,
+    /// Key → line.
+    pub source: SourceMap,
+}
+
+impl LoadedFile {
+    /// Where `key` was written (or its table, or the file).
+    pub fn origin_of(&self, key: &str) -> Origin {
+        self.source.origin_of(key)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.source.path()
+    }
+}
+
+/// Reads, expands and parses a config file. `origin` says how the path was
+/// chosen (flag or env), for the error when the file cannot be read.
+pub fn load_file(
+    path: &Path,
+    origin: Origin,
+    env: &Environment,
+) -> Result<LoadedFile, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors(vec![ConfigError::new(
+            origin,
+            "config",
+            format!(
+                "cannot read config file {}: {error}; check the path given to --config / HERD_CONFIG",
+                path.display()
+            ),
+        )])
+    })?;
+    parse_text(path, &text, env)
+}
+
+/// Expands and parses config text as if read from `path`.
+pub fn parse_text(path: &Path, text: &str, env: &Environment) -> Result<LoadedFile, ConfigErrors> {
+    let expanded = expand(text, &|name| env.get(name)).map_err(|error| {
+        let line = match &error {
+            ExpandError::Unset { line, .. }
+            | ExpandError::Malformed { line, .. }
+            | ExpandError::Multiline { line, .. } => *line,
+        };
+        ConfigErrors(vec![ConfigError::new(
+            Origin::File {
+                path: path.to_path_buf(),
+                line,
+            },
+            "${...}",
+            strip_line_prefix(&error.to_string()),
+        )])
+    })?;
+    let source = SourceMap::build(path, &expanded);
+    let config: FileConfig = toml::from_str(&expanded).map_err(|error| {
+        let line = error
+            .span()
+            .map(|span| line_of(&expanded, span.start))
+            .unwrap_or(0);
+        ConfigErrors(vec![ConfigError::new(
+            Origin::File {
+                path: PathBuf::from(path),
+                line,
+            },
+            "toml",
+            error.message().trim().to_string(),
+        )])
+    })?;
+    Ok(LoadedFile { config, source })
+}
+
+fn strip_line_prefix(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((prefix, rest)) if prefix.starts_with("line ") => rest.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LoadedFile, ConfigErrors> {
+        parse_text(Path::new("herd.toml"), text, &Environment::default())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let error = parse("[node]\nname = \"n1\"\nwokers = 4\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("herd.toml:3"), "{message}");
+        assert!(message.contains("unknown field `wokers`"), "{message}");
+        assert!(message.contains("`workers`"), "{message}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let error = parse("[node]\nname = \"n1\nworkers = 4\n").unwrap_err();
+        assert!(error.to_string().contains("herd.toml:2"), "{error}");
+    }
+
+    #[test]
+    fn type_errors_name_the_line() {
+        let error = parse("[node]\n\nworkers = \"many\"\n").unwrap_err();
+        assert!(error.to_string().contains("herd.toml:3"), "{error}");
+    }
+
+    #[test]
+    fn missing_variables_name_the_line() {
+        let error = parse("[node]\ncookie = \"${HERD_TEST_UNSET_COOKIE}\"\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("herd.toml:2"), "{message}");
+        assert!(
+            message.contains("HERD_TEST_UNSET_COOKIE is not set"),
+            "{message}"
+        );
+    }
+}

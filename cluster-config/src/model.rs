@@ -1,0 +1,230 @@
+//! The validated configuration a node runs with.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herd_protocol::messages::membership::Role;
+use herd_protocol::{AgentType, NodeName};
+
+use crate::origin::Origin;
+
+/// A value that must never appear in logs or error bodies (the cookie, API
+/// tokens). `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Everything a node needs to start. Built by [`crate::resolve`], which
+/// guarantees every field is within its documented range.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's name.
+    pub name: NodeName,
+    /// Where the cluster (ractor_cluster) listener binds.
+    pub listen: SocketAddr,
+    /// The host name or IP peers dial to reach `listen`'s port.
+    pub advertise_host: String,
+    /// Where the HTTP API binds.
+    pub http: SocketAddr,
+    /// Seed addresses (`host:port`) to join through.
+    pub seeds: Vec<String>,
+    /// This node's roles, sorted, without duplicates.
+    pub roles: Vec<Role>,
+    /// Worker slots (0 when the node has no worker role).
+    pub workers: u32,
+    /// The shared cluster secret.
+    pub cookie: Secret,
+    /// Where durable state lives; `None` keeps it in memory.
+    pub data_dir: Option<PathBuf>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Payload and queue bounds.
+    pub limits: Limits,
+    /// Defaults for tasks that do not say.
+    pub tasks: TaskDefaults,
+    /// Membership tuning.
+    pub cluster: ClusterSettings,
+    /// Agent types this node knows, by name.
+    pub agents: BTreeMap<AgentType, AgentConfig>,
+    /// Where each `node.*` value came from.
+    pub origins: BTreeMap<&'static str, Origin>,
+}
+
+impl NodeConfig {
+    /// True if the node has `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// `advertise_host:listen-port`, the address peers dial.
+    pub fn advertise_addr(&self) -> String {
+        format!("{}:{}", self.advertise_host, self.listen.port())
+    }
+}
+
+/// Payload and queue bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest task payload or result, in bytes (at most 8 MiB).
+    pub max_payload_bytes: usize,
+    /// Unfinished tasks the orchestrator holds before refusing more (429).
+    pub max_unfinished_tasks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: herd_protocol::limits::DEFAULT_MAX_PAYLOAD_BYTES,
+            max_unfinished_tasks: 1_000_000,
+        }
+    }
+}
+
+/// Defaults for tasks that do not set these fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskDefaults {
+    /// Per-attempt time limit in seconds.
+    pub timeout_s: u32,
+    /// Attempts before a task is dead.
+    pub max_attempts: u32,
+    /// Finished tasks kept for queries; the oldest are forgotten beyond this.
+    pub retain_finished: usize,
+}
+
+impl Default for TaskDefaults {
+    fn default() -> Self {
+        TaskDefaults {
+            timeout_s: 300,
+            max_attempts: 3,
+            retain_finished: 100_000,
+        }
+    }
+}
+
+/// Membership tuning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSettings {
+    /// First delay before redialling an unreachable seed or peer.
+    pub reconnect_initial: Duration,
+    /// Longest delay between redials (the backoff doubles up to this).
+    pub reconnect_max: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(5_000),
+        }
+    }
+}
+
+/// One agent type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    /// Its share of worker slots (0.0–1.0; shares are normalised).
+    pub weight: f64,
+    /// What runs its tasks.
+    pub handler: HandlerConfig,
+    /// Per-attempt time limit, overriding `[tasks]`.
+    pub timeout_s: Option<u32>,
+    /// Attempts, overriding `[tasks]`.
+    pub max_attempts: Option<u32>,
+}
+
+/// The built-in handler an agent type uses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HandlerConfig {
+    /// Result = payload.
+    Echo,
+    /// Payload `{"ms": N}`; sleeps N ms; result `{"slept_ms": N}`.
+    Sleep,
+    /// Runs a program: payload on stdin, JSON result on stdout.
+    Exec(ExecHandlerConfig),
+    /// POSTs the payload to a URL; the response body is the result.
+    Http(HttpHandlerConfig),
+    /// Provided by the embedding program (registered in code).
+    Custom,
+}
+
+impl HandlerConfig {
+    /// The handler's name as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerConfig::Echo => "echo",
+            HandlerConfig::Sleep => "sleep",
+            HandlerConfig::Exec(_) => "exec",
+            HandlerConfig::Http(_) => "http",
+            HandlerConfig::Custom => "custom",
+        }
+    }
+}
+
+/// `exec` handler settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecHandlerConfig {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment variables for the program.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub working_dir: Option<PathBuf>,
+    /// Exit codes meaning "retrying cannot help" (others are retried).
+    pub fatal_exit_codes: Vec<i32>,
+}
+
+/// `http` handler settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpHandlerConfig {
+    /// The URL to POST to.
+    pub url: String,
+    /// Extra request headers (values may be secrets, so they are never logged).
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// The agent types a node offers when its config declares none.
+pub fn default_agents() -> BTreeMap<AgentType, AgentConfig> {
+    [
+        ("echo", HandlerConfig::Echo),
+        ("sleep", HandlerConfig::Sleep),
+    ]
+    .into_iter()
+    .map(|(name, handler)| {
+        (
+            AgentType::new(name),
+            AgentConfig {
+                weight: 0.5,
+                handler,
+                timeout_s: None,
+                max_attempts: None,
+            },
+        )
+    })
+    .collect()
+}

@@ -1,0 +1,327 @@
+//! Layering and validation of node configuration, through the public API.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use herd_config::{Environment, HandlerConfig, Origin, Overrides, resolve};
+use herd_protocol::messages::membership::Role;
+
+fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herd.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    (dir, path)
+}
+
+fn minimal() -> Overrides {
+    Overrides {
+        name: Some("n1".into()),
+        cookie: Some("secret".into()),
+        ..Overrides::default()
+    }
+}
+
+#[test]
+fn defaults_apply_when_nothing_else_is_given() {
+    let config = resolve(&minimal(), &Environment::default()).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:7100");
+    assert_eq!(config.http.to_string(), "127.0.0.1:8100");
+    assert_eq!(config.advertise_host, "127.0.0.1");
+    assert_eq!(
+        config.roles,
+        vec![Role::Orchestrator, Role::Worker, Role::Monitor]
+    );
+    assert_eq!(config.workers, 4);
+    assert!(config.seeds.is_empty());
+    let agents: Vec<_> = config
+        .agents
+        .keys()
+        .map(|a| a.as_str().to_string())
+        .collect();
+    assert_eq!(agents, vec!["echo", "sleep"]);
+    assert_eq!(config.origins["node.workers"], Origin::Default);
+}
+
+#[test]
+fn flag_beats_env_beats_file_beats_default() {
+    let (_dir, path) = write_config(
+        "[node]\nname = \"from-file\"\nworkers = 7\nhttp = \"127.0.0.1:9001\"\nlisten = \"127.0.0.1:9002\"\ncookie = \"c\"\n",
+    );
+    let env = Environment::from_pairs([
+        ("HERD_CONFIG", path.to_str().unwrap()),
+        ("HERD_WORKERS", "9"),
+        ("HERD_HTTP", "127.0.0.1:9101"),
+    ]);
+    let overrides = Overrides {
+        workers: Some("11".into()),
+        ..Overrides::default()
+    };
+    let config = resolve(&overrides, &env).unwrap();
+    // flag over env over file
+    assert_eq!(config.workers, 11);
+    assert_eq!(config.origins["node.workers"], Origin::Flag("--workers"));
+    // env over file
+    assert_eq!(config.http.to_string(), "127.0.0.1:9101");
+    assert_eq!(config.origins["node.http"], Origin::Env("HERD_HTTP"));
+    // file over default
+    assert_eq!(config.listen.to_string(), "127.0.0.1:9002");
+    assert_eq!(config.name.as_str(), "from-file");
+    assert_eq!(
+        config.origins["node.listen"],
+        Origin::File {
+            path: path.clone(),
+            line: 5
+        }
+    );
+    assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
+}
+
+#[test]
+fn seeds_come_from_repeated_flags_comma_separated_env_or_a_file_list() {
+    let from_flags = resolve(
+        &Overrides {
+            seeds: Some(vec!["127.0.0.1:7102".into(), "127.0.0.1:7103".into()]),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(from_flags.seeds, vec!["127.0.0.1:7102", "127.0.0.1:7103"]);
+
+    let from_env = resolve(
+        &minimal(),
+        &Environment::from_pairs([("HERD_SEEDS", "a.herd:7100, b.herd:7100")]),
+    )
+    .unwrap();
+    assert_eq!(from_env.seeds, vec!["a.herd:7100", "b.herd:7100"]);
+
+    let (_dir, path) = write_config("[node]\nseeds = [\"n2:7100\"]\n");
+    let from_file = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(from_file.seeds, vec!["n2:7100"]);
+}
+
+#[test]
+fn file_values_expand_environment_references() {
+    let (_dir, path) = write_config(
+        "[node]\nname = \"${NODE:-n9}\"\ncookie = \"${SECRET}\"\nworkers = ${SLOTS:-3}\n",
+    );
+    let env = Environment::from_pairs([("SECRET", "s3cr3t\"x")]);
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.name.as_str(), "n9");
+    assert_eq!(config.cookie.expose(), "s3cr3t\"x");
+    assert_eq!(config.workers, 3);
+}
+
+#[test]
+fn missing_cookie_is_refused_and_the_message_says_how_to_set_it() {
+    let errors = resolve(
+        &Overrides {
+            name: Some("n1".into()),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(errors.mentions("node.cookie"));
+    let message = errors.to_string();
+    assert!(message.contains("--cookie"), "{message}");
+    assert!(message.contains("HERD_COOKIE"), "{message}");
+    assert!(message.contains("no default"), "{message}");
+}
+
+#[test]
+fn invalid_values_name_their_source_and_the_fix() {
+    let env = Environment::from_pairs([("HERD_WORKERS", "lots"), ("HERD_ROLES", "worker,boss")]);
+    let errors = resolve(
+        &Overrides {
+            name: Some("Node_1".into()),
+            listen: Some("localhost".into()),
+            seeds: Some(vec!["10.0.0.2".into()]),
+            cookie: Some("c".into()),
+            ..Overrides::default()
+        },
+        &env,
+    )
+    .unwrap_err();
+    let message = errors.to_string();
+    for expected in [
+        "flag --name: node.name: \"Node_1\" may contain only lowercase letters",
+        "flag --listen: node.listen: \"localhost\" is not an IP:PORT address; write e.g. 0.0.0.0:7100",
+        "flag --seed: node.seeds: seed \"10.0.0.2\" has no port",
+        "environment variable HERD_WORKERS: node.workers: \"lots\" is not a whole number",
+        "environment variable HERD_ROLES: node.roles: unknown role \"boss\"",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+    assert_eq!(errors.0.len(), 5, "{message}");
+}
+
+#[test]
+fn file_errors_point_at_file_and_line() {
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[limits]\nmax_payload_bytes = 20000000\n\n[agents.summarize]\nhandler = \"exec\"\nweight = 1.5\n\n[agents.fetch]\nhandler = \"http\"\ncommand = [\"x\"]\n",
+    );
+    let errors = resolve(
+        &Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    let message = errors.to_string();
+    let at = |line: usize| format!("{}:{line}", path.display());
+    for expected in [
+        format!(
+            "{}: limits.max_payload_bytes: is 20000000, outside 1..=8388608",
+            at(6)
+        ),
+        format!(
+            "{}: agents.summarize.weight: is 1.5, outside 0.0..=1.0",
+            at(10)
+        ),
+        format!(
+            "{}: agents.summarize.command: is required for handler = \"exec\"",
+            at(8)
+        ),
+        format!(
+            "{}: agents.fetch.command: applies only to handler = \"exec\"",
+            at(14)
+        ),
+        format!(
+            "{}: agents.fetch.url: is required for handler = \"http\"",
+            at(12)
+        ),
+    ] {
+        assert!(
+            message.contains(&expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_config_file_names_the_flag_or_variable() {
+    let errors = resolve(
+        &minimal(),
+        &Environment::from_pairs([("HERD_CONFIG", "/nonexistent/herd.toml")]),
+    )
+    .unwrap_err();
+    let message = errors.to_string();
+    assert!(
+        message.contains("environment variable HERD_CONFIG"),
+        "{message}"
+    );
+    assert!(message.contains("/nonexistent/herd.toml"), "{message}");
+}
+
+#[test]
+fn listening_on_all_interfaces_requires_an_advertised_host() {
+    let errors = resolve(
+        &Overrides {
+            listen: Some("0.0.0.0:7100".into()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(errors.mentions("node.advertise"), "{errors}");
+    let config = resolve(
+        &Overrides {
+            listen: Some("0.0.0.0:7100".into()),
+            advertise: Some("n1.herd".into()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(config.advertise_addr(), "n1.herd:7100");
+}
+
+#[test]
+fn worker_role_needs_workers_but_other_nodes_ignore_the_count() {
+    let errors = resolve(
+        &Overrides {
+            workers: Some("0".into()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(
+        errors.to_string().contains("has the worker role"),
+        "{errors}"
+    );
+    let config = resolve(
+        &Overrides {
+            roles: Some("orchestrator,monitor".into()),
+            workers: Some("0".into()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(config.workers, 0);
+}
+
+#[test]
+fn declared_agents_replace_the_built_in_ones() {
+    let (_dir, path) = write_config(
+        "[agents.summarize]\nweight = 0.7\nhandler = \"exec\"\ncommand = [\"python3\", \"s.py\"]\nfatal_exit_codes = [2]\ntimeout_s = 60\n\n[agents.fetch]\nweight = 0.3\nhandler = \"http\"\nurl = \"http://127.0.0.1:9000/run\"\nheaders = { Authorization = \"Bearer t0ken\" }\n",
+    );
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    let names: Vec<_> = config.agents.keys().map(|a| a.as_str()).collect();
+    assert_eq!(names, vec!["fetch", "summarize"]);
+    let summarize = &config.agents[&"summarize".into()];
+    assert_eq!(summarize.timeout_s, Some(60));
+    match &summarize.handler {
+        HandlerConfig::Exec(exec) => {
+            assert_eq!(exec.command, vec!["python3", "s.py"]);
+            assert_eq!(exec.fatal_exit_codes, vec![2]);
+        }
+        other => panic!("unexpected handler {other:?}"),
+    }
+    // Header values are secrets: they never print.
+    let debug = format!("{:?}", config.agents[&"fetch".into()]);
+    assert!(!debug.contains("t0ken"), "{debug}");
+}
+
+#[test]
+fn the_cookie_never_appears_in_debug_output() {
+    let config = resolve(
+        &Overrides {
+            cookie: Some("very-secret-cookie".into()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert!(!format!("{config:?}").contains("very-secret-cookie"));
+}
