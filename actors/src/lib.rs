@@ -1,1 +1,3 @@
+//! The embeddable herd runtime.
 
+pub mod task_book;

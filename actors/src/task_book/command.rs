@@ -1,0 +1,162 @@
+//! What can happen to the task book, and what it asks the world to do.
+
+use herd_protocol::messages::orchestrator::{SubmitAck, SubmitRejection};
+use herd_protocol::{
+    AgentType, AssignmentEpoch, JsonText, MemberId, TaskAssignment, TaskId, TaskReport, TaskSpec,
+    TaskState, UnixMillis,
+};
+
+/// An input to [`super::TaskBook::apply`]. Every command carries the time it
+/// happened, so the book never reads a clock and replaying a journal of
+/// commands rebuilds the same state.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Accept a batch of tasks, all or none. Ids are chosen by the caller (time
+    /// ordered) so that replay reproduces them.
+    Submit {
+        /// Ids and specs, in submission order.
+        tasks: Vec<(TaskId, TaskSpec)>,
+        /// Acceptance time.
+        now: UnixMillis,
+    },
+    /// Start up to `max` pending tasks of `agent_type` on `member`'s pool.
+    Assign {
+        /// The pool's node.
+        member: MemberId,
+        /// Which queue to take from.
+        agent_type: AgentType,
+        /// Most tasks to start.
+        max: usize,
+        /// Assignment time.
+        now: UnixMillis,
+    },
+    /// A pool reports a finished attempt.
+    Report {
+        /// The reporting pool's node.
+        member: MemberId,
+        /// The report.
+        report: TaskReport,
+        /// Arrival time.
+        now: UnixMillis,
+    },
+    /// A node left or was declared down: its attempts are lost.
+    MemberLost {
+        /// The node.
+        member: MemberId,
+        /// Detection time.
+        now: UnixMillis,
+    },
+    /// A node hands back attempts it will not finish (drain): re-queued
+    /// without counting as failures.
+    HandBack {
+        /// The node.
+        member: MemberId,
+        /// The attempts it gives up.
+        attempts: Vec<(TaskId, AssignmentEpoch)>,
+        /// Time.
+        now: UnixMillis,
+    },
+    /// A user cancels a task.
+    Cancel {
+        /// The task.
+        id: TaskId,
+        /// Time.
+        now: UnixMillis,
+    },
+    /// Time passes: retries whose backoff elapsed become pending.
+    Tick {
+        /// Current time.
+        now: UnixMillis,
+    },
+    /// A dead task is given another chance, optionally with a new payload.
+    RetryDead {
+        /// The task.
+        id: TaskId,
+        /// Replacement payload.
+        payload: Option<JsonText>,
+        /// Time.
+        now: UnixMillis,
+    },
+}
+
+/// Why a report was not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleReason {
+    /// Its epoch is not the task's current one: an older attempt finished
+    /// after the task was re-assigned (the fencing case).
+    Duplicate,
+    /// The task was cancelled while the attempt ran.
+    Cancelled,
+    /// No such task (never existed, or forgotten after retention).
+    Unknown,
+}
+
+/// Why a running attempt was taken back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequeueReason {
+    /// Its node was lost.
+    MemberLost,
+    /// Its node handed it back (drain).
+    HandedBack,
+    /// A failed attempt's backoff elapsed.
+    RetryDue,
+    /// A user retried it from the dead-letter queue.
+    DeadLetterRetry,
+}
+
+/// What the book asks its owner to do, or tells it happened.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Answer to `Submit`: the batch was accepted.
+    Accepted(Vec<SubmitAck>),
+    /// Answer to `Submit`: nothing was accepted.
+    Rejected(SubmitRejection),
+    /// Send this attempt to `member`'s pool.
+    Dispatch {
+        /// The pool's node.
+        member: MemberId,
+        /// The attempt.
+        assignment: TaskAssignment,
+    },
+    /// Tell `member`'s pool to stop this attempt.
+    StopAttempt {
+        /// The pool's node.
+        member: MemberId,
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        epoch: AssignmentEpoch,
+    },
+    /// The task reached a state others may wait for (terminal, or failed).
+    StateChanged {
+        /// The task.
+        id: TaskId,
+        /// Its agent type.
+        agent_type: AgentType,
+        /// The new state.
+        state: TaskState,
+    },
+    /// An attempt went back to the queue.
+    Requeued {
+        /// The task.
+        id: TaskId,
+        /// Why.
+        reason: RequeueReason,
+    },
+    /// A report was ignored.
+    StaleReport {
+        /// The task.
+        id: TaskId,
+        /// Why.
+        reason: StaleReason,
+    },
+    /// A finished task was dropped from memory (retention limit).
+    Forgotten(TaskId),
+    /// Answer to `Cancel` / `RetryDead` on a task that does not allow it.
+    NotApplicable {
+        /// The task.
+        id: TaskId,
+        /// Its current state, `None` if unknown.
+        state: Option<TaskState>,
+    },
+}
