@@ -1,3 +1,4 @@
 //! The embeddable herd runtime.
 
+pub mod scheduling;
 pub mod task_book;

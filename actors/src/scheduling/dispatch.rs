@@ -1,0 +1,245 @@
+//! Which pending tasks go to which pool, given each pool's free slots.
+//!
+//! Pools advertise slots, not demand: the orchestrator pushes at most as many
+//! attempts to a pool as it has idle slots (credits), so a worker never holds
+//! two tasks and nothing queues at a pool. Slots are shared in two phases:
+//!
+//! 1. **Guaranteed**: each type may fill its quota on each pool.
+//! 2. **Borrowing**: idle slots beyond that are lent to types that still have
+//!    pending work, except one slot per idle type with a quota on that pool,
+//!    so a task of a quiet type never waits behind borrowed slots. Borrowed
+//!    slots return when their task ends; nothing is pre-empted.
+//!
+//! Weights therefore bind under contention and never leave a slot idle while
+//! work waits.
+
+use std::collections::BTreeMap;
+
+use herd_protocol::{AgentType, MemberId};
+
+use super::allocation::Allocation;
+
+/// One pool as the dispatcher sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolLoad {
+    /// The pool's node.
+    pub member: MemberId,
+    /// Its worker slots.
+    pub slots: u32,
+    /// Attempts running there, by type.
+    pub running: BTreeMap<AgentType, u32>,
+}
+
+impl PoolLoad {
+    fn idle(&self) -> u32 {
+        self.slots.saturating_sub(self.running.values().sum())
+    }
+
+    fn running_of(&self, agent_type: &AgentType) -> u32 {
+        self.running.get(agent_type).copied().unwrap_or(0)
+    }
+}
+
+/// Everything one dispatch decision needs.
+#[derive(Clone, Debug)]
+pub struct DispatchInput<'a> {
+    /// Pools in the order to serve them (the caller rotates it for fairness).
+    pub pools: &'a [PoolLoad],
+    /// Quotas per pool and type.
+    pub allocation: &'a Allocation,
+    /// Pending tasks per type that may be dispatched now.
+    pub demand: &'a BTreeMap<AgentType, u64>,
+    /// Types in borrowing order (heaviest weight first).
+    pub borrow_order: &'a [AgentType],
+}
+
+/// Plans assignments: `(pool, type, count)` triples. Guarantees: no pool gets
+/// more than its idle slots, no type more than its demand.
+pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32)> {
+    let mut demand: BTreeMap<&AgentType, u64> = input
+        .demand
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| (t, *n))
+        .collect();
+    let mut idle: Vec<u32> = input.pools.iter().map(PoolLoad::idle).collect();
+    let mut plan: BTreeMap<(usize, &AgentType), u32> = BTreeMap::new();
+
+    // Phase 1: each type up to its quota on each pool.
+    for (index, pool) in input.pools.iter().enumerate() {
+        for (agent_type, wanted) in demand.iter_mut() {
+            let quota = input.allocation.quota(&pool.member, agent_type);
+            let headroom = quota.saturating_sub(pool.running_of(agent_type));
+            let count = (headroom as u64).min(*wanted).min(idle[index] as u64) as u32;
+            if count > 0 {
+                *plan.entry((index, *agent_type)).or_default() += count;
+                *wanted -= count as u64;
+                idle[index] -= count;
+            }
+        }
+    }
+
+    // Phase 2: lend what is left, keeping one slot per quiet type.
+    for (index, pool) in input.pools.iter().enumerate() {
+        let reserved = input
+            .allocation
+            .per_pool
+            .get(&pool.member)
+            .into_iter()
+            .flatten()
+            .filter(|(agent_type, quota)| {
+                **quota > 0
+                    && pool.running_of(agent_type) == 0
+                    && !plan.contains_key(&(index, *agent_type))
+                    && demand.get(agent_type).is_none_or(|n| *n == 0)
+            })
+            .count() as u32;
+        let mut lendable = idle[index].saturating_sub(reserved);
+        let supported = input.allocation.per_pool.get(&pool.member);
+        while lendable > 0 {
+            let mut lent = false;
+            for agent_type in input.borrow_order {
+                if lendable == 0 {
+                    break;
+                }
+                if !supported.is_some_and(|quotas| quotas.contains_key(agent_type)) {
+                    continue;
+                }
+                if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
+                    *wanted -= 1;
+                    lendable -= 1;
+                    idle[index] -= 1;
+                    *plan.entry((index, agent_type)).or_default() += 1;
+                    lent = true;
+                }
+            }
+            if !lent {
+                break;
+            }
+        }
+    }
+
+    plan.into_iter()
+        .map(|((index, agent_type), count)| {
+            (input.pools[index].member.clone(), agent_type.clone(), count)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::allocation::{PoolCapacity, allocate};
+    use herd_protocol::{Incarnation, NodeName};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn member(index: usize) -> MemberId {
+        MemberId {
+            name: NodeName::parse(&format!("n{index}")).unwrap(),
+            incarnation: Incarnation(1),
+        }
+    }
+
+    fn types(names: &[&str]) -> Vec<AgentType> {
+        names.iter().map(|n| AgentType::new(n)).collect()
+    }
+
+    fn setup(slots: &[u32], names: &[&str]) -> (Vec<PoolLoad>, Allocation) {
+        let supports: BTreeSet<AgentType> = types(names).into_iter().collect();
+        let capacities: Vec<PoolCapacity> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| PoolCapacity {
+                member: member(i + 1),
+                slots: *s,
+                supports: supports.clone(),
+            })
+            .collect();
+        let weights = names.iter().map(|n| (AgentType::new(n), 1.0)).collect();
+        let allocation = allocate(&capacities, &weights);
+        let loads = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| PoolLoad {
+                member: member(i + 1),
+                slots: *s,
+                running: BTreeMap::new(),
+            })
+            .collect();
+        (loads, allocation)
+    }
+
+    #[test]
+    fn one_busy_type_borrows_idle_slots_but_leaves_one_for_each_quiet_type() {
+        let (pools, allocation) = setup(&[4, 4], &["echo", "sleep"]);
+        let demand = BTreeMap::from([(AgentType::new("echo"), 100)]);
+        let order = types(&["echo", "sleep"]);
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &order,
+        });
+        let echo_total: u32 = plan
+            .iter()
+            .filter(|(_, t, _)| t.as_str() == "echo")
+            .map(|(_, _, n)| n)
+            .sum();
+        // 8 slots, one kept free for `sleep` on each pool.
+        assert_eq!(echo_total, 6);
+    }
+
+    #[test]
+    fn a_quiet_type_gets_its_reserved_slot_at_once() {
+        let (mut pools, allocation) = setup(&[4], &["echo", "sleep"]);
+        pools[0].running = BTreeMap::from([(AgentType::new("echo"), 3)]);
+        let demand = BTreeMap::from([(AgentType::new("echo"), 10), (AgentType::new("sleep"), 1)]);
+        let order = types(&["echo", "sleep"]);
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &order,
+        });
+        assert_eq!(plan, vec![(member(1), AgentType::new("sleep"), 1)]);
+    }
+
+    proptest! {
+        #[test]
+        fn never_over_assigns_and_never_idles_while_work_waits(
+            slots in proptest::collection::vec(1..12u32, 1..4),
+            running in proptest::collection::vec((0..3usize, 0..4u32), 0..6),
+            demand in proptest::collection::vec(0..30u64, 3),
+        ) {
+            let names = ["a", "b", "c"];
+            let (mut pools, allocation) = setup(&slots, &names);
+            for (type_index, count) in running {
+                let pool = &mut pools[type_index % slots.len()];
+                let idle = pool.idle();
+                *pool.running.entry(AgentType::new(names[type_index])).or_default() += count.min(idle);
+            }
+            let demand: BTreeMap<AgentType, u64> = names.iter().zip(&demand).map(|(n, d)| (AgentType::new(n), *d)).collect();
+            let order = types(&names);
+            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order });
+            for pool in &pools {
+                let given: u32 = plan.iter().filter(|(m, _, _)| *m == pool.member).map(|(_, _, n)| n).sum();
+                prop_assert!(given <= pool.idle(), "pool over-assigned");
+            }
+            let mut left = demand.clone();
+            for (_, agent_type, count) in &plan {
+                let wanted = left.get_mut(agent_type).unwrap();
+                prop_assert!(*wanted >= *count as u64, "type over-assigned");
+                *wanted -= *count as u64;
+            }
+            // Work-conserving: if work is left, every pool is full except
+            // for at most one reserved slot per type.
+            if left.values().any(|n| *n > 0) {
+                for pool in &pools {
+                    let given: u32 = plan.iter().filter(|(m, _, _)| *m == pool.member).map(|(_, _, n)| n).sum();
+                    prop_assert!(pool.idle() - given <= names.len() as u32, "idle slots left while work waits");
+                }
+            }
+        }
+    }
+}

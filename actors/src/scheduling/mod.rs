@@ -1,0 +1,8 @@
+//! Pure scheduling decisions: how slots are split among agent types, and
+//! which pending tasks go to which pool. No actors, no I/O.
+
+pub mod allocation;
+pub mod dispatch;
+
+pub use allocation::{Allocation, PoolCapacity, allocate};
+pub use dispatch::{DispatchInput, PoolLoad, plan_dispatch};
