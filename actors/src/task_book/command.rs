@@ -46,6 +46,16 @@ pub enum Command {
         /// Detection time.
         now: UnixMillis,
     },
+    /// Specific attempts on a node were lost (its pool restarted without
+    /// them): retried at once, counting as attempts.
+    AttemptsLost {
+        /// The node.
+        member: MemberId,
+        /// The lost attempts.
+        attempts: Vec<(TaskId, AssignmentEpoch)>,
+        /// Time.
+        now: UnixMillis,
+    },
     /// A node hands back attempts it will not finish (drain): re-queued
     /// without counting as failures.
     HandBack {

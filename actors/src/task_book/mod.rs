@@ -157,6 +157,11 @@ impl TaskBook {
                 now,
             } => self.report(member, report, now, &mut effects),
             Command::MemberLost { member, now } => self.member_lost(&member, now, &mut effects),
+            Command::AttemptsLost {
+                member,
+                attempts,
+                now,
+            } => self.attempts_lost(&member, attempts, now, &mut effects),
             Command::HandBack {
                 member,
                 attempts,
@@ -602,6 +607,45 @@ impl TaskBook {
         }
     }
 
+    fn attempts_lost(
+        &mut self,
+        member: &MemberId,
+        attempts: Vec<(TaskId, AssignmentEpoch)>,
+        now: UnixMillis,
+        effects: &mut Vec<Effect>,
+    ) {
+        for (id, epoch) in attempts {
+            if !self.is_running_on(id, epoch, member) {
+                continue;
+            }
+            self.release(id, member);
+            let message = format!("the worker pool on {member} restarted and lost this attempt");
+            self.attempt_failed(id, FailureKind::NodeLost, message, now, effects);
+        }
+    }
+
+    /// Attempts the book believes run on `member`, with their epochs.
+    pub fn running_attempts_on(&self, member: &MemberId) -> Vec<(TaskId, AssignmentEpoch)> {
+        let Some(load) = self.load.get(member) else {
+            return Vec::new();
+        };
+        let mut attempts: Vec<_> = load
+            .tasks
+            .iter()
+            .map(|id| (*id, self.tasks[id].epoch))
+            .collect();
+        attempts.sort_unstable();
+        attempts
+    }
+
+    fn is_running_on(&self, id: TaskId, epoch: AssignmentEpoch, member: &MemberId) -> bool {
+        self.tasks.get(&id).is_some_and(|record| {
+            record.state == TaskState::Running
+                && record.epoch == epoch
+                && record.member.as_ref() == Some(member)
+        })
+    }
+
     fn hand_back(
         &mut self,
         member: &MemberId,
@@ -610,12 +654,7 @@ impl TaskBook {
         effects: &mut Vec<Effect>,
     ) {
         for (id, epoch) in attempts {
-            let running_here = self.tasks.get(&id).is_some_and(|record| {
-                record.state == TaskState::Running
-                    && record.epoch == epoch
-                    && record.member.as_ref() == Some(member)
-            });
-            if !running_here {
+            if !self.is_running_on(id, epoch, member) {
                 continue;
             }
             self.release(id, member);

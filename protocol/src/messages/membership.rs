@@ -102,10 +102,9 @@ pub enum Refusal {
 /// Membership messages between nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MembershipCast {
-    /// "Here is who I am" (answered with `Welcome`).
+    /// "Here is who I am". Each side sends it once it sees the other's
+    /// membership actor; a peer is up once its greeting is accepted.
     Hello(Greeting),
-    /// The answer to `Hello`.
-    Welcome(Greeting),
     /// The sender will not talk to the receiver, and says why.
     Refused {
         /// Who refuses.

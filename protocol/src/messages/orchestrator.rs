@@ -285,6 +285,9 @@ pub enum RequestFailure {
     /// The orchestrator is still loading its state.
     #[error("the orchestrator is starting up; retry shortly")]
     Starting,
+    /// The addressed node is not (or no longer) the cluster's orchestrator.
+    #[error("this node is not the cluster's orchestrator")]
+    NotOrchestrator,
 }
 
 impl From<WireError> for OrchestratorReply {

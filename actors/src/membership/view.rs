@@ -1,0 +1,170 @@
+//! The cluster as one node sees it, published to every local component.
+
+use std::collections::BTreeMap;
+
+use herd_protocol::messages::membership::{Greeting, Role};
+use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::{MemberId, NodeName, UnixMillis};
+use ractor::ActorId;
+use ractor_cluster::NodeId;
+
+/// One node in the view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberInfo {
+    /// Name and incarnation.
+    pub member: MemberId,
+    /// Up, suspect, down or left.
+    pub state: MemberState,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Where peers dial it.
+    pub cluster_addr: String,
+    /// Its HTTP API.
+    pub http_addr: Option<String>,
+    /// Worker slots it hosts.
+    pub workers: u32,
+    /// When its orchestrator started, if it runs one.
+    pub orchestrator_since: Option<UnixMillis>,
+    /// The ractor_cluster session to it (`None` for this node, or when down).
+    pub session: Option<NodeId>,
+    /// When `state` last changed.
+    pub state_since: UnixMillis,
+}
+
+impl MemberInfo {
+    /// A member described by its greeting, up now.
+    pub fn from_greeting(greeting: &Greeting, session: Option<NodeId>, now: UnixMillis) -> Self {
+        MemberInfo {
+            member: greeting.member.clone(),
+            state: MemberState::Up,
+            roles: greeting.roles.clone(),
+            cluster_addr: greeting.cluster_addr.clone(),
+            http_addr: greeting.http_addr.clone(),
+            workers: greeting.workers,
+            orchestrator_since: greeting.orchestrator_since,
+            session,
+            state_since: now,
+        }
+    }
+
+    /// True if the member has `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// What this node knows about the cluster. Cheap to clone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterView {
+    /// This node.
+    pub local: MemberInfo,
+    /// Every other node ever greeted (latest incarnation per name).
+    pub peers: BTreeMap<NodeName, MemberInfo>,
+    /// The orchestrator the cluster keeps, if any is up.
+    pub orchestrator: Option<MemberId>,
+    /// True once every seed was reached or tried at least once, so the node
+    /// knows whether it joined an existing cluster.
+    pub discovery_complete: bool,
+}
+
+impl ClusterView {
+    /// A view holding only this node.
+    pub fn alone(local: MemberInfo) -> Self {
+        let mut view = ClusterView {
+            local,
+            peers: BTreeMap::new(),
+            orchestrator: None,
+            discovery_complete: false,
+        };
+        view.orchestrator = view.elect_orchestrator();
+        view
+    }
+
+    /// The member hosting `actor` (local actors are on this node).
+    pub fn member_of_actor(&self, actor: ActorId) -> Option<&MemberInfo> {
+        match actor {
+            ActorId::Local(_) => Some(&self.local),
+            ActorId::Remote { node_id, .. } => self
+                .peers
+                .values()
+                .find(|peer| peer.state == MemberState::Up && peer.session == Some(node_id)),
+        }
+    }
+
+    /// The member named `name`, this node included.
+    pub fn member_named(&self, name: &NodeName) -> Option<&MemberInfo> {
+        if &self.local.member.name == name {
+            Some(&self.local)
+        } else {
+            self.peers.get(name)
+        }
+    }
+
+    /// Up members, this node first.
+    pub fn up_members(&self) -> impl Iterator<Item = &MemberInfo> {
+        std::iter::once(&self.local).chain(
+            self.peers
+                .values()
+                .filter(|peer| peer.state == MemberState::Up),
+        )
+    }
+
+    /// True if `member` (this exact incarnation) is up.
+    pub fn is_up(&self, member: &MemberId) -> bool {
+        self.up_members().any(|info| &info.member == member)
+    }
+
+    /// The senior orchestrator among up members: the one running longest,
+    /// ties broken by name. Any other is a second orchestrator and is refused.
+    pub fn elect_orchestrator(&self) -> Option<MemberId> {
+        self.up_members()
+            .filter_map(|info| info.orchestrator_since.map(|since| (since, &info.member)))
+            .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)))
+            .map(|(_, member)| member.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_protocol::Incarnation;
+
+    fn info(name: &str, orchestrator_since: Option<u64>, state: MemberState) -> MemberInfo {
+        MemberInfo {
+            member: MemberId {
+                name: NodeName::parse(name).unwrap(),
+                incarnation: Incarnation(1),
+            },
+            state,
+            roles: vec![],
+            cluster_addr: format!("{name}:7100"),
+            http_addr: None,
+            workers: 0,
+            orchestrator_since: orchestrator_since.map(UnixMillis),
+            session: Some(1),
+            state_since: UnixMillis(0),
+        }
+    }
+
+    #[test]
+    fn the_longest_running_up_orchestrator_is_kept() {
+        let mut view = ClusterView::alone(info("n2", Some(200), MemberState::Up));
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n2");
+        view.peers.insert(
+            NodeName::parse("n1").unwrap(),
+            info("n1", Some(100), MemberState::Up),
+        );
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n1");
+        view.peers
+            .get_mut(&NodeName::parse("n1").unwrap())
+            .unwrap()
+            .state = MemberState::Down;
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n2");
+        // Same start time: the name decides, on every node alike.
+        view.peers.insert(
+            NodeName::parse("n0").unwrap(),
+            info("n0", Some(200), MemberState::Up),
+        );
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n0");
+    }
+}

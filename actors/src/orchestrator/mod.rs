@@ -1,0 +1,37 @@
+//! The orchestrator: the task book, the pools it schedules onto, and the
+//! requests of every node's API.
+//!
+//! The actor is a thin shell: it turns messages into [`crate::task_book`]
+//! commands, asks [`crate::scheduling`] how to spread pending work over the
+//! pools' free slots, and carries out the resulting effects (batched
+//! assignments, cancellations, replies to waiters).
+
+mod actor;
+mod pools;
+mod status;
+
+use herd_protocol::Mailbox;
+use herd_protocol::messages::groups;
+use ractor::ActorRef;
+
+pub use actor::{
+    AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorLocal, OrchestratorProtocol,
+};
+
+use crate::membership::ClusterView;
+
+/// The orchestrator's mailbox type.
+pub type OrchestratorMsg = Mailbox<OrchestratorProtocol>;
+
+/// The actor of the orchestrator the view names, local or remote, if its
+/// process group entry has arrived.
+pub fn find_orchestrator(view: &ClusterView) -> Option<ActorRef<OrchestratorMsg>> {
+    let target = view.orchestrator.as_ref()?;
+    ractor::pg::get_members(&groups::ORCHESTRATOR.to_string())
+        .into_iter()
+        .find(|cell| {
+            view.member_of_actor(cell.get_id())
+                .is_some_and(|info| &info.member == target)
+        })
+        .map(ActorRef::from)
+}

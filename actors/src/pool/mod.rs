@@ -1,0 +1,16 @@
+//! A node's worker slots: one worker actor per slot, each running at most one
+//! task at a time.
+//!
+//! The pool registers with the orchestrator, receives batches of
+//! assignments (never more than it has idle slots), hands each to an idle
+//! worker, and returns finished attempts in batches. A worker that panics or
+//! dies is replaced at once (with backoff if it keeps failing), and its
+//! interrupted task is reported as a crash so the orchestrator retries it.
+
+mod actor;
+mod restarts;
+mod worker;
+
+pub use actor::{PoolArgs, PoolLocal, PoolMsg, PoolProtocol, WorkerPool};
+pub use restarts::RestartIntensity;
+pub use worker::{Worker, WorkerArgs, WorkerMsg};

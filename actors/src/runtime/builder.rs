@@ -1,0 +1,278 @@
+//! Starting a node from code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_config::{AgentConfig, ConfigErrors, Environment, HandlerConfig, NodeConfig, Overrides};
+use herd_protocol::messages::membership::Role;
+use herd_protocol::{AgentType, Incarnation, MemberId, UnixMillis};
+use ractor::{Actor, ActorRef};
+use tokio::sync::{mpsc, watch};
+
+use super::fatal::FatalError;
+use super::handle::NodeHandle;
+use super::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::handlers::{HandlerRegistry, RegistryError, TaskHandler};
+use crate::membership::{ClusterView, MemberInfo};
+use crate::orchestrator::AgentTypeEntry;
+use crate::task_book::TaskBookSettings;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// A configured handler could not be built.
+    #[error(transparent)]
+    Handlers(#[from] RegistryError),
+    /// An actor failed to start (e.g. the cluster port is in use).
+    #[error("the node could not start: {0}")]
+    Spawn(String),
+}
+
+/// Configures a node started from code. Values set here act like command-line
+/// flags: they override environment variables (only read if
+/// [`HerdNodeBuilder::with_process_env`] is called) and the config file.
+#[derive(Default)]
+pub struct HerdNodeBuilder {
+    overrides: Overrides,
+    env: Environment,
+    config: Option<NodeConfig>,
+    handlers: BTreeMap<AgentType, (Option<f64>, Arc<dyn TaskHandler>)>,
+}
+
+impl HerdNodeBuilder {
+    /// Node name (2–64 lowercase letters, digits, hyphens).
+    pub fn name(mut self, name: &str) -> Self {
+        self.overrides.name = Some(name.to_string());
+        self
+    }
+
+    /// Shared cluster secret.
+    pub fn cookie(mut self, cookie: &str) -> Self {
+        self.overrides.cookie = Some(cookie.to_string());
+        self
+    }
+
+    /// Cluster listen address (`IP:PORT`).
+    pub fn listen(mut self, address: &str) -> Self {
+        self.overrides.listen = Some(address.to_string());
+        self
+    }
+
+    /// Host peers dial to reach this node.
+    pub fn advertise(mut self, host: &str) -> Self {
+        self.overrides.advertise = Some(host.to_string());
+        self
+    }
+
+    /// Adds a seed address (`HOST:PORT`).
+    pub fn seed(mut self, address: &str) -> Self {
+        self.overrides
+            .seeds
+            .get_or_insert_with(Vec::new)
+            .push(address.to_string());
+        self
+    }
+
+    /// Roles this node takes.
+    pub fn roles(mut self, roles: &[Role]) -> Self {
+        self.overrides.roles = Some(
+            roles
+                .iter()
+                .map(|role| role.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        self
+    }
+
+    /// Worker slots.
+    pub fn workers(mut self, workers: u32) -> Self {
+        self.overrides.workers = Some(workers.to_string());
+        self
+    }
+
+    /// Reads a TOML config file.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.overrides.config = Some(path.into());
+        self
+    }
+
+    /// Where durable state lives.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.overrides.data_dir = Some(path.into());
+        self
+    }
+
+    /// Lets `HERD_*` variables of this process fill settings not set here.
+    pub fn with_process_env(mut self) -> Self {
+        self.env = Environment::from_process();
+        self
+    }
+
+    /// Uses an already-resolved configuration (the other setters are ignored).
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Registers the handler for an agent type. A type the config does not
+    /// declare is added with weight 0.5.
+    pub fn handler(mut self, agent_type: &str, handler: impl TaskHandler) -> Self {
+        self.handlers
+            .insert(AgentType::new(agent_type), (None, Arc::new(handler)));
+        self
+    }
+
+    /// Registers a handler and the type's weight.
+    pub fn handler_with_weight(
+        mut self,
+        agent_type: &str,
+        weight: f64,
+        handler: impl TaskHandler,
+    ) -> Self {
+        self.handlers.insert(
+            AgentType::new(agent_type),
+            (Some(weight), Arc::new(handler)),
+        );
+        self
+    }
+
+    /// Validates the configuration and starts the node.
+    pub async fn start(self) -> Result<HerdNode, StartError> {
+        let mut config = match self.config {
+            Some(config) => config,
+            None => herd_config::resolve(&self.overrides, &self.env)?,
+        };
+        let mut custom = BTreeMap::new();
+        for (agent_type, (weight, handler)) in self.handlers {
+            let entry = config
+                .agents
+                .entry(agent_type.clone())
+                .or_insert(AgentConfig {
+                    weight: 0.5,
+                    handler: HandlerConfig::Custom,
+                    timeout_s: None,
+                    max_attempts: None,
+                });
+            entry.handler = HandlerConfig::Custom;
+            if let Some(weight) = weight {
+                entry.weight = weight.clamp(0.0, 1.0);
+            }
+            custom.insert(agent_type, handler);
+        }
+        HerdNode::start(config, custom).await
+    }
+}
+
+/// A running node. Dropping it does not stop the node; call
+/// [`HerdNode::shutdown`].
+pub struct HerdNode {
+    handle: NodeHandle,
+    supervisor: ActorRef<SupervisorMsg>,
+    join: Option<ractor::concurrency::JoinHandle<()>>,
+    fatal: mpsc::UnboundedReceiver<FatalError>,
+}
+
+impl HerdNode {
+    /// A builder for a node started from code.
+    pub fn builder() -> HerdNodeBuilder {
+        HerdNodeBuilder::default()
+    }
+
+    /// Starts a node with a resolved configuration and code-registered
+    /// handlers for `handler = "custom"` agent types.
+    pub async fn start(
+        config: NodeConfig,
+        custom: BTreeMap<AgentType, Arc<dyn TaskHandler>>,
+    ) -> Result<HerdNode, StartError> {
+        let handlers = Arc::new(HandlerRegistry::from_config(&config, custom)?);
+        let config = Arc::new(config);
+        let now = UnixMillis::now();
+        let member = MemberId {
+            name: config.name.clone(),
+            incarnation: Incarnation(now.0),
+        };
+        let orchestrator_since = config.has_role(Role::Orchestrator).then_some(now);
+        let local = MemberInfo {
+            member: member.clone(),
+            state: herd_protocol::messages::orchestrator::MemberState::Up,
+            roles: config.roles.clone(),
+            cluster_addr: config.advertise_addr(),
+            http_addr: Some(config.http.to_string()),
+            workers: config.workers,
+            orchestrator_since,
+            session: None,
+            state_since: now,
+        };
+        let (view_tx, view_rx) = watch::channel(ClusterView::alone(local));
+        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+        let agent_types = config
+            .agents
+            .iter()
+            .map(|(agent_type, agent)| {
+                (
+                    agent_type.clone(),
+                    AgentTypeEntry {
+                        weight: agent.weight,
+                        timeout_s: agent.timeout_s,
+                        max_attempts: agent.max_attempts,
+                    },
+                )
+            })
+            .collect();
+        let book_settings = TaskBookSettings {
+            default_timeout_s: config.tasks.timeout_s,
+            default_max_attempts: config.tasks.max_attempts,
+            retain_finished: config.tasks.retain_finished,
+            max_unfinished: config.limits.max_unfinished_tasks,
+            max_payload_bytes: config.limits.max_payload_bytes,
+            ..TaskBookSettings::default()
+        };
+        let args = SupervisorArgs {
+            config: config.clone(),
+            member,
+            orchestrator_since,
+            handlers,
+            agent_types,
+            book_settings,
+            view_tx,
+            fatal: fatal_tx,
+        };
+        let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
+            .await
+            .map_err(|error| StartError::Spawn(error.to_string()))?;
+        Ok(HerdNode {
+            handle: NodeHandle::new(view_rx, config),
+            supervisor,
+            join: Some(join),
+            fatal: fatal_rx,
+        })
+    }
+
+    /// A handle to submit and query tasks; cheap to clone.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Resolves when the node must stop (for example a second orchestrator was
+    /// refused), with the reason.
+    pub async fn failed(&mut self) -> FatalError {
+        match self.fatal.recv().await {
+            Some(error) => error,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops every actor of this node and waits for them (at most 10 s).
+    pub async fn shutdown(mut self) {
+        self.supervisor.stop(Some("shutdown".to_string()));
+        if let Some(join) = self.join.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+        }
+    }
+}

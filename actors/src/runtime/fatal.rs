@@ -1,0 +1,51 @@
+/// A condition that forces a node to stop: it must not stay in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FatalError {
+    /// This node runs a second orchestrator.
+    #[error(
+        "node {local} was started with the orchestrator role, but the cluster already runs orchestrator {existing}; this release supports exactly one orchestrator: remove `orchestrator` from --roles / HERD_ROLES on this node, or stop the other one first"
+    )]
+    SecondOrchestrator {
+        /// This node.
+        local: String,
+        /// The orchestrator the cluster keeps.
+        existing: String,
+    },
+    /// Another live node uses this node's name.
+    #[error(
+        "another node named {name} ({existing}) is already in the cluster; give every node a unique --name"
+    )]
+    DuplicateName {
+        /// The contested name.
+        name: String,
+        /// The other node.
+        existing: String,
+    },
+    /// A peer speaks another protocol version.
+    #[error(
+        "peer {peer} speaks herd protocol version {theirs}, this node speaks {ours}; run the same herd release on every node"
+    )]
+    ProtocolVersion {
+        /// The peer.
+        peer: String,
+        /// Its version.
+        theirs: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// A core component failed and could not be restarted.
+    #[error("the {component} failed and could not be restarted: {reason}")]
+    ComponentFailed {
+        /// Which component.
+        component: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl FatalError {
+    /// True for errors an operator fixes in configuration (exit code 2).
+    pub fn is_configuration(&self) -> bool {
+        !matches!(self, FatalError::ComponentFailed { .. })
+    }
+}

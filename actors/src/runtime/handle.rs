@@ -1,0 +1,201 @@
+//! Submitting and querying tasks from the node's own process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_config::NodeConfig;
+use herd_protocol::messages::orchestrator::{
+    CancelOutcome, ClusterStatus, OrchestratorReply, OrchestratorRequest, RequestFailure,
+    SubmitAck, SubmitRejection, TaskPage, TaskQuery,
+};
+use herd_protocol::{Mailbox, TaskId, TaskSpec, TaskView};
+use ractor::rpc::CallResult;
+use tokio::sync::watch;
+
+use crate::membership::ClusterView;
+use crate::orchestrator::find_orchestrator;
+
+/// Default time limit for one request to the orchestrator.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No orchestrator is up in the cluster this node sees.
+    #[error(
+        "no orchestrator is reachable from this node; start a node with the orchestrator role, or check that this node joined the cluster (GET /v1/cluster)"
+    )]
+    NoOrchestrator,
+    /// The orchestrator did not answer in time.
+    #[error("the orchestrator did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request could not be delivered.
+    #[error("the orchestrator could not be reached: {0}")]
+    Unreachable(String),
+    /// The submission was refused.
+    #[error(transparent)]
+    Rejected(#[from] SubmitRejection),
+    /// The orchestrator could not serve the request.
+    #[error(transparent)]
+    Failed(#[from] RequestFailure),
+    /// No task has this id.
+    #[error("no task {0}")]
+    NotFound(TaskId),
+    /// The answer did not match the question (a bug or version skew).
+    #[error("the orchestrator sent an unexpected answer")]
+    UnexpectedReply,
+}
+
+/// Talks to the cluster's orchestrator, wherever it runs. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    view: watch::Receiver<ClusterView>,
+    config: Arc<NodeConfig>,
+}
+
+impl NodeHandle {
+    pub(crate) fn new(view: watch::Receiver<ClusterView>, config: Arc<NodeConfig>) -> Self {
+        NodeHandle { view, config }
+    }
+
+    /// The cluster as this node sees it now.
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that is notified of every change of the view.
+    pub fn watch_view(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Waits until initial discovery is done and an orchestrator is reachable.
+    pub async fn wait_until_ready(&self, limit: Duration) -> Result<(), ClientError> {
+        let deadline = Instant::now() + limit;
+        let mut view = self.view.clone();
+        loop {
+            {
+                let current = view.borrow_and_update();
+                if current.discovery_complete && find_orchestrator(&current).is_some() {
+                    return Ok(());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::NoOrchestrator);
+            }
+            // The orchestrator's group entry can arrive without a view change.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), view.changed()).await;
+        }
+    }
+
+    async fn request(
+        &self,
+        request: OrchestratorRequest,
+        limit: Duration,
+    ) -> Result<OrchestratorReply, ClientError> {
+        let orchestrator =
+            find_orchestrator(&self.view.borrow()).ok_or(ClientError::NoOrchestrator)?;
+        match orchestrator
+            .call(|port| Mailbox::Call(request, port), Some(limit))
+            .await
+        {
+            Ok(CallResult::Success(OrchestratorReply::Failed(failure))) => {
+                Err(ClientError::Failed(failure))
+            }
+            Ok(CallResult::Success(reply)) => Ok(reply),
+            Ok(CallResult::Timeout) => Err(ClientError::Timeout(limit)),
+            Ok(CallResult::SenderError) => Err(ClientError::Unreachable(
+                "the orchestrator dropped the request".to_string(),
+            )),
+            Err(error) => Err(ClientError::Unreachable(error.to_string())),
+        }
+    }
+
+    /// Submits a batch of tasks, all or none; acks are in order.
+    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<SubmitAck>, ClientError> {
+        match self
+            .request(OrchestratorRequest::Submit(specs), DEFAULT_REQUEST_TIMEOUT)
+            .await?
+        {
+            OrchestratorReply::Submitted(Ok(acks)) => Ok(acks),
+            OrchestratorReply::Submitted(Err(rejection)) => Err(ClientError::Rejected(rejection)),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Submits one task.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitAck, ClientError> {
+        let mut acks = self.submit_batch(vec![spec]).await?;
+        acks.pop().ok_or(ClientError::UnexpectedReply)
+    }
+
+    /// One task's current view.
+    pub async fn task(&self, id: TaskId) -> Result<Option<TaskView>, ClientError> {
+        match self
+            .request(OrchestratorRequest::GetTask(id), DEFAULT_REQUEST_TIMEOUT)
+            .await?
+        {
+            OrchestratorReply::Task(view) => Ok(view),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Waits until the task is terminal (succeeded, dead or cancelled).
+    pub async fn wait_for(&self, id: TaskId, limit: Duration) -> Result<TaskView, ClientError> {
+        match self
+            .request(OrchestratorRequest::AwaitTask(id), limit)
+            .await?
+        {
+            OrchestratorReply::Task(Some(view)) => Ok(view),
+            OrchestratorReply::Task(None) => Err(ClientError::NotFound(id)),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Submits a task and waits for it to finish.
+    pub async fn run(&self, spec: TaskSpec, limit: Duration) -> Result<TaskView, ClientError> {
+        let ack = self.submit(spec).await?;
+        self.wait_for(ack.id, limit).await
+    }
+
+    /// A page of tasks.
+    pub async fn list(&self, query: TaskQuery) -> Result<TaskPage, ClientError> {
+        match self
+            .request(
+                OrchestratorRequest::ListTasks(query),
+                DEFAULT_REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            OrchestratorReply::Tasks(page) => Ok(page),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Cancels a task that has not finished.
+    pub async fn cancel(&self, id: TaskId) -> Result<CancelOutcome, ClientError> {
+        match self
+            .request(OrchestratorRequest::Cancel(id), DEFAULT_REQUEST_TIMEOUT)
+            .await?
+        {
+            OrchestratorReply::Cancel(outcome) => Ok(outcome),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// The cluster summary.
+    pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
+        match self
+            .request(OrchestratorRequest::ClusterStatus, DEFAULT_REQUEST_TIMEOUT)
+            .await?
+        {
+            OrchestratorReply::Cluster(status) => Ok(status),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+}

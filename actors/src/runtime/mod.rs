@@ -1,0 +1,30 @@
+//! Running a herd node inside a tokio program: the builder, the supervision
+//! tree, and the handle that submits and queries tasks.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use herd_actors::runtime::HerdNode;
+//! use herd_protocol::{JsonText, TaskSpec};
+//!
+//! let node = HerdNode::builder()
+//!     .name("embedded-1")
+//!     .cookie("change-me")
+//!     .listen("127.0.0.1:7300")
+//!     .start()
+//!     .await?;
+//! let handle = node.handle();
+//! let done = handle.run(TaskSpec::new("echo", JsonText::parse("{\"hi\":1}")?), std::time::Duration::from_secs(5)).await?;
+//! assert_eq!(done.result.unwrap().as_str(), "{\"hi\":1}");
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod fatal;
+mod handle;
+mod supervisor;
+
+pub use builder::{HerdNode, HerdNodeBuilder, StartError};
+pub use fatal::FatalError;
+pub use handle::{ClientError, NodeHandle};
+pub use supervisor::{NodeSupervisor, SupervisorArgs};

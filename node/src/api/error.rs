@@ -1,0 +1,135 @@
+//! Every API error is JSON that says what went wrong and what to do.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herd_actors::ClientError;
+use herd_protocol::messages::orchestrator::{RequestFailure, SubmitRejection};
+use serde_json::json;
+
+/// An API failure: status, machine-readable code, message for a person.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable, machine-readable code (`unknown_agent_type`, ...).
+    pub code: &'static str,
+    /// What went wrong and how to fix it.
+    pub message: String,
+    /// Extra fields merged into the body.
+    pub details: Option<serde_json::Value>,
+    /// Seconds after which a retry may succeed (429, 503).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with no details.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request cannot be understood.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 422: understood but invalid.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if let (Some(serde_json::Value::Object(extra)), Some(object)) =
+            (self.details, body.as_object_mut())
+        {
+            object.extend(extra);
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(error: ClientError) -> Self {
+        let message = error.to_string();
+        match error {
+            ClientError::NoOrchestrator => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", message)
+                    .retry_after(1)
+            }
+            ClientError::Unreachable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "orchestrator_unreachable",
+                message,
+            )
+            .retry_after(1),
+            ClientError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "orchestrator_timeout", message)
+            }
+            ClientError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "task_not_found", message)
+            }
+            ClientError::UnexpectedReply => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected_reply",
+                message,
+            ),
+            ClientError::Failed(RequestFailure::Wire(_)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "cluster_wire_error", message)
+            }
+            ClientError::Failed(RequestFailure::Starting | RequestFailure::NotOrchestrator) => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "orchestrator_unavailable",
+                    message,
+                )
+                .retry_after(1)
+            }
+            ClientError::Rejected(rejection) => match rejection {
+                SubmitRejection::UnknownAgentType { known, .. } => {
+                    let mut error = ApiError::invalid("unknown_agent_type", message);
+                    error.details = Some(json!({ "known_agent_types": known }));
+                    error
+                }
+                SubmitRejection::PayloadTooLarge { .. } => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+                }
+                SubmitRejection::InvalidField { .. } => ApiError::invalid("invalid_field", message),
+                SubmitRejection::Overloaded { .. } => {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
+                        .retry_after(1)
+                }
+            },
+        }
+    }
+}
+
+/// The answer for unknown routes.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        format!(
+            "no route {}; the API serves /v1/tasks, /v1/tasks/{{id}}, /v1/tasks/{{id}}/cancel, /v1/cluster, /health, /live, /ready, /startup",
+            uri.path()
+        ),
+    )
+}

@@ -1,0 +1,60 @@
+//! The HTTP API every node serves. Requests for the orchestrator are
+//! forwarded to it over the cluster, so any node's API works.
+//!
+//! Handlers are short: parsing and validation live in [`tasks`]' request
+//! types, error mapping in [`error::ApiError`].
+
+mod cluster;
+pub mod error;
+mod health;
+mod tasks;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use herd_actors::NodeHandle;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The node's handle to the orchestrator.
+    pub node: NodeHandle,
+    /// Largest accepted payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// When the process started.
+    pub started: Instant,
+}
+
+impl ApiState {
+    /// State for a node's API.
+    pub fn new(node: NodeHandle) -> Self {
+        let max_payload_bytes = node.config().limits.max_payload_bytes;
+        ApiState {
+            node,
+            max_payload_bytes,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Largest request body: a batch of tasks may hold many payloads, but no
+/// single request may pin unbounded memory.
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/tasks", post(tasks::submit).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::get_one))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/live", get(health::live))
+        .route("/ready", get(health::ready))
+        .route("/startup", get(health::startup))
+        .route("/health", get(health::health))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .with_state(state)
+}

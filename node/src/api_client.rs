@@ -1,0 +1,203 @@
+//! A typed client of the HTTP API, used by the CLI, the sample cluster, the
+//! benchmark and the tests.
+
+use std::time::Duration;
+
+use herd_protocol::messages::orchestrator::{ClusterStatus, TaskPage};
+use herd_protocol::{TaskId, TaskView};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiClientError {
+    /// The node answered with an error.
+    #[error("{status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The `code` field of the error body.
+        code: String,
+        /// The `error` field of the error body.
+        message: String,
+    },
+    /// The node could not be reached.
+    #[error("cannot reach the herd API at {base}: {reason}")]
+    Transport {
+        /// The API base URL.
+        base: String,
+        /// Why.
+        reason: String,
+    },
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from the herd API: {0}")]
+    Decode(String),
+}
+
+/// A client of one node's HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8100`).
+    pub fn new(base: &str) -> Self {
+        let base = if base.starts_with("http://") || base.starts_with("https://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(330))
+            .build()
+            .expect("a default reqwest client builds");
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    /// The API base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, ApiClientError> {
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport(error))?;
+        if !status.is_success() {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(ApiClientError::Api {
+                status: status.as_u16(),
+                code: body["code"].as_str().unwrap_or("unknown").to_string(),
+                message: body["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).to_string()),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|error| ApiClientError::Decode(error.to_string()))
+    }
+
+    fn transport(&self, error: reqwest::Error) -> ApiClientError {
+        ApiClientError::Transport {
+            base: self.base.clone(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// `POST /v1/tasks` with any JSON body; returns the JSON answer.
+    pub async fn submit_raw(&self, body: &Value) -> Result<Value, ApiClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/tasks", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// Submits one task; returns its id.
+    pub async fn submit(&self, agent_type: &str, payload: Value) -> Result<TaskId, ApiClientError> {
+        let answer = self
+            .submit_raw(&serde_json::json!({ "agent_type": agent_type, "payload": payload }))
+            .await?;
+        parse_id(&answer["id"])
+    }
+
+    /// Submits an array of task objects; returns their ids in order.
+    pub async fn submit_batch(&self, tasks: &[Value]) -> Result<Vec<TaskId>, ApiClientError> {
+        let answer = self.submit_raw(&Value::Array(tasks.to_vec())).await?;
+        answer["ids"]
+            .as_array()
+            .ok_or_else(|| ApiClientError::Decode("no ids in the answer".into()))?
+            .iter()
+            .map(parse_id)
+            .collect()
+    }
+
+    /// `GET /v1/tasks/{id}`, waiting up to `wait` for it to finish.
+    pub async fn task(
+        &self,
+        id: TaskId,
+        wait: Option<Duration>,
+    ) -> Result<TaskView, ApiClientError> {
+        let mut url = format!("{}/v1/tasks/{id}", self.base);
+        if let Some(wait) = wait {
+            url.push_str(&format!("?wait={}ms", wait.as_millis()));
+        }
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `GET /v1/tasks?...`.
+    pub async fn list(&self, query: &str) -> Result<TaskPage, ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/tasks?{query}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `POST /v1/tasks/{id}/cancel`.
+    pub async fn cancel(&self, id: TaskId) -> Result<Value, ApiClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/tasks/{id}/cancel", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster(&self) -> Result<ClusterStatus, ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/cluster", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `GET` of any path, returning status and JSON body (for probes).
+    pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+fn parse_id(value: &Value) -> Result<TaskId, ApiClientError> {
+    value
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiClientError::Decode(format!("{value} is not a task id")))
+}

@@ -1,0 +1,343 @@
+//! `herd submit`, `herd status`, `herd task`: clients of a node's HTTP API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::StreamExt;
+use herd_protocol::{TaskId, TaskState, TaskView};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::api_client::ApiClient;
+
+/// Where the API is, shared by the client commands.
+#[derive(Args, Debug)]
+pub struct ApiArg {
+    /// The node's HTTP API. [env: HERD_API]
+    #[arg(
+        long,
+        env = "HERD_API",
+        default_value = "http://127.0.0.1:8100",
+        value_name = "URL"
+    )]
+    api: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    api: ApiArg,
+    /// Agent type of the task(s). With --file, each line is then a payload.
+    #[arg(long, value_name = "TYPE")]
+    agent: Option<String>,
+    /// The task's payload (JSON).
+    #[arg(long, value_name = "JSON", conflicts_with = "file")]
+    payload: Option<String>,
+    /// A JSON-lines file: one task object per line ({"agent_type", "payload", ...}), or one payload per line with --agent.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Priority 0 (lowest) to 9 (highest).
+    #[arg(long)]
+    priority: Option<u8>,
+    /// Per-attempt time limit in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u32>,
+    /// Attempts before the task is dead.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Idempotency key (single task only).
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Tasks per request when submitting a file.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Wait for the tasks to finish and show results.
+    #[arg(long)]
+    wait: bool,
+    /// Longest wait with --wait (e.g. 10m).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    wait_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    api: ApiArg,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    api: ApiArg,
+    /// The task id.
+    id: String,
+    /// Wait up to this long for the task to finish (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+}
+
+/// Runs a client command on a fresh runtime; errors exit with status 1.
+pub fn run(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime builds");
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("herd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn task_object(args: &SubmitArgs, agent_type: &str, payload: Value) -> Value {
+    let mut task = json!({ "agent_type": agent_type, "payload": payload });
+    let object = task.as_object_mut().expect("literal object");
+    if let Some(priority) = args.priority {
+        object.insert("priority".into(), json!(priority));
+    }
+    if let Some(timeout) = args.timeout {
+        object.insert("timeout_s".into(), json!(timeout));
+    }
+    if let Some(attempts) = args.max_attempts {
+        object.insert("max_attempts".into(), json!(attempts));
+    }
+    task
+}
+
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&args.api.api);
+    let tasks: Vec<Value> = match (&args.file, &args.payload) {
+        (Some(path), _) => read_task_file(path, &args)?,
+        (None, Some(payload)) => {
+            let agent = args
+                .agent
+                .as_deref()
+                .context("--agent is required with --payload")?;
+            let payload: Value =
+                serde_json::from_str(payload).context("--payload is not valid JSON")?;
+            let mut task = task_object(&args, agent, payload);
+            if let Some(key) = &args.idempotency_key {
+                task["idempotency_key"] = json!(key);
+            }
+            vec![task]
+        }
+        (None, None) => bail!("give --agent TYPE --payload JSON, or --file tasks.jsonl"),
+    };
+    if tasks.is_empty() {
+        bail!("no tasks to submit");
+    }
+    let single = args.file.is_none();
+    let ids = if single {
+        vec![
+            client
+                .submit_raw(&tasks[0])
+                .await
+                .map(|answer| answer["id"].as_str().and_then(|id| id.parse().ok()))?
+                .context("the API answered without an id")?,
+        ]
+    } else {
+        submit_with_progress(&client, &tasks, args.batch.max(1)).await?
+    };
+    if !args.wait {
+        for id in &ids {
+            println!("{id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let views = wait_all(&client, &ids, args.wait_timeout, !single).await?;
+    if single {
+        println!("{}", serde_json::to_string_pretty(&views[0])?);
+    } else {
+        print_summary(&views);
+    }
+    let all_succeeded = views.iter().all(|view| view.state == TaskState::Succeeded);
+    Ok(if all_succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn read_task_file(path: &PathBuf, args: &SubmitArgs) -> anyhow::Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut tasks = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not valid JSON", path.display(), index + 1))?;
+        let task = match &args.agent {
+            Some(agent) => task_object(args, agent, value),
+            None if value.get("agent_type").is_some() => value,
+            None => bail!(
+                "{}:{}: the line has no agent_type; add it, or pass --agent TYPE to treat each line as a payload",
+                path.display(),
+                index + 1
+            ),
+        };
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
+fn progress_bar(length: usize, verb: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length as u64);
+    let template =
+        format!("{verb:>9} [{{bar:40}}] {{pos}}/{{len}} tasks  {{per_sec}}  eta {{eta}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+async fn submit_with_progress(
+    client: &ApiClient,
+    tasks: &[Value],
+    batch: usize,
+) -> anyhow::Result<Vec<TaskId>> {
+    let bar = progress_bar(tasks.len(), "submitted");
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(tasks.len());
+    for chunk in tasks.chunks(batch) {
+        ids.extend(client.submit_batch(chunk).await?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+    eprintln!(
+        "submitted {} tasks in {:.2?} ({:.0} tasks/s)",
+        ids.len(),
+        started.elapsed(),
+        ids.len() as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(ids)
+}
+
+async fn wait_all(
+    client: &ApiClient,
+    ids: &[TaskId],
+    limit: Duration,
+    show_progress: bool,
+) -> anyhow::Result<Vec<TaskView>> {
+    let deadline = Instant::now() + limit;
+    let bar = show_progress.then(|| progress_bar(ids.len(), "finished"));
+    let views: Vec<anyhow::Result<TaskView>> = futures::stream::iter(ids.iter().copied())
+        .map(|id| {
+            let bar = bar.clone();
+            async move {
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let view = client
+                        .task(id, Some(left.min(Duration::from_secs(60))))
+                        .await?;
+                    if view.state.is_terminal() || left.is_zero() {
+                        if let Some(bar) = &bar {
+                            bar.inc(1);
+                        }
+                        return Ok(view);
+                    }
+                }
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    views.into_iter().collect()
+}
+
+fn print_summary(views: &[TaskView]) {
+    let mut by_state = std::collections::BTreeMap::<String, usize>::new();
+    let mut by_node = std::collections::BTreeMap::<String, usize>::new();
+    for view in views {
+        *by_state.entry(view.state.to_string()).or_default() += 1;
+        if let Some(node) = &view.node {
+            *by_node.entry(node.to_string()).or_default() += 1;
+        }
+    }
+    let states: Vec<String> = by_state
+        .iter()
+        .map(|(state, n)| format!("{state}: {n}"))
+        .collect();
+    let nodes: Vec<String> = by_node
+        .iter()
+        .map(|(node, n)| format!("{node}: {n}"))
+        .collect();
+    println!("{} tasks — {}", views.len(), states.join(", "));
+    println!("ran on — {}", nodes.join(", "));
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&args.api.api);
+    let status = client.cluster().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("orchestrator: {}", status.orchestrator);
+    let mut nodes = Table::new();
+    nodes
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(["node", "state", "roles", "workers", "busy", "http"]);
+    for node in &status.nodes {
+        let roles: Vec<&str> = node.roles.iter().map(|r| r.as_str()).collect();
+        nodes.add_row([
+            node.name.to_string(),
+            format!("{:?}", node.state).to_lowercase(),
+            roles.join(","),
+            node.workers.to_string(),
+            node.busy.to_string(),
+            node.http_addr.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{nodes}");
+    let mut agents = Table::new();
+    agents.load_style(UTF8_FULL_CONDENSED).set_header([
+        "agent type",
+        "weight",
+        "slots",
+        "busy",
+        "queued",
+    ]);
+    for (agent_type, agent) in &status.agents {
+        agents.add_row([
+            agent_type.to_string(),
+            format!("{:.2}", agent.weight),
+            agent.workers.to_string(),
+            agent.busy.to_string(),
+            agent.queue_depth.to_string(),
+        ]);
+    }
+    println!("{agents}");
+    let t = status.tasks;
+    println!(
+        "tasks: {} pending, {} running, {} succeeded, {} failed (retrying), {} dead, {} cancelled",
+        t.pending, t.running, t.succeeded, t.failed, t.dead, t.cancelled
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&args.api.api);
+    let id: TaskId = args
+        .id
+        .parse()
+        .with_context(|| format!("{:?} is not a task id", args.id))?;
+    let view = client.task(id, args.wait).await?;
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,162 @@
+//! `herd node`: resolve the configuration, start the node, serve the API,
+//! stop cleanly on SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use herd_actors::HerdNode;
+use herd_actors::runtime::StartError;
+use herd_config::{Environment, NodeConfig, Overrides};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+use super::NodeArgs;
+use crate::api::{ApiState, router};
+use crate::telemetry;
+
+const USAGE_ERROR: u8 = 2;
+
+pub fn run(args: NodeArgs) -> ExitCode {
+    let env = Environment::from_process();
+    let overrides = Overrides {
+        name: args.name,
+        listen: args.listen,
+        advertise: args.advertise,
+        http: args.http,
+        seeds: (!args.seeds.is_empty()).then_some(args.seeds),
+        roles: args.roles,
+        workers: args.workers,
+        cookie: args.cookie,
+        config: args.config,
+        data_dir: args.data_dir,
+    };
+    let config = match herd_config::resolve(&overrides, &env) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("herd: {errors}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let (format, filter) = match telemetry::settings(&|name| env.get(name)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("herd: {error}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    if args.check_config {
+        print_config(&config);
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(format, filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: NodeConfig) -> ExitCode {
+    // Bind the API first: a port clash should stop the node before it joins.
+    let listener = match TcpListener::bind(config.http).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "herd: cannot listen for HTTP on {}: {error}; choose another address with --http / HERD_HTTP",
+                config.http
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let http_addr = config.http;
+    let mut node = match HerdNode::start(config, BTreeMap::new()).await {
+        Ok(node) => node,
+        Err(error @ (StartError::Config(_) | StartError::Handlers(_))) => {
+            eprintln!("herd: {error}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+        Err(error) => {
+            eprintln!("herd: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = router(ApiState::new(node.handle()));
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    info!(http = %http_addr, "api listening");
+
+    let exit = tokio::select! {
+        signal = shutdown_signal() => {
+            info!(signal, "shutting down");
+            ExitCode::SUCCESS
+        }
+        fatal = node.failed() => {
+            error!(%fatal, "stopping");
+            eprintln!("herd: {fatal}");
+            if fatal.is_configuration() { ExitCode::from(USAGE_ERROR) } else { ExitCode::FAILURE }
+        }
+    };
+    let _ = stop_http.send(());
+    node.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    exit
+}
+
+/// Resolves on SIGTERM or SIGINT, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+fn print_config(config: &NodeConfig) {
+    println!("name       = {}", config.name);
+    println!("listen     = {}", config.listen);
+    println!("advertise  = {}", config.advertise_addr());
+    println!("http       = {}", config.http);
+    println!("seeds      = {:?}", config.seeds);
+    println!(
+        "roles      = {}",
+        config
+            .roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("workers    = {}", config.workers);
+    println!("cookie     = {}", config.cookie);
+    println!(
+        "data_dir   = {}",
+        config
+            .data_dir
+            .as_ref()
+            .map_or("(none: in memory)".to_string(), |p| p.display().to_string())
+    );
+    for (key, origin) in &config.origins {
+        println!("  {key:<15} from {origin}");
+    }
+    for (agent_type, agent) in &config.agents {
+        println!(
+            "agent {agent_type}: weight {} handler {}",
+            agent.weight,
+            agent.handler.kind()
+        );
+    }
+}

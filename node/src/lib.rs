@@ -1,0 +1,10 @@
+//! The `herd` binary as a library: the command line ([`cli`]), the HTTP API
+//! ([`api`]), telemetry setup ([`telemetry`]) and a launcher for local
+//! multi-process clusters ([`local_cluster`]) used by the sample, the
+//! benchmark and the integration tests.
+
+pub mod api;
+pub mod api_client;
+pub mod cli;
+pub mod local_cluster;
+pub mod telemetry;

@@ -1,0 +1,526 @@
+//! Starts real `herd node` processes on loopback: the sample cluster, the
+//! benchmark and the multi-process tests all use it.
+//!
+//! Each node gets free ports, its own log file, and is stopped (SIGTERM, then
+//! SIGKILL) when the [`LocalCluster`] is dropped, so no test leaks processes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::api_client::ApiClient;
+
+/// One node to start.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Node name.
+    pub name: String,
+    /// `--roles`.
+    pub roles: String,
+    /// `--workers`.
+    pub workers: u32,
+    /// `--config`, if any.
+    pub config: Option<PathBuf>,
+    /// Extra command-line arguments.
+    pub extra_args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    /// A node with the given roles and worker slots.
+    pub fn new(name: &str, roles: &str, workers: u32) -> Self {
+        NodeSpec {
+            name: name.to_string(),
+            roles: roles.to_string(),
+            workers,
+            config: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The sample topology: n1 runs the orchestrator; all three run workers
+    /// and monitors.
+    pub fn three_nodes(workers: u32) -> Vec<NodeSpec> {
+        vec![
+            NodeSpec::new("n1", "orchestrator,worker,monitor", workers),
+            NodeSpec::new("n2", "worker,monitor", workers),
+            NodeSpec::new("n3", "worker,monitor", workers),
+        ]
+    }
+}
+
+/// A running node process.
+pub struct NodeProcess {
+    /// What it was started with.
+    pub spec: NodeSpec,
+    /// Its cluster port.
+    pub cluster_port: u16,
+    /// Its HTTP port.
+    pub http_port: u16,
+    /// Its log file (stderr and stdout).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// The OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// `host:port` of its cluster listener.
+    pub fn cluster_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.cluster_port)
+    }
+
+    /// Its HTTP API base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The log written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Why a local cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    /// The `herd` binary was not found and could not be built.
+    #[error("cannot find or build the herd binary: {0}")]
+    Binary(String),
+    /// A process could not be spawned.
+    #[error("cannot start node {name}: {reason}")]
+    Spawn {
+        /// The node.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nodes did not become ready in time.
+    #[error("the cluster was not ready within {limit:?}: {detail}")]
+    NotReady {
+        /// The deadline.
+        limit: Duration,
+        /// What was missing, with log tails.
+        detail: String,
+    },
+}
+
+/// A set of `herd node` processes on loopback.
+pub struct LocalCluster {
+    /// The nodes, in start order.
+    pub nodes: Vec<NodeProcess>,
+    /// The cookie they share.
+    pub cookie: String,
+    binary: PathBuf,
+    dir: PathBuf,
+    _temp: Option<tempfile_dir::TempDir>,
+}
+
+/// A temporary directory removed on drop (std-only, to keep this module free
+/// of test-only dependencies).
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+            let unique = format!(
+                "{prefix}-{}-{}",
+                std::process::id(),
+                herd_protocol::TaskId::new_v7()
+            );
+            let path = std::env::temp_dir().join(unique);
+            std::fs::create_dir_all(&path)?;
+            Ok(TempDir(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            if std::env::var_os("HERD_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    pub fn keep(dir: &TempDir) -> PathBuf {
+        dir.0.clone()
+    }
+}
+
+/// Ports that were free a moment ago.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("loopback has free ports"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("bound").port())
+        .collect()
+}
+
+/// A random cookie for one run.
+pub fn random_cookie() -> String {
+    format!(
+        "herd-{}",
+        herd_protocol::TaskId::new_v7().as_uuid().simple()
+    )
+}
+
+/// Finds the `herd` binary: `$HERD_BIN`, next to the running executable
+/// (tests run from `target/<profile>/deps`), or built with cargo.
+pub fn herd_binary() -> Result<PathBuf, LocalClusterError> {
+    if let Some(path) = std::env::var_os("HERD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|e| LocalClusterError::Binary(e.to_string()))?;
+    if exe.file_stem().is_some_and(|stem| stem == "herd") {
+        return Ok(exe);
+    }
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(candidate_dir) = dir {
+        let candidate = candidate_dir.join("herd");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        if candidate_dir
+            .file_name()
+            .is_some_and(|name| name == "target")
+        {
+            break;
+        }
+        dir = candidate_dir.parent().map(Path::to_path_buf);
+    }
+    build_herd(&exe)
+}
+
+fn build_herd(exe: &Path) -> Result<PathBuf, LocalClusterError> {
+    let release = exe.components().any(|c| c.as_os_str() == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args([
+        "build",
+        "-p",
+        "herd-node",
+        "--bin",
+        "herd",
+        "--message-format",
+        "short",
+    ]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .status()
+        .map_err(|e| LocalClusterError::Binary(format!("cannot run cargo: {e}")))?;
+    if !status.success() {
+        return Err(LocalClusterError::Binary(
+            "cargo build -p herd-node failed".into(),
+        ));
+    }
+    let target = exe
+        .ancestors()
+        .find(|dir| {
+            dir.file_name()
+                .is_some_and(|name| name == "debug" || name == "release")
+        })
+        .map(Path::to_path_buf)
+        .ok_or_else(|| LocalClusterError::Binary("cannot locate the target directory".into()))?;
+    Ok(target.join("herd"))
+}
+
+impl LocalCluster {
+    /// Starts the nodes, every node seeding from every other, and waits until
+    /// each serves `/ready` and sees all the others.
+    pub async fn start(
+        specs: Vec<NodeSpec>,
+        ready_within: Duration,
+    ) -> Result<LocalCluster, LocalClusterError> {
+        let mut cluster = LocalCluster::spawn(specs, &random_cookie())?;
+        cluster.wait_ready(ready_within).await?;
+        Ok(cluster)
+    }
+
+    /// Starts the nodes without waiting.
+    pub fn spawn(specs: Vec<NodeSpec>, cookie: &str) -> Result<LocalCluster, LocalClusterError> {
+        let binary = herd_binary()?;
+        let temp =
+            tempfile_dir::TempDir::new("herd-cluster").map_err(|e| LocalClusterError::Spawn {
+                name: "-".into(),
+                reason: e.to_string(),
+            })?;
+        let dir = tempfile_dir::keep(&temp);
+        let ports = free_ports(specs.len() * 2);
+        let mut cluster = LocalCluster {
+            nodes: Vec::new(),
+            cookie: cookie.to_string(),
+            binary,
+            dir,
+            _temp: Some(temp),
+        };
+        let cluster_ports: Vec<u16> = (0..specs.len()).map(|i| ports[2 * i]).collect();
+        for (index, spec) in specs.into_iter().enumerate() {
+            let seeds: Vec<String> = cluster_ports
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .map(|(_, port)| format!("127.0.0.1:{port}"))
+                .collect();
+            let node = cluster.launch(spec, cluster_ports[index], ports[2 * index + 1], &seeds)?;
+            cluster.nodes.push(node);
+        }
+        Ok(cluster)
+    }
+
+    fn launch(
+        &self,
+        spec: NodeSpec,
+        cluster_port: u16,
+        http_port: u16,
+        seeds: &[String],
+    ) -> Result<NodeProcess, LocalClusterError> {
+        let log = self.dir.join(format!("{}.log", spec.name));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| LocalClusterError::Spawn {
+                name: spec.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let file_err = file.try_clone().map_err(|e| LocalClusterError::Spawn {
+            name: spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("node")
+            .args(["--name", &spec.name])
+            .args(["--listen", &format!("127.0.0.1:{cluster_port}")])
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args(["--roles", &spec.roles])
+            .args(["--workers", &spec.workers.to_string()])
+            .env("HERD_COOKIE", &self.cookie)
+            .env_remove("HERD_CONFIG")
+            .env_remove("HERD_SEEDS")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file_err)
+            .kill_on_drop(true);
+        for seed in seeds {
+            command.args(["--seed", seed]);
+        }
+        if let Some(config) = &spec.config {
+            command.arg("--config").arg(config);
+        }
+        command.args(&spec.extra_args);
+        for (key, value) in &spec.env {
+            command.env(key, value);
+        }
+        let child = command.spawn().map_err(|e| LocalClusterError::Spawn {
+            name: spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(NodeProcess {
+            spec,
+            cluster_port,
+            http_port,
+            log,
+            child: Some(child),
+        })
+    }
+
+    /// Restarts node `index` with the same ports and seeds (a new incarnation).
+    pub fn restart(&mut self, index: usize) -> Result<(), LocalClusterError> {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, node)| node.cluster_addr())
+            .collect();
+        let old = &self.nodes[index];
+        let node = self.launch(old.spec.clone(), old.cluster_port, old.http_port, &seeds)?;
+        self.nodes[index] = node;
+        Ok(())
+    }
+
+    /// A client of node `index`'s API.
+    pub fn api(&self, index: usize) -> ApiClient {
+        ApiClient::new(&self.nodes[index].api_url())
+    }
+
+    /// Waits until every running node answers `/ready` and the orchestrator
+    /// lists every running node as up.
+    pub async fn wait_ready(&mut self, limit: Duration) -> Result<(), LocalClusterError> {
+        let deadline = Instant::now() + limit;
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect();
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for index in &running {
+                if let Some(child) = self.nodes[*index].child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(LocalClusterError::NotReady {
+                        limit,
+                        detail: format!(
+                            "node {} exited with {status}:\n{}",
+                            self.nodes[*index].spec.name,
+                            self.log_tails()
+                        ),
+                    });
+                }
+            }
+            match self.readiness(&running).await {
+                Ok(()) => return Ok(()),
+                Err(detail) => last = detail,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(LocalClusterError::NotReady {
+            limit,
+            detail: format!("{last}\n{}", self.log_tails()),
+        })
+    }
+
+    async fn readiness(&self, running: &[usize]) -> Result<(), String> {
+        for index in running {
+            match self.api(*index).get_json("/ready").await {
+                Ok((200, _)) => {}
+                Ok((status, body)) => {
+                    return Err(format!(
+                        "{} /ready answered {status}: {body}",
+                        self.nodes[*index].spec.name
+                    ));
+                }
+                Err(error) => return Err(format!("{}: {error}", self.nodes[*index].spec.name)),
+            }
+        }
+        let first = *running.first().ok_or("no running node")?;
+        let status = self.api(first).cluster().await.map_err(|e| e.to_string())?;
+        for index in running {
+            let name = &self.nodes[*index].spec.name;
+            let up = status.nodes.iter().any(|node| {
+                node.name.as_str() == name
+                    && node.state == herd_protocol::messages::orchestrator::MemberState::Up
+            });
+            let has_pool = !self.nodes[*index].spec.roles.contains("worker")
+                || status
+                    .nodes
+                    .iter()
+                    .any(|node| node.name.as_str() == name && node.workers > 0);
+            if !up || !has_pool {
+                return Err(format!(
+                    "the orchestrator does not see {name} up with its workers yet"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a signal to node `index` (e.g. `libc::SIGSTOP`).
+    pub fn signal(&self, index: usize, signal: i32) {
+        if let Some(pid) = self.nodes[index].pid() {
+            // SAFETY: kill(2) with a pid this cluster spawned and still owns.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// SIGKILLs node `index` and reaps it.
+    pub async fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERMs node `index` and waits up to `limit` for it to exit; returns
+    /// its exit code.
+    pub async fn terminate(&mut self, index: usize, limit: Duration) -> Option<i32> {
+        self.signal(index, libc::SIGTERM);
+        let mut child = self.nodes[index].child.take()?;
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Waits for node `index` to exit on its own; returns its exit code.
+    pub async fn wait_exit(&mut self, index: usize, limit: Duration) -> Option<i32> {
+        let child = self.nodes[index].child.as_mut()?;
+        let status = tokio::time::timeout(limit, child.wait()).await.ok()?.ok()?;
+        self.nodes[index].child = None;
+        status.code()
+    }
+
+    /// Stops every node gracefully (SIGTERM, 10 s grace, then SIGKILL).
+    pub async fn stop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.signal(index, libc::SIGCONT);
+            self.signal(index, libc::SIGTERM);
+        }
+        for index in 0..self.nodes.len() {
+            if let Some(mut child) = self.nodes[index].child.take()
+                && tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn log_tails(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let text = node.log_text();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                format!(
+                    "--- {} ({}) ---\n{tail}",
+                    node.spec.name,
+                    node.log.display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Where the logs are kept (kept after the run if `HERD_KEEP_LOGS` is set).
+    pub fn log_dir(&self) -> &Path {
+        self._temp
+            .as_ref()
+            .map_or(self.dir.as_path(), |temp| temp.path())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
