@@ -180,9 +180,21 @@ pub fn random_cookie() -> String {
     )
 }
 
-/// Finds the `herd` binary: `$HERD_BIN`, next to the running executable
-/// (tests run from `target/<profile>/deps`), or built with cargo.
+/// Finds the `herd` binary, once per process: `$HERD_BIN` if set; the
+/// running executable if it is `herd` (the benchmark); otherwise `cargo
+/// build -p herd-node --bin herd` in the profile of the running executable,
+/// which is a no-op when the binary is fresh. Building rather than searching
+/// matters: `cargo test -p herd-tests` alone does not rebuild `herd`, and a
+/// stale binary would silently test old code.
 pub fn herd_binary() -> Result<PathBuf, LocalClusterError> {
+    static BINARY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| locate_herd().map_err(|error| error.to_string()))
+        .clone()
+        .map_err(LocalClusterError::Binary)
+}
+
+fn locate_herd() -> Result<PathBuf, LocalClusterError> {
     if let Some(path) = std::env::var_os("HERD_BIN") {
         return Ok(PathBuf::from(path));
     }
@@ -190,56 +202,46 @@ pub fn herd_binary() -> Result<PathBuf, LocalClusterError> {
     if exe.file_stem().is_some_and(|stem| stem == "herd") {
         return Ok(exe);
     }
-    let mut dir = exe.parent().map(Path::to_path_buf);
-    while let Some(candidate_dir) = dir {
-        let candidate = candidate_dir.join("herd");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        if candidate_dir
-            .file_name()
-            .is_some_and(|name| name == "target")
-        {
-            break;
-        }
-        dir = candidate_dir.parent().map(Path::to_path_buf);
-    }
     build_herd(&exe)
 }
 
 fn build_herd(exe: &Path) -> Result<PathBuf, LocalClusterError> {
-    let release = exe.components().any(|c| c.as_os_str() == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(cargo);
-    command.args([
-        "build",
-        "-p",
-        "herd-node",
-        "--bin",
-        "herd",
-        "--message-format",
-        "short",
-    ]);
-    if release {
-        command.arg("--release");
-    }
-    let status = command
-        .status()
-        .map_err(|e| LocalClusterError::Binary(format!("cannot run cargo: {e}")))?;
-    if !status.success() {
-        return Err(LocalClusterError::Binary(
-            "cargo build -p herd-node failed".into(),
-        ));
-    }
-    let target = exe
+    let profile_dir = exe
         .ancestors()
         .find(|dir| {
             dir.file_name()
                 .is_some_and(|name| name == "debug" || name == "release")
         })
         .map(Path::to_path_buf)
-        .ok_or_else(|| LocalClusterError::Binary("cannot locate the target directory".into()))?;
-    Ok(target.join("herd"))
+        .ok_or_else(|| {
+            LocalClusterError::Binary(format!(
+                "cannot tell the cargo profile of {}; set HERD_BIN",
+                exe.display()
+            ))
+        })?;
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet", "-p", "herd-node", "--bin", "herd"]);
+    if release {
+        command.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let status = command.status().map_err(|e| {
+        LocalClusterError::Binary(format!(
+            "cannot run cargo ({e}); build herd first and set HERD_BIN"
+        ))
+    })?;
+    if !status.success() {
+        return Err(LocalClusterError::Binary(
+            "cargo build -p herd-node --bin herd failed".into(),
+        ));
+    }
+    Ok(profile_dir.join("herd"))
 }
 
 impl LocalCluster {

@@ -436,6 +436,7 @@ impl OrchestratorState {
             demand: &demand,
             borrow_order: &self.borrow_order,
         });
+        tracing::trace!(?plan, ?demand, pools = loads.len(), "dispatch plan");
         let now = UnixMillis::now();
         let mut batches: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
         for (member, agent_type, count) in plan {

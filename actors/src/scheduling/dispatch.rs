@@ -6,9 +6,10 @@
 //!
 //! 1. **Guaranteed**: each type may fill its quota on each pool.
 //! 2. **Borrowing**: idle slots beyond that are lent to types that still have
-//!    pending work, except one slot per idle type with a quota on that pool,
-//!    so a task of a quiet type never waits behind borrowed slots. Borrowed
-//!    slots return when their task ends; nothing is pre-empted.
+//!    pending work, except one slot in the cluster for each quiet type (one
+//!    with a quota, nothing running and nothing pending), so a task of a quiet
+//!    type never waits behind borrowed slots. Borrowed slots return when their
+//!    task ends; nothing is pre-empted.
 //!
 //! Weights therefore bind under contention and never leave a slot idle while
 //! work waits.
@@ -79,22 +80,34 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         }
     }
 
-    // Phase 2: lend what is left, keeping one slot per quiet type.
+    // Phase 2: keep one idle slot in the cluster for each quiet type, on a
+    // pool where it has a quota; lend every other idle slot.
+    let mut reserved = vec![0u32; input.pools.len()];
+    let mut quiet_types: Vec<&AgentType> = input
+        .allocation
+        .per_type
+        .iter()
+        .filter(|(_, quota)| **quota > 0)
+        .map(|(t, _)| t)
+        .collect();
+    quiet_types.retain(|agent_type| {
+        demand.get(agent_type).is_none_or(|n| *n == 0)
+            && input
+                .pools
+                .iter()
+                .all(|pool| pool.running_of(agent_type) == 0)
+            && !plan.keys().any(|(_, planned)| planned == agent_type)
+    });
+    for agent_type in quiet_types {
+        let home = input.pools.iter().enumerate().find(|(index, pool)| {
+            input.allocation.quota(&pool.member, agent_type) > 0 && idle[*index] > reserved[*index]
+        });
+        if let Some((index, _)) = home {
+            reserved[index] += 1;
+        }
+    }
     for (index, pool) in input.pools.iter().enumerate() {
-        let reserved = input
-            .allocation
-            .per_pool
-            .get(&pool.member)
-            .into_iter()
-            .flatten()
-            .filter(|(agent_type, quota)| {
-                **quota > 0
-                    && pool.running_of(agent_type) == 0
-                    && !plan.contains_key(&(index, *agent_type))
-                    && demand.get(agent_type).is_none_or(|n| *n == 0)
-            })
-            .count() as u32;
-        let mut lendable = idle[index].saturating_sub(reserved);
+        let mut lendable = idle[index].saturating_sub(reserved[index]);
         let supported = input.allocation.per_pool.get(&pool.member);
         while lendable > 0 {
             let mut lent = false;
@@ -186,8 +199,8 @@ mod tests {
             .filter(|(_, t, _)| t.as_str() == "echo")
             .map(|(_, _, n)| n)
             .sum();
-        // 8 slots, one kept free for `sleep` on each pool.
-        assert_eq!(echo_total, 6);
+        // 8 slots, one kept free for `sleep` in the whole cluster.
+        assert_eq!(echo_total, 7);
     }
 
     #[test]
@@ -232,14 +245,63 @@ mod tests {
                 prop_assert!(*wanted >= *count as u64, "type over-assigned");
                 *wanted -= *count as u64;
             }
-            // Work-conserving: if work is left, every pool is full except
-            // for at most one reserved slot per type.
+            // Work-conserving: if work is left, at most one slot per type
+            // stays idle in the whole cluster.
             if left.values().any(|n| *n > 0) {
-                for pool in &pools {
+                let idle_left: u32 = pools.iter().map(|pool| {
                     let given: u32 = plan.iter().filter(|(m, _, _)| *m == pool.member).map(|(_, _, n)| n).sum();
-                    prop_assert!(pool.idle() - given <= names.len() as u32, "idle slots left while work waits");
-                }
+                    pool.idle() - given
+                }).sum();
+                prop_assert!(idle_left <= names.len() as u32, "{} slots idle while work waits", idle_left);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod small_pools {
+    use super::*;
+    use crate::scheduling::allocation::{PoolCapacity, allocate};
+    use herd_protocol::{Incarnation, NodeName};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn three_small_pools_lend_all_but_one_slot() {
+        let member = |i: usize| MemberId {
+            name: NodeName::parse(&format!("n{i}")).unwrap(),
+            incarnation: Incarnation(1),
+        };
+        let supports: BTreeSet<AgentType> =
+            [AgentType::new("echo"), AgentType::new("sleep")].into();
+        let capacities: Vec<PoolCapacity> = (1..=3)
+            .map(|i| PoolCapacity {
+                member: member(i),
+                slots: 2,
+                supports: supports.clone(),
+            })
+            .collect();
+        let weights = [
+            (AgentType::new("echo"), 0.5),
+            (AgentType::new("sleep"), 0.5),
+        ]
+        .into();
+        let allocation = allocate(&capacities, &weights);
+        let pools: Vec<PoolLoad> = (1..=3)
+            .map(|i| PoolLoad {
+                member: member(i),
+                slots: 2,
+                running: BTreeMap::new(),
+            })
+            .collect();
+        let demand = BTreeMap::from([(AgentType::new("sleep"), 10)]);
+        let order = vec![AgentType::new("echo"), AgentType::new("sleep")];
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &order,
+        });
+        let total: u32 = plan.iter().map(|(_, _, n)| n).sum();
+        assert_eq!(total, 5, "{plan:?} {allocation:?}");
     }
 }

@@ -1,0 +1,203 @@
+//! `herd` command-line behaviour: configuration errors exit with code 2 and
+//! say what to fix; precedence is flag > environment > file > default.
+//! (Also makes `cargo test` build the `herd` binary the multi-process tests
+//! in `herd-tests` start.)
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn herd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("herd runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[test]
+fn a_node_without_a_cookie_refuses_to_start_and_says_how_to_set_one() {
+    let output = herd(&["node", "--name", "n1", "--check-config"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("node.cookie: is required and has no default"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--cookie, HERD_COOKIE or node.cookie"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_flags_are_usage_errors() {
+    let output = herd(&["node", "--wokers", "3"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("unexpected argument '--wokers'"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_source() {
+    let output = herd(
+        &[
+            "node",
+            "--name",
+            "N1",
+            "--listen",
+            "nowhere",
+            "--seed",
+            "10.0.0.2",
+            "--check-config",
+        ],
+        &[
+            ("HERD_COOKIE", "x"),
+            ("HERD_WORKERS", "-3"),
+            ("HERD_ROLES", "worker,chief"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    for expected in [
+        "invalid configuration (5 problems)",
+        "flag --name: node.name: \"N1\" may contain only lowercase letters, digits and hyphens",
+        "flag --listen: node.listen: \"nowhere\" is not an IP:PORT address; write e.g. 0.0.0.0:7100",
+        "flag --seed: node.seeds: seed \"10.0.0.2\" has no port; write each seed as HOST:PORT",
+        "environment variable HERD_WORKERS: node.workers: is -3, outside 1..=4096",
+        "environment variable HERD_ROLES: node.roles: unknown role \"chief\"; expected orchestrator, worker or monitor",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn config_file_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    writeln!(
+        file,
+        "[node]\nname = \"n1\"\ncookie = \"${{CLUSTER_COOKIE}}\"\n"
+    )
+    .unwrap();
+    drop(file);
+    let output = herd(
+        &["node", "--config", path.to_str().unwrap(), "--check-config"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{}:3", path.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("environment variable CLUSTER_COOKIE is not set"),
+        "{message}"
+    );
+
+    std::fs::write(
+        &path,
+        "[node]\nname = \"n1\"\ncookie = \"c\"\n[limits]\nmax_payload_bytes = 99999999\n",
+    )
+    .unwrap();
+    let output = herd(
+        &["node", "--config", path.to_str().unwrap(), "--check-config"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!(
+            "{}:5: limits.max_payload_bytes: is 99999999, outside 1..=8388608",
+            path.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("16 MiB drops the whole link"), "{message}");
+}
+
+#[test]
+fn flags_beat_environment_beats_file_beats_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, "[node]\nname = \"file-name\"\ncookie = \"c\"\nworkers = 3\nhttp = \"127.0.0.1:9003\"\nlisten = \"127.0.0.1:9004\"\n").unwrap();
+    let output = herd(
+        &["node", "--workers", "7", "--check-config"],
+        &[
+            ("HERD_CONFIG", path.to_str().unwrap()),
+            ("HERD_WORKERS", "5"),
+            ("HERD_HTTP", "127.0.0.1:9005"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    for expected in [
+        "name       = file-name",
+        "workers    = 7",
+        "http       = 127.0.0.1:9005",
+        "listen     = 127.0.0.1:9004",
+        "cookie     = ***",
+        "node.workers    from flag --workers",
+        "node.http       from environment variable HERD_HTTP",
+        &format!("node.listen     from {}:6", path.display()),
+        "roles      = orchestrator,worker,monitor",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "missing {expected:?} in:\n{printed}"
+        );
+    }
+    assert!(!printed.contains("\"c\""), "the cookie must not be printed");
+}
+
+#[test]
+fn bad_logging_variables_are_configuration_errors() {
+    let output = herd(
+        &["node", "--name", "n1", "--cookie", "c"],
+        &[("LOG_FORMAT", "yaml")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("LOG_FORMAT=\"yaml\" is not supported; use json or text"));
+}
+
+#[test]
+fn the_http_port_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap().to_string();
+    let cluster = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let output = herd(
+        &[
+            "node", "--name", "n1", "--cookie", "c", "--http", &http, "--listen", &cluster,
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!("cannot listen for HTTP on {http}")),
+        "{}",
+        stderr(&output)
+    );
+}
