@@ -345,6 +345,101 @@ impl LocalCluster {
         })
     }
 
+    /// Starts one node per config file. The files name the nodes, their
+    /// addresses and seeds; only the cookie comes from here (`HERD_COOKIE`).
+    pub fn spawn_from_configs(
+        configs: &[PathBuf],
+        cookie: &str,
+    ) -> Result<LocalCluster, LocalClusterError> {
+        let binary = herd_binary()?;
+        let temp =
+            tempfile_dir::TempDir::new("herd-cluster").map_err(|e| LocalClusterError::Spawn {
+                name: "-".into(),
+                reason: e.to_string(),
+            })?;
+        let dir = tempfile_dir::keep(&temp);
+        let mut cluster = LocalCluster {
+            nodes: Vec::new(),
+            cookie: cookie.to_string(),
+            binary,
+            dir,
+            _temp: Some(temp),
+        };
+        let env = herd_config::Environment::from_pairs([("HERD_COOKIE", cookie)]);
+        for path in configs {
+            let overrides = herd_config::Overrides {
+                config: Some(path.clone()),
+                ..herd_config::Overrides::default()
+            };
+            let config = herd_config::resolve(&overrides, &env).map_err(|error| {
+                LocalClusterError::Spawn {
+                    name: path.display().to_string(),
+                    reason: error.to_string(),
+                }
+            })?;
+            let roles = config
+                .roles
+                .iter()
+                .map(|role| role.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut spec = NodeSpec::new(config.name.as_str(), &roles, config.workers);
+            spec.config = Some(path.clone());
+            let node = cluster.launch_configured(spec, config.listen.port(), config.http.port())?;
+            cluster.nodes.push(node);
+        }
+        Ok(cluster)
+    }
+
+    fn launch_configured(
+        &self,
+        spec: NodeSpec,
+        cluster_port: u16,
+        http_port: u16,
+    ) -> Result<NodeProcess, LocalClusterError> {
+        let log = self.dir.join(format!("{}.log", spec.name));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| LocalClusterError::Spawn {
+                name: spec.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let file_err = file.try_clone().map_err(|e| LocalClusterError::Spawn {
+            name: spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("node")
+            .arg("--config")
+            .arg(
+                spec.config
+                    .as_ref()
+                    .expect("configured nodes have a config"),
+            )
+            .env("HERD_COOKIE", &self.cookie)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file_err)
+            .kill_on_drop(true);
+        for (key, value) in &spec.env {
+            command.env(key, value);
+        }
+        let child = command.spawn().map_err(|e| LocalClusterError::Spawn {
+            name: spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(NodeProcess {
+            spec,
+            cluster_port,
+            http_port,
+            log,
+            child: Some(child),
+        })
+    }
+
     /// Restarts node `index` with the same ports and seeds (a new incarnation).
     pub fn restart(&mut self, index: usize) -> Result<(), LocalClusterError> {
         let seeds: Vec<String> = self
