@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod api_client;
+pub mod bench;
 pub mod cli;
 pub mod local_cluster;
 pub mod telemetry;

@@ -6,13 +6,8 @@ use std::time::Duration;
 use herd_tests::{ApiClientError, three_node_cluster};
 use serde_json::{Value, json};
 
-async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
-    let response = reqwest_post(url, body).await;
-    response
-}
-
 /// Minimal HTTP POST over a raw socket, so tests can send any bytes.
-async fn reqwest_post(url: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
+async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = url
         .trim_start_matches("http://")

@@ -26,6 +26,31 @@ enum Command {
     Status(client::StatusArgs),
     /// Show one task.
     Task(client::TaskArgs),
+    /// Benchmark a local three-node cluster (throughput and latency).
+    Bench(BenchArgs),
+}
+
+/// Flags of `herd bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// No-op tasks per throughput run.
+    #[arg(long, default_value_t = 50_000)]
+    tasks: usize,
+    /// Tasks per submission.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Worker slots per node.
+    #[arg(long, default_value_t = 64)]
+    workers: u32,
+    /// Sequential single tasks for the latency percentiles.
+    #[arg(long, default_value_t = 2_000)]
+    latency_samples: usize,
+    /// Concurrent submitters in the throughput runs.
+    #[arg(long, default_value_t = 4)]
+    submitters: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Flags of `herd node`. Each also has an environment variable and a config
@@ -76,5 +101,37 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => client::run(client::submit(args)),
         Command::Status(args) => client::run(client::status(args)),
         Command::Task(args) => client::run(client::task(args)),
+        Command::Bench(args) => run_bench(args),
+    }
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let settings = crate::bench::BenchSettings {
+        tasks: args.tasks.max(1),
+        batch: args.batch.max(1),
+        workers: args.workers.max(1),
+        latency_samples: args.latency_samples.max(1),
+        submitters: args.submitters.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime builds");
+    match runtime.block_on(crate::bench::run(settings.clone())) {
+        Ok(figures) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&figures).expect("figures serialise")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(figures) => {
+            crate::bench::print(&settings, &figures);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("herd bench: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,303 @@
+//! `herd bench`: end-to-end throughput and latency of a local three-node
+//! cluster, through the library API and through HTTP.
+//!
+//! The bench process embeds node n1 (orchestrator and workers) and starts n2
+//! and n3 as `herd node` processes, so the library figures are what a program
+//! embedding herd sees, and every task may run on any of three processes.
+//! Figures are printed, never asserted: machines are shared and noisy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herd_actors::{HerdNode, NodeHandle};
+use herd_config::Overrides;
+use herd_protocol::{JsonText, TaskId, TaskSpec, TaskState};
+use serde_json::{Value, json};
+
+use crate::api::{ApiState, router};
+use crate::api_client::ApiClient;
+use crate::local_cluster::{LocalCluster, NodeSpec, free_ports, random_cookie};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchSettings {
+    /// No-op tasks per throughput run.
+    pub tasks: usize,
+    /// Tasks per submission.
+    pub batch: usize,
+    /// Worker slots per node.
+    pub workers: u32,
+    /// Sequential single tasks for the latency figures.
+    pub latency_samples: usize,
+    /// Concurrent submitters in the throughput runs.
+    pub submitters: usize,
+}
+
+/// One measured figure set.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Figures {
+    /// Which path was measured.
+    pub path: String,
+    /// Tasks per second, submit to completion.
+    pub throughput_per_s: f64,
+    /// Median single-task submit→complete latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// Where single tasks ran (node → count).
+    pub ran_on: BTreeMap<String, usize>,
+}
+
+/// Runs the benchmark and returns its figures.
+pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
+    let cookie = random_cookie();
+    let ports = free_ports(4);
+    let (n1_cluster, n1_http) = (ports[0], ports[1]);
+    let n1_seed = vec!["--seed".to_string(), format!("127.0.0.1:{n1_cluster}")];
+    let peer_specs: Vec<NodeSpec> = ["n2", "n3"]
+        .into_iter()
+        .map(|name| NodeSpec {
+            extra_args: n1_seed.clone(),
+            ..NodeSpec::new(name, "worker,monitor", settings.workers)
+        })
+        .collect();
+    let mut peers = LocalCluster::spawn(peer_specs, &cookie)?;
+    let overrides = Overrides {
+        name: Some("n1".into()),
+        cookie: Some(cookie.clone()),
+        listen: Some(format!("127.0.0.1:{n1_cluster}")),
+        http: Some(format!("127.0.0.1:{n1_http}")),
+        workers: Some(settings.workers.to_string()),
+        seeds: Some(peers.nodes.iter().map(|node| node.cluster_addr()).collect()),
+        ..Overrides::default()
+    };
+    let mut config = herd_config::resolve(&overrides, &herd_config::Environment::default())?;
+    config.tasks.retain_finished = (settings.tasks * 2).max(100_000);
+    config.limits.max_unfinished_tasks = (settings.tasks as u64 * 2).max(1_000_000);
+    let node = HerdNode::start(config, BTreeMap::new()).await?;
+    let handle = node.handle();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", n1_http)).await?;
+    let server =
+        tokio::spawn(axum::serve(listener, router(ApiState::new(handle.clone()))).into_future());
+    handle.wait_until_ready(Duration::from_secs(20)).await?;
+    peers.wait_ready(Duration::from_secs(20)).await?;
+    wait_for_pools(&handle, 3).await?;
+
+    let mut figures = Vec::new();
+    // Warm up connections and allocators.
+    library_throughput(&handle, &settings, 2_000.min(settings.tasks)).await?;
+    let (throughput, _) = library_throughput(&handle, &settings, settings.tasks).await?;
+    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples).await?;
+    figures.push(Figures {
+        path: "library API".into(),
+        throughput_per_s: throughput,
+        p50_us: p50,
+        p99_us: p99,
+        ran_on,
+    });
+
+    let apis: Vec<ApiClient> = std::iter::once(ApiClient::new(&format!("127.0.0.1:{n1_http}")))
+        .chain(
+            peers
+                .nodes
+                .iter()
+                .map(|node| ApiClient::new(&node.api_url())),
+        )
+        .collect();
+    let throughput = http_throughput(&handle, &apis, &settings).await?;
+    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples).await?;
+    figures.push(Figures {
+        path: "HTTP API".into(),
+        throughput_per_s: throughput,
+        p50_us: p50,
+        p99_us: p99,
+        ran_on,
+    });
+
+    server.abort();
+    node.shutdown().await;
+    peers.stop().await;
+    Ok(figures)
+}
+
+async fn wait_for_pools(handle: &NodeHandle, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = handle.cluster().await?;
+        if status.nodes.iter().filter(|node| node.workers > 0).count() >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} pools registered",
+            status.nodes.iter().filter(|n| n.workers > 0).count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn noop(index: usize) -> TaskSpec {
+    TaskSpec::new(
+        "echo",
+        JsonText::from_value(&json!(index)).expect("a number serialises"),
+    )
+}
+
+async fn library_throughput(
+    handle: &NodeHandle,
+    settings: &BenchSettings,
+    tasks: usize,
+) -> anyhow::Result<(f64, Duration)> {
+    let started = Instant::now();
+    let batches: Vec<Vec<TaskSpec>> = (0..tasks)
+        .collect::<Vec<_>>()
+        .chunks(settings.batch)
+        .map(|chunk| chunk.iter().map(|i| noop(*i)).collect())
+        .collect();
+    let ids: Vec<TaskId> = futures::stream::iter(batches)
+        .map(|batch| async move { handle.submit_batch(batch).await })
+        .buffer_unordered(settings.submitters)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .map(|ack| ack.id)
+        .collect();
+    let finished = futures::stream::iter(ids)
+        .map(|id| async move { handle.wait_for(id, Duration::from_secs(300)).await })
+        .buffer_unordered(4096)
+        .collect::<Vec<_>>()
+        .await;
+    for view in finished {
+        anyhow::ensure!(view?.state == TaskState::Succeeded, "a no-op task failed");
+    }
+    let elapsed = started.elapsed();
+    Ok((tasks as f64 / elapsed.as_secs_f64(), elapsed))
+}
+
+async fn library_latency(
+    handle: &NodeHandle,
+    samples: usize,
+) -> anyhow::Result<(f64, f64, BTreeMap<String, usize>)> {
+    let mut latencies = Vec::with_capacity(samples);
+    let mut ran_on = BTreeMap::new();
+    for index in 0..samples {
+        let started = Instant::now();
+        let view = handle.run(noop(index), Duration::from_secs(10)).await?;
+        latencies.push(started.elapsed());
+        *ran_on
+            .entry(view.node.map_or("-".to_string(), |n| n.to_string()))
+            .or_default() += 1;
+    }
+    let (p50, p99) = percentiles(&mut latencies);
+    Ok((p50, p99, ran_on))
+}
+
+async fn http_throughput(
+    handle: &NodeHandle,
+    apis: &[ApiClient],
+    settings: &BenchSettings,
+) -> anyhow::Result<f64> {
+    let before = handle.cluster().await?.tasks.succeeded;
+    let started = Instant::now();
+    let batches: Vec<Vec<Value>> = (0..settings.tasks)
+        .collect::<Vec<_>>()
+        .chunks(settings.batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|i| json!({ "agent_type": "echo", "payload": i }))
+                .collect()
+        })
+        .collect();
+    let submitted: Vec<Result<Vec<TaskId>, _>> =
+        futures::stream::iter(batches.into_iter().enumerate())
+            .map(|(index, batch)| {
+                let api = apis[index % apis.len()].clone();
+                async move { api.submit_batch(&batch).await }
+            })
+            .buffer_unordered(settings.submitters)
+            .collect()
+            .await;
+    for result in submitted {
+        result?;
+    }
+    let target = before + settings.tasks as u64;
+    loop {
+        let status = handle.cluster().await?;
+        if status.tasks.succeeded >= target {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "HTTP run did not finish: {:?}",
+            status.tasks
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(settings.tasks as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn http_latency(
+    api: &ApiClient,
+    samples: usize,
+) -> anyhow::Result<(f64, f64, BTreeMap<String, usize>)> {
+    let mut latencies = Vec::with_capacity(samples);
+    let mut ran_on = BTreeMap::new();
+    for index in 0..samples {
+        let started = Instant::now();
+        let id = api.submit("echo", json!(index)).await?;
+        let view = api.task(id, Some(Duration::from_secs(10))).await?;
+        latencies.push(started.elapsed());
+        anyhow::ensure!(
+            view.state == TaskState::Succeeded,
+            "task {id} did not succeed"
+        );
+        *ran_on
+            .entry(view.node.map_or("-".to_string(), |n| n.to_string()))
+            .or_default() += 1;
+    }
+    let (p50, p99) = percentiles(&mut latencies);
+    Ok((p50, p99, ran_on))
+}
+
+/// Median and 99th percentile in microseconds.
+fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    (at(0.5), at(0.99))
+}
+
+/// Prints figures as a table.
+pub fn print(settings: &BenchSettings, figures: &[Figures]) {
+    println!(
+        "herd bench: 3 nodes on loopback (n1 embedded in this process, n2 and n3 as processes), {} workers/node, {} no-op tasks per run, batches of {}, {} single-task samples",
+        settings.workers, settings.tasks, settings.batch, settings.latency_samples
+    );
+    println!(
+        "{:<12} {:>14} {:>12} {:>12}   single tasks ran on",
+        "path", "tasks/s", "p50 µs", "p99 µs"
+    );
+    for figure in figures {
+        let ran: Vec<String> = figure
+            .ran_on
+            .iter()
+            .map(|(node, n)| format!("{node}:{n}"))
+            .collect();
+        println!(
+            "{:<12} {:>14.0} {:>12.0} {:>12.0}   {}",
+            figure.path,
+            figure.throughput_per_s,
+            figure.p50_us,
+            figure.p99_us,
+            ran.join(" ")
+        );
+    }
+}
