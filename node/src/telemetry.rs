@@ -42,7 +42,13 @@ pub fn settings(
     };
     let (var, value) = match (env("RUST_LOG"), env("LOG_LEVEL")) {
         (Some(filter), _) if !filter.is_empty() => ("RUST_LOG", filter),
-        (_, Some(level)) if !level.is_empty() => ("LOG_LEVEL", level.to_ascii_lowercase()),
+        (_, Some(level)) if !level.is_empty() => {
+            let level = level.to_ascii_lowercase();
+            if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                return Err(TelemetryError::Level { var: "LOG_LEVEL", value: level });
+            }
+            ("LOG_LEVEL", level)
+        }
         _ => ("LOG_LEVEL", "info".to_string()),
     };
     let filter =
@@ -106,6 +112,10 @@ mod tests {
             error.to_string(),
             "LOG_FORMAT=\"xml\" is not supported; use json or text"
         );
-        assert!(settings(&env(&[("LOG_LEVEL", "loud")])).is_err());
+        assert_eq!(
+            settings(&env(&[("LOG_LEVEL", "loud")])).unwrap_err().to_string(),
+            "LOG_LEVEL=\"loud\" is not a log level; use ERROR, WARN, INFO or DEBUG (or a RUST_LOG filter such as herd=debug)"
+        );
+        assert!(settings(&env(&[("RUST_LOG", "herd_actors=debug")])).is_ok());
     }
 }
