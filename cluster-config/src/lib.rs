@@ -26,7 +26,6 @@ pub use file::{FileConfig, LoadedFile, load_file, parse_text};
 pub use model::*;
 pub use origin::{Origin, SourceMap};
 pub use resolve::{
-    DEFAULT_HTTP, DEFAULT_LISTEN, DEFAULT_WORKERS, Overrides, parse_node_name, parse_socket_addr,
-    resolve, resolve_with_file,
+    DEFAULT_HTTP, DEFAULT_LISTEN, DEFAULT_WORKERS, Overrides, resolve, resolve_with_file,
 };
 pub use rules::MAX_WORKERS_PER_NODE;

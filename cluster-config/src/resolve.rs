@@ -1,12 +1,11 @@
 //! Layering: flag > environment > config file > default, then validation.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herd_protocol::AgentType;
 use herd_protocol::messages::membership::Role;
-use herd_protocol::{AgentType, NodeName};
 
 use crate::environment::Environment;
 use crate::error::{ConfigError, ConfigErrors};
@@ -711,15 +710,4 @@ fn http_handler(
             .map(|(name, value)| (name, Secret::new(value)))
             .collect(),
     }))
-}
-
-/// Parses the addresses given to a node (used by callers that take a single
-/// setting, such as `herd submit --api`).
-pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
-    rules::socket_addr(text, "127.0.0.1:8100")
-}
-
-/// Keeps `NodeName` reachable for callers building overrides by hand.
-pub fn parse_node_name(text: &str) -> Result<NodeName, String> {
-    rules::node_name(text)
 }

@@ -294,36 +294,65 @@ impl LocalCluster {
         http_port: u16,
         seeds: &[String],
     ) -> Result<NodeProcess, LocalClusterError> {
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            spec.name.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{cluster_port}"),
+            "--http".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--roles".into(),
+            spec.roles.clone(),
+            "--workers".into(),
+            spec.workers.to_string(),
+        ];
+        for seed in seeds {
+            args.extend(["--seed".to_string(), seed.clone()]);
+        }
+        self.spawn_node(spec, args, cluster_port, http_port)
+    }
+
+    /// Spawns `herd node ARGS` with the spec's config, extra arguments and
+    /// environment, logging to a file. The child gets its own process group,
+    /// so a Ctrl-C at the terminal reaches only this launcher, which then stops
+    /// the nodes in order; and it is sent SIGTERM if the launcher dies, so no
+    /// node outlives it.
+    fn spawn_node(
+        &self,
+        spec: NodeSpec,
+        args: Vec<String>,
+        cluster_port: u16,
+        http_port: u16,
+    ) -> Result<NodeProcess, LocalClusterError> {
+        let failed = |reason: String| LocalClusterError::Spawn {
+            name: spec.name.clone(),
+            reason,
+        };
         let log = self.dir.join(format!("{}.log", spec.name));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
-            .map_err(|e| LocalClusterError::Spawn {
-                name: spec.name.clone(),
-                reason: e.to_string(),
-            })?;
-        let file_err = file.try_clone().map_err(|e| LocalClusterError::Spawn {
-            name: spec.name.clone(),
-            reason: e.to_string(),
-        })?;
+            .map_err(|e| failed(e.to_string()))?;
+        let file_err = file.try_clone().map_err(|e| failed(e.to_string()))?;
         let mut command = Command::new(&self.binary);
         command
             .arg("node")
-            .args(["--name", &spec.name])
-            .args(["--listen", &format!("127.0.0.1:{cluster_port}")])
-            .args(["--http", &format!("127.0.0.1:{http_port}")])
-            .args(["--roles", &spec.roles])
-            .args(["--workers", &spec.workers.to_string()])
+            .args(&args)
             .env("HERD_COOKIE", &self.cookie)
             .env_remove("HERD_CONFIG")
             .env_remove("HERD_SEEDS")
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(file_err)
+            .process_group(0)
             .kill_on_drop(true);
-        for seed in seeds {
-            command.args(["--seed", seed]);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
         }
         if let Some(config) = &spec.config {
             command.arg("--config").arg(config);
@@ -332,10 +361,7 @@ impl LocalCluster {
         for (key, value) in &spec.env {
             command.env(key, value);
         }
-        let child = command.spawn().map_err(|e| LocalClusterError::Spawn {
-            name: spec.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let child = command.spawn().map_err(|e| failed(e.to_string()))?;
         Ok(NodeProcess {
             spec,
             cluster_port,
@@ -385,59 +411,11 @@ impl LocalCluster {
                 .join(",");
             let mut spec = NodeSpec::new(config.name.as_str(), &roles, config.workers);
             spec.config = Some(path.clone());
-            let node = cluster.launch_configured(spec, config.listen.port(), config.http.port())?;
+            let node =
+                cluster.spawn_node(spec, Vec::new(), config.listen.port(), config.http.port())?;
             cluster.nodes.push(node);
         }
         Ok(cluster)
-    }
-
-    fn launch_configured(
-        &self,
-        spec: NodeSpec,
-        cluster_port: u16,
-        http_port: u16,
-    ) -> Result<NodeProcess, LocalClusterError> {
-        let log = self.dir.join(format!("{}.log", spec.name));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| LocalClusterError::Spawn {
-                name: spec.name.clone(),
-                reason: e.to_string(),
-            })?;
-        let file_err = file.try_clone().map_err(|e| LocalClusterError::Spawn {
-            name: spec.name.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("node")
-            .arg("--config")
-            .arg(
-                spec.config
-                    .as_ref()
-                    .expect("configured nodes have a config"),
-            )
-            .env("HERD_COOKIE", &self.cookie)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(file_err)
-            .kill_on_drop(true);
-        for (key, value) in &spec.env {
-            command.env(key, value);
-        }
-        let child = command.spawn().map_err(|e| LocalClusterError::Spawn {
-            name: spec.name.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(NodeProcess {
-            spec,
-            cluster_port,
-            http_port,
-            log,
-            child: Some(child),
-        })
     }
 
     /// Restarts node `index` with the same ports and seeds (a new incarnation).

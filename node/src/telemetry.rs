@@ -45,7 +45,10 @@ pub fn settings(
         (_, Some(level)) if !level.is_empty() => {
             let level = level.to_ascii_lowercase();
             if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-                return Err(TelemetryError::Level { var: "LOG_LEVEL", value: level });
+                return Err(TelemetryError::Level {
+                    var: "LOG_LEVEL",
+                    value: level,
+                });
             }
             ("LOG_LEVEL", level)
         }
@@ -113,7 +116,9 @@ mod tests {
             "LOG_FORMAT=\"xml\" is not supported; use json or text"
         );
         assert_eq!(
-            settings(&env(&[("LOG_LEVEL", "loud")])).unwrap_err().to_string(),
+            settings(&env(&[("LOG_LEVEL", "loud")]))
+                .unwrap_err()
+                .to_string(),
             "LOG_LEVEL=\"loud\" is not a log level; use ERROR, WARN, INFO or DEBUG (or a RUST_LOG filter such as herd=debug)"
         );
         assert!(settings(&env(&[("RUST_LOG", "herd_actors=debug")])).is_ok());

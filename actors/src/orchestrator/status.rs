@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use herd_protocol::messages::orchestrator::{AgentStatus, ClusterStatus, MemberState, NodeStatus};
+use herd_protocol::messages::orchestrator::{AgentStatus, ClusterStatus, NodeStatus};
 use herd_protocol::{AgentType, MemberId};
 
 use super::actor::AgentTypeEntry;
@@ -53,7 +53,6 @@ pub fn cluster_status(
         })
         .collect();
 
-    let _ = MemberState::Up;
     ClusterStatus {
         orchestrator: local.name.clone(),
         nodes,

@@ -182,7 +182,7 @@ impl Actor for WorkerPool {
             Mailbox::Cast(PoolCast::Assign {
                 orchestrator,
                 assignments,
-            }) => state.on_assign(&myself, orchestrator, assignments),
+            }) => state.on_assign(orchestrator, assignments),
             Mailbox::Cast(PoolCast::Welcome { orchestrator }) => {
                 state.on_welcome(&myself, orchestrator)
             }
@@ -270,12 +270,7 @@ impl PoolState {
         Ok(())
     }
 
-    fn on_assign(
-        &mut self,
-        myself: &ActorRef<PoolMsg>,
-        orchestrator: MemberId,
-        assignments: Vec<TaskAssignment>,
-    ) {
+    fn on_assign(&mut self, orchestrator: MemberId, assignments: Vec<TaskAssignment>) {
         if self.view.borrow().orchestrator.as_ref() != Some(&orchestrator) {
             warn!(from = %orchestrator, count = assignments.len(), "ignoring assignments from a node that is not the cluster's orchestrator");
             return;
@@ -299,7 +294,6 @@ impl PoolState {
                 "assignments waiting for a worker"
             );
         }
-        let _ = myself;
     }
 
     fn drain_backlog(&mut self) {

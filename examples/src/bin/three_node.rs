@@ -60,9 +60,22 @@ fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cluster-config/examples/three-node")
 }
 
+/// How the run ended, for the exit code.
+enum Ending {
+    Finished,
+    Interrupted,
+    Failed(anyhow::Error),
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let total = parse_args()?;
+async fn main() -> std::process::ExitCode {
+    let total = match parse_args() {
+        Ok(total) => total,
+        Err(error) => {
+            eprintln!("three_node: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let configs: Vec<PathBuf> = (1..=3)
         .map(|i| config_dir().join(format!("n{i}.toml")))
         .collect();
@@ -70,19 +83,24 @@ async fn main() -> anyhow::Result<()> {
         "starting three herd nodes from {} (a fresh cookie for this run)",
         config_dir().display()
     );
-    let mut cluster = LocalCluster::spawn_from_configs(&configs, &random_cookie())?;
-
-    let outcome = tokio::select! {
-        outcome = run(&mut cluster, total) => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("\ninterrupted: stopping the nodes");
-            Err(anyhow::anyhow!("interrupted"))
+    let mut cluster = match LocalCluster::spawn_from_configs(&configs, &random_cookie()) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("three_node: {error}");
+            return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(error) = &outcome {
-        if error.to_string() != "interrupted" {
-            eprintln!("{}", cluster.log_tails());
-        }
+    let ending = tokio::select! {
+        outcome = run(&mut cluster, total) => match outcome {
+            Ok(()) => Ending::Finished,
+            Err(error) => Ending::Failed(error),
+        },
+        _ = tokio::signal::ctrl_c() => Ending::Interrupted,
+    };
+    match &ending {
+        Ending::Interrupted => eprintln!("\ninterrupted: stopping the nodes"),
+        Ending::Failed(error) => eprintln!("three_node: {error:#}\n{}", cluster.log_tails()),
+        Ending::Finished => {}
     }
     let stopping = Instant::now();
     cluster.stop().await;
@@ -92,7 +110,11 @@ async fn main() -> anyhow::Result<()> {
         "set HERD_KEEP_LOGS=1 to keep the node logs".to_string()
     };
     println!("stopped all nodes in {:.2?}; {kept}", stopping.elapsed());
-    outcome
+    match ending {
+        Ending::Finished => std::process::ExitCode::SUCCESS,
+        Ending::Interrupted => std::process::ExitCode::from(130),
+        Ending::Failed(_) => std::process::ExitCode::FAILURE,
+    }
 }
 
 async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {

@@ -62,8 +62,6 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) 
 
 fn checks(state: &ApiState) -> Vec<(&'static str, bool, String)> {
     let view = state.node.view();
-    let now = UnixMillis::now().0 / 1000;
-    let _ = now;
     let peers_up = view
         .peers
         .values()
