@@ -8,6 +8,7 @@
 //!   logic the actors drive.
 
 pub mod handlers;
+pub mod journal;
 pub mod membership;
 pub mod orchestrator;
 pub mod pool;

@@ -57,6 +57,8 @@ pub struct NodeSection {
     pub cookie: Option<String>,
     /// Data directory.
     pub data_dir: Option<String>,
+    /// Seconds a draining node lets running tasks finish.
+    pub drain_grace_s: Option<i64>,
 }
 
 /// `[limits]`.
@@ -79,6 +81,24 @@ pub struct TasksSection {
     pub default_max_attempts: Option<i64>,
     /// Finished tasks kept for queries before the oldest are forgotten.
     pub retain_finished: Option<i64>,
+    /// Crashes after which a task is dead as poison.
+    pub poison_crashes: Option<i64>,
+    /// Backoff between attempts: `exponential` or `linear`.
+    pub retry: Option<String>,
+    /// Exponential: first delay, seconds.
+    pub retry_initial_s: Option<f64>,
+    /// Exponential: growth per attempt.
+    pub retry_factor: Option<f64>,
+    /// Exponential: longest delay, seconds.
+    pub retry_max_s: Option<f64>,
+    /// Linear: the delay, seconds.
+    pub retry_delay_s: Option<f64>,
+    /// Consecutive failures that open the circuit (0 disables it).
+    pub circuit_failures: Option<i64>,
+    /// Seconds an open circuit waits before trial tasks.
+    pub circuit_recovery_s: Option<f64>,
+    /// Trial tasks that must succeed to close the circuit again.
+    pub circuit_half_open_trials: Option<i64>,
 }
 
 /// `[cluster]`.
@@ -89,6 +109,16 @@ pub struct ClusterSection {
     pub reconnect_initial_ms: Option<i64>,
     /// Longest reconnect delay.
     pub reconnect_max_ms: Option<i64>,
+    /// How often peers are sent heartbeats.
+    pub heartbeat_interval_ms: Option<i64>,
+    /// Phi above which a silent peer is declared down.
+    pub failure_threshold: Option<f64>,
+    /// Silence tolerated on top of the usual heartbeat gap.
+    pub acceptable_pause_ms: Option<i64>,
+    /// Silence after which a peer is declared down regardless of phi.
+    pub max_silence_ms: Option<i64>,
+    /// Floor of the heartbeat-interval standard deviation.
+    pub min_std_dev_ms: Option<i64>,
 }
 
 /// `[agents.NAME]`.
@@ -115,6 +145,22 @@ pub struct AgentSection {
     pub url: Option<String>,
     /// `http`: extra request headers.
     pub headers: Option<BTreeMap<String, String>>,
+    /// Backoff between attempts: `exponential` or `linear`.
+    pub retry: Option<String>,
+    /// Exponential: first delay, seconds.
+    pub retry_initial_s: Option<f64>,
+    /// Exponential: growth per attempt.
+    pub retry_factor: Option<f64>,
+    /// Exponential: longest delay, seconds.
+    pub retry_max_s: Option<f64>,
+    /// Linear: the delay, seconds.
+    pub retry_delay_s: Option<f64>,
+    /// Consecutive failures that open the circuit (0 disables it).
+    pub circuit_failures: Option<i64>,
+    /// Seconds an open circuit waits before trial tasks.
+    pub circuit_recovery_s: Option<f64>,
+    /// Trial tasks that must succeed to close the circuit again.
+    pub circuit_half_open_trials: Option<i64>,
 }
 
 /// A parsed file with the positions of its keys.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_protocol::messages::membership::Role;
-use herd_protocol::{AgentType, NodeName};
+use herd_protocol::{AgentType, NodeName, RetrySpec};
 
 use crate::origin::Origin;
 
@@ -62,6 +62,9 @@ pub struct NodeConfig {
     pub cookie: Secret,
     /// Where durable state lives; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
+    /// How long a draining node lets running tasks finish before handing
+    /// the rest back.
+    pub drain_grace: Duration,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Payload and queue bounds.
@@ -115,6 +118,12 @@ pub struct TaskDefaults {
     pub max_attempts: u32,
     /// Finished tasks kept for queries; the oldest are forgotten beyond this.
     pub retain_finished: usize,
+    /// Crashes after which a task is dead as poison.
+    pub poison_crashes: u32,
+    /// Backoff between attempts.
+    pub retry: RetrySpec,
+    /// Circuit breaker per agent type.
+    pub circuit: CircuitSettings,
 }
 
 impl Default for TaskDefaults {
@@ -123,6 +132,63 @@ impl Default for TaskDefaults {
             timeout_s: 300,
             max_attempts: 3,
             retain_finished: 100_000,
+            poison_crashes: 2,
+            retry: RetrySpec::Exponential {
+                initial_s: 1.0,
+                factor: 2.0,
+                max_s: 300.0,
+            },
+            circuit: CircuitSettings::default(),
+        }
+    }
+}
+
+/// When an agent type's circuit opens and how it recovers (seed 000's
+/// workflow retry pattern: 5 failures, 60 s recovery, 3 half-open trials).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CircuitSettings {
+    /// Consecutive failed attempts that open the circuit; 0 disables it.
+    pub failures: u32,
+    /// How long the circuit stays open before trial tasks run.
+    pub recovery: Duration,
+    /// Trial tasks that must succeed, in a row, to close it again.
+    pub half_open_trials: u32,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        CircuitSettings {
+            failures: 5,
+            recovery: Duration::from_secs(60),
+            half_open_trials: 3,
+        }
+    }
+}
+
+/// How silent peers are detected (phi-accrual with a hard silence cap).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailureDetectorSettings {
+    /// How often each peer is sent a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Phi above which a peer is declared down (8 ≈ one false alarm in 10^8).
+    pub threshold: f64,
+    /// Silence tolerated on top of the usual gap.
+    pub acceptable_pause: Duration,
+    /// Silence after which a peer is down regardless of phi.
+    pub max_silence: Duration,
+    /// Floor of the gap's standard deviation, so a very regular peer is not
+    /// declared down for a small delay.
+    pub min_std_dev: Duration,
+}
+
+impl Default for FailureDetectorSettings {
+    fn default() -> Self {
+        FailureDetectorSettings {
+            heartbeat_interval: Duration::from_millis(250),
+            threshold: 8.0,
+            acceptable_pause: Duration::from_millis(1000),
+            max_silence: Duration::from_millis(2500),
+            min_std_dev: Duration::from_millis(100),
         }
     }
 }
@@ -134,6 +200,8 @@ pub struct ClusterSettings {
     pub reconnect_initial: Duration,
     /// Longest delay between redials (the backoff doubles up to this).
     pub reconnect_max: Duration,
+    /// Heartbeats and failure detection.
+    pub failure_detector: FailureDetectorSettings,
 }
 
 impl Default for ClusterSettings {
@@ -141,6 +209,7 @@ impl Default for ClusterSettings {
         ClusterSettings {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
+            failure_detector: FailureDetectorSettings::default(),
         }
     }
 }
@@ -156,6 +225,10 @@ pub struct AgentConfig {
     pub timeout_s: Option<u32>,
     /// Attempts, overriding `[tasks]`.
     pub max_attempts: Option<u32>,
+    /// Backoff, overriding `[tasks]`.
+    pub retry: Option<RetrySpec>,
+    /// Circuit breaker, overriding `[tasks]`.
+    pub circuit: Option<CircuitSettings>,
 }
 
 /// The built-in handler an agent type uses.
@@ -223,6 +296,8 @@ pub fn default_agents() -> BTreeMap<AgentType, AgentConfig> {
                 handler,
                 timeout_s: None,
                 max_attempts: None,
+                retry: None,
+                circuit: None,
             },
         )
     })

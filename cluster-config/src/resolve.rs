@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use herd_protocol::AgentType;
 use herd_protocol::messages::membership::Role;
+use herd_protocol::{AgentType, RetrySpec};
 
 use crate::environment::Environment;
 use crate::error::{ConfigError, ConfigErrors};
@@ -38,6 +38,8 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--drain-grace` (seconds).
+    pub drain_grace: Option<String>,
 }
 
 /// One `node.*` setting and the names it goes by in each layer.
@@ -86,6 +88,11 @@ const COOKIE: Key = Key {
     key: "node.cookie",
     flag: "--cookie",
     env: "HERD_COOKIE",
+};
+const DRAIN_GRACE: Key = Key {
+    key: "node.drain_grace_s",
+    flag: "--drain-grace",
+    env: "HERD_DRAIN_GRACE",
 };
 const DATA_DIR: Key = Key {
     key: "node.data_dir",
@@ -276,6 +283,30 @@ pub fn resolve_with_file(
             })
         });
 
+    let drain_grace = layers
+        .pick_or_default(
+            &DRAIN_GRACE,
+            overrides.drain_grace.clone().map(Raw::Text),
+            node_file.and_then(|n| n.drain_grace_s).map(Raw::Integer),
+            Raw::Integer(30),
+        )
+        .and_then(|(raw, origin)| {
+            setting(
+                &DRAIN_GRACE,
+                raw,
+                origin,
+                &mut origins,
+                &mut errors,
+                |raw| {
+                    rules::seconds(
+                        &raw.as_text(),
+                        0..=3600,
+                        "how long a draining node lets running tasks finish",
+                    )
+                },
+            )
+        });
+
     // A node must say how peers reach it when it listens on every interface.
     let advertise_host = match (&listen, advertise) {
         (_, Some(host)) => Some(host),
@@ -294,7 +325,7 @@ pub fn resolve_with_file(
     let limits = resolve_limits(file.as_ref(), &mut errors);
     let tasks = resolve_task_defaults(file.as_ref(), &mut errors);
     let cluster = resolve_cluster(file.as_ref(), &mut errors);
-    let agents = resolve_agents(file.as_ref(), &mut errors);
+    let agents = resolve_agents(file.as_ref(), &tasks, &mut errors);
 
     let roles = roles.unwrap_or_default();
     let workers = match (workers, roles.contains(&Role::Worker)) {
@@ -324,6 +355,7 @@ pub fn resolve_with_file(
         workers,
         cookie: cookie.expect("cookie validated"),
         data_dir,
+        drain_grace: drain_grace.unwrap_or(Duration::from_secs(30)),
         config_file: file.as_ref().map(|f| f.path().to_path_buf()),
         limits,
         tasks,
@@ -443,7 +475,7 @@ fn resolve_limits(file: Option<&LoadedFile>, errors: &mut Vec<ConfigError>) -> L
 fn resolve_task_defaults(file: Option<&LoadedFile>, errors: &mut Vec<ConfigError>) -> TaskDefaults {
     let section = file.map(|f| &f.config.tasks);
     let defaults = TaskDefaults::default();
-    TaskDefaults {
+    let mut resolved = TaskDefaults {
         timeout_s: file_integer(
             file,
             "tasks.default_timeout_s",
@@ -471,9 +503,28 @@ fn resolve_task_defaults(file: Option<&LoadedFile>, errors: &mut Vec<ConfigError
             errors,
         )
         .map_or(defaults.retain_finished, |v| v as usize),
+        ..defaults.clone()
+    };
+    resolved.poison_crashes = file_integer(
+        file,
+        "tasks.poison_crashes",
+        section.and_then(|s| s.poison_crashes),
+        1..=100,
+        "set after how many worker crashes a task is dead as poison",
+        errors,
+    )
+    .map_or(defaults.poison_crashes, |v| v as u32);
+    if let Some(section) = section {
+        let fields = PolicyFields::of_tasks(section);
+        if let Some(retry) = resolve_retry(file, "tasks", &fields, &defaults.retry, errors) {
+            resolved.retry = retry;
+        }
+        if let Some(circuit) = resolve_circuit(file, "tasks", &fields, &defaults.circuit, errors) {
+            resolved.circuit = circuit;
+        }
     }
+    resolved
 }
-
 fn resolve_cluster(file: Option<&LoadedFile>, errors: &mut Vec<ConfigError>) -> ClusterSettings {
     let section = file.map(|f| &f.config.cluster);
     let defaults = ClusterSettings::default();
@@ -509,14 +560,238 @@ fn resolve_cluster(file: Option<&LoadedFile>, errors: &mut Vec<ConfigError>) -> 
             ),
         ));
     }
+    let detector_defaults = FailureDetectorSettings::default();
+    let millis = |key: &str,
+                  value: Option<i64>,
+                  range: std::ops::RangeInclusive<i64>,
+                  meaning: &str,
+                  default: Duration,
+                  errors: &mut Vec<ConfigError>| {
+        file_integer(file, key, value, range, meaning, errors)
+            .map_or(default, |v| Duration::from_millis(v as u64))
+    };
+    let failure_detector = FailureDetectorSettings {
+        heartbeat_interval: millis(
+            "cluster.heartbeat_interval_ms",
+            section.and_then(|s| s.heartbeat_interval_ms),
+            10..=10_000,
+            "set how often peers are sent heartbeats, in milliseconds",
+            detector_defaults.heartbeat_interval,
+            errors,
+        ),
+        acceptable_pause: millis(
+            "cluster.acceptable_pause_ms",
+            section.and_then(|s| s.acceptable_pause_ms),
+            0..=60_000,
+            "set the silence tolerated on top of the usual heartbeat gap, in milliseconds",
+            detector_defaults.acceptable_pause,
+            errors,
+        ),
+        max_silence: millis(
+            "cluster.max_silence_ms",
+            section.and_then(|s| s.max_silence_ms),
+            50..=600_000,
+            "set the silence after which a peer is declared down, in milliseconds",
+            detector_defaults.max_silence,
+            errors,
+        ),
+        min_std_dev: millis(
+            "cluster.min_std_dev_ms",
+            section.and_then(|s| s.min_std_dev_ms),
+            1..=10_000,
+            "set the floor of the heartbeat-gap deviation, in milliseconds",
+            detector_defaults.min_std_dev,
+            errors,
+        ),
+        threshold: match section.and_then(|s| s.failure_threshold) {
+            Some(phi) if phi.is_finite() && (1.0..=50.0).contains(&phi) => phi,
+            Some(phi) => {
+                errors.push(ConfigError::new(
+                    file.map(|f| f.origin_of("cluster.failure_threshold")).unwrap_or(Origin::Default),
+                    "cluster.failure_threshold",
+                    format!("is {phi}, outside 1.0..=50.0; set the phi above which a silent peer is declared down (8 is a good default)"),
+                ));
+                detector_defaults.threshold
+            }
+            None => detector_defaults.threshold,
+        },
+    };
     ClusterSettings {
         reconnect_initial: initial,
         reconnect_max: max.max(initial),
+        failure_detector,
     }
+}
+
+/// The retry and circuit fields that both `[tasks]` and `[agents.NAME]` hold.
+struct PolicyFields<'a> {
+    retry: Option<&'a str>,
+    initial_s: Option<f64>,
+    factor: Option<f64>,
+    max_s: Option<f64>,
+    delay_s: Option<f64>,
+    circuit_failures: Option<i64>,
+    circuit_recovery_s: Option<f64>,
+    circuit_half_open_trials: Option<i64>,
+}
+
+macro_rules! policy_fields {
+    ($section:expr) => {
+        PolicyFields {
+            retry: $section.retry.as_deref(),
+            initial_s: $section.retry_initial_s,
+            factor: $section.retry_factor,
+            max_s: $section.retry_max_s,
+            delay_s: $section.retry_delay_s,
+            circuit_failures: $section.circuit_failures,
+            circuit_recovery_s: $section.circuit_recovery_s,
+            circuit_half_open_trials: $section.circuit_half_open_trials,
+        }
+    };
+}
+
+impl<'a> PolicyFields<'a> {
+    fn of_tasks(section: &'a crate::file::TasksSection) -> Self {
+        policy_fields!(section)
+    }
+
+    fn of_agent(section: &'a AgentSection) -> Self {
+        policy_fields!(section)
+    }
+}
+
+/// The backoff a section asks for, starting from `base`; `None` when the
+/// section sets no retry field.
+fn resolve_retry(
+    file: Option<&LoadedFile>,
+    prefix: &str,
+    fields: &PolicyFields<'_>,
+    base: &RetrySpec,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RetrySpec> {
+    let exponential_fields =
+        fields.initial_s.is_some() || fields.factor.is_some() || fields.max_s.is_some();
+    if fields.retry.is_none() && !exponential_fields && fields.delay_s.is_none() {
+        return None;
+    }
+    let origin = |field: &str| {
+        file.map(|f| f.origin_of(&format!("{prefix}.{field}")))
+            .unwrap_or(Origin::Default)
+    };
+    let kind = match fields.retry {
+        Some(kind @ ("exponential" | "linear")) => kind,
+        Some(other) => {
+            errors.push(ConfigError::new(
+                origin("retry"),
+                format!("{prefix}.retry"),
+                format!("{other:?} is not a backoff; use \"exponential\" or \"linear\""),
+            ));
+            return None;
+        }
+        None if fields.delay_s.is_some() && !exponential_fields => "linear",
+        None => match base {
+            RetrySpec::Exponential { .. } => "exponential",
+            RetrySpec::Linear { .. } => "linear",
+        },
+    };
+    let spec = if kind == "linear" {
+        if exponential_fields {
+            errors.push(ConfigError::new(origin("retry"), format!("{prefix}.retry_initial_s"), "retry_initial_s, retry_factor and retry_max_s apply only to retry = \"exponential\"; use retry_delay_s for a linear backoff"));
+            return None;
+        }
+        let default_delay = match base {
+            RetrySpec::Linear { delay_s } => *delay_s,
+            RetrySpec::Exponential { .. } => 30.0,
+        };
+        RetrySpec::Linear {
+            delay_s: fields.delay_s.unwrap_or(default_delay),
+        }
+    } else {
+        if fields.delay_s.is_some() {
+            errors.push(ConfigError::new(origin("retry_delay_s"), format!("{prefix}.retry_delay_s"), "retry_delay_s applies only to retry = \"linear\"; use retry_initial_s, retry_factor and retry_max_s"));
+            return None;
+        }
+        let (initial, factor, max) = match base {
+            RetrySpec::Exponential {
+                initial_s,
+                factor,
+                max_s,
+            } => (*initial_s, *factor, *max_s),
+            RetrySpec::Linear { .. } => (1.0, 2.0, 300.0),
+        };
+        RetrySpec::Exponential {
+            initial_s: fields.initial_s.unwrap_or(initial),
+            factor: fields.factor.unwrap_or(factor),
+            max_s: fields.max_s.unwrap_or(max),
+        }
+    };
+    if let Err(message) = spec.validate() {
+        errors.push(ConfigError::new(
+            origin("retry"),
+            format!("{prefix}.retry"),
+            message,
+        ));
+        return None;
+    }
+    Some(spec)
+}
+
+/// The circuit breaker a section asks for, starting from `base`; `None` when
+/// the section sets no circuit field.
+fn resolve_circuit(
+    file: Option<&LoadedFile>,
+    prefix: &str,
+    fields: &PolicyFields<'_>,
+    base: &CircuitSettings,
+    errors: &mut Vec<ConfigError>,
+) -> Option<CircuitSettings> {
+    if fields.circuit_failures.is_none()
+        && fields.circuit_recovery_s.is_none()
+        && fields.circuit_half_open_trials.is_none()
+    {
+        return None;
+    }
+    let key = |field: &str| format!("{prefix}.{field}");
+    let failures = file_integer(
+        file,
+        &key("circuit_failures"),
+        fields.circuit_failures,
+        0..=10_000,
+        "set how many failures in a row open the circuit (0 disables it)",
+        errors,
+    );
+    let trials = file_integer(
+        file,
+        &key("circuit_half_open_trials"),
+        fields.circuit_half_open_trials,
+        1..=1_000,
+        "set how many trial tasks must succeed to close the circuit",
+        errors,
+    );
+    let recovery = match fields.circuit_recovery_s {
+        Some(seconds) if seconds.is_finite() && (0.01..=86_400.0).contains(&seconds) => {
+            Some(Duration::from_secs_f64(seconds))
+        }
+        Some(seconds) => {
+            errors.push(ConfigError::new(
+                file.map(|f| f.origin_of(&key("circuit_recovery_s"))).unwrap_or(Origin::Default),
+                key("circuit_recovery_s"),
+                format!("is {seconds}, outside 0.01..=86400; set how many seconds an open circuit waits before trial tasks"),
+            ));
+            None
+        }
+        None => None,
+    };
+    Some(CircuitSettings {
+        failures: failures.map_or(base.failures, |v| v as u32),
+        recovery: recovery.unwrap_or(base.recovery),
+        half_open_trials: trials.map_or(base.half_open_trials, |v| v as u32),
+    })
 }
 
 fn resolve_agents(
     file: Option<&LoadedFile>,
+    tasks: &TaskDefaults,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<AgentType, AgentConfig> {
     let Some(file) = file.filter(|f| !f.config.agents.is_empty()) else {
@@ -533,7 +808,7 @@ fn resolve_agents(
             ));
             continue;
         }
-        if let Some(agent) = resolve_agent(file, &prefix, section, errors) {
+        if let Some(agent) = resolve_agent(file, &prefix, section, tasks, errors) {
             agents.insert(AgentType::new(name), agent);
         }
     }
@@ -551,9 +826,13 @@ fn resolve_agent(
     file: &LoadedFile,
     prefix: &str,
     section: &AgentSection,
+    tasks: &TaskDefaults,
     errors: &mut Vec<ConfigError>,
 ) -> Option<AgentConfig> {
     let error_count = errors.len();
+    let fields = PolicyFields::of_agent(section);
+    let retry = resolve_retry(Some(file), prefix, &fields, &tasks.retry, errors);
+    let circuit = resolve_circuit(Some(file), prefix, &fields, &tasks.circuit, errors);
     let key = |field: &str| format!("{prefix}.{field}");
     let mut fail = |field: &str, message: String| {
         errors.push(ConfigError::new(
@@ -658,6 +937,8 @@ fn resolve_agent(
         handler: handler?,
         timeout_s,
         max_attempts,
+        retry,
+        circuit,
     })
 }
 

@@ -92,6 +92,25 @@ pub(crate) fn workers(text: &str) -> Result<u32, String> {
     Ok(count as u32)
 }
 
+pub(crate) fn seconds(
+    text: &str,
+    range: std::ops::RangeInclusive<u64>,
+    meaning: &str,
+) -> Result<std::time::Duration, String> {
+    let value: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of seconds; set {meaning}"))?;
+    if !range.contains(&value) {
+        return Err(format!(
+            "is {value}, outside {}..={}; set {meaning}",
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(std::time::Duration::from_secs(value))
+}
+
 pub(crate) fn agent_type_name(name: &str) -> Result<(), String> {
     let valid = (1..=64).contains(&name.len())
         && name

@@ -325,3 +325,91 @@ fn the_cookie_never_appears_in_debug_output() {
     .unwrap();
     assert!(!format!("{config:?}").contains("very-secret-cookie"));
 }
+
+#[test]
+fn retry_circuit_and_failure_detector_settings_layer_from_tasks_to_agents() {
+    let (_dir, path) = write_config(
+        "[tasks]\nretry_initial_s = 0.5\ncircuit_failures = 3\n\n[cluster]\nheartbeat_interval_ms = 100\nmax_silence_ms = 1500\n\n[agents.steady]\nhandler = \"echo\"\nretry = \"linear\"\nretry_delay_s = 5\n\n[agents.plain]\nhandler = \"echo\"\ncircuit_recovery_s = 2\n",
+    );
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.tasks.retry,
+        herd_protocol::RetrySpec::Exponential {
+            initial_s: 0.5,
+            factor: 2.0,
+            max_s: 300.0
+        }
+    );
+    assert_eq!(config.tasks.circuit.failures, 3);
+    assert_eq!(
+        config.cluster.failure_detector.heartbeat_interval,
+        std::time::Duration::from_millis(100)
+    );
+    assert_eq!(
+        config.cluster.failure_detector.max_silence,
+        std::time::Duration::from_millis(1500)
+    );
+    let steady = &config.agents[&"steady".into()];
+    assert_eq!(
+        steady.retry,
+        Some(herd_protocol::RetrySpec::Linear { delay_s: 5.0 })
+    );
+    assert_eq!(steady.circuit, None);
+    let plain = &config.agents[&"plain".into()];
+    assert_eq!(plain.retry, None);
+    let circuit = plain.circuit.clone().unwrap();
+    assert_eq!(
+        (circuit.failures, circuit.recovery, circuit.half_open_trials),
+        (3, std::time::Duration::from_secs(2), 3)
+    );
+    assert_eq!(config.drain_grace, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn mismatched_retry_fields_are_rejected_with_the_fix() {
+    let (_dir, path) = write_config(
+        "[agents.x]\nhandler = \"echo\"\nretry = \"linear\"\nretry_factor = 3\n\n[agents.y]\nhandler = \"echo\"\nretry = \"random\"\n",
+    );
+    let errors = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    let message = errors.to_string();
+    assert!(
+        message.contains(
+            "retry_initial_s, retry_factor and retry_max_s apply only to retry = \"exponential\""
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "agents.y.retry: \"random\" is not a backoff; use \"exponential\" or \"linear\""
+        ),
+        "{message}"
+    );
+    let errors = resolve(
+        &Overrides {
+            drain_grace: Some("forever".into()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(
+        errors.to_string().contains(
+            "flag --drain-grace: node.drain_grace_s: \"forever\" is not a whole number of seconds"
+        ),
+        "{errors}"
+    );
+}

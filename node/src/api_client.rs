@@ -178,6 +178,44 @@ impl ApiClient {
         self.decode(response).await
     }
 
+    /// `GET /v1/dead-letters?...`.
+    pub async fn dead_letters(&self, query: &str) -> Result<TaskPage, ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/dead-letters?{query}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `POST /v1/dead-letters/{id}/retry`, optionally with a new payload.
+    pub async fn retry_dead_letter(
+        &self,
+        id: TaskId,
+        payload: Option<Value>,
+    ) -> Result<Value, ApiClientError> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/dead-letters/{id}/retry", self.base));
+        if let Some(payload) = payload {
+            request = request.json(&serde_json::json!({ "payload": payload }));
+        }
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `POST /v1/nodes/{name}/drain`.
+    pub async fn drain(&self, node: &str) -> Result<Value, ApiClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/nodes/{node}/drain", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
     /// `GET` of any path, returning status and JSON body (for probes).
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
         let response = self

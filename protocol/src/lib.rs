@@ -18,7 +18,8 @@ pub use ids::{AgentType, AssignmentEpoch, Incarnation, MemberId, NodeName, TaskI
 pub use json::JsonText;
 pub use mailbox::{Mailbox, Protocol, UndecodableFrame};
 pub use task::{
-    FailureKind, Outcome, Priority, TaskAssignment, TaskReport, TaskSpec, TaskState, TaskView,
+    FailureKind, Outcome, Priority, RetrySpec, TaskAssignment, TaskReport, TaskSpec, TaskState,
+    TaskView,
 };
 pub use time::UnixMillis;
 

@@ -59,6 +59,59 @@ pub struct TaskSpec {
     /// W3C `traceparent` of the submitter's span, so the task's spans on the
     /// executing node join the submitter's trace.
     pub trace_context: Option<String>,
+    /// Backoff between attempts; `None` uses the agent type's policy.
+    pub retry: Option<RetrySpec>,
+}
+
+/// How long to wait between attempts of one task. (Externally tagged, as
+/// bincode requires; the HTTP API has its own `{"backoff": ...}` shape.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RetrySpec {
+    /// `initial_s × factor^(n-1)`, capped at `max_s`, plus up to 1 s of jitter.
+    Exponential {
+        /// Delay before the second attempt, in seconds.
+        initial_s: f64,
+        /// Growth per attempt.
+        factor: f64,
+        /// Longest delay, in seconds.
+        max_s: f64,
+    },
+    /// The same delay every time.
+    Linear {
+        /// The delay, in seconds.
+        delay_s: f64,
+    },
+}
+
+impl RetrySpec {
+    /// Checks the numbers; the message says what is allowed.
+    pub fn validate(&self) -> Result<(), String> {
+        let in_range = |value: f64, name: &str| {
+            if value.is_finite() && (0.0..=86_400.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{name} is {value}; give 0 to 86400 seconds"))
+            }
+        };
+        match self {
+            RetrySpec::Exponential {
+                initial_s,
+                factor,
+                max_s,
+            } => {
+                in_range(*initial_s, "initial_s")?;
+                in_range(*max_s, "max_s")?;
+                if !(factor.is_finite() && (1.0..=10.0).contains(factor)) {
+                    return Err(format!("factor is {factor}; give 1.0 to 10.0"));
+                }
+                if max_s < initial_s {
+                    return Err(format!("max_s ({max_s}) is below initial_s ({initial_s})"));
+                }
+                Ok(())
+            }
+            RetrySpec::Linear { delay_s } => in_range(*delay_s, "delay_s"),
+        }
+    }
 }
 
 impl TaskSpec {
@@ -72,6 +125,7 @@ impl TaskSpec {
             max_attempts: None,
             idempotency_key: None,
             trace_context: None,
+            retry: None,
         }
     }
 }

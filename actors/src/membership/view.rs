@@ -84,10 +84,10 @@ impl ClusterView {
     pub fn member_of_actor(&self, actor: ActorId) -> Option<&MemberInfo> {
         match actor {
             ActorId::Local(_) => Some(&self.local),
-            ActorId::Remote { node_id, .. } => self
-                .peers
-                .values()
-                .find(|peer| peer.state == MemberState::Up && peer.session == Some(node_id)),
+            ActorId::Remote { node_id, .. } => self.peers.values().find(|peer| {
+                matches!(peer.state, MemberState::Up | MemberState::Suspect)
+                    && peer.session == Some(node_id)
+            }),
         }
     }
 
@@ -109,9 +109,19 @@ impl ClusterView {
         )
     }
 
-    /// True if `member` (this exact incarnation) is up.
+    /// True if `member` (this exact incarnation) is up: it gets new work.
     pub fn is_up(&self, member: &MemberId) -> bool {
         self.up_members().any(|info| &info.member == member)
+    }
+
+    /// True if `member` is up or merely suspect: its attempts are not yet
+    /// given up, but it gets no new work while suspect.
+    pub fn is_alive(&self, member: &MemberId) -> bool {
+        &self.local.member == member
+            || self.peers.get(&member.name).is_some_and(|peer| {
+                &peer.member == member
+                    && matches!(peer.state, MemberState::Up | MemberState::Suspect)
+            })
     }
 
     /// The senior orchestrator among up members: the one running longest,

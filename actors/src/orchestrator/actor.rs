@@ -1,30 +1,41 @@
 //! The orchestrator actor: see the module docs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use herd_config::CircuitSettings;
 use herd_protocol::limits::chunk_by_budget;
 use herd_protocol::messages::groups;
 use herd_protocol::messages::orchestrator::{
-    CancelOutcome, OrchestratorCast, OrchestratorReply, OrchestratorRequest, PoolRegistration,
-    RequestFailure,
+    CancelOutcome, DrainOutcome, MemberState, OrchestratorCast, OrchestratorReply,
+    OrchestratorRequest, PoolRegistration, RequestFailure, RetryOutcome,
 };
 use herd_protocol::messages::pool::PoolCast;
 use herd_protocol::{
-    AgentType, Mailbox, MemberId, Protocol, TaskAssignment, TaskId, TaskReport, UnixMillis,
+    AgentType, AssignmentEpoch, JsonText, Mailbox, MemberId, Protocol, TaskAssignment, TaskId,
+    TaskReport, UnixMillis,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::circuits::Circuits;
+use super::durability::{Deferred, Durability};
 use super::pools::{PoolEntry, PoolRegistry};
 use super::status::cluster_status;
+use crate::journal::{JournalStore, JournalWriter, WriterEvent};
 use crate::membership::ClusterView;
 use crate::pool::PoolMsg;
 use crate::scheduling::{DispatchInput, PoolLoad, plan_dispatch};
 use crate::task_book::{
-    AgentTypeSettings, Command, Effect, StaleReason, TaskBook, TaskBookSettings,
+    AgentTypeSettings, Command, Effect, RequeueReason, RetryPolicy, StaleReason, TaskBook,
+    TaskBookSettings,
 };
+
+/// After a restart, how long nodes that ran tasks get to re-register before
+/// their tasks are declared lost.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 
 /// The orchestrator's message vocabulary.
 pub struct OrchestratorProtocol;
@@ -48,6 +59,12 @@ pub enum OrchestratorLocal {
     Tick,
     /// The cluster view changed.
     ViewChanged,
+    /// Hand buffered journal entries to the writer (coalesced).
+    FlushJournal,
+    /// The journal writer reports.
+    Journal(WriterEvent),
+    /// The recovery grace after a restart is over.
+    RecoveryDeadline,
 }
 
 /// One agent type as the orchestrator schedules it.
@@ -59,25 +76,30 @@ pub struct AgentTypeEntry {
     pub timeout_s: Option<u32>,
     /// Default attempts.
     pub max_attempts: Option<u32>,
+    /// Backoff between attempts (`None`: the book's default).
+    pub retry: Option<RetryPolicy>,
+    /// Circuit breaker settings.
+    pub circuit: CircuitSettings,
 }
 
 /// Starts the orchestrator.
 pub struct OrchestratorArgs {
-    /// This node.
-    pub member: MemberId,
     /// Book limits and defaults.
     pub settings: TaskBookSettings,
     /// The agent types the cluster runs.
     pub agent_types: BTreeMap<AgentType, AgentTypeEntry>,
-    /// The cluster view.
+    /// The cluster view (its `local` member is this node).
     pub view: watch::Receiver<ClusterView>,
+    /// Where the journal lives; `None` keeps the book in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Grace period sent with drain requests.
+    pub drain_grace: Duration,
 }
 
 /// The orchestrator actor.
 pub struct Orchestrator;
 
 pub struct OrchestratorState {
-    member: MemberId,
     book: TaskBook,
     agent_types: BTreeMap<AgentType, AgentTypeEntry>,
     weights: BTreeMap<AgentType, f64>,
@@ -85,9 +107,16 @@ pub struct OrchestratorState {
     pools: PoolRegistry,
     view: watch::Receiver<ClusterView>,
     waiters: HashMap<TaskId, Vec<RpcReplyPort<OrchestratorReply>>>,
+    durability: Durability,
+    circuits: Circuits,
     dispatch_scheduled: bool,
+    flush_scheduled: bool,
     tick_at: Option<UnixMillis>,
+    reopen_at: Option<Instant>,
     rotation: usize,
+    recovering_until: Option<Instant>,
+    drain_grace: Duration,
+    max_payload_bytes: usize,
 }
 
 impl Actor for Orchestrator {
@@ -100,18 +129,54 @@ impl Actor for Orchestrator {
         myself: ActorRef<Self::Msg>,
         args: OrchestratorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let book = TaskBook::new(
-            args.settings,
-            args.agent_types.iter().map(|(agent_type, entry)| {
+        let type_settings: Vec<(AgentType, AgentTypeSettings)> = args
+            .agent_types
+            .iter()
+            .map(|(agent_type, entry)| {
                 (
                     agent_type.clone(),
                     AgentTypeSettings {
                         timeout_s: entry.timeout_s,
                         max_attempts: entry.max_attempts,
+                        retry: entry.retry.clone(),
                     },
                 )
-            }),
-        );
+            })
+            .collect();
+        let max_payload_bytes = args.settings.max_payload_bytes;
+        let (book, durability, recovered_work) = match &args.data_dir {
+            None => (
+                TaskBook::new(args.settings, type_settings),
+                Durability::in_memory(),
+                false,
+            ),
+            Some(dir) => {
+                let started = Instant::now();
+                let store = JournalStore::open(dir)?;
+                let recovered = store.recover(TaskBook::new(args.settings, type_settings))?;
+                let book = recovered.book;
+                let counts = book.counts();
+                info!(
+                    data_dir = %dir.display(),
+                    pending = counts.pending,
+                    running = counts.running,
+                    failed = counts.failed,
+                    replayed = recovered.replayed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "orchestrator state recovered from the journal"
+                );
+                let notify_to = myself.clone();
+                let writer = JournalWriter::start(store, move |event| {
+                    let _ = notify_to.cast(Mailbox::Local(OrchestratorLocal::Journal(event)));
+                });
+                let work = counts.running > 0;
+                (
+                    book,
+                    Durability::journaled(writer, recovered.last_sequence),
+                    work,
+                )
+            }
+        };
         let weights: BTreeMap<AgentType, f64> = args
             .agent_types
             .iter()
@@ -119,11 +184,21 @@ impl Actor for Orchestrator {
             .collect();
         let mut borrow_order: Vec<AgentType> = weights.keys().cloned().collect();
         borrow_order.sort_by(|a, b| weights[b].total_cmp(&weights[a]).then(a.cmp(b)));
+        let circuits = Circuits::new(
+            args.agent_types
+                .iter()
+                .map(|(t, e)| (t.clone(), e.circuit.clone())),
+        );
         ractor::pg::join(groups::ORCHESTRATOR.to_string(), vec![myself.get_cell()]);
         forward_view_changes(args.view.clone(), myself.clone());
-        info!(agent_types = ?weights.keys().collect::<Vec<_>>(), "orchestrator started");
-        Ok(OrchestratorState {
-            member: args.member,
+        let recovering_until = recovered_work.then(|| {
+            myself.send_after(RECOVERY_GRACE, || {
+                Mailbox::Local(OrchestratorLocal::RecoveryDeadline)
+            });
+            Instant::now() + RECOVERY_GRACE
+        });
+        info!(agent_types = ?weights.keys().collect::<Vec<_>>(), journaled = durability.is_journaled(), "orchestrator started");
+        let mut state = OrchestratorState {
             book,
             agent_types: args.agent_types,
             weights,
@@ -131,10 +206,19 @@ impl Actor for Orchestrator {
             pools: PoolRegistry::default(),
             view: args.view,
             waiters: HashMap::new(),
+            durability,
+            circuits,
             dispatch_scheduled: false,
+            flush_scheduled: false,
             tick_at: None,
+            reopen_at: None,
             rotation: 0,
-        })
+            recovering_until,
+            drain_grace: args.drain_grace,
+            max_payload_bytes,
+        };
+        state.schedule_tick(&myself);
+        Ok(state)
     }
 
     async fn handle(
@@ -148,18 +232,83 @@ impl Actor for Orchestrator {
             Mailbox::Cast(OrchestratorCast::PoolRegistered(registration)) => {
                 state.on_pool_registered(&myself, registration)
             }
-            Mailbox::Cast(OrchestratorCast::Reports { member, reports }) => {
-                state.on_reports(&myself, member, reports)
+            Mailbox::Cast(OrchestratorCast::Reports {
+                member,
+                first_sequence,
+                reports,
+            }) => state.on_reports(&myself, member, first_sequence, reports),
+            Mailbox::Cast(OrchestratorCast::PoolDraining { member }) => {
+                if state.pools.set_draining(&member, &state.weights) {
+                    info!(pool = %member, "pool is draining; it gets no new work");
+                }
             }
-            Mailbox::Local(OrchestratorLocal::Dispatch) => state.dispatch(),
+            Mailbox::Cast(OrchestratorCast::HandBack { member, attempts }) => {
+                info!(pool = %member, attempts = attempts.len(), "draining pool handed back unfinished attempts");
+                let effects = state.apply(
+                    &myself,
+                    Command::HandBack {
+                        member,
+                        attempts,
+                        now: UnixMillis::now(),
+                    },
+                );
+                state.release(&myself, Deferred::Effects(effects));
+                state.schedule_dispatch(&myself);
+            }
+            Mailbox::Local(OrchestratorLocal::Dispatch) => state.dispatch(&myself),
             Mailbox::Local(OrchestratorLocal::Tick) => {
                 state.tick_at = None;
-                let effects = state.book.apply(Command::Tick {
-                    now: UnixMillis::now(),
-                });
-                state.carry_out(&myself, effects);
+                let effects = state.apply(
+                    &myself,
+                    Command::Tick {
+                        now: UnixMillis::now(),
+                    },
+                );
+                state.release(&myself, Deferred::Effects(effects));
+                state.schedule_dispatch(&myself);
+                state.schedule_tick(&myself);
             }
             Mailbox::Local(OrchestratorLocal::ViewChanged) => state.on_view_changed(&myself),
+            Mailbox::Local(OrchestratorLocal::RecoveryDeadline) => {
+                state.recovering_until = None;
+                state.on_view_changed(&myself);
+            }
+            Mailbox::Local(OrchestratorLocal::FlushJournal) => {
+                state.flush_scheduled = false;
+                state.durability.flush();
+                if state.durability.snapshot_due() {
+                    let started = Instant::now();
+                    let snapshot = herd_protocol::codec::encode(&state.book)
+                        .map_err(|e| format!("the task book could not be encoded: {e}"))?;
+                    debug!(
+                        bytes = snapshot.len(),
+                        encode_ms = started.elapsed().as_millis() as u64,
+                        "journal snapshot queued"
+                    );
+                    state.durability.snapshot(snapshot);
+                }
+            }
+            Mailbox::Local(OrchestratorLocal::Journal(event)) => match event {
+                WriterEvent::Durable {
+                    through,
+                    entries,
+                    commit,
+                } => {
+                    metrics::histogram!("herd_journal_commit_seconds").record(commit.as_secs_f64());
+                    metrics::counter!("herd_journal_entries_total").increment(entries as u64);
+                    for action in state.durability.durable(through) {
+                        state.run(&myself, action);
+                    }
+                }
+                WriterEvent::Snapshotted { through, bytes } => {
+                    metrics::gauge!("herd_journal_snapshot_bytes").set(bytes as f64);
+                    debug!(through, bytes, "journal snapshot stored");
+                }
+                WriterEvent::Failed(reason) => {
+                    error!(%reason, "the orchestrator journal failed; stopping the orchestrator so no unrecorded state is acknowledged");
+                    return Err(format!("journal failure: {reason}").into());
+                }
+            },
             Mailbox::Undecodable(frame) => {
                 metrics::counter!("herd_undecodable_frames_total", "protocol" => frame.protocol)
                     .increment(1);
@@ -187,6 +336,44 @@ fn forward_view_changes(
 }
 
 impl OrchestratorState {
+    fn local_member(&self) -> MemberId {
+        self.view.borrow().local.member.clone()
+    }
+
+    // ---- the journaled book ---------------------------------------------
+
+    /// Journals and applies one command.
+    fn apply(&mut self, myself: &ActorRef<OrchestratorMsg>, command: Command) -> Vec<Effect> {
+        self.durability.record(&command);
+        if self.durability.has_buffered() && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            let _ = myself.cast(Mailbox::Local(OrchestratorLocal::FlushJournal));
+        }
+        self.book.apply(command)
+    }
+
+    /// Runs `action` once everything applied so far is durable.
+    fn release(&mut self, myself: &ActorRef<OrchestratorMsg>, action: Deferred) {
+        if let Some(action) = self.durability.defer(action) {
+            self.run(myself, action);
+        }
+    }
+
+    fn run(&mut self, myself: &ActorRef<OrchestratorMsg>, action: Deferred) {
+        match action {
+            Deferred::Reply(port, reply) => {
+                let _ = port.send(*reply);
+            }
+            Deferred::Effects(effects) => self.carry_out(myself, effects),
+            Deferred::Assignments(member, assignments) => {
+                self.send_assignments(&member, assignments)
+            }
+            Deferred::Ack { pool, through } => {
+                let _ = pool.cast(Mailbox::Cast(PoolCast::ReportsAck { through }));
+            }
+        }
+    }
+
     // ---- requests ------------------------------------------------------
 
     fn on_request(
@@ -204,7 +391,7 @@ impl OrchestratorState {
                 let _ = reply.send(OrchestratorReply::Failed(RequestFailure::Starting));
                 return;
             }
-            if view.orchestrator.as_ref() != Some(&self.member) {
+            if view.orchestrator.as_ref() != Some(&view.local.member) {
                 let _ = reply.send(OrchestratorReply::Failed(RequestFailure::NotOrchestrator));
                 return;
             }
@@ -212,36 +399,42 @@ impl OrchestratorState {
         let now = UnixMillis::now();
         let answer = match request {
             OrchestratorRequest::Submit(specs) => {
-                let count = specs.len();
-                let tasks = specs
+                let tasks: Vec<_> = specs
                     .into_iter()
                     .map(|spec| (TaskId::new_v7(), spec))
                     .collect();
-                let effects = self.book.apply(Command::Submit { tasks, now });
-                let mut answer = None;
-                for effect in &effects {
-                    match effect {
+                // Only accepted submissions are journaled: replay never
+                // re-judges them against a configuration that may have changed.
+                if let Err(rejection) = self.book.validate_submission(&tasks) {
+                    let _ = reply.send(OrchestratorReply::Submitted(Err(rejection)));
+                    return;
+                }
+                let effects = self.apply(myself, Command::Submit { tasks, now });
+                let answer = effects
+                    .iter()
+                    .find_map(|effect| match effect {
                         Effect::Accepted(acks) => {
                             metrics::counter!("herd_tasks_submitted_total")
                                 .increment(acks.iter().filter(|ack| !ack.existing).count() as u64);
-                            answer = Some(OrchestratorReply::Submitted(Ok(acks.clone())));
+                            Some(OrchestratorReply::Submitted(Ok(acks.clone())))
                         }
                         Effect::Rejected(rejection) => {
-                            debug!(%rejection, count, "submission refused");
-                            answer = Some(OrchestratorReply::Submitted(Err(rejection.clone())));
+                            Some(OrchestratorReply::Submitted(Err(rejection.clone())))
                         }
-                        _ => {}
-                    }
-                }
-                self.carry_out(myself, effects);
-                answer.expect("submit always answers")
+                        _ => None,
+                    })
+                    .expect("submit always answers");
+                self.schedule_dispatch(myself);
+                // 202 means durable: the answer waits for the journal.
+                self.release(myself, Deferred::Reply(reply, Box::new(answer)));
+                return;
             }
             OrchestratorRequest::GetTask(id) => OrchestratorReply::Task(self.book.view(id)),
             OrchestratorRequest::ListTasks(query) => {
                 OrchestratorReply::Tasks(self.book.list(&query))
             }
             OrchestratorRequest::Cancel(id) => {
-                let effects = self.book.apply(Command::Cancel { id, now });
+                let effects = self.apply(myself, Command::Cancel { id, now });
                 let outcome = effects
                     .iter()
                     .find_map(|effect| match effect {
@@ -252,25 +445,125 @@ impl OrchestratorState {
                         _ => None,
                     })
                     .unwrap_or(CancelOutcome::Cancelled);
-                self.carry_out(myself, effects);
-                OrchestratorReply::Cancel(outcome)
+                self.release(myself, Deferred::Effects(effects));
+                self.release(
+                    myself,
+                    Deferred::Reply(reply, Box::new(OrchestratorReply::Cancel(outcome))),
+                );
+                return;
             }
             OrchestratorRequest::AwaitTask(id) => match self.book.view(id) {
                 Some(view) if !view.state.is_terminal() => {
                     self.waiters.entry(id).or_default().push(reply);
                     return;
                 }
-                other => OrchestratorReply::Task(other),
+                other => {
+                    self.release(
+                        myself,
+                        Deferred::Reply(reply, Box::new(OrchestratorReply::Task(other))),
+                    );
+                    return;
+                }
             },
-            OrchestratorRequest::ClusterStatus => OrchestratorReply::Cluster(cluster_status(
-                &self.member,
-                &self.book,
-                &self.pools,
-                &self.view.borrow(),
-                &self.agent_types,
-            )),
+            OrchestratorRequest::ClusterStatus => {
+                let view = self.view.borrow().clone();
+                OrchestratorReply::Cluster(cluster_status(
+                    &view.local.member,
+                    &self.book,
+                    &self.pools,
+                    &view,
+                    &self.agent_types,
+                    &mut self.circuits,
+                ))
+            }
+            OrchestratorRequest::RetryDeadLetter { id, payload } => {
+                if let Some(payload) = payload
+                    .as_ref()
+                    .filter(|p| p.len() > self.max_payload_bytes)
+                {
+                    let rejection =
+                        herd_protocol::messages::orchestrator::SubmitRejection::PayloadTooLarge {
+                            index: 0,
+                            bytes: payload.len(),
+                            limit: self.max_payload_bytes,
+                        };
+                    let _ = reply.send(OrchestratorReply::Submitted(Err(rejection)));
+                    return;
+                }
+                self.retry_dead_letter(myself, id, payload, reply);
+                return;
+            }
+            OrchestratorRequest::DrainNode(name) => {
+                OrchestratorReply::Drain(self.drain_node(&name))
+            }
         };
         let _ = reply.send(answer);
+    }
+
+    fn retry_dead_letter(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: TaskId,
+        payload: Option<JsonText>,
+        reply: RpcReplyPort<OrchestratorReply>,
+    ) {
+        let effects = self.apply(
+            myself,
+            Command::RetryDead {
+                id,
+                payload,
+                now: UnixMillis::now(),
+            },
+        );
+        let outcome = effects
+            .iter()
+            .find_map(|effect| match effect {
+                Effect::NotApplicable {
+                    state: Some(state), ..
+                } => Some(RetryOutcome::NotDead(*state)),
+                Effect::NotApplicable { state: None, .. } => Some(RetryOutcome::NotFound),
+                Effect::Requeued {
+                    reason: RequeueReason::DeadLetterRetry,
+                    ..
+                } => Some(RetryOutcome::Retried),
+                _ => None,
+            })
+            .unwrap_or(RetryOutcome::NotFound);
+        if outcome == RetryOutcome::Retried {
+            info!(task = %id, "dead-letter task retried");
+        }
+        self.release(myself, Deferred::Effects(effects));
+        self.release(
+            myself,
+            Deferred::Reply(reply, Box::new(OrchestratorReply::Retry(outcome))),
+        );
+        self.schedule_dispatch(myself);
+    }
+
+    fn drain_node(&mut self, name: &herd_protocol::NodeName) -> DrainOutcome {
+        let Some((member, entry)) = self
+            .pools
+            .by_name(name)
+            .map(|(m, e)| (m.clone(), e.clone()))
+        else {
+            let known = self
+                .view
+                .borrow()
+                .member_named(name)
+                .is_some_and(|info| info.state == MemberState::Up);
+            return if known {
+                DrainOutcome::NoPool
+            } else {
+                DrainOutcome::UnknownNode
+            };
+        };
+        self.pools.set_draining(&member, &self.weights);
+        let grace_ms = self.drain_grace.as_millis() as u64;
+        info!(node = %member, grace_ms, "draining node on request");
+        let _ = entry
+            .actor
+            .cast(Mailbox::Cast(PoolCast::Drain { grace_ms }));
+        DrainOutcome::Draining
     }
 
     // ---- pools and reports ----------------------------------------------
@@ -288,36 +581,48 @@ impl OrchestratorState {
         };
         let now = UnixMillis::now();
         // A new incarnation replaces the old one, whose attempts are lost.
-        if let Some(previous) = self.pools.same_name(&member) {
+        if let Some((previous, _)) = self
+            .pools
+            .by_name(&member.name)
+            .map(|(m, e)| (m.clone(), e.clone()))
+            && previous != member
+        {
             info!(old = %previous, new = %member, "pool re-registered under a new incarnation");
             self.pools.remove(&previous, &self.weights);
-            let effects = self.book.apply(Command::MemberLost {
-                member: previous,
-                now,
-            });
-            self.carry_out(myself, effects);
+            let effects = self.apply(
+                myself,
+                Command::MemberLost {
+                    member: previous,
+                    now,
+                },
+            );
+            self.release(myself, Deferred::Effects(effects));
         }
-        // Attempts the book places on this pool but the pool does not run
-        // were lost (the pool restarted); retry them.
-        let reported: HashSet<(TaskId, _)> = registration
+        // Attempts the book places on this pool that the pool neither runs nor
+        // has a report for were lost (the pool restarted); retry them.
+        let accounted: HashSet<(TaskId, AssignmentEpoch)> = registration
             .running
             .iter()
             .map(|r| (r.task_id, r.epoch))
+            .chain(registration.unacked.iter().copied())
             .collect();
         let lost: Vec<_> = self
             .book
             .running_attempts_on(&member)
             .into_iter()
-            .filter(|attempt| !reported.contains(attempt))
+            .filter(|attempt| !accounted.contains(attempt))
             .collect();
         if !lost.is_empty() {
             warn!(pool = %member, lost = lost.len(), "pool registered without attempts it was running; retrying them");
-            let effects = self.book.apply(Command::AttemptsLost {
-                member: member.clone(),
-                attempts: lost,
-                now,
-            });
-            self.carry_out(myself, effects);
+            let effects = self.apply(
+                myself,
+                Command::AttemptsLost {
+                    member: member.clone(),
+                    attempts: lost,
+                    now,
+                },
+            );
+            self.release(myself, Deferred::Effects(effects));
         }
         let known = self.pools.get(&member).is_some();
         let supports: BTreeSet<AgentType> = registration
@@ -325,20 +630,18 @@ impl OrchestratorState {
             .into_iter()
             .filter(|t| self.agent_types.contains_key(t))
             .collect();
-        self.pools.insert(
-            member.clone(),
-            PoolEntry {
-                actor: actor.clone(),
-                workers: registration.workers,
-                supports,
-            },
-            &self.weights,
-        );
+        let entry = PoolEntry {
+            actor: actor.clone(),
+            workers: registration.workers,
+            supports,
+            draining: registration.draining,
+        };
+        self.pools.insert(member.clone(), entry, &self.weights);
         if !known {
             info!(pool = %member, workers = registration.workers, "pool registered");
         }
         let _ = actor.cast(Mailbox::Cast(PoolCast::Welcome {
-            orchestrator: self.member.clone(),
+            orchestrator: self.local_member(),
         }));
         self.schedule_dispatch(myself);
     }
@@ -347,41 +650,90 @@ impl OrchestratorState {
         &mut self,
         myself: &ActorRef<OrchestratorMsg>,
         member: MemberId,
+        first_sequence: u64,
         reports: Vec<TaskReport>,
     ) {
         let now = UnixMillis::now();
+        let count = reports.len() as u64;
         let mut effects = Vec::new();
         for report in reports {
-            effects.extend(self.book.apply(Command::Report {
-                member: member.clone(),
-                report,
-                now,
-            }));
+            effects.extend(self.apply(
+                myself,
+                Command::Report {
+                    member: member.clone(),
+                    report,
+                    now,
+                },
+            ));
         }
-        self.carry_out(myself, effects);
+        self.release(myself, Deferred::Effects(effects));
+        // The ack goes to the pool of the node, whatever incarnation the
+        // attempts were assigned under.
+        let pool = self
+            .pools
+            .by_name(&member.name)
+            .map(|(_, entry)| entry.actor.clone())
+            .or_else(|| find_pool_named(&self.view.borrow(), &member.name));
+        if let Some(pool) = pool
+            && count > 0
+        {
+            self.release(
+                myself,
+                Deferred::Ack {
+                    pool,
+                    through: first_sequence + count - 1,
+                },
+            );
+        }
+        self.schedule_dispatch(myself);
     }
 
     fn on_view_changed(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         let view = self.view.borrow().clone();
         let now = UnixMillis::now();
-        let mut lost: BTreeSet<MemberId> = self
+        let recovering = self
+            .recovering_until
+            .is_some_and(|until| Instant::now() < until);
+        let mut lost: BTreeSet<MemberId> = BTreeSet::new();
+        for member in self
             .pools
             .members()
             .into_iter()
-            .filter(|member| !view.is_up(member))
-            .collect();
-        lost.extend(
-            self.book
-                .members_with_work()
-                .filter(|member| !view.is_up(member))
-                .cloned(),
-        );
+            .chain(self.book.members_with_work().cloned().collect::<Vec<_>>())
+        {
+            if view.is_alive(&member) {
+                continue;
+            }
+            match view.member_named(&member.name) {
+                // Seen and gone (down, left, or replaced by a newer incarnation).
+                Some(info) if info.member != member || info.state != MemberState::Up => {
+                    lost.insert(member);
+                }
+                // Not seen since a restart: wait for it to re-register.
+                _ if recovering => {}
+                _ => {
+                    lost.insert(member);
+                }
+            }
+        }
         for member in lost {
             let attempts = self.book.running_total_on(&member);
-            warn!(node = %member, attempts, "node is gone; re-queueing its tasks");
+            let info = view
+                .member_named(&member.name)
+                .filter(|info| info.member == member);
+            let left = info.is_some_and(|info| info.state == MemberState::Left);
+            if left {
+                info!(node = %member, attempts, "node left; re-queueing anything it still held");
+            } else {
+                warn!(node = %member, attempts, "node is gone; re-queueing its tasks");
+            }
+            if let Some(info) = info {
+                metrics::histogram!("herd_failover_requeue_seconds")
+                    .record(now.since(info.state_since).as_secs_f64());
+            }
             self.pools.remove(&member, &self.weights);
-            let effects = self.book.apply(Command::MemberLost { member, now });
-            self.carry_out(myself, effects);
+            let effects = self.apply(myself, Command::MemberLost { member, now });
+            self.release(myself, Deferred::Effects(effects));
         }
         self.schedule_dispatch(myself);
     }
@@ -397,14 +749,20 @@ impl OrchestratorState {
         }
     }
 
-    fn dispatch(&mut self) {
+    fn dispatch(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         self.dispatch_scheduled = false;
-        let demand: BTreeMap<AgentType, u64> = self
-            .agent_types
-            .keys()
-            .map(|t| (t.clone(), self.book.queue_depth(t)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let now = Instant::now();
+        let mut demand = BTreeMap::new();
+        for agent_type in self.agent_types.keys() {
+            let queued = self.book.queue_depth(agent_type);
+            if queued > 0 {
+                let admissible = self.circuits.admissible(agent_type, now);
+                if admissible > 0 {
+                    demand.insert(agent_type.clone(), queued.min(admissible));
+                }
+            }
+        }
+        self.schedule_reopening(myself);
         if demand.is_empty() {
             return;
         }
@@ -412,7 +770,7 @@ impl OrchestratorState {
         let mut loads: Vec<PoolLoad> = self
             .pools
             .iter()
-            .filter(|(member, _)| view.is_up(member))
+            .filter(|(member, entry)| !entry.draining && view.is_up(member))
             .map(|(member, entry)| PoolLoad {
                 member: member.clone(),
                 slots: entry.workers,
@@ -436,33 +794,41 @@ impl OrchestratorState {
             demand: &demand,
             borrow_order: &self.borrow_order,
         });
-        tracing::trace!(?plan, ?demand, pools = loads.len(), "dispatch plan");
-        let now = UnixMillis::now();
+        let stamp = UnixMillis::now();
         let mut batches: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
         for (member, agent_type, count) in plan {
-            for effect in self.book.apply(Command::Assign {
-                member,
-                agent_type,
-                max: count as usize,
-                now,
-            }) {
+            let effects = self.apply(
+                myself,
+                Command::Assign {
+                    member,
+                    agent_type: agent_type.clone(),
+                    max: count as usize,
+                    now: stamp,
+                },
+            );
+            let mut assigned = 0;
+            for effect in effects {
                 if let Effect::Dispatch { member, assignment } = effect {
                     batches.entry(member).or_default().push(assignment);
+                    assigned += 1;
                 }
             }
+            self.circuits.admitted(&agent_type, assigned);
         }
         for (member, assignments) in batches {
-            self.send_assignments(&member, assignments);
+            self.release(myself, Deferred::Assignments(member, assignments));
         }
     }
 
     fn send_assignments(&self, member: &MemberId, assignments: Vec<TaskAssignment>) {
         let Some(pool) = self.pools.get(member) else {
+            // The pool left while the journal was committing; the view change
+            // that removed it re-queued these attempts.
             return;
         };
         for batch in chunk_by_budget(assignments, |a| a.payload.len()) {
             let message = Mailbox::Cast(PoolCast::Assign {
-                orchestrator: self.member.clone(),
+                orchestrator: self.local_member(),
                 assignments: batch,
             });
             if let Err(error) = pool.actor.cast(message) {
@@ -475,7 +841,7 @@ impl OrchestratorState {
     // ---- effects -------------------------------------------------------
 
     fn carry_out(&mut self, myself: &ActorRef<OrchestratorMsg>, effects: Vec<Effect>) {
-        let mut needs_dispatch = false;
+        let now = Instant::now();
         let mut direct: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
         for effect in effects {
             match effect {
@@ -496,7 +862,6 @@ impl OrchestratorState {
                             .actor
                             .cast(Mailbox::Cast(PoolCast::Cancel { task_id, epoch }));
                     }
-                    needs_dispatch = true;
                 }
                 Effect::StateChanged {
                     id,
@@ -507,17 +872,27 @@ impl OrchestratorState {
                     if state.is_terminal() {
                         self.wake_waiters(id);
                     }
-                    needs_dispatch = true;
                 }
                 Effect::Requeued { reason, .. } => {
-                    metrics::counter!("herd_tasks_requeued_total", "reason" => format!("{reason:?}")).increment(1);
-                    needs_dispatch = true;
+                    metrics::counter!("herd_tasks_requeued_total", "reason" => requeue_label(reason)).increment(1);
                 }
                 Effect::StaleReport { id, reason } => {
                     if reason == StaleReason::Duplicate {
                         metrics::counter!("herd_duplicate_results_total").increment(1);
                         debug!(task = %id, "dropped a result from a superseded attempt");
                     }
+                }
+                Effect::AttemptEnded {
+                    agent_type,
+                    failure,
+                    run_time,
+                    queue_wait,
+                    ..
+                } => {
+                    self.circuits.record(&agent_type, failure, now);
+                    let outcome = failure.map_or("succeeded", |kind| kind.as_str());
+                    metrics::histogram!("herd_task_run_seconds", "agent_type" => agent_type.to_string(), "outcome" => outcome).record(run_time.as_secs_f64());
+                    metrics::histogram!("herd_task_queue_wait_seconds", "agent_type" => agent_type.to_string()).record(queue_wait.as_secs_f64());
                 }
             }
         }
@@ -526,9 +901,8 @@ impl OrchestratorState {
         }
         let counts = self.book.counts();
         metrics::gauge!("herd_pending_tasks").set(counts.pending as f64);
-        if needs_dispatch || counts.pending > 0 {
-            self.schedule_dispatch(myself);
-        }
+        self.schedule_dispatch(myself);
+        // A failed attempt schedules a retry: make sure a tick comes for it.
         self.schedule_tick(myself);
     }
 
@@ -552,6 +926,31 @@ impl OrchestratorState {
         let delay = due.since(UnixMillis::now()) + Duration::from_millis(1);
         myself.send_after(delay, || Mailbox::Local(OrchestratorLocal::Tick));
     }
+
+    /// Re-dispatches when an open circuit will admit trial tasks.
+    fn schedule_reopening(&mut self, myself: &ActorRef<OrchestratorMsg>) {
+        let Some(at) = self.circuits.next_reopening() else {
+            return;
+        };
+        if self
+            .reopen_at
+            .is_some_and(|scheduled| scheduled <= at && scheduled > Instant::now())
+        {
+            return;
+        }
+        self.reopen_at = Some(at);
+        let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+        myself.send_after(delay, || Mailbox::Local(OrchestratorLocal::Dispatch));
+    }
+}
+
+fn requeue_label(reason: RequeueReason) -> &'static str {
+    match reason {
+        RequeueReason::MemberLost => "node_lost",
+        RequeueReason::HandedBack => "handed_back",
+        RequeueReason::RetryDue => "retry",
+        RequeueReason::DeadLetterRetry => "dead_letter_retry",
+    }
 }
 
 /// The pool actor on `member`, local or remote.
@@ -561,6 +960,20 @@ fn find_pool(view: &ClusterView, member: &MemberId) -> Option<ActorRef<PoolMsg>>
         .find(|cell| {
             view.member_of_actor(cell.get_id())
                 .is_some_and(|info| &info.member == member)
+        })
+        .map(ActorRef::from)
+}
+
+/// The pool actor of the node called `name`, whatever its incarnation.
+fn find_pool_named(
+    view: &ClusterView,
+    name: &herd_protocol::NodeName,
+) -> Option<ActorRef<PoolMsg>> {
+    ractor::pg::get_members(&groups::POOLS.to_string())
+        .into_iter()
+        .find(|cell| {
+            view.member_of_actor(cell.get_id())
+                .is_some_and(|info| &info.member.name == name)
         })
         .map(ActorRef::from)
 }

@@ -7,6 +7,8 @@
 //! assignments, cancellations, replies to waiters).
 
 mod actor;
+mod circuits;
+mod durability;
 mod pools;
 mod status;
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herd_protocol::{AgentType, MemberId};
+use herd_protocol::{AgentType, MemberId, NodeName};
 use ractor::ActorRef;
 
 use crate::pool::PoolMsg;
@@ -17,9 +17,13 @@ pub struct PoolEntry {
     pub workers: u32,
     /// Types it can run.
     pub supports: BTreeSet<AgentType>,
+    /// It takes no new work.
+    pub draining: bool,
 }
 
-/// Registered pools, keyed by node, and the allocation over them.
+/// Registered pools, keyed by node, and the allocation over them. Draining
+/// pools keep their entry (their running attempts still report) but get no
+/// slots in the allocation.
 #[derive(Debug, Default)]
 pub struct PoolRegistry {
     pools: BTreeMap<MemberId, PoolEntry>,
@@ -47,11 +51,22 @@ impl PoolRegistry {
         removed
     }
 
+    /// Marks a pool as draining; returns whether it was registered.
+    pub fn set_draining(&mut self, member: &MemberId, weights: &BTreeMap<AgentType, f64>) -> bool {
+        let Some(entry) = self.pools.get_mut(member) else {
+            return false;
+        };
+        entry.draining = true;
+        self.reallocate(weights);
+        true
+    }
+
     /// Recomputes quotas (after pools or weights change).
     pub fn reallocate(&mut self, weights: &BTreeMap<AgentType, f64>) {
         let capacities: Vec<PoolCapacity> = self
             .pools
             .iter()
+            .filter(|(_, entry)| !entry.draining)
             .map(|(member, entry)| PoolCapacity {
                 member: member.clone(),
                 slots: entry.workers,
@@ -66,12 +81,9 @@ impl PoolRegistry {
         self.pools.get(member)
     }
 
-    /// The pool registered for the node called like `member`, any incarnation.
-    pub fn same_name(&self, member: &MemberId) -> Option<MemberId> {
-        self.pools
-            .keys()
-            .find(|known| known.name == member.name && *known != member)
-            .cloned()
+    /// The pool of the node called `name`, any incarnation.
+    pub fn by_name(&self, name: &NodeName) -> Option<(&MemberId, &PoolEntry)> {
+        self.pools.iter().find(|(member, _)| &member.name == name)
     }
 
     /// All pools.

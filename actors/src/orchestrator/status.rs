@@ -6,6 +6,7 @@ use herd_protocol::messages::orchestrator::{AgentStatus, ClusterStatus, NodeStat
 use herd_protocol::{AgentType, MemberId};
 
 use super::actor::AgentTypeEntry;
+use super::circuits::Circuits;
 use super::pools::PoolRegistry;
 use crate::membership::{ClusterView, MemberInfo};
 use crate::task_book::TaskBook;
@@ -17,7 +18,9 @@ pub fn cluster_status(
     pools: &PoolRegistry,
     view: &ClusterView,
     agent_types: &BTreeMap<AgentType, AgentTypeEntry>,
+    circuits: &mut Circuits,
 ) -> ClusterStatus {
+    let now = std::time::Instant::now();
     let node = |info: &MemberInfo| {
         let registered = pools.get(&info.member);
         NodeStatus {
@@ -27,6 +30,7 @@ pub fn cluster_status(
             workers: registered.map_or(0, |pool| pool.workers),
             busy: book.running_total_on(&info.member),
             http_addr: info.http_addr.clone(),
+            draining: registered.is_some_and(|pool| pool.draining),
         }
     };
     let mut nodes: Vec<NodeStatus> = std::iter::once(&view.local)
@@ -48,6 +52,7 @@ pub fn cluster_status(
                 workers: allocation.per_type.get(agent_type).copied().unwrap_or(0),
                 busy,
                 queue_depth: book.queue_depth(agent_type),
+                circuit: circuits.status(agent_type, now),
             };
             (agent_type.clone(), status)
         })

@@ -14,7 +14,7 @@ use herd_protocol::{
 };
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::restarts::RestartIntensity;
@@ -22,12 +22,21 @@ use super::worker::{Worker, WorkerArgs, WorkerMsg};
 use crate::handlers::HandlerRegistry;
 use crate::membership::ClusterView;
 use crate::orchestrator::{OrchestratorMsg, find_orchestrator};
+use crate::runtime::NodeEvent;
 
-/// How often an unanswered registration is repeated.
-const REGISTRATION_RETRY: Duration = Duration::from_secs(1);
-/// Reports kept while no orchestrator is reachable; older ones are dropped
-/// beyond this (their tasks are then retried when the orchestrator notices).
-const MAX_BUFFERED_REPORTS: usize = 100_000;
+/// How often an unanswered registration is repeated and stuck workers are
+/// looked for.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long past its time limit an attempt may keep its worker before the
+/// worker is abandoned and replaced (a handler that blocks its thread cannot
+/// be cancelled at an `.await`).
+const STUCK_GRACE: Duration = Duration::from_secs(5);
+/// Reports kept until acknowledged; beyond this the oldest are dropped (their
+/// tasks are then retried when the orchestrator notices).
+const MAX_UNACKED_REPORTS: usize = 100_000;
+/// After a drain, how long the pool waits for its last reports to be
+/// acknowledged before it lets the node stop.
+const DRAIN_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The pool's message vocabulary.
 pub struct PoolProtocol;
@@ -59,24 +68,35 @@ pub enum PoolLocal {
     Flush,
     /// The cluster view changed.
     ViewChanged,
-    /// Repeat an unanswered registration.
-    RegistrationTick,
+    /// Repeat an unanswered registration; look for stuck workers.
+    Housekeeping,
     /// Start the worker of a slot whose restart was delayed.
     RestartSlot(WorkerId),
+    /// Drain (SIGTERM): answer on `done` once drained.
+    Drain {
+        /// How long running attempts may take.
+        grace: Duration,
+        /// Told when the pool is drained.
+        done: oneshot::Sender<()>,
+    },
+    /// The drain grace period is over.
+    DrainDeadline,
+    /// Stop waiting for the last acknowledgements.
+    DrainAckDeadline,
 }
 
 /// Starts a pool.
 pub struct PoolArgs {
-    /// This node.
-    pub member: MemberId,
     /// Worker slots.
     pub workers: u32,
     /// Handlers by agent type.
     pub handlers: Arc<HandlerRegistry>,
     /// Largest result accepted.
     pub max_result_bytes: usize,
-    /// The cluster view.
+    /// The cluster view (its `local` member is this node).
     pub view: watch::Receiver<ClusterView>,
+    /// Where the pool reports that a requested drain is complete.
+    pub events: mpsc::UnboundedSender<NodeEvent>,
 }
 
 /// The worker pool actor.
@@ -87,7 +107,10 @@ struct RunningTask {
     task_id: TaskId,
     epoch: AssignmentEpoch,
     agent_type: AgentType,
+    /// The incarnation of this node the attempt was assigned to.
+    member: MemberId,
     cancelled: bool,
+    deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -99,24 +122,49 @@ struct Slot {
 }
 
 #[derive(Debug)]
-struct OrchestratorLink {
+struct OutboxEntry {
+    sequence: u64,
     member: MemberId,
+    report: TaskReport,
+    sent: bool,
+}
+
+#[derive(Debug)]
+struct Registration {
+    orchestrator: MemberId,
     actor: ActorRef<OrchestratorMsg>,
+    /// The incarnation of this node the pool registered as.
+    member: MemberId,
     welcomed: bool,
 }
 
+#[derive(Debug, Default)]
+struct DrainState {
+    done: Vec<oneshot::Sender<()>>,
+    /// Running attempts ended or were handed back; waiting for acks.
+    settled: bool,
+    /// Drained: later requests are answered at once.
+    finished: bool,
+    /// The node was told (drain requested by the orchestrator).
+    requested_remotely: bool,
+}
+
 pub struct PoolState {
-    member: MemberId,
     handlers: Arc<HandlerRegistry>,
     max_result_bytes: usize,
     slots: Vec<Slot>,
     idle: Vec<WorkerId>,
-    backlog: VecDeque<TaskAssignment>,
-    link: Option<OrchestratorLink>,
-    outbox: VecDeque<TaskReport>,
+    backlog: VecDeque<(MemberId, TaskAssignment)>,
+    registration: Option<Registration>,
+    outbox: VecDeque<OutboxEntry>,
+    next_sequence: u64,
     flush_scheduled: bool,
     view: watch::Receiver<ClusterView>,
     worker_ids: HashMap<ractor::ActorId, WorkerId>,
+    drain: Option<DrainState>,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    last_member: MemberId,
+    replacements: HashMap<WorkerId, Instant>,
 }
 
 impl Actor for WorkerPool {
@@ -129,18 +177,23 @@ impl Actor for WorkerPool {
         myself: ActorRef<Self::Msg>,
         args: PoolArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let last_member = args.view.borrow().local.member.clone();
         let mut state = PoolState {
-            member: args.member,
             handlers: args.handlers,
             max_result_bytes: args.max_result_bytes,
             slots: Vec::with_capacity(args.workers as usize),
             idle: Vec::with_capacity(args.workers as usize),
             backlog: VecDeque::new(),
-            link: None,
+            registration: None,
             outbox: VecDeque::new(),
+            next_sequence: 1,
             flush_scheduled: false,
             view: args.view.clone(),
             worker_ids: HashMap::new(),
+            drain: None,
+            events: args.events,
+            last_member,
+            replacements: HashMap::new(),
         };
         for index in 0..args.workers {
             state.slots.push(Slot {
@@ -156,9 +209,7 @@ impl Actor for WorkerPool {
         ractor::pg::join(groups::POOLS.to_string(), vec![myself.get_cell()]);
         ractor::pg::monitor(groups::ORCHESTRATOR.to_string(), myself.get_cell());
         forward_view_changes(args.view, myself.clone());
-        myself.send_interval(REGISTRATION_RETRY, || {
-            Mailbox::Local(PoolLocal::RegistrationTick)
-        });
+        myself.send_interval(HOUSEKEEPING, || Mailbox::Local(PoolLocal::Housekeeping));
         info!(workers = args.workers, agent_types = ?state.handlers, "worker pool started");
         Ok(state)
     }
@@ -186,15 +237,26 @@ impl Actor for WorkerPool {
             Mailbox::Cast(PoolCast::Welcome { orchestrator }) => {
                 state.on_welcome(&myself, orchestrator)
             }
+            Mailbox::Cast(PoolCast::ReportsAck { through }) => state.on_ack(through),
             Mailbox::Cast(PoolCast::Cancel { task_id, epoch }) => state.cancel(task_id, epoch),
+            Mailbox::Cast(PoolCast::Drain { grace_ms }) => {
+                state.start_drain(&myself, Duration::from_millis(grace_ms), None)
+            }
+            Mailbox::Local(PoolLocal::Drain { grace, done }) => {
+                state.start_drain(&myself, grace, Some(done))
+            }
+            Mailbox::Local(PoolLocal::DrainDeadline) => state.drain_deadline(&myself),
+            Mailbox::Local(PoolLocal::DrainAckDeadline) => state.finish_drain(),
             Mailbox::Local(PoolLocal::Finished {
                 slot,
                 generation,
                 report,
             }) => state.on_finished(&myself, slot, generation, report),
             Mailbox::Local(PoolLocal::Flush) => state.flush(),
-            Mailbox::Local(PoolLocal::ViewChanged | PoolLocal::RegistrationTick) => {
-                state.refresh_link()
+            Mailbox::Local(PoolLocal::ViewChanged) => state.refresh_registration(),
+            Mailbox::Local(PoolLocal::Housekeeping) => {
+                state.refresh_registration();
+                state.replace_stuck_workers(&myself).await?;
             }
             Mailbox::Local(PoolLocal::RestartSlot(slot)) => {
                 state.start_worker(&myself, slot).await?
@@ -225,7 +287,7 @@ impl Actor for WorkerPool {
             SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(_, group, _))
                 if group == groups::ORCHESTRATOR =>
             {
-                state.refresh_link()
+                state.refresh_registration()
             }
             _ => {}
         }
@@ -245,6 +307,8 @@ fn forward_view_changes(mut view: watch::Receiver<ClusterView>, pool: ActorRef<P
 }
 
 impl PoolState {
+    // ---- workers -------------------------------------------------------
+
     async fn start_worker(
         &mut self,
         myself: &ActorRef<PoolMsg>,
@@ -270,21 +334,157 @@ impl PoolState {
         Ok(())
     }
 
+    fn drain_backlog(&mut self) {
+        while !self.backlog.is_empty() {
+            let Some(slot) = self.idle.pop() else {
+                return;
+            };
+            let (member, assignment) = self.backlog.pop_front().expect("checked non-empty");
+            let entry = &mut self.slots[slot.0 as usize];
+            let Some(worker) = entry.worker.clone() else {
+                continue;
+            };
+            if let Some(replaced_at) = self.replacements.remove(&slot) {
+                metrics::histogram!("herd_worker_replacement_seconds")
+                    .record(replaced_at.elapsed().as_secs_f64());
+            }
+            entry.running = Some(RunningTask {
+                task_id: assignment.task_id,
+                epoch: assignment.epoch,
+                agent_type: assignment.agent_type.clone(),
+                member,
+                cancelled: false,
+                deadline: Instant::now() + Duration::from_millis(assignment.timeout_ms),
+            });
+            if let Err(error) = worker.cast(WorkerMsg::Run(assignment)) {
+                // The worker is stopping; supervision will report the task.
+                debug!(%error, "worker could not take an assignment");
+            }
+        }
+    }
+
+    fn on_worker_exit(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        actor: ractor::ActorId,
+        reason: Option<String>,
+    ) {
+        let Some(slot) = self.worker_ids.remove(&actor) else {
+            return;
+        };
+        let entry = &mut self.slots[slot.0 as usize];
+        entry.worker = None;
+        self.idle.retain(|idle| *idle != slot);
+        let running = entry.running.take();
+        let delay = entry.intensity.next_delay(Instant::now());
+        metrics::counter!("herd_worker_restarts_total").increment(1);
+        self.replacements.insert(slot, Instant::now());
+        let reason = reason.unwrap_or_else(|| "stopped".to_string());
+        match running {
+            Some(running) if running.cancelled => {
+                debug!(%slot, task = %running.task_id, "worker stopped for a cancelled task")
+            }
+            Some(running) => {
+                warn!(%slot, task = %running.task_id, %reason, "worker died while running a task; replacing it");
+                let now = UnixMillis::now();
+                let report = TaskReport {
+                    task_id: running.task_id,
+                    epoch: running.epoch,
+                    worker: slot,
+                    outcome: Outcome::Failed {
+                        kind: FailureKind::Crash,
+                        message: format!("worker {slot} crashed: {reason}"),
+                    },
+                    started_at: now,
+                    finished_at: now,
+                };
+                self.queue_report(myself, running.member, report);
+            }
+            None => warn!(%slot, %reason, "idle worker died; replacing it"),
+        }
+        if delay.is_zero() {
+            let _ = myself.cast(Mailbox::Local(PoolLocal::RestartSlot(slot)));
+        } else {
+            warn!(%slot, delay_ms = delay.as_millis() as u64, "worker keeps failing; delaying its restart");
+            myself.send_after(delay, move || Mailbox::Local(PoolLocal::RestartSlot(slot)));
+        }
+        self.check_drained(myself);
+    }
+
+    /// Abandons workers still busy well past their task's time limit (their
+    /// handler blocks its thread) and starts replacements.
+    async fn replace_stuck_workers(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        let stuck: Vec<WorkerId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| {
+                slot.running
+                    .as_ref()
+                    .is_some_and(|r| now > r.deadline + STUCK_GRACE)
+            })
+            .map(|(index, _)| WorkerId(index as u32))
+            .collect();
+        for slot in stuck {
+            let entry = &mut self.slots[slot.0 as usize];
+            let running = entry.running.take().expect("filtered on running");
+            if let Some(worker) = entry.worker.take() {
+                self.worker_ids.remove(&worker.get_id());
+                worker.kill();
+            }
+            metrics::counter!("herd_worker_restarts_total").increment(1);
+            self.replacements.insert(slot, now);
+            if !running.cancelled {
+                warn!(%slot, task = %running.task_id, "worker did not stop at its task's time limit (its handler blocks); abandoning it and starting a replacement");
+                let stamp = UnixMillis::now();
+                let report = TaskReport {
+                    task_id: running.task_id,
+                    epoch: running.epoch,
+                    worker: slot,
+                    outcome: Outcome::Failed {
+                        kind: FailureKind::Timeout,
+                        message: format!(
+                            "the handler ignored its time limit; worker {slot} was abandoned and replaced"
+                        ),
+                    },
+                    started_at: stamp,
+                    finished_at: stamp,
+                };
+                self.queue_report(myself, running.member, report);
+            }
+            // A new generation: anything the abandoned worker still sends is ignored.
+            self.start_worker(myself, slot).await?;
+        }
+        Ok(())
+    }
+
+    // ---- assignments ---------------------------------------------------
+
     fn on_assign(&mut self, orchestrator: MemberId, assignments: Vec<TaskAssignment>) {
-        if self.view.borrow().orchestrator.as_ref() != Some(&orchestrator) {
-            warn!(from = %orchestrator, count = assignments.len(), "ignoring assignments from a node that is not the cluster's orchestrator");
+        let Some(member) = self
+            .registration
+            .as_ref()
+            .filter(|r| r.orchestrator == orchestrator)
+            .map(|r| r.member.clone())
+        else {
+            warn!(from = %orchestrator, count = assignments.len(), "ignoring assignments from an orchestrator this pool is not registered with");
+            return;
+        };
+        if self.drain.is_some() {
+            // Sent before the orchestrator learned of the drain: give them back.
+            let attempts = assignments.iter().map(|a| (a.task_id, a.epoch)).collect();
+            self.hand_back(member, attempts);
             return;
         }
-        if self
-            .link
-            .as_ref()
-            .is_none_or(|link| link.member != orchestrator)
-        {
-            self.refresh_link();
-        }
-        for assignment in assignments {
-            self.backlog.push_back(assignment);
-        }
+        self.backlog.extend(
+            assignments
+                .into_iter()
+                .map(|assignment| (member.clone(), assignment)),
+        );
         self.drain_backlog();
         if !self.backlog.is_empty() {
             // The orchestrator never sends more than the idle slots it knows
@@ -293,29 +493,6 @@ impl PoolState {
                 backlog = self.backlog.len(),
                 "assignments waiting for a worker"
             );
-        }
-    }
-
-    fn drain_backlog(&mut self) {
-        while !self.backlog.is_empty() {
-            let Some(slot) = self.idle.pop() else {
-                return;
-            };
-            let assignment = self.backlog.pop_front().expect("checked non-empty");
-            let entry = &mut self.slots[slot.0 as usize];
-            let Some(worker) = entry.worker.clone() else {
-                continue;
-            };
-            entry.running = Some(RunningTask {
-                task_id: assignment.task_id,
-                epoch: assignment.epoch,
-                agent_type: assignment.agent_type.clone(),
-                cancelled: false,
-            });
-            if let Err(error) = worker.cast(WorkerMsg::Run(assignment)) {
-                // The worker is stopping; supervision will report the task.
-                debug!(%error, "worker could not take an assignment");
-            }
         }
     }
 
@@ -336,62 +513,16 @@ impl PoolState {
             && !running.cancelled
         {
             metrics::counter!("herd_worker_tasks_total", "agent_type" => running.agent_type.to_string(), "outcome" => outcome_label(&report.outcome)).increment(1);
-            self.queue_report(myself, report);
+            self.queue_report(myself, running.member, report);
         }
         self.drain_backlog();
-    }
-
-    fn on_worker_exit(
-        &mut self,
-        myself: &ActorRef<PoolMsg>,
-        actor: ractor::ActorId,
-        reason: Option<String>,
-    ) {
-        let Some(slot) = self.worker_ids.remove(&actor) else {
-            return;
-        };
-        let entry = &mut self.slots[slot.0 as usize];
-        entry.worker = None;
-        self.idle.retain(|idle| *idle != slot);
-        let running = entry.running.take();
-        let delay = entry.intensity.next_delay(Instant::now());
-        metrics::counter!("herd_worker_restarts_total").increment(1);
-        let reason = reason.unwrap_or_else(|| "stopped".to_string());
-        if let Some(running) = running {
-            if running.cancelled {
-                debug!(%slot, task = %running.task_id, "worker stopped for a cancelled task");
-            } else {
-                warn!(%slot, task = %running.task_id, %reason, "worker died while running a task; replacing it");
-                let now = UnixMillis::now();
-                self.queue_report(
-                    myself,
-                    TaskReport {
-                        task_id: running.task_id,
-                        epoch: running.epoch,
-                        worker: slot,
-                        outcome: Outcome::Failed {
-                            kind: FailureKind::Crash,
-                            message: format!("worker {slot} crashed: {reason}"),
-                        },
-                        started_at: now,
-                        finished_at: now,
-                    },
-                );
-            }
-        } else {
-            warn!(%slot, %reason, "idle worker died; replacing it");
-        }
-        if delay.is_zero() {
-            let _ = myself.cast(Mailbox::Local(PoolLocal::RestartSlot(slot)));
-        } else {
-            warn!(%slot, delay_ms = delay.as_millis() as u64, "worker keeps failing; delaying its restart");
-            myself.send_after(delay, move || Mailbox::Local(PoolLocal::RestartSlot(slot)));
-        }
+        self.check_drained(myself);
     }
 
     fn cancel(&mut self, task_id: TaskId, epoch: AssignmentEpoch) {
-        self.backlog
-            .retain(|assignment| !(assignment.task_id == task_id && assignment.epoch == epoch));
+        self.backlog.retain(|(_, assignment)| {
+            !(assignment.task_id == task_id && assignment.epoch == epoch)
+        });
         for entry in &mut self.slots {
             if let Some(running) = entry
                 .running
@@ -407,12 +538,25 @@ impl PoolState {
         }
     }
 
-    fn queue_report(&mut self, myself: &ActorRef<PoolMsg>, report: TaskReport) {
-        if self.outbox.len() >= MAX_BUFFERED_REPORTS {
+    // ---- reports -------------------------------------------------------
+
+    fn queue_report(&mut self, myself: &ActorRef<PoolMsg>, member: MemberId, report: TaskReport) {
+        if self.outbox.len() >= MAX_UNACKED_REPORTS {
             let dropped = self.outbox.pop_front();
-            warn!(task = ?dropped.map(|r| r.task_id), "report buffer full while the orchestrator is unreachable; dropping the oldest report (its task will be retried)");
+            warn!(task = ?dropped.map(|e| e.report.task_id), "report buffer full while the orchestrator is unreachable; dropping the oldest report (its task will be retried)");
         }
-        self.outbox.push_back(report);
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.outbox.push_back(OutboxEntry {
+            sequence,
+            member,
+            report,
+            sent: false,
+        });
+        self.schedule_flush(myself);
+    }
+
+    fn schedule_flush(&mut self, myself: &ActorRef<PoolMsg>) {
         // Coalesce: one Flush per burst of completions, delivered after the
         // completions already queued in the mailbox.
         if !self.flush_scheduled {
@@ -421,67 +565,132 @@ impl PoolState {
         }
     }
 
+    /// Sends every unsent report, grouped by the incarnation it belongs to.
     fn flush(&mut self) {
         self.flush_scheduled = false;
-        let Some(link) = self.link.as_ref().filter(|link| link.welcomed) else {
+        let Some(registration) = self.registration.as_ref().filter(|r| r.welcomed) else {
             return;
         };
-        let reports: Vec<TaskReport> = self.outbox.drain(..).collect();
-        let mut batches = chunk_by_budget(reports, report_size).into_iter();
-        while let Some(batch) = batches.next() {
-            let message = Mailbox::Cast(OrchestratorCast::Reports {
-                member: self.member.clone(),
-                reports: batch,
-            });
-            if let Err(error) = link.actor.cast(message) {
-                warn!(%error, "could not deliver reports to the orchestrator; keeping them until it re-registers");
-                if let ractor::MessagingErr::SendErr(Mailbox::Cast(OrchestratorCast::Reports {
-                    reports,
-                    ..
-                })) = error
+        let unsent: Vec<&mut OutboxEntry> =
+            self.outbox.iter_mut().filter(|entry| !entry.sent).collect();
+        let mut groups: Vec<(MemberId, u64, Vec<TaskReport>)> = Vec::new();
+        for entry in unsent {
+            entry.sent = true;
+            match groups.last_mut() {
+                Some((member, first, reports))
+                    if *member == entry.member
+                        && *first + reports.len() as u64 == entry.sequence =>
                 {
-                    self.outbox.extend(reports);
+                    reports.push(entry.report.clone())
                 }
-                self.outbox.extend(batches.flatten());
-                self.link = None;
-                return;
+                _ => groups.push((
+                    entry.member.clone(),
+                    entry.sequence,
+                    vec![entry.report.clone()],
+                )),
+            }
+        }
+        for (member, first_sequence, reports) in groups {
+            let mut sequence = first_sequence;
+            for batch in chunk_by_budget(reports, report_size) {
+                let count = batch.len() as u64;
+                let message = Mailbox::Cast(OrchestratorCast::Reports {
+                    member: member.clone(),
+                    first_sequence: sequence,
+                    reports: batch,
+                });
+                if let Err(error) = registration.actor.cast(message) {
+                    warn!(%error, "could not deliver reports to the orchestrator; they are re-sent after it re-registers the pool");
+                    self.registration = None;
+                    self.outbox.iter_mut().for_each(|entry| entry.sent = false);
+                    return;
+                }
+                sequence += count;
             }
         }
     }
 
-    /// Finds the cluster's orchestrator and (re)registers with it if needed.
-    fn refresh_link(&mut self) {
+    fn on_ack(&mut self, through: u64) {
+        while self
+            .outbox
+            .front()
+            .is_some_and(|entry| entry.sequence <= through)
+        {
+            self.outbox.pop_front();
+        }
+        if self.drain.as_ref().is_some_and(|drain| drain.settled) && self.outbox.is_empty() {
+            self.finish_drain();
+        }
+    }
+
+    // ---- registration --------------------------------------------------
+
+    /// Registers with the cluster's orchestrator whenever the orchestrator or
+    /// this node's incarnation changes, or the orchestrator went away.
+    fn refresh_registration(&mut self) {
         let view = self.view.borrow().clone();
-        let Some(target) = view.orchestrator.clone() else {
-            self.link = None;
-            return;
-        };
-        let current = self.link.as_ref().filter(|link| {
-            link.member == target && link.actor.get_status() != ractor::ActorStatus::Stopped
+        let local = view.local.member.clone();
+        if local != self.last_member {
+            info!(old = %self.last_member, new = %local, "this node rejoined under a new incarnation; abandoning attempts of the old one");
+            self.abandon_attempts_of_old_incarnations(&local);
+            self.last_member = local.clone();
+        }
+        let target = view
+            .orchestrator
+            .clone()
+            .filter(|member| view.is_alive(member));
+        let valid = self.registration.as_ref().is_some_and(|r| {
+            Some(&r.orchestrator) == target.as_ref()
+                && r.member == local
+                && r.actor.get_status() != ractor::ActorStatus::Stopped
         });
-        if current.is_some_and(|link| link.welcomed) {
+        if !valid && self.registration.take().is_some() {
+            // Everything not acknowledged is re-sent to the next registration.
+            self.outbox.iter_mut().for_each(|entry| entry.sent = false);
+        }
+        if self.registration.as_ref().is_some_and(|r| r.welcomed) {
             return;
         }
-        let Some(actor) = find_orchestrator(&view) else {
+        let Some(target) = target else {
             return;
         };
-        if self
-            .link
-            .as_ref()
-            .is_none_or(|link| link.member != target || link.actor.get_id() != actor.get_id())
-        {
-            info!(orchestrator = %target, "registering with the orchestrator");
-            self.link = Some(OrchestratorLink {
-                member: target,
+        if self.registration.is_none() {
+            let Some(actor) = find_orchestrator(&view) else {
+                return;
+            };
+            info!(orchestrator = %target, as_member = %local, "registering with the orchestrator");
+            self.registration = Some(Registration {
+                orchestrator: target,
                 actor,
+                member: local,
                 welcomed: false,
             });
         }
         self.register();
     }
 
+    fn abandon_attempts_of_old_incarnations(&mut self, current: &MemberId) {
+        // Their tasks were re-queued when the old incarnation was declared
+        // down; finishing them would only duplicate work.
+        for entry in &mut self.slots {
+            if let Some(running) = entry
+                .running
+                .as_mut()
+                .filter(|r| &r.member != current && !r.cancelled)
+            {
+                running.cancelled = true;
+                if let Some(worker) = &entry.worker {
+                    worker.kill();
+                }
+            }
+        }
+        self.backlog.retain(|(member, _)| member == current);
+    }
+
     fn register(&self) {
-        let Some(link) = &self.link else { return };
+        let Some(registration) = &self.registration else {
+            return;
+        };
         let running = self
             .slots
             .iter()
@@ -489,43 +698,197 @@ impl PoolState {
             .filter_map(|(index, slot)| {
                 slot.running
                     .as_ref()
-                    .filter(|r| !r.cancelled)
+                    .filter(|r| !r.cancelled && r.member == registration.member)
                     .map(|r| RunningAttempt {
                         task_id: r.task_id,
                         epoch: r.epoch,
-                        worker: WorkerId(index as u32),
+                        worker: Some(WorkerId(index as u32)),
                     })
             })
+            .chain(
+                self.backlog
+                    .iter()
+                    .filter(|(member, _)| *member == registration.member)
+                    .map(|(_, a)| RunningAttempt {
+                        task_id: a.task_id,
+                        epoch: a.epoch,
+                        worker: None,
+                    }),
+            )
             .collect();
-        let registration = PoolRegistration {
-            member: self.member.clone(),
+        let unacked = self
+            .outbox
+            .iter()
+            .filter(|entry| entry.member == registration.member)
+            .map(|entry| (entry.report.task_id, entry.report.epoch))
+            .collect();
+        let message = PoolRegistration {
+            member: registration.member.clone(),
             workers: self.slots.len() as u32,
             agent_types: self.handlers.agent_types().cloned().collect(),
             running,
+            unacked,
+            draining: self.drain.is_some(),
         };
-        if let Err(error) = link
+        if let Err(error) = registration
             .actor
-            .cast(Mailbox::Cast(OrchestratorCast::PoolRegistered(
-                registration,
-            )))
+            .cast(Mailbox::Cast(OrchestratorCast::PoolRegistered(message)))
         {
             debug!(%error, "registration not delivered; will retry");
         }
     }
 
     fn on_welcome(&mut self, myself: &ActorRef<PoolMsg>, orchestrator: MemberId) {
-        match self.link.as_mut() {
-            Some(link) if link.member == orchestrator => {
-                if !link.welcomed {
+        match self.registration.as_mut() {
+            Some(registration) if registration.orchestrator == orchestrator => {
+                if !registration.welcomed {
                     info!(orchestrator = %orchestrator, "registered with the orchestrator");
                 }
-                link.welcomed = true;
+                registration.welcomed = true;
             }
             _ => return,
         }
-        if !self.outbox.is_empty() && !self.flush_scheduled {
-            self.flush_scheduled = true;
-            let _ = myself.cast(Mailbox::Local(PoolLocal::Flush));
+        if self.outbox.iter().any(|entry| !entry.sent) {
+            self.schedule_flush(myself);
+        }
+    }
+
+    // ---- draining ------------------------------------------------------
+
+    fn start_drain(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        grace: Duration,
+        done: Option<oneshot::Sender<()>>,
+    ) {
+        let remote = done.is_none();
+        match self.drain.as_mut() {
+            Some(drain) if drain.finished => {
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            Some(drain) => {
+                drain.done.extend(done);
+                drain.requested_remotely |= remote;
+            }
+            None => {
+                let running = self
+                    .slots
+                    .iter()
+                    .filter(|slot| slot.running.as_ref().is_some_and(|r| !r.cancelled))
+                    .count();
+                info!(
+                    running,
+                    grace_s = grace.as_secs_f64(),
+                    "draining: no new work; running tasks may finish within the grace period"
+                );
+                self.drain = Some(DrainState {
+                    done: done.into_iter().collect(),
+                    settled: false,
+                    finished: false,
+                    requested_remotely: remote,
+                });
+                if let Some(registration) = &self.registration {
+                    let _ =
+                        registration
+                            .actor
+                            .cast(Mailbox::Cast(OrchestratorCast::PoolDraining {
+                                member: registration.member.clone(),
+                            }));
+                }
+                let backlog: Vec<(MemberId, TaskAssignment)> = self.backlog.drain(..).collect();
+                for (member, assignment) in backlog {
+                    self.hand_back(member, vec![(assignment.task_id, assignment.epoch)]);
+                }
+                myself.send_after(grace, || Mailbox::Local(PoolLocal::DrainDeadline));
+            }
+        }
+        self.check_drained(myself);
+    }
+
+    /// Settles the drain once no attempt runs any more.
+    fn check_drained(&mut self, myself: &ActorRef<PoolMsg>) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        if drain.settled
+            || self
+                .slots
+                .iter()
+                .any(|slot| slot.running.as_ref().is_some_and(|r| !r.cancelled))
+        {
+            return;
+        }
+        drain.settled = true;
+        self.flush();
+        if self.outbox.is_empty() {
+            self.finish_drain();
+        } else {
+            myself.send_after(DRAIN_ACK_WAIT, || {
+                Mailbox::Local(PoolLocal::DrainAckDeadline)
+            });
+        }
+    }
+
+    fn drain_deadline(&mut self, myself: &ActorRef<PoolMsg>) {
+        let Some(drain) = self.drain.as_ref() else {
+            return;
+        };
+        if drain.settled {
+            return;
+        }
+        let mut handed: Vec<(MemberId, (TaskId, AssignmentEpoch))> = Vec::new();
+        for entry in &mut self.slots {
+            if let Some(running) = entry.running.as_mut().filter(|r| !r.cancelled) {
+                running.cancelled = true;
+                handed.push((running.member.clone(), (running.task_id, running.epoch)));
+                if let Some(worker) = &entry.worker {
+                    worker.kill();
+                }
+            }
+        }
+        info!(
+            handed_back = handed.len(),
+            "drain grace period over; handing back unfinished tasks"
+        );
+        for (member, attempt) in handed {
+            self.hand_back(member, vec![attempt]);
+        }
+        self.check_drained(myself);
+    }
+
+    fn hand_back(&mut self, member: MemberId, attempts: Vec<(TaskId, AssignmentEpoch)>) {
+        // Reports first, so the orchestrator sees them before the hand-back.
+        self.flush();
+        if let Some(registration) = &self.registration {
+            let _ = registration
+                .actor
+                .cast(Mailbox::Cast(OrchestratorCast::HandBack {
+                    member,
+                    attempts,
+                }));
+        }
+    }
+
+    fn finish_drain(&mut self) {
+        let Some(drain) = self.drain.as_mut().filter(|drain| !drain.finished) else {
+            return;
+        };
+        drain.finished = true;
+        if !self.outbox.is_empty() {
+            warn!(
+                unacknowledged = self.outbox.len(),
+                "drained with reports the orchestrator has not acknowledged; their tasks may run again"
+            );
+        }
+        info!("drained");
+        for done in drain.done.drain(..) {
+            let _ = done.send(());
+        }
+        if std::mem::take(&mut drain.requested_remotely) {
+            let _ = self.events.send(NodeEvent::Drained);
         }
     }
 }

@@ -6,18 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_config::{AgentConfig, ConfigErrors, Environment, HandlerConfig, NodeConfig, Overrides};
+use herd_protocol::Mailbox;
+use herd_protocol::messages::groups;
 use herd_protocol::messages::membership::Role;
 use herd_protocol::{AgentType, Incarnation, MemberId, UnixMillis};
 use ractor::{Actor, ActorRef};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::fatal::FatalError;
+use super::fatal::NodeEvent;
 use super::handle::NodeHandle;
 use super::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::handlers::{HandlerRegistry, RegistryError, TaskHandler};
-use crate::membership::{ClusterView, MemberInfo};
+use crate::membership::{ClusterView, MemberInfo, MembershipLocal, MembershipMsg};
 use crate::orchestrator::AgentTypeEntry;
-use crate::task_book::TaskBookSettings;
+use crate::pool::{PoolLocal, PoolMsg};
+use crate::task_book::{RetryPolicy, TaskBookSettings};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +161,8 @@ impl HerdNodeBuilder {
                     handler: HandlerConfig::Custom,
                     timeout_s: None,
                     max_attempts: None,
+                    retry: None,
+                    circuit: None,
                 });
             entry.handler = HandlerConfig::Custom;
             if let Some(weight) = weight {
@@ -175,7 +180,7 @@ pub struct HerdNode {
     handle: NodeHandle,
     supervisor: ActorRef<SupervisorMsg>,
     join: Option<ractor::concurrency::JoinHandle<()>>,
-    fatal: mpsc::UnboundedReceiver<FatalError>,
+    events: mpsc::UnboundedReceiver<NodeEvent>,
 }
 
 impl HerdNode {
@@ -210,19 +215,22 @@ impl HerdNode {
             state_since: now,
         };
         let (view_tx, view_rx) = watch::channel(ClusterView::alone(local));
-        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let agent_types = config
             .agents
             .iter()
             .map(|(agent_type, agent)| {
-                (
-                    agent_type.clone(),
-                    AgentTypeEntry {
-                        weight: agent.weight,
-                        timeout_s: agent.timeout_s,
-                        max_attempts: agent.max_attempts,
-                    },
-                )
+                let entry = AgentTypeEntry {
+                    weight: agent.weight,
+                    timeout_s: agent.timeout_s,
+                    max_attempts: agent.max_attempts,
+                    retry: agent.retry.as_ref().map(RetryPolicy::from),
+                    circuit: agent
+                        .circuit
+                        .clone()
+                        .unwrap_or_else(|| config.tasks.circuit.clone()),
+                };
+                (agent_type.clone(), entry)
             })
             .collect();
         let book_settings = TaskBookSettings {
@@ -231,7 +239,8 @@ impl HerdNode {
             retain_finished: config.tasks.retain_finished,
             max_unfinished: config.limits.max_unfinished_tasks,
             max_payload_bytes: config.limits.max_payload_bytes,
-            ..TaskBookSettings::default()
+            retry: RetryPolicy::from(&config.tasks.retry),
+            poison_crashes: config.tasks.poison_crashes,
         };
         let args = SupervisorArgs {
             config: config.clone(),
@@ -241,7 +250,9 @@ impl HerdNode {
             agent_types,
             book_settings,
             view_tx,
-            fatal: fatal_tx,
+            events: events_tx,
+            data_dir: config.data_dir.clone(),
+            drain_grace: config.drain_grace,
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -250,7 +261,7 @@ impl HerdNode {
             handle: NodeHandle::new(view_rx, config),
             supervisor,
             join: Some(join),
-            fatal: fatal_rx,
+            events: events_rx,
         })
     }
 
@@ -259,13 +270,39 @@ impl HerdNode {
         self.handle.clone()
     }
 
-    /// Resolves when the node must stop (for example a second orchestrator was
-    /// refused), with the reason.
-    pub async fn failed(&mut self) -> FatalError {
-        match self.fatal.recv().await {
-            Some(error) => error,
+    /// Resolves when the node must stop on its own: refused by the cluster
+    /// (for example as a second orchestrator), or drained on request.
+    pub async fn stopped(&mut self) -> NodeEvent {
+        match self.events.recv().await {
+            Some(event) => event,
             None => std::future::pending().await,
         }
+    }
+
+    /// Drains this node's pool (no new work; running tasks finish within
+    /// `grace`; the rest is handed back to the orchestrator), tells the
+    /// cluster this node is leaving, then stops it. What SIGTERM does.
+    pub async fn drain_and_stop(self, grace: Duration) {
+        if let Some(pool) = local_actor::<PoolMsg>(groups::POOLS) {
+            let (done, drained) = oneshot::channel();
+            if pool
+                .cast(Mailbox::Local(PoolLocal::Drain { grace, done }))
+                .is_ok()
+            {
+                // The grace period plus time to hand back and be acknowledged.
+                let _ = tokio::time::timeout(grace + Duration::from_secs(10), drained).await;
+            }
+        }
+        if let Some(membership) = local_actor::<MembershipMsg>(groups::MEMBERSHIP) {
+            let (done, left) = oneshot::channel();
+            if membership
+                .cast(Mailbox::Local(MembershipLocal::Leave(done)))
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(2), left).await;
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Stops every actor of this node and waits for them (at most 10 s).
@@ -275,4 +312,12 @@ impl HerdNode {
             let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
         }
     }
+}
+
+/// This process's member of a process group (one node per process).
+fn local_actor<M: ractor::Message>(group: &str) -> Option<ActorRef<M>> {
+    ractor::pg::get_local_members(&group.to_string())
+        .into_iter()
+        .next()
+        .map(ActorRef::from)
 }

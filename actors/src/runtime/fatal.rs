@@ -1,3 +1,12 @@
+/// Why a node stops on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// It must not stay in the cluster.
+    Fatal(FatalError),
+    /// It was drained on request (`herd drain`) and should now leave.
+    Drained,
+}
+
 /// A condition that forces a node to stop: it must not stay in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FatalError {

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use herd_config::NodeConfig;
 use herd_protocol::messages::orchestrator::{
-    CancelOutcome, ClusterStatus, OrchestratorReply, OrchestratorRequest, RequestFailure,
-    SubmitAck, SubmitRejection, TaskPage, TaskQuery,
+    CancelOutcome, ClusterStatus, DrainOutcome, OrchestratorReply, OrchestratorRequest,
+    RequestFailure, RetryOutcome, SubmitAck, SubmitRejection, TaskPage, TaskQuery,
 };
-use herd_protocol::{Mailbox, TaskId, TaskSpec, TaskView};
+use herd_protocol::{JsonText, Mailbox, NodeName, TaskId, TaskSpec, TaskView};
 use ractor::rpc::CallResult;
 use tokio::sync::watch;
 
@@ -195,6 +195,40 @@ impl NodeHandle {
             .await?
         {
             OrchestratorReply::Cluster(status) => Ok(status),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Gives a dead task another chance, optionally with a new payload.
+    pub async fn retry_dead_letter(
+        &self,
+        id: TaskId,
+        payload: Option<JsonText>,
+    ) -> Result<RetryOutcome, ClientError> {
+        match self
+            .request(
+                OrchestratorRequest::RetryDeadLetter { id, payload },
+                DEFAULT_REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            OrchestratorReply::Retry(outcome) => Ok(outcome),
+            OrchestratorReply::Submitted(Err(rejection)) => Err(ClientError::Rejected(rejection)),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Drains a node: it takes no new work, lets running tasks finish within
+    /// its grace period, hands back the rest, and leaves.
+    pub async fn drain_node(&self, name: NodeName) -> Result<DrainOutcome, ClientError> {
+        match self
+            .request(
+                OrchestratorRequest::DrainNode(name),
+                DEFAULT_REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            OrchestratorReply::Drain(outcome) => Ok(outcome),
             _ => Err(ClientError::UnexpectedReply),
         }
     }

@@ -25,6 +25,6 @@ mod handle;
 mod supervisor;
 
 pub use builder::{HerdNode, HerdNodeBuilder, StartError};
-pub use fatal::FatalError;
+pub use fatal::{FatalError, NodeEvent};
 pub use handle::{ClientError, NodeHandle};
 pub use supervisor::{NodeSupervisor, SupervisorArgs};

@@ -15,10 +15,11 @@ use herd_config::NodeConfig;
 use herd_protocol::messages::membership::{Greeting, Role};
 use herd_protocol::{MemberId, UnixMillis};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::path::PathBuf;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use super::fatal::FatalError;
+use super::fatal::{FatalError, NodeEvent};
 use crate::handlers::HandlerRegistry;
 use crate::membership::{ClusterView, Membership, MembershipArgs};
 use crate::orchestrator::{AgentTypeEntry, Orchestrator, OrchestratorArgs};
@@ -52,8 +53,12 @@ pub struct SupervisorArgs {
     pub book_settings: TaskBookSettings,
     /// Where the view is published.
     pub view_tx: watch::Sender<ClusterView>,
-    /// Where fatal errors go.
-    pub fatal: mpsc::UnboundedSender<FatalError>,
+    /// Where fatal errors and completed drains are reported.
+    pub events: mpsc::UnboundedSender<NodeEvent>,
+    /// Where the orchestrator journals (orchestrator role only).
+    pub data_dir: Option<PathBuf>,
+    /// How long a draining pool lets running tasks finish.
+    pub drain_grace: std::time::Duration,
 }
 
 /// The supervisor actor.
@@ -144,10 +149,13 @@ impl Actor for NodeSupervisor {
         history.push_back(now);
         if component == Component::Membership || history.len() > MAX_RESTARTS {
             error!(component = component.name(), %reason, "component failed; stopping the node");
-            let _ = state.args.fatal.send(FatalError::ComponentFailed {
-                component: component.name().to_string(),
-                reason,
-            });
+            let _ = state
+                .args
+                .events
+                .send(NodeEvent::Fatal(FatalError::ComponentFailed {
+                    component: component.name().to_string(),
+                    reason,
+                }));
             myself.stop(Some("component failed".to_string()));
             return Ok(());
         }
@@ -159,10 +167,13 @@ impl Actor for NodeSupervisor {
                 }
             }
             Err(error) => {
-                let _ = state.args.fatal.send(FatalError::ComponentFailed {
-                    component: component.name().to_string(),
-                    reason: error.to_string(),
-                });
+                let _ = state
+                    .args
+                    .events
+                    .send(NodeEvent::Fatal(FatalError::ComponentFailed {
+                        component: component.name().to_string(),
+                        reason: error.to_string(),
+                    }));
                 myself.stop(Some("component failed".to_string()));
             }
         }
@@ -194,7 +205,7 @@ impl SupervisorState {
                     config: args.config.clone(),
                     greeting,
                     view: args.view_tx.clone(),
-                    fatal: args.fatal.clone(),
+                    events: args.events.clone(),
                 };
                 Actor::spawn_linked(None, Membership, membership_args, myself.get_cell())
                     .await?
@@ -203,10 +214,11 @@ impl SupervisorState {
             }
             Component::Orchestrator => {
                 let orchestrator_args = OrchestratorArgs {
-                    member: args.member.clone(),
                     settings: args.book_settings.clone(),
                     agent_types: args.agent_types.clone(),
                     view: view_rx,
+                    data_dir: args.data_dir.clone(),
+                    drain_grace: args.drain_grace,
                 };
                 Actor::spawn_linked(None, Orchestrator, orchestrator_args, myself.get_cell())
                     .await?
@@ -215,11 +227,11 @@ impl SupervisorState {
             }
             Component::Pool => {
                 let pool_args = PoolArgs {
-                    member: args.member.clone(),
                     workers: args.config.workers,
                     handlers: args.handlers.clone(),
                     max_result_bytes: args.config.limits.max_payload_bytes,
                     view: view_rx,
+                    events: args.events.clone(),
                 };
                 Actor::spawn_linked(None, WorkerPool, pool_args, myself.get_cell())
                     .await?

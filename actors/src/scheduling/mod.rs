@@ -2,6 +2,7 @@
 //! which pending tasks go to which pool. No actors, no I/O.
 
 pub mod allocation;
+pub mod circuit;
 pub mod dispatch;
 
 pub use allocation::{Allocation, PoolCapacity, allocate};

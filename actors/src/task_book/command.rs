@@ -1,15 +1,18 @@
 //! What can happen to the task book, and what it asks the world to do.
 
+use std::time::Duration;
+
 use herd_protocol::messages::orchestrator::{SubmitAck, SubmitRejection};
 use herd_protocol::{
-    AgentType, AssignmentEpoch, JsonText, MemberId, TaskAssignment, TaskId, TaskReport, TaskSpec,
-    TaskState, UnixMillis,
+    AgentType, AssignmentEpoch, FailureKind, JsonText, MemberId, TaskAssignment, TaskId,
+    TaskReport, TaskSpec, TaskState, UnixMillis,
 };
+use serde::{Deserialize, Serialize};
 
 /// An input to [`super::TaskBook::apply`]. Every command carries the time it
 /// happened, so the book never reads a clock and replaying a journal of
 /// commands rebuilds the same state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Accept a batch of tasks, all or none. Ids are chosen by the caller (time
     /// ordered) so that replay reproduces them.
@@ -95,6 +98,9 @@ pub enum StaleReason {
     /// Its epoch is not the task's current one: an older attempt finished
     /// after the task was re-assigned (the fencing case).
     Duplicate,
+    /// The same attempt was already reported (a report re-sent after a
+    /// reconnect): nothing to do.
+    AlreadyApplied,
     /// The task was cancelled while the attempt ran.
     Cancelled,
     /// No such task (never existed, or forgotten after retention).
@@ -162,6 +168,22 @@ pub enum Effect {
     },
     /// A finished task was dropped from memory (retention limit).
     Forgotten(TaskId),
+    /// An attempt ended with a report (feeds the circuit breaker, metrics
+    /// and the rebalancer).
+    AttemptEnded {
+        /// The task.
+        id: TaskId,
+        /// Its agent type.
+        agent_type: AgentType,
+        /// `None` for success, else why it failed.
+        failure: Option<FailureKind>,
+        /// How long the handler ran (worker clock).
+        run_time: Duration,
+        /// How long the task waited before this attempt started.
+        queue_wait: Duration,
+        /// The handler's quality score, if any.
+        score: Option<f64>,
+    },
     /// Answer to `Cancel` / `RetryDead` on a task that does not allow it.
     NotApplicable {
         /// The task.

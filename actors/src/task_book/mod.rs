@@ -25,6 +25,8 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use herd_protocol::messages::orchestrator::{
     SubmitAck, SubmitRejection, TaskCounts, TaskPage, TaskQuery,
 };
@@ -73,12 +75,14 @@ impl Default for TaskBookSettings {
 }
 
 /// Per-agent-type defaults.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentTypeSettings {
     /// Overrides the book's default timeout.
     pub timeout_s: Option<u32>,
     /// Overrides the book's default attempts.
     pub max_attempts: Option<u32>,
+    /// Overrides the book's default backoff.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// Longest accepted idempotency key.
@@ -89,16 +93,21 @@ pub const MAX_TIMEOUT_S: u32 = 86_400;
 pub const MAX_ATTEMPTS: u32 = 100;
 
 /// What runs on one node, by agent type.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct MemberLoad {
     tasks: HashSet<TaskId>,
     by_type: HashMap<AgentType, u32>,
 }
 
 /// The orchestrator's task state machine. See the module docs.
-#[derive(Debug, Clone)]
+///
+/// It serialises (for snapshots) without its settings and agent types, which
+/// come from configuration: see [`TaskBook::reconfigure`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskBook {
+    #[serde(skip)]
     settings: TaskBookSettings,
+    #[serde(skip)]
     agent_types: BTreeMap<AgentType, AgentTypeSettings>,
     tasks: BTreeMap<TaskId, TaskRecord>,
     queues: HashMap<AgentType, PendingQueue>,
@@ -111,6 +120,8 @@ pub struct TaskBook {
     forgotten: TaskCounts,
     next_epoch: u64,
     next_ticket: u64,
+    #[serde(skip)]
+    replaying: bool,
 }
 
 impl TaskBook {
@@ -137,7 +148,45 @@ impl TaskBook {
             forgotten: TaskCounts::default(),
             next_epoch: 1,
             next_ticket: 1,
+            replaying: false,
         }
+    }
+
+    /// Replaces the settings and agent types (after loading a snapshot, or
+    /// when the configuration changes). Queues of types no longer configured
+    /// are kept, so their tasks are not lost.
+    pub fn reconfigure(
+        &mut self,
+        settings: TaskBookSettings,
+        agent_types: impl IntoIterator<Item = (AgentType, AgentTypeSettings)>,
+    ) {
+        self.settings = settings;
+        self.agent_types = agent_types.into_iter().collect();
+        for agent_type in self.agent_types.keys() {
+            self.queues.entry(agent_type.clone()).or_default();
+        }
+    }
+
+    /// Takes the settings and agent types of `other` (a freshly configured
+    /// book), keeping this book's tasks.
+    pub fn reconfigure_like(&mut self, other: &TaskBook) {
+        self.reconfigure(other.settings.clone(), other.agent_types.clone());
+    }
+
+    /// Applies a journaled command during recovery. Submissions are applied
+    /// without validation: they were accepted when first applied, and the
+    /// configuration may have changed since (only accepted submissions are
+    /// journaled).
+    pub fn apply_replayed(&mut self, command: Command) {
+        self.replaying = true;
+        self.apply(command);
+        self.replaying = false;
+    }
+
+    /// Checks a submission without applying it (the orchestrator journals only
+    /// accepted submissions).
+    pub fn validate_submission(&self, tasks: &[(TaskId, TaskSpec)]) -> Result<(), SubmitRejection> {
+        self.validate_batch(tasks)
     }
 
     /// Applies one command and returns what must happen as a result.
@@ -292,7 +341,9 @@ impl TaskBook {
         now: UnixMillis,
         effects: &mut Vec<Effect>,
     ) {
-        if let Err(rejection) = self.validate_batch(&tasks) {
+        if !self.replaying
+            && let Err(rejection) = self.validate_batch(&tasks)
+        {
             effects.push(Effect::Rejected(rejection));
             return;
         }
@@ -309,7 +360,11 @@ impl TaskBook {
                 });
                 continue;
             }
-            let type_settings = &self.agent_types[&spec.agent_type];
+            let type_settings = self
+                .agent_types
+                .get(&spec.agent_type)
+                .cloned()
+                .unwrap_or_default();
             let timeout_s = spec
                 .timeout_s
                 .or(type_settings.timeout_s)
@@ -330,6 +385,7 @@ impl TaskBook {
                 max_attempts,
                 idempotency_key: spec.idempotency_key,
                 trace_context: spec.trace_context,
+                retry: spec.retry.as_ref().map(RetryPolicy::from),
                 state: TaskState::Pending,
                 attempts: 0,
                 crashes: 0,
@@ -345,10 +401,11 @@ impl TaskBook {
                 finished_at: None,
                 retry_at: None,
                 queue_ticket: 0,
+                queued_at: now,
             };
             self.counts.pending += 1;
             self.tasks.insert(id, record);
-            self.enqueue(id, false);
+            self.enqueue(id, false, now);
             acks.push(SubmitAck {
                 id,
                 existing: false,
@@ -419,6 +476,11 @@ impl TaskBook {
                         key.len()
                     ),
                 ));
+            }
+            if let Some(retry) = &spec.retry {
+                retry
+                    .validate()
+                    .map_err(|message| invalid("retry", message))?;
             }
             if self.tasks.contains_key(id) {
                 return Err(invalid("id", format!("{id} is already in use")));
@@ -502,10 +564,12 @@ impl TaskBook {
             && record.epoch == report.epoch
             && record.member.as_ref() == Some(&member);
         if !current {
-            let reason = if record.state == TaskState::Cancelled && record.epoch == report.epoch {
-                StaleReason::Cancelled
-            } else {
-                StaleReason::Duplicate
+            let same_attempt =
+                record.epoch == report.epoch && record.member.as_ref() == Some(&member);
+            let reason = match record.state {
+                TaskState::Cancelled if record.epoch == report.epoch => StaleReason::Cancelled,
+                _ if same_attempt => StaleReason::AlreadyApplied,
+                _ => StaleReason::Duplicate,
             };
             effects.push(Effect::StaleReport { id, reason });
             return;
@@ -514,6 +578,21 @@ impl TaskBook {
         let record = self.tasks.get_mut(&id).expect("checked above");
         record.worker = Some(report.worker);
         record.updated_at = now;
+        let (failure, score) = match &report.outcome {
+            Outcome::Succeeded { score, .. } => (None, *score),
+            Outcome::Failed { kind, .. } => (Some(*kind), None),
+        };
+        effects.push(Effect::AttemptEnded {
+            id,
+            agent_type: record.agent_type.clone(),
+            failure,
+            run_time: report.finished_at.since(report.started_at),
+            queue_wait: record
+                .started_at
+                .unwrap_or(record.queued_at)
+                .since(record.queued_at),
+            score,
+        });
         match report.outcome {
             Outcome::Succeeded { result, score } => {
                 record.result = Some(result);
@@ -566,14 +645,23 @@ impl TaskBook {
             record.state = TaskState::Pending;
             self.counts.running -= 1;
             self.counts.pending += 1;
-            self.enqueue(id, true);
+            self.enqueue(id, true, now);
             effects.push(Effect::Requeued {
                 id,
                 reason: RequeueReason::MemberLost,
             });
             return;
         }
-        let due = now.plus(self.settings.retry.delay(id, record.attempts));
+        let policy = record
+            .retry
+            .as_ref()
+            .or_else(|| {
+                self.agent_types
+                    .get(&record.agent_type)
+                    .and_then(|t| t.retry.as_ref())
+            })
+            .unwrap_or(&self.settings.retry);
+        let due = now.plus(policy.delay(id, record.attempts));
         record.state = TaskState::Failed;
         record.retry_at = Some(due);
         let agent_type = record.agent_type.clone();
@@ -665,7 +753,7 @@ impl TaskBook {
             record.updated_at = now;
             self.counts.running -= 1;
             self.counts.pending += 1;
-            self.enqueue(id, true);
+            self.enqueue(id, true, now);
             effects.push(Effect::Requeued {
                 id,
                 reason: RequeueReason::HandedBack,
@@ -726,7 +814,7 @@ impl TaskBook {
             record.updated_at = now;
             self.counts.failed -= 1;
             self.counts.pending += 1;
-            self.enqueue(id, false);
+            self.enqueue(id, false, now);
             effects.push(Effect::Requeued {
                 id,
                 reason: RequeueReason::RetryDue,
@@ -759,7 +847,7 @@ impl TaskBook {
         record.updated_at = now;
         self.counts.dead -= 1;
         self.counts.pending += 1;
-        self.enqueue(id, false);
+        self.enqueue(id, false, now);
         effects.push(Effect::Requeued {
             id,
             reason: RequeueReason::DeadLetterRetry,
@@ -770,11 +858,12 @@ impl TaskBook {
 
     /// Puts a pending task in its queue. `front` keeps a re-queued task ahead
     /// of tasks submitted after it.
-    fn enqueue(&mut self, id: TaskId, front: bool) {
+    fn enqueue(&mut self, id: TaskId, front: bool, now: UnixMillis) {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let record = self.tasks.get_mut(&id).expect("enqueue of a live task");
         record.queue_ticket = ticket;
+        record.queued_at = now;
         let queue = self.queues.entry(record.agent_type.clone()).or_default();
         if front {
             queue.push_front(id, record.priority, ticket);

@@ -3,13 +3,14 @@
 use std::collections::VecDeque;
 
 use herd_protocol::{Priority, TaskId};
+use serde::{Deserialize, Serialize};
 
 /// Pending tasks of one agent type, one FIFO per priority level.
 ///
 /// Removal is lazy: a cancelled task stays in its FIFO until popped, and a
 /// pop skips entries whose ticket no longer matches the task (the caller
 /// checks). `len` counts live entries only.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PendingQueue {
     levels: [VecDeque<(TaskId, u64)>; Priority::LEVELS],
     live: usize,

@@ -1,13 +1,16 @@
 //! Everything the task book knows about one task.
 
 use herd_protocol::task::TaskError;
+use serde::{Deserialize, Serialize};
+
+use super::retry::RetryPolicy;
 use herd_protocol::{
     AgentType, AssignmentEpoch, JsonText, MemberId, Priority, TaskId, TaskState, TaskView,
     UnixMillis, WorkerId,
 };
 
 /// One task's full record.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub id: TaskId,
     pub agent_type: AgentType,
@@ -17,6 +20,8 @@ pub struct TaskRecord {
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
     pub trace_context: Option<String>,
+    /// The task's own backoff, overriding its agent type's.
+    pub retry: Option<RetryPolicy>,
     pub state: TaskState,
     /// Attempts started so far.
     pub attempts: u32,
@@ -38,6 +43,8 @@ pub struct TaskRecord {
     pub retry_at: Option<UnixMillis>,
     /// Identifies the task's current entry in its pending queue.
     pub queue_ticket: u64,
+    /// When it last became pending (queue-wait measurements).
+    pub queued_at: UnixMillis,
 }
 
 impl TaskRecord {

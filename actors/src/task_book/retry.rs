@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use herd_protocol::TaskId;
+use herd_protocol::{RetrySpec, TaskId};
+use serde::{Deserialize, Serialize};
 
 /// The shape of the delay between attempts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Backoff {
     /// `initial × factor^(n-1)`, capped at `max`.
     Exponential {
@@ -30,7 +31,7 @@ pub enum Backoff {
 }
 
 /// How long to wait before retrying.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Delay shape.
     pub backoff: Backoff,
@@ -47,6 +48,34 @@ impl Default for RetryPolicy {
                 max: Duration::from_secs(300),
             },
             jitter: Duration::from_secs(1),
+        }
+    }
+}
+
+impl From<&RetrySpec> for RetryPolicy {
+    /// Exponential specs get the default second of jitter; linear ones none
+    /// (a linear policy asks for a fixed delay).
+    fn from(spec: &RetrySpec) -> Self {
+        let seconds = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 86_400.0));
+        match spec {
+            RetrySpec::Exponential {
+                initial_s,
+                factor,
+                max_s,
+            } => RetryPolicy {
+                backoff: Backoff::Exponential {
+                    initial: seconds(*initial_s),
+                    factor: *factor,
+                    max: seconds(*max_s),
+                },
+                jitter: Duration::from_secs(1),
+            },
+            RetrySpec::Linear { delay_s } => RetryPolicy {
+                backoff: Backoff::Linear {
+                    delay: seconds(*delay_s),
+                },
+                jitter: Duration::ZERO,
+            },
         }
     }
 }

@@ -117,10 +117,17 @@ fn a_task_runs_and_succeeds_once() {
     });
     assert!(matches!(
         effects.as_slice(),
-        [Effect::StateChanged {
-            state: TaskState::Succeeded,
-            ..
-        }]
+        [
+            Effect::AttemptEnded {
+                failure: None,
+                score: Some(_),
+                ..
+            },
+            Effect::StateChanged {
+                state: TaskState::Succeeded,
+                ..
+            }
+        ]
     ));
     let view = book.view(ack.id).unwrap();
     assert_eq!(view.state, TaskState::Succeeded);
@@ -130,7 +137,8 @@ fn a_task_runs_and_succeeds_once() {
     assert_eq!(view.score, Some(0.9));
     assert_eq!(book.running_on(&n1, &AgentType::new("echo")), 0);
 
-    // The same report again is a duplicate and changes nothing.
+    // The same attempt reported again (a re-send after a reconnect) is
+    // recognised as already applied and changes nothing.
     let effects = book.apply(Command::Report {
         member: n1,
         report: report(&assignments[0], failure(FailureKind::Fatal)),
@@ -139,7 +147,7 @@ fn a_task_runs_and_succeeds_once() {
     assert!(matches!(
         effects.as_slice(),
         [Effect::StaleReport {
-            reason: StaleReason::Duplicate,
+            reason: StaleReason::AlreadyApplied,
             ..
         }]
     ));

@@ -128,7 +128,7 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "no_such_route",
         format!(
-            "no route {}; the API serves /v1/tasks, /v1/tasks/{{id}}, /v1/tasks/{{id}}/cancel, /v1/cluster, /health, /live, /ready, /startup",
+            "no route {}; the API serves /v1/tasks, /v1/tasks/{{id}}, /v1/tasks/{{id}}/cancel, /v1/dead-letters, /v1/dead-letters/{{id}}/retry, /v1/cluster, /v1/nodes/{{name}}/drain, /health, /live, /ready, /startup",
             uri.path()
         ),
     )

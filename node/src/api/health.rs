@@ -26,7 +26,14 @@ pub async fn startup(State(state): State<ApiState>) -> Json<Value> {
 /// `GET /ready`: 200 once initial discovery is done and the orchestrator is
 /// reachable; 503 otherwise.
 pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
-    let checks = checks(&state);
+    let mut checks = checks(&state);
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        checks.push((
+            "draining",
+            false,
+            "the node is draining and takes no new traffic".to_string(),
+        ));
+    }
     let ready = checks.iter().all(|(_, healthy, _)| *healthy);
     let status = if ready {
         StatusCode::OK

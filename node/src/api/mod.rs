@@ -5,10 +5,13 @@
 //! types, error mapping in [`error::ApiError`].
 
 mod cluster;
+mod dead_letters;
 pub mod error;
 mod health;
 mod tasks;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use axum::Router;
@@ -25,6 +28,8 @@ pub struct ApiState {
     pub max_payload_bytes: usize,
     /// When the process started.
     pub started: Instant,
+    /// Set while the node drains: `/ready` answers 503 so traffic moves away.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl ApiState {
@@ -35,6 +40,7 @@ impl ApiState {
             node,
             max_payload_bytes,
             started: Instant::now(),
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -50,6 +56,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get_one))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/cluster", get(cluster::status))
+        .route("/v1/nodes/{name}/drain", post(cluster::drain))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/{id}/retry", post(dead_letters::retry))
         .route("/live", get(health::live))
         .route("/ready", get(health::ready))
         .route("/startup", get(health::startup))

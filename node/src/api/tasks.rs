@@ -8,7 +8,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use herd_protocol::messages::orchestrator::{CancelOutcome, TaskPage, TaskQuery};
-use herd_protocol::{AgentType, JsonText, Priority, TaskId, TaskSpec, TaskState, TaskView};
+use herd_protocol::{
+    AgentType, JsonText, Priority, RetrySpec, TaskId, TaskSpec, TaskState, TaskView,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -26,6 +28,35 @@ struct TaskRequest {
     timeout_s: Option<i64>,
     max_attempts: Option<i64>,
     idempotency_key: Option<String>,
+    retry: Option<RetryRequest>,
+}
+
+/// A task's own backoff, as JSON: `{"backoff": "exponential", "initial_s",
+/// "factor", "max_s"}` or `{"backoff": "linear", "delay_s"}`.
+#[derive(Deserialize)]
+#[serde(tag = "backoff", rename_all = "snake_case", deny_unknown_fields)]
+enum RetryRequest {
+    Exponential {
+        #[serde(default = "one")]
+        initial_s: f64,
+        #[serde(default = "two")]
+        factor: f64,
+        #[serde(default = "five_minutes")]
+        max_s: f64,
+    },
+    Linear {
+        delay_s: f64,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn two() -> f64 {
+    2.0
+}
+fn five_minutes() -> f64 {
+    300.0
 }
 
 impl TaskRequest {
@@ -86,6 +117,27 @@ impl TaskRequest {
             max_attempts: positive("max_attempts", self.max_attempts)?,
             idempotency_key: self.idempotency_key,
             trace_context,
+            retry: match self.retry {
+                None => None,
+                Some(request) => {
+                    let spec = match request {
+                        RetryRequest::Exponential {
+                            initial_s,
+                            factor,
+                            max_s,
+                        } => RetrySpec::Exponential {
+                            initial_s,
+                            factor,
+                            max_s,
+                        },
+                        RetryRequest::Linear { delay_s } => RetrySpec::Linear { delay_s },
+                    };
+                    spec.validate().map_err(|message| {
+                        ApiError::invalid("invalid_field", format!("{}: {message}", at("retry")))
+                    })?;
+                    Some(spec)
+                }
+            },
         })
     }
 }
@@ -162,7 +214,7 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-fn parse_id(text: &str) -> Result<TaskId, ApiError> {
+pub(super) fn parse_id(text: &str) -> Result<TaskId, ApiError> {
     text.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_task_id",

@@ -83,6 +83,42 @@ pub struct TaskArgs {
     wait: Option<Duration>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List dead tasks with the error that killed them.
+    List {
+        #[command(flatten)]
+        api: ApiArg,
+        /// Only this agent type.
+        #[arg(long, value_name = "TYPE")]
+        agent: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry a dead task, optionally with a corrected payload.
+    Retry {
+        #[command(flatten)]
+        api: ApiArg,
+        /// The task id.
+        id: String,
+        /// Replacement payload (JSON).
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    api: ApiArg,
+    /// The node to drain.
+    node: String,
+}
+
 /// Runs a client command on a fresh runtime; errors exit with status 1.
 pub fn run(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -339,5 +375,80 @@ pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{:?} is not a task id", args.id))?;
     let view = client.task(id, args.wait).await?;
     println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List {
+            api,
+            agent,
+            limit,
+            json,
+        } => {
+            let client = ApiClient::new(&api.api);
+            let mut query = format!("limit={limit}");
+            if let Some(agent) = agent {
+                query.push_str(&format!("&agent_type={agent}"));
+            }
+            let page = client.dead_letters(&query).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if page.tasks.is_empty() {
+                println!("the dead-letter queue is empty");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = Table::new();
+            table.load_style(UTF8_FULL_CONDENSED).set_header([
+                "task",
+                "agent type",
+                "attempts",
+                "failed at",
+                "error",
+            ]);
+            for task in &page.tasks {
+                let error = task.error.as_ref().map_or(String::new(), |e| {
+                    format!("{}: {}", e.kind.as_str(), e.message)
+                });
+                let error: String = error.chars().take(100).collect();
+                table.add_row([
+                    task.id.to_string(),
+                    task.agent_type.to_string(),
+                    task.attempts.to_string(),
+                    task.finished_at.map_or(String::new(), |t| t.to_string()),
+                    error,
+                ]);
+            }
+            println!("{table}");
+            if let Some(next) = page.next_after {
+                println!("more: --after {next}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Retry { api, id, payload } => {
+            let client = ApiClient::new(&api.api);
+            let id: TaskId = id
+                .parse()
+                .with_context(|| format!("{id:?} is not a task id"))?;
+            let payload = payload
+                .map(|text| serde_json::from_str::<Value>(&text))
+                .transpose()
+                .context("--payload is not valid JSON")?;
+            client.retry_dead_letter(id, payload).await?;
+            println!("{id} is pending again");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn drain(args: DrainArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&args.api.api);
+    client.drain(&args.node).await?;
+    println!(
+        "{} is draining: it takes no new work, lets running tasks finish, hands back the rest and leaves",
+        args.node
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,11 @@ enum Command {
     Status(client::StatusArgs),
     /// Show one task.
     Task(client::TaskArgs),
+    /// Dead-letter queue: list dead tasks, retry them (optionally with a new payload).
+    #[command(subcommand)]
+    Dlq(client::DlqCommand),
+    /// Drain a node: no new work, running tasks finish, the rest is handed back, then it leaves.
+    Drain(client::DrainArgs),
     /// Benchmark a local three-node cluster (throughput and latency).
     Bench(BenchArgs),
 }
@@ -84,9 +89,12 @@ pub struct NodeArgs {
     /// TOML config file (supports ${VAR} and ${VAR:-default}). [env: HERD_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory for durable state. [env: HERD_DATA_DIR] [file: node.data_dir]
+    /// Directory for durable state; the orchestrator journals its tasks here. [env: HERD_DATA_DIR] [file: node.data_dir]
     #[arg(long = "data-dir", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Seconds a draining node (SIGTERM, herd drain) lets running tasks finish. [env: HERD_DRAIN_GRACE] [file: node.drain_grace_s] [default: 30]
+    #[arg(long = "drain-grace", value_name = "SECONDS")]
+    pub drain_grace: Option<String>,
     /// Validate the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -101,6 +109,8 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => client::run(client::submit(args)),
         Command::Status(args) => client::run(client::status(args)),
         Command::Task(args) => client::run(client::task(args)),
+        Command::Dlq(command) => client::run(client::dlq(command)),
+        Command::Drain(args) => client::run(client::drain(args)),
         Command::Bench(args) => run_bench(args),
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use herd_actors::HerdNode;
+use herd_actors::runtime::NodeEvent;
 use herd_actors::runtime::StartError;
 use herd_config::{Environment, NodeConfig, Overrides};
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         cookie: args.cookie,
         config: args.config,
         data_dir: args.data_dir,
+        drain_grace: args.drain_grace,
     };
     let config = match herd_config::resolve(&overrides, &env) {
         Ok(config) => config,
@@ -86,7 +88,9 @@ async fn serve(config: NodeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = router(ApiState::new(node.handle()));
+    let api = ApiState::new(node.handle());
+    let draining = api.draining.clone();
+    let app = router(api);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -97,19 +101,33 @@ async fn serve(config: NodeConfig) -> ExitCode {
     });
     info!(http = %http_addr, "api listening");
 
+    let drain_grace = node.handle().config().drain_grace;
     let exit = tokio::select! {
         signal = shutdown_signal() => {
-            info!(signal, "shutting down");
+            info!(signal, grace_s = drain_grace.as_secs(), "draining before stopping (send the signal again to stop at once)");
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            tokio::select! {
+                () = node.drain_and_stop(drain_grace) => {}
+                signal = shutdown_signal() => info!(signal, "stopping without waiting for the drain"),
+            }
             ExitCode::SUCCESS
         }
-        fatal = node.failed() => {
-            error!(%fatal, "stopping");
-            eprintln!("herd: {fatal}");
-            if fatal.is_configuration() { ExitCode::from(USAGE_ERROR) } else { ExitCode::FAILURE }
+        event = node.stopped() => match event {
+            NodeEvent::Drained => {
+                info!("drained on request; leaving the cluster");
+                draining.store(true, std::sync::atomic::Ordering::SeqCst);
+                node.drain_and_stop(std::time::Duration::ZERO).await;
+                ExitCode::SUCCESS
+            }
+            NodeEvent::Fatal(fatal) => {
+                error!(%fatal, "stopping");
+                eprintln!("herd: {fatal}");
+                node.shutdown().await;
+                if fatal.is_configuration() { ExitCode::from(USAGE_ERROR) } else { ExitCode::FAILURE }
+            }
         }
     };
     let _ = stop_http.send(());
-    node.shutdown().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     exit
 }

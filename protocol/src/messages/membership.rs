@@ -97,6 +97,12 @@ pub enum Refusal {
         /// The node holding the name.
         existing: MemberId,
     },
+    /// The orchestrator declared this incarnation down (its tasks were
+    /// re-queued): the peer must rejoin under a new incarnation.
+    DeclaredDown {
+        /// The incarnation that was declared down.
+        member: MemberId,
+    },
 }
 
 /// Membership messages between nodes.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::membership::Role;
 use crate::ids::{AgentType, AssignmentEpoch, MemberId, NodeName, TaskId, WorkerId};
+use crate::json::JsonText;
 use crate::mailbox::WireError;
 use crate::task::{TaskReport, TaskSpec, TaskState, TaskView};
 
@@ -16,8 +17,8 @@ pub struct RunningAttempt {
     pub task_id: TaskId,
     /// Its assignment epoch.
     pub epoch: AssignmentEpoch,
-    /// The slot running it.
-    pub worker: WorkerId,
+    /// The slot running it (`None` while it waits for a slot to restart).
+    pub worker: Option<WorkerId>,
 }
 
 /// A worker pool announcing itself to the orchestrator.
@@ -32,6 +33,11 @@ pub struct PoolRegistration {
     /// Attempts it is running right now (non-empty after an orchestrator
     /// restart or a reconnect).
     pub running: Vec<RunningAttempt>,
+    /// Attempts that finished but whose reports the orchestrator has not
+    /// acknowledged; they are re-sent after the welcome.
+    pub unacked: Vec<(TaskId, AssignmentEpoch)>,
+    /// The pool is draining: send it nothing new.
+    pub draining: bool,
 }
 
 /// One-way messages to the orchestrator.
@@ -39,12 +45,31 @@ pub struct PoolRegistration {
 pub enum OrchestratorCast {
     /// A pool (re)announces itself.
     PoolRegistered(PoolRegistration),
-    /// A pool reports finished attempts; each frees one slot.
+    /// A pool reports finished attempts; each frees one slot. Reports are
+    /// numbered per pool from `first_sequence`; the orchestrator acknowledges
+    /// them once they are durable, and the pool re-sends unacknowledged ones
+    /// after a reconnect (a report is applied at most once).
     Reports {
-        /// The reporting pool's node.
+        /// The node the attempts were assigned to (an older incarnation of
+        /// the pool's node for attempts from before a rejoin).
         member: MemberId,
+        /// Sequence number of the first report.
+        first_sequence: u64,
         /// Finished attempts, in completion order.
         reports: Vec<TaskReport>,
+    },
+    /// A draining pool will take no new work.
+    PoolDraining {
+        /// The pool's node.
+        member: MemberId,
+    },
+    /// A draining pool gives back attempts it will not finish: they are
+    /// re-queued at once and do not count as attempts.
+    HandBack {
+        /// The pool's node.
+        member: MemberId,
+        /// The attempts.
+        attempts: Vec<(TaskId, AssignmentEpoch)>,
     },
 }
 
@@ -76,6 +101,50 @@ pub enum OrchestratorRequest {
     AwaitTask(TaskId),
     /// The cluster summary.
     ClusterStatus,
+    /// Give a dead task another chance, optionally with a new payload.
+    RetryDeadLetter {
+        /// The task.
+        id: TaskId,
+        /// Replacement payload.
+        payload: Option<JsonText>,
+    },
+    /// Drain a node: no new work, running tasks finish within its grace
+    /// period, the rest is handed back, then the node leaves.
+    DrainNode(NodeName),
+}
+
+/// Result of a dead-letter retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryOutcome {
+    /// The task is pending again with a fresh attempt budget.
+    Retried,
+    /// Only dead tasks can be retried; it is in this state.
+    NotDead(TaskState),
+    /// No task has this id.
+    NotFound,
+}
+
+/// Result of a drain request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrainOutcome {
+    /// The node's pool is draining.
+    Draining,
+    /// No such node is up.
+    UnknownNode,
+    /// The node runs no worker pool; there is nothing to drain.
+    NoPool,
+}
+
+/// A circuit breaker's state, as the cluster summary shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitStatus {
+    /// Tasks flow.
+    Closed,
+    /// Tasks of the type wait until the recovery time passes.
+    Open,
+    /// A few trial tasks run.
+    HalfOpen,
 }
 
 /// A task accepted by [`OrchestratorRequest::Submit`].
@@ -231,6 +300,8 @@ pub struct NodeStatus {
     pub busy: u32,
     /// Where its HTTP API listens.
     pub http_addr: Option<String>,
+    /// Its pool is draining.
+    pub draining: bool,
 }
 
 /// One agent type in the cluster summary.
@@ -244,6 +315,8 @@ pub struct AgentStatus {
     pub busy: u32,
     /// Tasks of this type waiting for a worker.
     pub queue_depth: u64,
+    /// Its circuit breaker.
+    pub circuit: CircuitStatus,
 }
 
 /// The cluster summary served at `GET /v1/cluster`.
@@ -272,6 +345,10 @@ pub enum OrchestratorReply {
     Cancel(CancelOutcome),
     /// Answer to `ClusterStatus`.
     Cluster(ClusterStatus),
+    /// Answer to `RetryDeadLetter`.
+    Retry(RetryOutcome),
+    /// Answer to `DrainNode`.
+    Drain(DrainOutcome),
     /// The request could not be served.
     Failed(RequestFailure),
 }

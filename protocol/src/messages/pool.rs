@@ -22,6 +22,17 @@ pub enum PoolCast {
         /// The attempts.
         assignments: Vec<TaskAssignment>,
     },
+    /// Reports up to this sequence number are durable: forget them.
+    ReportsAck {
+        /// Highest acknowledged sequence number.
+        through: u64,
+    },
+    /// Take no new work, let running attempts finish for up to `grace_ms`,
+    /// hand back the rest, then stop the node.
+    Drain {
+        /// The grace period in milliseconds.
+        grace_ms: u64,
+    },
     /// Stop this attempt if it is still running (task cancelled).
     Cancel {
         /// The task.

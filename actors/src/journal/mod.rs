@@ -1,0 +1,222 @@
+//! Durability for the orchestrator: the task book's commands are journaled to
+//! an embedded store (redb) before anything that depends on them leaves the
+//! orchestrator, and replayed on restart.
+//!
+//! The book is a deterministic state machine, so the journal stores commands,
+//! not states. A background thread commits whatever has accumulated in one
+//! write transaction (group commit), then reports the highest durable
+//! sequence number; the orchestrator releases replies, assignments and
+//! acknowledgements up to it. Every so often the whole book is written as a
+//! snapshot and the journal before it is deleted, which bounds both replay
+//! time and disk use.
+
+mod store;
+mod writer;
+
+pub use store::{JournalStore, Recovered, StoreError};
+pub use writer::{JournalWriter, WriterEvent};
+
+#[cfg(test)]
+mod tests {
+    use herd_protocol::messages::orchestrator::TaskQuery;
+    use herd_protocol::{
+        AgentType, FailureKind, Incarnation, JsonText, MemberId, NodeName, Outcome, TaskAssignment,
+        TaskId, TaskReport, TaskSpec, UnixMillis, WorkerId,
+    };
+
+    use super::*;
+    use crate::task_book::{AgentTypeSettings, Command, Effect, TaskBook, TaskBookSettings};
+
+    /// A small deterministic generator (xorshift), so the scenario is the same
+    /// on every run without a seeding dependency.
+    struct Dice(u64);
+
+    impl Dice {
+        fn roll(&mut self, sides: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % sides
+        }
+    }
+
+    fn book() -> TaskBook {
+        TaskBook::new(
+            TaskBookSettings::default(),
+            ["echo", "sleep"].map(|t| (AgentType::new(t), AgentTypeSettings::default())),
+        )
+    }
+
+    fn member(name: &str) -> MemberId {
+        MemberId {
+            name: NodeName::parse(name).unwrap(),
+            incarnation: Incarnation(7),
+        }
+    }
+
+    /// Everything a reader can observe of a book.
+    fn observe(book: &TaskBook) -> (Vec<String>, String, String, Vec<String>) {
+        let page = book.list(&TaskQuery {
+            limit: 10_000,
+            ..TaskQuery::default()
+        });
+        let views = page
+            .tasks
+            .iter()
+            .map(|view| serde_json::to_string(view).unwrap())
+            .collect();
+        let running = ["n1", "n2"]
+            .map(|name| format!("{:?}", book.running_attempts_on(&member(name))))
+            .to_vec();
+        (
+            views,
+            format!("{:?}", book.counts()),
+            format!("{:?} {:?}", book.totals(), book.next_retry_due()),
+            running,
+        )
+    }
+
+    #[test]
+    fn a_journal_with_a_snapshot_replays_to_the_same_book() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path()).unwrap();
+        let mut original = book();
+        let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
+        let mut dispatched: Vec<(MemberId, TaskAssignment)> = Vec::new();
+        let mut ids: Vec<TaskId> = Vec::new();
+        let mut sequence = 0u64;
+        let mut batch = Vec::new();
+        for step in 0..3_000u64 {
+            let now = UnixMillis(1_000_000 + step * 10);
+            let command = match dice.roll(10) {
+                0..=2 => {
+                    let tasks: Vec<_> = (0..=dice.roll(3))
+                        .map(|i| {
+                            (
+                                TaskId::new_v7(),
+                                TaskSpec::new(
+                                    if i % 2 == 0 { "echo" } else { "sleep" },
+                                    JsonText::from_value(&step).unwrap(),
+                                ),
+                            )
+                        })
+                        .collect();
+                    ids.extend(tasks.iter().map(|(id, _)| *id));
+                    Command::Submit { tasks, now }
+                }
+                3..=4 => Command::Assign {
+                    member: member(if dice.roll(2) == 0 { "n1" } else { "n2" }),
+                    agent_type: AgentType::new(if dice.roll(2) == 0 { "echo" } else { "sleep" }),
+                    max: dice.roll(4) as usize,
+                    now,
+                },
+                5..=7 if !dispatched.is_empty() => {
+                    let (who, assignment) =
+                        dispatched[dice.roll(dispatched.len() as u64) as usize].clone();
+                    let outcome = match dice.roll(4) {
+                        0 | 1 => Outcome::Succeeded {
+                            result: JsonText::null(),
+                            score: None,
+                        },
+                        2 => Outcome::Failed {
+                            kind: FailureKind::Retryable,
+                            message: "busy".into(),
+                        },
+                        _ => Outcome::Failed {
+                            kind: FailureKind::Crash,
+                            message: "boom".into(),
+                        },
+                    };
+                    let report = TaskReport {
+                        task_id: assignment.task_id,
+                        epoch: assignment.epoch,
+                        worker: WorkerId(1),
+                        outcome,
+                        started_at: now,
+                        finished_at: now,
+                    };
+                    Command::Report {
+                        member: who,
+                        report,
+                        now,
+                    }
+                }
+                8 => Command::Tick {
+                    now: UnixMillis(now.0 + 5_000),
+                },
+                _ if !ids.is_empty() && dice.roll(4) == 0 => Command::Cancel {
+                    id: ids[dice.roll(ids.len() as u64) as usize],
+                    now,
+                },
+                _ => Command::MemberLost {
+                    member: member("n2"),
+                    now,
+                },
+            };
+            sequence += 1;
+            batch.push((sequence, herd_protocol::codec::encode(&command).unwrap()));
+            for effect in original.apply(command) {
+                if let Effect::Dispatch { member, assignment } = effect {
+                    dispatched.push((member, assignment));
+                }
+            }
+            if batch.len() == 50 {
+                store.append(&batch).unwrap();
+                batch.clear();
+            }
+            if step == 1_700 {
+                store.append(&batch).unwrap();
+                batch.clear();
+                store
+                    .snapshot(sequence, &herd_protocol::codec::encode(&original).unwrap())
+                    .unwrap();
+                assert_eq!(
+                    store.journal_len().unwrap(),
+                    0,
+                    "the snapshot replaces the journal it covers"
+                );
+            }
+        }
+        store.append(&batch).unwrap();
+        drop(store);
+
+        let reopened = JournalStore::open(dir.path()).unwrap();
+        let recovered = reopened.recover(book()).unwrap();
+        assert_eq!(recovered.last_sequence, sequence);
+        assert_eq!(recovered.replayed, 3_000 - 1_701);
+        let restored = recovered.book;
+        restored.check_invariants();
+        let (restored_views, restored_counts, restored_totals, restored_running) =
+            observe(&restored);
+        let (original_views, original_counts, original_totals, original_running) =
+            observe(&original);
+        assert_eq!(restored_views.len(), original_views.len());
+        if let Some((restored, original)) = restored_views
+            .iter()
+            .zip(&original_views)
+            .find(|(a, b)| a != b)
+        {
+            panic!("a task differs after recovery:\nrestored {restored}\noriginal {original}");
+        }
+        assert_eq!(
+            (restored_counts, restored_totals),
+            (original_counts, original_totals)
+        );
+        assert_eq!(restored_running, original_running);
+        assert!(
+            original.counts().succeeded > 0 && original.counts().running > 0,
+            "the scenario exercises most states: {:?}",
+            original.counts()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_reported_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path()).unwrap();
+        store.append(&[(1, vec![0xff, 0x00, 0x13])]).unwrap();
+        let error = store.recover(book()).unwrap_err().to_string();
+        assert!(error.contains("journal entry 1"), "{error}");
+        assert!(error.contains("move it away to start empty"), "{error}");
+    }
+}

@@ -1,0 +1,169 @@
+//! The on-disk journal: a redb file with two tables.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+
+use crate::task_book::{Command, TaskBook};
+
+/// Journal entries: sequence number → encoded command.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// `snapshot` → encoded book; `snapshot_seq` → the last sequence it includes.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The journal could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory or file could not be opened or created.
+    #[error(
+        "cannot open the orchestrator journal at {path}: {reason}; check that --data-dir is writable and not used by another running orchestrator"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("orchestrator journal I/O failed: {0}")]
+    Io(String),
+    /// Stored data did not decode (corruption, or a journal written by an
+    /// incompatible herd release).
+    #[error(
+        "the orchestrator journal at {path} holds an undecodable {what} ({reason}); it was written by an incompatible herd release or is corrupt: move it away to start empty"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+}
+
+fn io(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+/// What a restart finds on disk.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The book rebuilt from the snapshot and the journal after it.
+    pub book: TaskBook,
+    /// The highest sequence number on disk (0 if empty).
+    pub last_sequence: u64,
+    /// Journal entries replayed on top of the snapshot.
+    pub replayed: u64,
+}
+
+/// The journal file.
+pub struct JournalStore {
+    database: Database,
+    path: PathBuf,
+}
+
+impl JournalStore {
+    /// Opens (or creates) `dir/orchestrator.redb`.
+    pub fn open(dir: &Path) -> Result<JournalStore, StoreError> {
+        let path = dir.join("orchestrator.redb");
+        let open_error = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let database = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        let transaction = database.begin_write().map_err(io)?;
+        transaction.open_table(JOURNAL).map_err(io)?;
+        transaction.open_table(META).map_err(io)?;
+        transaction.commit().map_err(io)?;
+        Ok(JournalStore { database, path })
+    }
+
+    /// Rebuilds the book: the latest snapshot (configured like `empty`), then
+    /// every later command; with nothing on disk, `empty` itself.
+    pub fn recover(&self, empty: TaskBook) -> Result<Recovered, StoreError> {
+        let transaction = self.database.begin_read().map_err(io)?;
+        let meta = transaction.open_table(META).map_err(io)?;
+        let snapshot_sequence = match meta.get("snapshot_seq").map_err(io)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .value()
+                    .try_into()
+                    .map_err(|_| self.corrupt("snapshot sequence", "wrong length"))?,
+            ),
+            None => 0,
+        };
+        let mut book = match meta.get("snapshot").map_err(io)? {
+            Some(bytes) => {
+                let mut book: TaskBook = herd_protocol::codec::decode(bytes.value())
+                    .map_err(|e| self.corrupt("snapshot", &e.to_string()))?;
+                book.reconfigure_like(&empty);
+                book
+            }
+            None => empty,
+        };
+        let journal = transaction.open_table(JOURNAL).map_err(io)?;
+        let mut last_sequence = snapshot_sequence;
+        let mut replayed = 0;
+        for entry in journal.range((snapshot_sequence + 1)..).map_err(io)? {
+            let (sequence, bytes) = entry.map_err(io)?;
+            let command: Command = herd_protocol::codec::decode(bytes.value()).map_err(|e| {
+                self.corrupt(
+                    &format!("journal entry {}", sequence.value()),
+                    &e.to_string(),
+                )
+            })?;
+            book.apply_replayed(command);
+            last_sequence = sequence.value();
+            replayed += 1;
+        }
+        Ok(Recovered {
+            book,
+            last_sequence,
+            replayed,
+        })
+    }
+
+    /// Appends encoded commands in one durable transaction.
+    pub fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(io)?;
+        {
+            let mut journal = transaction.open_table(JOURNAL).map_err(io)?;
+            for (sequence, bytes) in entries {
+                journal.insert(*sequence, bytes.as_slice()).map_err(io)?;
+            }
+        }
+        transaction.commit().map_err(io)
+    }
+
+    /// Stores a snapshot covering everything up to `sequence` and deletes the
+    /// journal entries it covers, in one transaction.
+    pub fn snapshot(&self, sequence: u64, book: &[u8]) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(io)?;
+        {
+            let mut meta = transaction.open_table(META).map_err(io)?;
+            meta.insert("snapshot", book).map_err(io)?;
+            meta.insert("snapshot_seq", sequence.to_be_bytes().as_slice())
+                .map_err(io)?;
+            let mut journal = transaction.open_table(JOURNAL).map_err(io)?;
+            journal.retain_in(..=sequence, |_, _| false).map_err(io)?;
+        }
+        transaction.commit().map_err(io)
+    }
+
+    /// Journal entries currently stored (for tests and metrics).
+    pub fn journal_len(&self) -> Result<u64, StoreError> {
+        let transaction = self.database.begin_read().map_err(io)?;
+        let journal = transaction.open_table(JOURNAL).map_err(io)?;
+        journal.len().map_err(io)
+    }
+
+    fn corrupt(&self, what: &str, reason: &str) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Sessions and dialing: keeping a connection to every seed and peer.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use herd_protocol::Mailbox;
+use herd_protocol::messages::orchestrator::MemberState;
+use ractor::ActorRef;
+use ractor_cluster::{NodeId, NodeServerMessage};
+use rand::RngExt;
+use tracing::{debug, info, warn};
+
+use super::actor::{MembershipLocal, MembershipMsg, MembershipState, SessionRecord};
+use super::sessions::{SessionChange, SessionEvent};
+
+/// How long after an unauthenticated close the cause is judged.
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(500);
+/// Longest time to resolve and connect one address.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl MembershipState {
+    pub(super) fn on_session(&mut self, myself: &ActorRef<MembershipMsg>, event: SessionEvent) {
+        match event.change {
+            SessionChange::Opened => {
+                debug!(peer = %event.peer_addr, inbound = event.inbound, "cluster connection opened");
+                self.sessions.insert(
+                    event.node_id,
+                    SessionRecord {
+                        event,
+                        authenticated: false,
+                    },
+                );
+            }
+            SessionChange::Authenticated | SessionChange::Ready => {
+                let now = Instant::now();
+                let node_id = event.node_id;
+                if let Some(address) = &event.connection_string {
+                    self.dialer.connected(address, now);
+                }
+                // Dial targets given as names resolve to the peer's socket address.
+                let dialed: Vec<String> = self
+                    .resolved
+                    .iter()
+                    .filter(|(_, addr)| addr.to_string() == event.peer_addr)
+                    .map(|(target, _)| target.clone())
+                    .collect();
+                for target in dialed {
+                    self.dialer.connected(&target, now);
+                }
+                self.sessions.insert(
+                    node_id,
+                    SessionRecord {
+                        event,
+                        authenticated: true,
+                    },
+                );
+                self.attach_session_to_known_peer(node_id);
+            }
+            SessionChange::Closed => self.on_session_closed(myself, event),
+        }
+    }
+
+    fn attach_session_to_known_peer(&mut self, node_id: NodeId) {
+        let Some(name) = self
+            .sessions
+            .get(&node_id)
+            .and_then(|record| record.event.peer_name.clone())
+        else {
+            return;
+        };
+        let herd_name = name.split('@').next().unwrap_or_default().to_string();
+        let peer = self.view.peers.values_mut().find(|peer| {
+            peer.member.name.as_str() == herd_name
+                && peer.state == MemberState::Up
+                && peer.session.is_none()
+        });
+        if let Some(peer) = peer {
+            peer.session = Some(node_id);
+            self.publish();
+        }
+    }
+
+    fn on_session_closed(&mut self, myself: &ActorRef<MembershipMsg>, event: SessionEvent) {
+        let record = self.sessions.remove(&event.node_id);
+        let was_authenticated = record.as_ref().is_some_and(|record| record.authenticated);
+        if !was_authenticated {
+            myself.send_after(HANDSHAKE_GRACE, move || {
+                Mailbox::Local(MembershipLocal::CheckHandshake(event))
+            });
+            return;
+        }
+        let lost: Vec<_> = self
+            .view
+            .peers
+            .values()
+            .filter(|peer| {
+                peer.session == Some(event.node_id)
+                    && matches!(peer.state, MemberState::Up | MemberState::Suspect)
+            })
+            .map(|peer| peer.member.name.clone())
+            .collect();
+        for name in lost {
+            // A closed connection is a certain failure: no detection wait.
+            self.declare_down(&name, "its connection closed", Duration::ZERO);
+        }
+    }
+
+    /// An unauthenticated session closed a while ago. If a session to the
+    /// same peer is up now, it was a redundant connection closed by ractor's
+    /// election; otherwise the handshake failed.
+    pub(super) fn check_handshake(&mut self, event: SessionEvent) {
+        let same_peer = |record: &SessionRecord| {
+            record.authenticated
+                && (event.peer_name.is_some() && record.event.peer_name == event.peer_name
+                    || event.connection_string.is_some()
+                        && record.event.connection_string == event.connection_string
+                    || record.event.peer_addr == event.peer_addr)
+        };
+        if self.sessions.values().any(same_peer) {
+            debug!(peer = %event.peer_addr, "redundant cluster connection closed");
+            return;
+        }
+        metrics::counter!("herd_cluster_handshake_failures_total").increment(1);
+        // One warning per peer per minute: a misconfigured node redials often.
+        let host = event
+            .peer_addr
+            .rsplit_once(':')
+            .map_or(event.peer_addr.as_str(), |(host, _)| host);
+        let key = event.peer_name.clone().unwrap_or_else(|| host.to_string());
+        let now = Instant::now();
+        if self
+            .handshake_warnings
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(60))
+        {
+            debug!(peer = %event.peer_addr, "cluster handshake failed again");
+            return;
+        }
+        self.handshake_warnings.insert(key, now);
+        let direction = if event.inbound { "from" } else { "to" };
+        warn!(
+            peer = %event.peer_addr,
+            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie or is not a herd node; every node must share the same HERD_COOKIE",
+            event.peer_addr
+        );
+    }
+
+    fn address_connected(&self, address: &str) -> bool {
+        let resolved = self.resolved.get(address).map(|addr| addr.to_string());
+        self.sessions.values().any(|record| {
+            record.authenticated
+                && (record.event.connection_string.as_deref() == Some(address)
+                    || resolved.as_deref() == Some(record.event.peer_addr.as_str()))
+        }) || self
+            .view
+            .peers
+            .values()
+            .any(|peer| peer.state == MemberState::Up && peer.cluster_addr == address)
+    }
+
+    pub(super) fn dial_due(&mut self, myself: &ActorRef<MembershipMsg>) {
+        if self.leaving {
+            return;
+        }
+        let now = Instant::now();
+        let own = self.config.advertise_addr();
+        let connected: HashSet<String> = self.targets_connected();
+        for address in self
+            .dialer
+            .due(now, |address| address == own || connected.contains(address))
+        {
+            let node_server = self.node_server.clone();
+            let membership = myself.clone();
+            tokio::spawn(async move {
+                let result = dial(&node_server, &address).await;
+                let _ = membership.cast(Mailbox::Local(MembershipLocal::DialFinished {
+                    address,
+                    result,
+                }));
+            });
+        }
+        if !self.view.discovery_complete && self.dialer.seeds_tried() {
+            self.publish();
+        }
+    }
+
+    fn targets_connected(&self) -> HashSet<String> {
+        let candidates = self
+            .resolved
+            .keys()
+            .chain(self.config.seeds.iter())
+            .chain(self.view.peers.values().map(|peer| &peer.cluster_addr));
+        candidates
+            .filter(|address| self.address_connected(address))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn on_dial_finished(&mut self, address: String, result: Result<SocketAddr, String>) {
+        let jitter = rand::rng().random::<f64>();
+        let now = Instant::now();
+        match result {
+            Ok(resolved) => {
+                debug!(%address, %resolved, "connected to peer; handshake under way");
+                self.resolved.insert(address.clone(), resolved);
+                self.dialer.finished(&address, true, jitter, now);
+            }
+            Err(reason) => {
+                self.dialer.finished(&address, false, jitter, now);
+                let failures = self.dialer.failures(&address);
+                if failures == 1 || failures % 20 == 0 {
+                    info!(%address, failures, %reason, "peer not reachable yet; retrying with backoff");
+                } else {
+                    debug!(%address, failures, %reason, "peer still not reachable");
+                }
+            }
+        }
+        if !self.view.discovery_complete && self.dialer.seeds_tried() {
+            self.publish();
+        }
+    }
+
+    /// Closes the session to `node_id` (after `delay`, so a last message can
+    /// leave first).
+    pub(super) fn close_session(&self, node_id: NodeId, delay: Duration, reason: &'static str) {
+        if let Some(record) = self.sessions.get(&node_id) {
+            let session = record.event.session.clone();
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                session.stop(Some(reason.to_string()));
+            });
+        }
+    }
+
+    /// The session authenticated as the node called `name`.
+    pub(super) fn session_named(&self, name: &str) -> Option<NodeId> {
+        let prefix = format!("{name}@");
+        self.sessions
+            .values()
+            .filter(|record| record.authenticated)
+            .find(|record| {
+                record
+                    .event
+                    .peer_name
+                    .as_deref()
+                    .is_some_and(|peer| peer.starts_with(&prefix))
+            })
+            .map(|record| record.event.node_id)
+    }
+}
+
+/// Resolves `address` and opens a cluster connection to it.
+async fn dial(
+    node_server: &ActorRef<NodeServerMessage>,
+    address: &str,
+) -> Result<SocketAddr, String> {
+    let resolved = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(address))
+        .await
+        .map_err(|_| "name resolution timed out".to_string())?
+        .map_err(|error| format!("cannot resolve: {error}"))?
+        .next()
+        .ok_or_else(|| "name resolved to no address".to_string())?;
+    tokio::time::timeout(
+        DIAL_TIMEOUT,
+        ractor_cluster::client_connect(node_server, resolved),
+    )
+    .await
+    .map_err(|_| "connection timed out".to_string())?
+    .map_err(|error| match error {
+        ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
+        other => other.to_string(),
+    })?;
+    Ok(resolved)
+}

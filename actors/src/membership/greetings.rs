@@ -1,0 +1,250 @@
+//! Who may join: greetings, refusals, and this node's own incarnation.
+
+use std::time::{Duration, Instant};
+
+use herd_protocol::messages::membership::{Greeting, MembershipCast, Refusal};
+use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::{Incarnation, Mailbox, MemberId, UnixMillis};
+use ractor::ActorRef;
+use ractor_cluster::NodeId;
+use tracing::{debug, error, info, warn};
+
+use super::actor::{MembershipMsg, MembershipState};
+use super::failure_detector::PhiAccrualDetector;
+use super::view::MemberInfo;
+use crate::runtime::FatalError;
+
+impl MembershipState {
+    pub(super) fn greet(&self, peer: ActorRef<MembershipMsg>) {
+        if let Err(error) = peer.cast(Mailbox::Cast(MembershipCast::Hello(self.greeting.clone()))) {
+            debug!(%error, "could not greet a peer");
+        }
+    }
+
+    /// Greets every peer whose membership actor this node knows.
+    fn greet_everyone(&self) {
+        for cell in
+            ractor::pg::get_members(&herd_protocol::messages::groups::MEMBERSHIP.to_string())
+        {
+            if !cell.get_id().is_local() {
+                self.greet(cell.into());
+            }
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, greeting: Greeting) {
+        let local = self.greeting.member.clone();
+        if greeting.member == local || self.leaving {
+            return;
+        }
+        let session = self.session_named(greeting.member.name.as_str());
+        if greeting.protocol_version != herd_protocol::PROTOCOL_VERSION {
+            error!(peer = %greeting.member, theirs = greeting.protocol_version, ours = herd_protocol::PROTOCOL_VERSION, "refusing a peer that speaks another protocol version; run the same herd release on every node");
+            self.refuse(
+                &greeting.member,
+                session,
+                Refusal::ProtocolVersion {
+                    ours: herd_protocol::PROTOCOL_VERSION,
+                    theirs: greeting.protocol_version,
+                },
+                true,
+            );
+            return;
+        }
+        if greeting.member.name == local.name {
+            if greeting.member.incarnation > local.incarnation {
+                error!(peer = %greeting.member, "refusing a second node named {}; node names must be unique", local.name);
+                self.refuse(
+                    &greeting.member,
+                    session,
+                    Refusal::DuplicateName { existing: local },
+                    true,
+                );
+            } else {
+                self.fail(FatalError::DuplicateName {
+                    name: local.name.to_string(),
+                    existing: greeting.member.to_string(),
+                });
+            }
+            return;
+        }
+        if self.refused.contains(&greeting.member) {
+            self.refuse(
+                &greeting.member,
+                session,
+                Refusal::DuplicateName {
+                    existing: greeting.member.clone(),
+                },
+                true,
+            );
+            return;
+        }
+        // The orchestrator re-queued the tasks of every incarnation it declared
+        // down; such an incarnation must come back as a new one, so that
+        // nothing it still holds is mistaken for current work.
+        if self.greeting.orchestrator_since.is_some()
+            && self.declared_down.contains(&greeting.member)
+        {
+            info!(peer = %greeting.member, "a node declared down is back; asking it to rejoin under a new incarnation");
+            self.refuse(
+                &greeting.member,
+                session,
+                Refusal::DeclaredDown {
+                    member: greeting.member.clone(),
+                },
+                false,
+            );
+            return;
+        }
+        let now = UnixMillis::now();
+        match self.view.peers.get(&greeting.member.name) {
+            Some(known) if known.member.incarnation > greeting.member.incarnation => {
+                debug!(peer = %greeting.member, "ignoring a greeting from an older incarnation");
+                return;
+            }
+            Some(known) if known.member == greeting.member && known.state == MemberState::Up => {
+                // A repeated greeting (both sides greet): refresh the session.
+                if let Some(peer) = self.view.peers.get_mut(&greeting.member.name) {
+                    peer.session = session.or(peer.session);
+                }
+                self.publish();
+                return;
+            }
+            Some(known) if known.member != greeting.member => {
+                info!(old = %known.member, new = %greeting.member, "peer rejoined with a new incarnation");
+            }
+            _ => {}
+        }
+        info!(peer = %greeting.member, roles = ?greeting.roles, addr = %greeting.cluster_addr, "peer joined");
+        self.dialer
+            .add(&greeting.cluster_addr, false, Instant::now());
+        self.detectors.insert(
+            greeting.member.name.clone(),
+            PhiAccrualDetector::new(self.config.cluster.failure_detector.clone(), Instant::now()),
+        );
+        self.view.peers.insert(
+            greeting.member.name.clone(),
+            MemberInfo::from_greeting(&greeting, session, now),
+        );
+        self.enforce_single_orchestrator();
+        self.publish();
+    }
+
+    /// Refuses every up orchestrator but the senior one; stops this node if
+    /// it is the junior.
+    fn enforce_single_orchestrator(&mut self) {
+        let Some(senior) = self.view.elect_orchestrator() else {
+            return;
+        };
+        let juniors: Vec<MemberInfo> = self
+            .view
+            .up_members()
+            .filter(|info| info.orchestrator_since.is_some() && info.member != senior)
+            .cloned()
+            .collect();
+        for junior in juniors {
+            if junior.member == self.greeting.member {
+                self.fail(FatalError::SecondOrchestrator {
+                    local: junior.member.to_string(),
+                    existing: senior.to_string(),
+                });
+            } else {
+                error!(refused = %junior.member, keeps = %senior, "refusing a second orchestrator; this release supports exactly one");
+                self.refuse(
+                    &junior.member,
+                    junior.session,
+                    Refusal::SecondOrchestrator {
+                        existing: senior.clone(),
+                    },
+                    true,
+                );
+            }
+        }
+    }
+
+    /// Tells a peer why it is refused; with `close`, also closes its session
+    /// and keeps it out.
+    fn refuse(&mut self, member: &MemberId, session: Option<NodeId>, reason: Refusal, close: bool) {
+        if let Some(node_id) = session {
+            if let Some(peer) = self.peer_membership(node_id) {
+                let _ = peer.cast(Mailbox::Cast(MembershipCast::Refused {
+                    by: self.greeting.member.clone(),
+                    reason,
+                }));
+            }
+            if close {
+                // Let the refusal reach the peer before the link closes.
+                self.close_session(
+                    node_id,
+                    Duration::from_millis(200),
+                    "refused by herd membership",
+                );
+            }
+        }
+        if close {
+            self.refused.insert(member.clone());
+            if let Some(peer) = self
+                .view
+                .peers
+                .get_mut(&member.name)
+                .filter(|peer| &peer.member == member)
+            {
+                peer.state = MemberState::Left;
+                peer.session = None;
+                peer.state_since = UnixMillis::now();
+            }
+            self.detectors.remove(&member.name);
+            self.publish();
+        }
+    }
+
+    pub(super) fn on_refused(&mut self, by: MemberId, reason: Refusal) {
+        match reason {
+            Refusal::SecondOrchestrator { existing }
+                if self.greeting.orchestrator_since.is_some()
+                    && existing != self.greeting.member =>
+            {
+                self.fail(FatalError::SecondOrchestrator {
+                    local: self.greeting.member.to_string(),
+                    existing: existing.to_string(),
+                });
+            }
+            Refusal::DuplicateName { existing } if existing.name == self.greeting.member.name => {
+                self.fail(FatalError::DuplicateName {
+                    name: existing.name.to_string(),
+                    existing: existing.to_string(),
+                });
+            }
+            Refusal::ProtocolVersion { ours, theirs } => {
+                self.fail(FatalError::ProtocolVersion {
+                    peer: by.to_string(),
+                    theirs: ours,
+                    ours: theirs,
+                });
+            }
+            Refusal::DeclaredDown { member } if member == self.greeting.member => {
+                self.rejoin_as_new_incarnation(&by)
+            }
+            other => warn!(by = %by, reason = ?other, "a peer refused this node"),
+        }
+    }
+
+    /// The orchestrator declared this incarnation down and re-queued its
+    /// tasks: take a new incarnation and greet everyone again.
+    fn rejoin_as_new_incarnation(&mut self, by: &MemberId) {
+        let old = self.greeting.member.clone();
+        let now = UnixMillis::now();
+        let incarnation = Incarnation(now.0.max(old.incarnation.0 + 1));
+        let new = MemberId {
+            name: old.name.clone(),
+            incarnation,
+        };
+        warn!(old = %old, new = %new, orchestrator = %by, "this node was declared down while unreachable; rejoining under a new incarnation (its old attempts were re-queued)");
+        metrics::counter!("herd_rejoins_total").increment(1);
+        self.greeting.member = new.clone();
+        self.view.local.member = new;
+        self.view.local.state_since = now;
+        self.publish();
+        self.greet_everyone();
+    }
+}

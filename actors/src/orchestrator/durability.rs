@@ -1,0 +1,157 @@
+//! Journal sequencing, and the effects held back until they are durable.
+//!
+//! Every command applied to the task book gets a sequence number and is
+//! journaled. Anything another party could act on — a 202 for a submission,
+//! an assignment, a report acknowledgement, a waiter's answer — is deferred
+//! until the journal is durable through every command applied before it, so
+//! a crash can never leave the world knowing something the orchestrator
+//! forgot. Without a data directory nothing is journaled and nothing waits.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use herd_protocol::messages::orchestrator::OrchestratorReply;
+use herd_protocol::{MemberId, TaskAssignment};
+use ractor::{ActorRef, RpcReplyPort};
+
+use crate::journal::JournalWriter;
+use crate::pool::PoolMsg;
+use crate::task_book::{Command, Effect};
+
+/// Journal entries after which a snapshot is taken.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 500_000;
+/// Time after which a snapshot is taken if anything changed.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// Something that must wait until the journal is durable.
+pub enum Deferred {
+    /// Answer a request.
+    Reply(RpcReplyPort<OrchestratorReply>, Box<OrchestratorReply>),
+    /// Carry out the task book's effects.
+    Effects(Vec<Effect>),
+    /// Send attempts to a pool.
+    Assignments(MemberId, Vec<TaskAssignment>),
+    /// Tell a pool its reports are durable.
+    Ack {
+        /// The pool.
+        pool: ActorRef<PoolMsg>,
+        /// Highest durable report sequence.
+        through: u64,
+    },
+}
+
+/// Sequencing and holding back. See the module docs.
+pub struct Durability {
+    writer: Option<JournalWriter>,
+    next_sequence: u64,
+    durable_through: u64,
+    buffered: Vec<(u64, Vec<u8>)>,
+    waiting: VecDeque<(u64, Deferred)>,
+    since_snapshot: u64,
+    last_snapshot: Instant,
+}
+
+impl Durability {
+    /// No journal: everything is released at once.
+    pub fn in_memory() -> Self {
+        Durability {
+            writer: None,
+            next_sequence: 1,
+            durable_through: 0,
+            buffered: Vec::new(),
+            waiting: VecDeque::new(),
+            since_snapshot: 0,
+            last_snapshot: Instant::now(),
+        }
+    }
+
+    /// A journal whose last stored entry is `last_sequence`.
+    pub fn journaled(writer: JournalWriter, last_sequence: u64) -> Self {
+        Durability {
+            writer: Some(writer),
+            next_sequence: last_sequence + 1,
+            durable_through: last_sequence,
+            ..Durability::in_memory()
+        }
+    }
+
+    /// True when commands are journaled.
+    pub fn is_journaled(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Journals a command (before the book applies it).
+    pub fn record(&mut self, command: &Command) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        if self.writer.is_some() {
+            match herd_protocol::codec::encode(command) {
+                Ok(bytes) => self.buffered.push((sequence, bytes)),
+                // Commands are plain data; failing to encode one is a bug.
+                Err(error) => panic!("a task book command could not be encoded: {error}"),
+            }
+            self.since_snapshot += 1;
+        } else {
+            self.durable_through = sequence;
+        }
+    }
+
+    /// Holds `action` until everything recorded so far is durable; returns
+    /// it if that is already the case.
+    pub fn defer(&mut self, action: Deferred) -> Option<Deferred> {
+        let needed = self.next_sequence - 1;
+        if self.durable_through >= needed {
+            Some(action)
+        } else {
+            self.waiting.push_back((needed, action));
+            None
+        }
+    }
+
+    /// True when entries wait to be written.
+    pub fn has_buffered(&self) -> bool {
+        !self.buffered.is_empty()
+    }
+
+    /// Hands buffered entries to the writer.
+    pub fn flush(&mut self) {
+        if let Some(writer) = &self.writer
+            && !self.buffered.is_empty()
+        {
+            writer.append(std::mem::take(&mut self.buffered));
+        }
+    }
+
+    /// The writer made everything through `sequence` durable: returns the
+    /// actions that may now run, in order.
+    pub fn durable(&mut self, sequence: u64) -> Vec<Deferred> {
+        self.durable_through = self.durable_through.max(sequence);
+        let mut released = Vec::new();
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(needed, _)| *needed <= self.durable_through)
+        {
+            released.push(self.waiting.pop_front().expect("checked").1);
+        }
+        released
+    }
+
+    /// True when a snapshot is due.
+    pub fn snapshot_due(&self) -> bool {
+        self.writer.is_some()
+            && (self.since_snapshot >= SNAPSHOT_EVERY_ENTRIES
+                || (self.since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY))
+    }
+
+    /// Queues a snapshot of the book covering everything recorded so far.
+    /// The writer stores it after the entries already handed to it.
+    pub fn snapshot(&mut self, book: Vec<u8>) {
+        self.flush();
+        if let Some(writer) = &self.writer {
+            writer.snapshot(self.next_sequence - 1, book);
+        }
+        self.since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+    }
+}
