@@ -28,8 +28,11 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// The IP it listens on (cluster and HTTP); peers dial it there.
+    pub host: String,
+    /// A command the node runs under, e.g. `ip netns exec herd-n3`.
+    pub wrapper: Vec<String>,
 }
-
 impl NodeSpec {
     /// A node with the given roles and worker slots.
     pub fn new(name: &str, roles: &str, workers: u32) -> Self {
@@ -40,6 +43,8 @@ impl NodeSpec {
             config: None,
             extra_args: Vec::new(),
             env: Vec::new(),
+            host: "127.0.0.1".to_string(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -75,12 +80,12 @@ impl NodeProcess {
 
     /// `host:port` of its cluster listener.
     pub fn cluster_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.cluster_port)
+        format!("{}:{}", self.spec.host, self.cluster_port)
     }
 
     /// Its HTTP API base URL.
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}:{}", self.spec.host, self.http_port)
     }
 
     /// The log written so far.
@@ -274,12 +279,11 @@ impl LocalCluster {
             _temp: Some(temp),
         };
         let cluster_ports: Vec<u16> = (0..specs.len()).map(|i| ports[2 * i]).collect();
+        let hosts: Vec<String> = specs.iter().map(|spec| spec.host.clone()).collect();
         for (index, spec) in specs.into_iter().enumerate() {
-            let seeds: Vec<String> = cluster_ports
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != index)
-                .map(|(_, port)| format!("127.0.0.1:{port}"))
+            let seeds: Vec<String> = (0..hosts.len())
+                .filter(|i| *i != index)
+                .map(|i| format!("{}:{}", hosts[i], cluster_ports[i]))
                 .collect();
             let node = cluster.launch(spec, cluster_ports[index], ports[2 * index + 1], &seeds)?;
             cluster.nodes.push(node);
@@ -298,9 +302,9 @@ impl LocalCluster {
             "--name".into(),
             spec.name.clone(),
             "--listen".into(),
-            format!("127.0.0.1:{cluster_port}"),
+            format!("{}:{cluster_port}", spec.host),
             "--http".into(),
-            format!("127.0.0.1:{http_port}"),
+            format!("{}:{http_port}", spec.host),
             "--roles".into(),
             spec.roles.clone(),
             "--workers".into(),
@@ -335,7 +339,14 @@ impl LocalCluster {
             .open(&log)
             .map_err(|e| failed(e.to_string()))?;
         let file_err = file.try_clone().map_err(|e| failed(e.to_string()))?;
-        let mut command = Command::new(&self.binary);
+        let mut command = match spec.wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg("node")
             .args(&args)

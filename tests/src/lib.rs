@@ -32,3 +32,212 @@ pub async fn three_node_cluster(workers: u32) -> LocalCluster {
         .await
         .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
 }
+
+use herd_protocol::{TaskId, TaskView};
+
+/// Every task the orchestrator holds, oldest first (pages through the API).
+pub async fn all_tasks(api: &ApiClient) -> Vec<TaskView> {
+    let mut tasks = Vec::new();
+    let mut after: Option<TaskId> = None;
+    loop {
+        let query = match after {
+            Some(id) => format!("limit=1000&after={id}"),
+            None => "limit=1000".to_string(),
+        };
+        let page = api.list(&query).await.expect("tasks can be listed");
+        tasks.extend(page.tasks);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return tasks,
+        }
+    }
+}
+
+/// Waits until the cluster has finished `count` tasks (succeeded, dead or
+/// cancelled) and returns the cluster summary.
+pub async fn wait_finished(
+    api: &ApiClient,
+    count: u64,
+    limit: Duration,
+) -> herd_protocol::messages::orchestrator::ClusterStatus {
+    eventually(limit, &format!("{count} tasks finish"), || {
+        let api = api.clone();
+        async move {
+            let status = api.cluster().await.ok()?;
+            let finished = status.tasks.succeeded + status.tasks.dead + status.tasks.cancelled;
+            (finished >= count).then_some(status)
+        }
+    })
+    .await
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// The state of node `name` in the cluster summary, if listed.
+pub async fn node_state(
+    api: &ApiClient,
+    name: &str,
+) -> Option<herd_protocol::messages::orchestrator::MemberState> {
+    let status = api.cluster().await.ok()?;
+    status
+        .nodes
+        .iter()
+        .find(|node| node.name.as_str() == name)
+        .map(|node| node.state)
+}
+
+/// A network namespace joined to the host by a veth pair, for partition
+/// tests: a node started under [`Partitionable::wrapper`] listens on
+/// [`Partitionable::inner_ip`] and reaches the host at
+/// [`Partitionable::outer_ip`]. [`Partitionable::cut`] takes the link down (a
+/// silent partition: no resets, packets just vanish); [`Partitionable::heal`]
+/// brings it back. Everything is removed on drop. Needs root.
+pub struct Partitionable {
+    namespace: String,
+    outer_link: String,
+    /// The host side's address.
+    pub outer_ip: String,
+    /// The namespace side's address.
+    pub inner_ip: String,
+}
+
+impl Partitionable {
+    /// Creates the namespace, or says why it cannot (not root, no `ip`).
+    pub fn create() -> Result<Partitionable, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("network-namespace partitions need root".into());
+        }
+        let id = std::process::id();
+        let subnet = 1 + id % 250;
+        let net = Partitionable {
+            namespace: format!("herd-t{id}"),
+            outer_link: format!("hv{id}a"),
+            outer_ip: format!("10.213.{subnet}.1"),
+            inner_ip: format!("10.213.{subnet}.2"),
+        };
+        let inner_link = format!("hv{id}b");
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), net.namespace.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                net.outer_link.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                inner_link.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                inner_link.clone(),
+                "netns".into(),
+                net.namespace.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", net.outer_ip),
+                "dev".into(),
+                net.outer_link.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                net.outer_link.clone(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                net.namespace.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", net.inner_ip),
+                "dev".into(),
+                inner_link.clone(),
+            ],
+            vec![
+                "-n".into(),
+                net.namespace.clone(),
+                "link".into(),
+                "set".into(),
+                inner_link,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                net.namespace.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            ip(&step)?;
+        }
+        Ok(net)
+    }
+
+    /// Runs a node inside the namespace.
+    pub fn wrapper(&self) -> Vec<String> {
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.namespace.clone(),
+        ]
+    }
+
+    /// Cuts the link: nothing passes either way.
+    pub fn cut(&self) {
+        ip(&[
+            "link".into(),
+            "set".into(),
+            self.outer_link.clone(),
+            "down".into(),
+        ])
+        .expect("link goes down");
+    }
+
+    /// Restores the link.
+    pub fn heal(&self) {
+        ip(&[
+            "link".into(),
+            "set".into(),
+            self.outer_link.clone(),
+            "up".into(),
+        ])
+        .expect("link comes up");
+    }
+}
+
+impl Drop for Partitionable {
+    fn drop(&mut self) {
+        let _ = ip(&["link".into(), "del".into(), self.outer_link.clone()]);
+        let _ = ip(&["netns".into(), "del".into(), self.namespace.clone()]);
+    }
+}
+
+fn ip(arguments: &[String]) -> Result<(), String> {
+    let output = std::process::Command::new("ip")
+        .args(arguments)
+        .output()
+        .map_err(|error| format!("cannot run ip: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}

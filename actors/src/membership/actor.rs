@@ -106,8 +106,9 @@ pub struct MembershipState {
     pub(super) heartbeat_sequence: u64,
     pub(super) heartbeats_sent: HashMap<u64, Instant>,
     pub(super) leaving: bool,
+    /// Told once every peer acknowledged this node's leaving.
+    pub(super) leave_waiter: Option<(oneshot::Sender<()>, HashSet<NodeName>)>,
 }
-
 impl Actor for Membership {
     type Msg = MembershipMsg;
     type State = MembershipState;
@@ -179,6 +180,7 @@ impl Actor for Membership {
             heartbeat_sequence: 0,
             heartbeats_sent: HashMap::new(),
             leaving: false,
+            leave_waiter: None,
         })
     }
 
@@ -206,10 +208,7 @@ impl Actor for Membership {
                 state.on_dial_finished(address, result)
             }
             Mailbox::Local(MembershipLocal::HeartbeatTick) => state.heartbeat_tick(),
-            Mailbox::Local(MembershipLocal::Leave(done)) => {
-                state.leave();
-                let _ = done.send(());
-            }
+            Mailbox::Local(MembershipLocal::Leave(done)) => state.leave(done),
             Mailbox::Cast(MembershipCast::Hello(greeting)) => state.on_hello(greeting),
             Mailbox::Cast(MembershipCast::Refused { by, reason }) => state.on_refused(by, reason),
             Mailbox::Cast(MembershipCast::Heartbeat { from, sequence }) => {
@@ -219,6 +218,7 @@ impl Actor for Membership {
                 state.on_heartbeat_ack(from, sequence)
             }
             Mailbox::Cast(MembershipCast::Leaving { member }) => state.on_leaving(member),
+            Mailbox::Cast(MembershipCast::LeavingAck { from }) => state.on_leaving_ack(from),
             Mailbox::Call(request, _) => match request {},
             Mailbox::Undecodable(frame) => {
                 metrics::counter!("herd_undecodable_frames_total", "protocol" => frame.protocol)

@@ -666,6 +666,21 @@ impl OrchestratorState {
                 },
             ));
         }
+        let fenced = effects
+            .iter()
+            .filter(|effect| {
+                matches!(
+                    effect,
+                    Effect::StaleReport {
+                        reason: StaleReason::Duplicate,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if fenced > 0 {
+            info!(from = %member, fenced, "fenced results of superseded attempts (their tasks were re-queued)");
+        }
         self.release(myself, Deferred::Effects(effects));
         // The ack goes to the pool of the node, whatever incarnation the
         // attempts were assigned under.

@@ -402,6 +402,7 @@ impl TaskBook {
                 retry_at: None,
                 queue_ticket: 0,
                 queued_at: now,
+                reported_epoch: None,
             };
             self.counts.pending += 1;
             self.tasks.insert(id, record);
@@ -564,8 +565,7 @@ impl TaskBook {
             && record.epoch == report.epoch
             && record.member.as_ref() == Some(&member);
         if !current {
-            let same_attempt =
-                record.epoch == report.epoch && record.member.as_ref() == Some(&member);
+            let same_attempt = record.reported_epoch == Some(report.epoch);
             let reason = match record.state {
                 TaskState::Cancelled if record.epoch == report.epoch => StaleReason::Cancelled,
                 _ if same_attempt => StaleReason::AlreadyApplied,
@@ -577,6 +577,7 @@ impl TaskBook {
         self.release(id, &member);
         let record = self.tasks.get_mut(&id).expect("checked above");
         record.worker = Some(report.worker);
+        record.reported_epoch = Some(report.epoch);
         record.updated_at = now;
         let (failure, score) = match &report.outcome {
             Outcome::Succeeded { score, .. } => (None, *score),

@@ -45,6 +45,9 @@ pub struct TaskRecord {
     pub queue_ticket: u64,
     /// When it last became pending (queue-wait measurements).
     pub queued_at: UnixMillis,
+    /// The attempt whose report was last applied: a report of that attempt
+    /// arriving again is a harmless re-send, any other stale one a duplicate.
+    pub reported_epoch: Option<AssignmentEpoch>,
 }
 
 impl TaskRecord {

@@ -137,4 +137,9 @@ pub enum MembershipCast {
         /// Who leaves.
         member: MemberId,
     },
+    /// The answer to `Leaving`: the leaver may close its connections.
+    LeavingAck {
+        /// Who acknowledges.
+        from: MemberId,
+    },
 }
