@@ -38,6 +38,12 @@ enum Command {
 /// Flags of `herd bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// `throughput` (tasks/s and latency) or `failover` (detection and recovery times).
+    #[arg(default_value = "throughput", value_parser = ["throughput", "failover"])]
+    scenario: String,
+    /// Rounds per failover phase.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// No-op tasks per throughput run.
     #[arg(long, default_value_t = 50_000)]
     tasks: usize,
@@ -127,6 +133,25 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime builds");
+    if args.scenario == "failover" {
+        return match runtime.block_on(crate::bench_failover::run(args.rounds.max(1))) {
+            Ok(phases) if args.json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&phases).expect("figures serialise")
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(phases) => {
+                crate::bench_failover::print(&phases);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("herd bench failover: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(crate::bench::run(settings.clone())) {
         Ok(figures) if args.json => {
             println!(
