@@ -32,8 +32,9 @@ pub struct BenchSettings {
     pub latency_samples: usize,
     /// Concurrent submitters in the throughput runs.
     pub submitters: usize,
+    /// Journal n1's task book here (durable submissions).
+    pub data_dir: Option<std::path::PathBuf>,
 }
-
 /// One measured figure set.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Figures {
@@ -75,6 +76,7 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
     let mut config = herd_config::resolve(&overrides, &herd_config::Environment::default())?;
     config.tasks.retain_finished = (settings.tasks * 2).max(100_000);
     config.limits.max_unfinished_tasks = (settings.tasks as u64 * 2).max(1_000_000);
+    config.data_dir = settings.data_dir.clone();
     let node = HerdNode::start(config, BTreeMap::new()).await?;
     let handle = node.handle();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", n1_http)).await?;
@@ -281,6 +283,13 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
         "herd bench: 3 nodes on loopback (n1 embedded in this process, n2 and n3 as processes), {} workers/node, {} no-op tasks per run, batches of {}, {} single-task samples",
         settings.workers, settings.tasks, settings.batch, settings.latency_samples
     );
+    match &settings.data_dir {
+        Some(dir) => println!(
+            "orchestrator journal: {} (every 202 and every result is on disk first)",
+            dir.display()
+        ),
+        None => println!("orchestrator journal: off (in memory)"),
+    }
     println!(
         "{:<12} {:>14} {:>12} {:>12}   single tasks ran on",
         "path", "tasks/s", "p50 µs", "p99 µs"

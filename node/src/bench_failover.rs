@@ -125,17 +125,21 @@ pub async fn run(rounds: usize) -> anyhow::Result<Vec<Phase>> {
     for _ in 0..rounds {
         detected.push(stop_round(&handle, &peers).await?);
     }
-        let mut replaced = Vec::new();
+    let mut replaced = Vec::new();
     for _ in 0..rounds.clamp(1, 5) {
         replaced.push(panic_round(&handle, &panicked_at, &started_at).await?);
         // Stay under the restart intensity (5 per 10 s), past which restarts
         // are deliberately delayed.
         tokio::time::sleep(Duration::from_millis(2_100)).await;
-    }node.shutdown().await;
+    }
+    node.shutdown().await;
     peers.stop().await;
     Ok(vec![
         phase("kill -9 → its tasks re-queued", requeued),
-                phase("kill -9 → first re-queued task finished (200 ms task)", first_finished),
+        phase(
+            "kill -9 → first re-queued task finished (200 ms task)",
+            first_finished,
+        ),
         phase("SIGSTOP → declared down", detected),
         phase(
             "handler panic → replacement worker starts next task",
@@ -176,7 +180,9 @@ async fn kill_round(
 ) -> anyhow::Result<(Duration, Duration)> {
     // Fewer tasks than slots, so a re-queued task starts at once and its
     // finish time measures recovery, not queueing (each runs 200 ms).
-    handle.submit_batch((0..8).map(|_| sleep_task(200)).collect()).await?;
+    handle
+        .submit_batch((0..8).map(|_| sleep_task(200)).collect())
+        .await?;
     let on_n3 = loop {
         let page = handle
             .list(TaskQuery {

@@ -126,9 +126,7 @@ struct OutboxEntry {
     sequence: u64,
     member: MemberId,
     report: TaskReport,
-    sent: bool,
 }
-
 #[derive(Debug)]
 struct Registration {
     orchestrator: MemberId,
@@ -156,7 +154,11 @@ pub struct PoolState {
     idle: Vec<WorkerId>,
     backlog: VecDeque<(MemberId, TaskAssignment)>,
     registration: Option<Registration>,
+    /// Reports not yet acknowledged, oldest first. The last `unsent` of them
+    /// have not been sent to the current registration (sending is in order,
+    /// so the unsent ones are always a suffix).
     outbox: VecDeque<OutboxEntry>,
+    unsent: usize,
     next_sequence: u64,
     flush_scheduled: bool,
     view: watch::Receiver<ClusterView>,
@@ -186,6 +188,7 @@ impl Actor for WorkerPool {
             backlog: VecDeque::new(),
             registration: None,
             outbox: VecDeque::new(),
+            unsent: 0,
             next_sequence: 1,
             flush_scheduled: false,
             view: args.view.clone(),
@@ -543,6 +546,7 @@ impl PoolState {
     fn queue_report(&mut self, myself: &ActorRef<PoolMsg>, member: MemberId, report: TaskReport) {
         if self.outbox.len() >= MAX_UNACKED_REPORTS {
             let dropped = self.outbox.pop_front();
+            self.unsent = self.unsent.min(self.outbox.len());
             warn!(task = ?dropped.map(|e| e.report.task_id), "report buffer full while the orchestrator is unreachable; dropping the oldest report (its task will be retried)");
         }
         let sequence = self.next_sequence;
@@ -551,8 +555,8 @@ impl PoolState {
             sequence,
             member,
             report,
-            sent: false,
         });
+        self.unsent += 1;
         self.schedule_flush(myself);
     }
 
@@ -571,11 +575,10 @@ impl PoolState {
         let Some(registration) = self.registration.as_ref().filter(|r| r.welcomed) else {
             return;
         };
-        let unsent: Vec<&mut OutboxEntry> =
-            self.outbox.iter_mut().filter(|entry| !entry.sent).collect();
+        let first_unsent = self.outbox.len() - self.unsent;
+        self.unsent = 0;
         let mut groups: Vec<(MemberId, u64, Vec<TaskReport>)> = Vec::new();
-        for entry in unsent {
-            entry.sent = true;
+        for entry in self.outbox.range(first_unsent..) {
             match groups.last_mut() {
                 Some((member, first, reports))
                     if *member == entry.member
@@ -602,7 +605,7 @@ impl PoolState {
                 if let Err(error) = registration.actor.cast(message) {
                     warn!(%error, "could not deliver reports to the orchestrator; they are re-sent after it re-registers the pool");
                     self.registration = None;
-                    self.outbox.iter_mut().for_each(|entry| entry.sent = false);
+                    self.unsent = self.outbox.len();
                     return;
                 }
                 sequence += count;
@@ -618,6 +621,7 @@ impl PoolState {
         {
             self.outbox.pop_front();
         }
+        self.unsent = self.unsent.min(self.outbox.len());
         if self.drain.as_ref().is_some_and(|drain| drain.settled) && self.outbox.is_empty() {
             self.finish_drain();
         }
@@ -646,7 +650,7 @@ impl PoolState {
         });
         if !valid && self.registration.take().is_some() {
             // Everything not acknowledged is re-sent to the next registration.
-            self.outbox.iter_mut().for_each(|entry| entry.sent = false);
+            self.unsent = self.outbox.len();
         }
         if self.registration.as_ref().is_some_and(|r| r.welcomed) {
             return;
@@ -748,7 +752,7 @@ impl PoolState {
             }
             _ => return,
         }
-        if self.outbox.iter().any(|entry| !entry.sent) {
+        if self.unsent > 0 {
             self.schedule_flush(myself);
         }
     }

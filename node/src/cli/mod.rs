@@ -59,11 +59,13 @@ pub struct BenchArgs {
     /// Concurrent submitters in the throughput runs.
     #[arg(long, default_value_t = 4)]
     submitters: usize,
+    /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
 }
-
 /// Flags of `herd node`. Each also has an environment variable and a config
 /// file key; precedence is flag > environment > file > default.
 #[derive(Args, Debug, Default)]
@@ -128,6 +130,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         workers: args.workers.max(1),
         latency_samples: args.latency_samples.max(1),
         submitters: args.submitters.max(1),
+        data_dir: args.data_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
