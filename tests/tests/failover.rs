@@ -253,8 +253,11 @@ async fn sigterm_drains_a_worker_node_hands_back_long_tasks_and_it_leaves() {
         cluster.log_tails()
     );
     assert_eq!(node_state(&api, "n3").await, Some(MemberState::Left));
-    let log = cluster.nodes[2].log_text();
-    assert!(log.contains("handing back unfinished tasks"), "{log}");
+    let log = cluster.nodes[0].log_text();
+    assert!(
+        log.contains("draining pool handed back unfinished attempts"),
+        "{log}"
+    );
     let status = wait_finished(&api, 12, Duration::from_secs(60)).await;
     assert_eq!(status.tasks.succeeded, 12);
     // Handed-back attempts do not count: every task shows one attempt.

@@ -747,7 +747,19 @@ impl OrchestratorState {
                     .record(now.since(info.state_since).as_secs_f64());
             }
             self.pools.remove(&member, &self.weights);
-            let effects = self.apply(myself, Command::MemberLost { member, now });
+            // A node that left on purpose handed back everything it knew of;
+            // what it still holds here was sent while it was leaving and never
+            // ran: give it back without counting an attempt.
+            let command = if left {
+                Command::HandBack {
+                    attempts: self.book.running_attempts_on(&member),
+                    member,
+                    now,
+                }
+            } else {
+                Command::MemberLost { member, now }
+            };
+            let effects = self.apply(myself, command);
             self.release(myself, Deferred::Effects(effects));
         }
         self.schedule_dispatch(myself);
