@@ -289,8 +289,17 @@ async fn herd_drain_lets_running_tasks_finish_then_the_node_leaves() {
         }
     })
     .await;
-    let answer = cluster.api(0).drain("n2").await.unwrap();
-    assert_eq!(answer["state"], "draining");
+    let herd = herd_node::local_cluster::herd_binary().unwrap();
+    let drained = std::process::Command::new(&herd)
+        .args(["drain", "--api", cluster.api(0).base(), "n2"])
+        .output()
+        .unwrap();
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(String::from_utf8_lossy(&drained.stdout).contains("n2 is draining"));
     let code = cluster.wait_exit(1, Duration::from_secs(40)).await;
     assert_eq!(code, Some(0), "{}", cluster.log_tails());
     let api = cluster.api(0);

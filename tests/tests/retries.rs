@@ -82,12 +82,38 @@ async fn an_exhausted_task_goes_to_the_dead_letter_queue_and_is_retried_with_a_n
         dead.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![id]
     );
-
-    let answer = api
-        .retry_dead_letter(id, Some(json!({ "draft": 2, "fixed": true })))
-        .await
+    // The command line shows it too.
+    let herd = herd_node::local_cluster::herd_binary().unwrap();
+    let listed = std::process::Command::new(&herd)
+        .args(["dlq", "list", "--api", api.base()])
+        .output()
         .unwrap();
-    assert_eq!(answer["state"], "pending");
+    let listed_text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success()
+            && listed_text.contains(&id.to_string())
+            && listed_text.contains("payload is not fixed"),
+        "{listed_text}"
+    );
+
+    let retried = std::process::Command::new(&herd)
+        .args([
+            "dlq",
+            "retry",
+            "--api",
+            api.base(),
+            &id.to_string(),
+            "--payload",
+            r#"{"draft": 2, "fixed": true}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("is pending again"));
     let view = api.task(id, Some(Duration::from_secs(20))).await.unwrap();
     assert_eq!(view.state, TaskState::Succeeded, "{view:?}");
     assert_eq!(view.result.unwrap().as_str().trim(), "{\"ok\": true}");

@@ -401,18 +401,16 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut table = Table::new();
-            table.load_style(UTF8_FULL_CONDENSED).set_header([
-                "task",
-                "agent type",
-                "attempts",
-                "failed at",
-                "error",
-            ]);
+            table
+                .load_style(UTF8_FULL_CONDENSED)
+                .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+                .set_width(160)
+                .set_header(["task", "agent type", "attempts", "failed at", "error"]);
             for task in &page.tasks {
                 let error = task.error.as_ref().map_or(String::new(), |e| {
                     format!("{}: {}", e.kind.as_str(), e.message)
                 });
-                let error: String = error.chars().take(100).collect();
+                let error: String = error.chars().take(400).collect();
                 table.add_row([
                     task.id.to_string(),
                     task.agent_type.to_string(),
