@@ -13,6 +13,7 @@ pub mod membership;
 pub mod orchestrator;
 pub mod pool;
 pub mod runtime;
+pub mod scaling;
 pub mod scheduling;
 pub mod task_book;
 

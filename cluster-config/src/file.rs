@@ -33,8 +33,44 @@ pub struct FileConfig {
     /// `[agents.NAME]`: the agent types this node knows.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
+    /// `[scaling]`: deployment mode, pool bounds, rebalancing.
+    #[serde(default)]
+    pub scaling: ScalingSection,
 }
 
+/// `[scaling]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSection {
+    /// `static`, `development`, `trusted-tester` or `production`.
+    pub mode: Option<String>,
+    /// Milliseconds between scaling decisions.
+    pub interval_ms: Option<i64>,
+    /// Fewest slots in the cluster.
+    pub min_workers: Option<i64>,
+    /// Most slots in the cluster.
+    pub max_workers: Option<i64>,
+    /// Utilization above which the pool grows.
+    pub scale_up_threshold: Option<f64>,
+    /// Utilization below which the pool shrinks.
+    pub scale_down_threshold: Option<f64>,
+    /// Seconds utilization must stay low before the pool shrinks.
+    pub stabilization_s: Option<i64>,
+    /// Longest an attempt may run, seconds.
+    pub worker_timeout_seconds: Option<i64>,
+    /// LLM-calling tasks running at once per node.
+    pub max_concurrent_llm_calls: Option<i64>,
+    /// CPU cores budgeted per worker slot.
+    pub max_cpu_per_worker: Option<f64>,
+    /// Memory budgeted per worker slot, GB.
+    pub max_memory_per_worker_gb: Option<f64>,
+    /// Largest relative weight change per step.
+    pub max_weight_step: Option<f64>,
+    /// Move weights toward demand.
+    pub rebalance: Option<bool>,
+    /// Grow and shrink the pool.
+    pub autoscale: Option<bool>,
+}
 /// `[node]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +181,9 @@ pub struct AgentSection {
     pub url: Option<String>,
     /// `http`: extra request headers.
     pub headers: Option<BTreeMap<String, String>>,
+    /// Its tasks call an LLM API (count against `max_concurrent_llm_calls`);
+    /// default: true for `http` handlers.
+    pub llm: Option<bool>,
     /// Backoff between attempts: `exponential` or `linear`.
     pub retry: Option<String>,
     /// Exponential: first delay, seconds.

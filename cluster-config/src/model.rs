@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub cluster: ClusterSettings,
     /// Agent types this node knows, by name.
     pub agents: BTreeMap<AgentType, AgentConfig>,
+    /// Deployment mode, pool bounds and rebalancing.
+    pub scaling: ScalingSettings,
     /// Where each `node.*` value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -229,8 +231,145 @@ pub struct AgentConfig {
     pub retry: Option<RetrySpec>,
     /// Circuit breaker, overriding `[tasks]`.
     pub circuit: Option<CircuitSettings>,
+    /// Its tasks call an LLM API.
+    pub llm: bool,
 }
 
+/// How the cluster sizes its pool and shares it (seed 004's deployment modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeploymentMode {
+    /// Fixed slots (`--workers`) and configured weights: nothing moves.
+    Static,
+    /// 2–5 slots, simple scaling, weights as configured, every decision logged.
+    Development,
+    /// 5–50 slots, conservative scaling and small weight steps.
+    TrustedTester,
+    /// 10–1000 slots, the full rebalancing and autoscaling algorithm.
+    Production,
+}
+
+impl DeploymentMode {
+    /// The name used in config and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentMode::Static => "static",
+            DeploymentMode::Development => "development",
+            DeploymentMode::TrustedTester => "trusted-tester",
+            DeploymentMode::Production => "production",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            DeploymentMode::Static,
+            DeploymentMode::Development,
+            DeploymentMode::TrustedTester,
+            DeploymentMode::Production,
+        ]
+        .into_iter()
+        .find(|mode| mode.as_str() == text.trim())
+    }
+}
+
+/// Pool bounds and rebalancing. Each mode is a preset; explicit keys win.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalingSettings {
+    /// The preset in use.
+    pub mode: DeploymentMode,
+    /// Time between decisions.
+    pub interval: Duration,
+    /// Fewest slots in the cluster.
+    pub min_workers: u32,
+    /// Most slots in the cluster.
+    pub max_workers: u32,
+    /// Utilization (busy + backlog over slots) above which the pool grows.
+    pub scale_up_threshold: f64,
+    /// Utilization below which, for `stabilization`, the pool shrinks.
+    pub scale_down_threshold: f64,
+    /// How long utilization must stay low before shrinking.
+    pub stabilization: Duration,
+    /// Longest an attempt may run: caps task time limits (`None` in static
+    /// mode: only the one-day task limit applies).
+    pub worker_timeout: Option<Duration>,
+    /// LLM-calling tasks running at once on one node.
+    pub max_concurrent_llm_calls: u32,
+    /// CPU cores budgeted per slot (limits slots per node).
+    pub max_cpu_per_worker: Option<f64>,
+    /// Memory budgeted per slot in GB (limits slots per node).
+    pub max_memory_per_worker_gb: Option<f64>,
+    /// Largest relative weight change per step (at most 0.5).
+    pub max_weight_step: f64,
+    /// Move weights toward demand.
+    pub rebalance: bool,
+    /// Grow and shrink the pool.
+    pub autoscale: bool,
+}
+
+impl ScalingSettings {
+    /// The defaults of a deployment mode.
+    pub fn preset(mode: DeploymentMode) -> Self {
+        let base = ScalingSettings {
+            mode,
+            interval: Duration::from_secs(1),
+            min_workers: 1,
+            max_workers: 1000,
+            scale_up_threshold: 0.8,
+            scale_down_threshold: 0.2,
+            stabilization: Duration::from_secs(30),
+            worker_timeout: None,
+            max_concurrent_llm_calls: 10,
+            max_cpu_per_worker: None,
+            max_memory_per_worker_gb: None,
+            max_weight_step: 0.5,
+            rebalance: false,
+            autoscale: false,
+        };
+        match mode {
+            DeploymentMode::Static => base,
+            DeploymentMode::Development => ScalingSettings {
+                worker_timeout: Some(Duration::from_secs(300)),
+                min_workers: 2,
+                max_workers: 5,
+                stabilization: Duration::from_secs(10),
+                max_concurrent_llm_calls: 5,
+                autoscale: true,
+                ..base
+            },
+            DeploymentMode::TrustedTester => ScalingSettings {
+                worker_timeout: Some(Duration::from_secs(300)),
+                min_workers: 5,
+                max_workers: 50,
+                scale_up_threshold: 0.85,
+                scale_down_threshold: 0.3,
+                stabilization: Duration::from_secs(120),
+                max_concurrent_llm_calls: 20,
+                max_weight_step: 0.25,
+                rebalance: true,
+                autoscale: true,
+                ..base
+            },
+            DeploymentMode::Production => ScalingSettings {
+                worker_timeout: Some(Duration::from_secs(300)),
+                min_workers: 10,
+                max_workers: 1000,
+                scale_up_threshold: 0.75,
+                scale_down_threshold: 0.25,
+                stabilization: Duration::from_secs(60),
+                max_concurrent_llm_calls: 100,
+                rebalance: true,
+                autoscale: true,
+                ..base
+            },
+        }
+    }
+}
+
+impl Default for ScalingSettings {
+    fn default() -> Self {
+        ScalingSettings::preset(DeploymentMode::Static)
+    }
+}
 /// The built-in handler an agent type uses.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HandlerConfig {
@@ -298,6 +437,7 @@ pub fn default_agents() -> BTreeMap<AgentType, AgentConfig> {
                 max_attempts: None,
                 retry: None,
                 circuit: None,
+                llm: false,
             },
         )
     })

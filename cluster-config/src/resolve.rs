@@ -12,6 +12,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::file::{AgentSection, LoadedFile, load_file};
 use crate::model::*;
 use crate::origin::Origin;
+use crate::resolve_scaling::{MODE_ENV, MODE_FLAG, resolve_scaling};
 use crate::rules;
 
 /// Values given on the command line (or by an embedding program through the
@@ -40,6 +41,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--drain-grace` (seconds).
     pub drain_grace: Option<String>,
+    /// `--mode`: the deployment-mode preset.
+    pub mode: Option<String>,
 }
 
 /// One `node.*` setting and the names it goes by in each layer.
@@ -326,6 +329,15 @@ pub fn resolve_with_file(
     let tasks = resolve_task_defaults(file.as_ref(), &mut errors);
     let cluster = resolve_cluster(file.as_ref(), &mut errors);
     let agents = resolve_agents(file.as_ref(), &tasks, &mut errors);
+    let mode = overrides
+        .mode
+        .clone()
+        .map(|m| (m, Origin::Flag(MODE_FLAG)))
+        .or_else(|| {
+            env.get_non_empty(MODE_ENV)
+                .map(|m| (m, Origin::Env(MODE_ENV)))
+        });
+    let scaling = resolve_scaling(file.as_ref(), mode, &mut errors);
 
     let roles = roles.unwrap_or_default();
     let workers = match (workers, roles.contains(&Role::Worker)) {
@@ -361,6 +373,7 @@ pub fn resolve_with_file(
         tasks,
         cluster,
         agents,
+        scaling,
         origins,
     })
 }
@@ -934,11 +947,14 @@ fn resolve_agent(
     }
     Some(AgentConfig {
         weight,
-        handler: handler?,
         timeout_s,
         max_attempts,
         retry,
         circuit,
+        llm: section
+            .llm
+            .unwrap_or(matches!(handler, Some(HandlerConfig::Http(_)))),
+        handler: handler?,
     })
 }
 

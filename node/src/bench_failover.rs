@@ -107,6 +107,7 @@ pub async fn run(rounds: usize) -> anyhow::Result<Vec<Phase>> {
             max_attempts: Some(1),
             retry: None,
             circuit: None,
+            llm: false,
         },
     );
     let node = HerdNode::start(config, custom).await?;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use herd_config::CircuitSettings;
+use herd_config::{CircuitSettings, ScalingSettings};
 use herd_protocol::limits::chunk_by_budget;
 use herd_protocol::messages::groups;
 use herd_protocol::messages::orchestrator::{
@@ -22,11 +22,14 @@ use tracing::{debug, error, info, warn};
 
 use super::circuits::Circuits;
 use super::durability::{Deferred, Durability};
+use super::health_report::{HealthInput, health_report};
 use super::pools::{PoolEntry, PoolRegistry};
-use super::status::cluster_status;
+use super::scaling_control::{PoolSnapshot, ScalingControl};
+use super::status::{StatusSources, cluster_status};
 use crate::journal::{JournalStore, JournalWriter, WriterEvent};
 use crate::membership::ClusterView;
 use crate::pool::PoolMsg;
+use crate::pool::ResourceSample;
 use crate::scheduling::{DispatchInput, PoolLoad, plan_dispatch};
 use crate::task_book::{
     AgentTypeSettings, Command, Effect, RequeueReason, RetryPolicy, StaleReason, TaskBook,
@@ -65,6 +68,8 @@ pub enum OrchestratorLocal {
     Journal(WriterEvent),
     /// The recovery grace after a restart is over.
     RecoveryDeadline,
+    /// Time for a scaling decision.
+    ScalingTick,
 }
 
 /// One agent type as the orchestrator schedules it.
@@ -80,6 +85,9 @@ pub struct AgentTypeEntry {
     pub retry: Option<RetryPolicy>,
     /// Circuit breaker settings.
     pub circuit: CircuitSettings,
+    /// Its tasks call an LLM API (they count toward
+    /// `max_concurrent_llm_calls` per node).
+    pub llm: bool,
 }
 
 /// Starts the orchestrator.
@@ -94,6 +102,8 @@ pub struct OrchestratorArgs {
     pub data_dir: Option<PathBuf>,
     /// Grace period sent with drain requests.
     pub drain_grace: Duration,
+    /// Deployment mode, pool bounds and rebalancing.
+    pub scaling: ScalingSettings,
 }
 
 /// The orchestrator actor.
@@ -117,6 +127,8 @@ pub struct OrchestratorState {
     recovering_until: Option<Instant>,
     drain_grace: Duration,
     max_payload_bytes: usize,
+    scaling: ScalingControl,
+    llm_types: BTreeSet<AgentType>,
 }
 
 impl Actor for Orchestrator {
@@ -177,13 +189,23 @@ impl Actor for Orchestrator {
                 )
             }
         };
-        let weights: BTreeMap<AgentType, f64> = args
+        let configured: BTreeMap<AgentType, f64> = args
             .agent_types
             .iter()
             .map(|(t, e)| (t.clone(), e.weight))
             .collect();
-        let mut borrow_order: Vec<AgentType> = weights.keys().cloned().collect();
-        borrow_order.sort_by(|a, b| weights[b].total_cmp(&weights[a]).then(a.cmp(b)));
+        let scaling = ScalingControl::new(args.scaling.clone(), &configured);
+        let weights = scaling.initial_weights();
+        let borrow_order = borrow_order(&weights);
+        let llm_types = args
+            .agent_types
+            .iter()
+            .filter(|(_, e)| e.llm)
+            .map(|(t, _)| t.clone())
+            .collect();
+        myself.send_interval(args.scaling.interval, || {
+            Mailbox::Local(OrchestratorLocal::ScalingTick)
+        });
         let circuits = Circuits::new(
             args.agent_types
                 .iter()
@@ -216,6 +238,8 @@ impl Actor for Orchestrator {
             recovering_until,
             drain_grace: args.drain_grace,
             max_payload_bytes,
+            scaling,
+            llm_types,
         };
         state.schedule_tick(&myself);
         Ok(state)
@@ -255,6 +279,26 @@ impl Actor for Orchestrator {
                 state.release(&myself, Deferred::Effects(effects));
                 state.schedule_dispatch(&myself);
             }
+            Mailbox::Cast(OrchestratorCast::PoolStats {
+                member,
+                cpu_percent,
+                memory_percent,
+                cores,
+                memory_gb,
+            }) => {
+                if state.pools.get(&member).is_some() {
+                    state.scaling.observe_resources(
+                        member,
+                        ResourceSample {
+                            cpu_percent,
+                            memory_percent,
+                            cores,
+                            memory_gb,
+                        },
+                    );
+                }
+            }
+            Mailbox::Local(OrchestratorLocal::ScalingTick) => state.scaling_step(&myself),
             Mailbox::Local(OrchestratorLocal::Dispatch) => state.dispatch(&myself),
             Mailbox::Local(OrchestratorLocal::Tick) => {
                 state.tick_at = None;
@@ -409,6 +453,9 @@ impl OrchestratorState {
                     let _ = reply.send(OrchestratorReply::Submitted(Err(rejection)));
                     return;
                 }
+                for (_, spec) in &tasks {
+                    self.scaling.arrived(&spec.agent_type, 1);
+                }
                 let effects = self.apply(myself, Command::Submit { tasks, now });
                 let answer = effects
                     .iter()
@@ -467,14 +514,32 @@ impl OrchestratorState {
             },
             OrchestratorRequest::ClusterStatus => {
                 let view = self.view.borrow().clone();
-                OrchestratorReply::Cluster(cluster_status(
-                    &view.local.member,
-                    &self.book,
-                    &self.pools,
-                    &view,
-                    &self.agent_types,
-                    &mut self.circuits,
-                ))
+                OrchestratorReply::Cluster(cluster_status(StatusSources {
+                    local: &view.local.member,
+                    book: &self.book,
+                    pools: &self.pools,
+                    view: &view,
+                    weights: &self.weights,
+                    circuits: &mut self.circuits,
+                    scaling: &self.scaling,
+                }))
+            }
+            OrchestratorRequest::ScalingDecisions { limit } => {
+                OrchestratorReply::Decisions(self.scaling.decisions(limit as usize))
+            }
+            OrchestratorRequest::HealthReport => OrchestratorReply::Health(self.health_report()),
+            OrchestratorRequest::UpdateAgent { agent_type, update } => {
+                let result = self
+                    .scaling
+                    .update_agent(&mut self.weights, &agent_type, &update);
+                if result.is_ok() {
+                    self.weights_changed();
+                    self.schedule_dispatch(myself);
+                }
+                OrchestratorReply::Updated(result)
+            }
+            OrchestratorRequest::UpdateScaling(update) => {
+                OrchestratorReply::Updated(self.scaling.update_bounds(&update))
             }
             OrchestratorRequest::RetryDeadLetter { id, payload } => {
                 if let Some(payload) = payload
@@ -635,6 +700,7 @@ impl OrchestratorState {
             workers: registration.workers,
             supports,
             draining: registration.draining,
+            capacity: registration.capacity.max(registration.workers),
         };
         self.pools.insert(member.clone(), entry, &self.weights);
         if !known {
@@ -747,6 +813,7 @@ impl OrchestratorState {
                     .record(now.since(info.state_since).as_secs_f64());
             }
             self.pools.remove(&member, &self.weights);
+            self.scaling.forget_pool(&member);
             // A node that left on purpose handed back everything it knew of;
             // what it still holds here was sent while it was leaving and never
             // ran: give it back without counting an attempt.
@@ -763,6 +830,149 @@ impl OrchestratorState {
             self.release(myself, Deferred::Effects(effects));
         }
         self.schedule_dispatch(myself);
+    }
+
+    // ---- scaling -------------------------------------------------------
+
+    /// Every pool with its slots, capacity and busy slots.
+    fn pool_snapshots(&self) -> Vec<PoolSnapshot> {
+        let view = self.view.borrow();
+        self.pools
+            .iter()
+            .map(|(member, entry)| PoolSnapshot {
+                member: member.clone(),
+                slots: entry.workers,
+                capacity: entry.capacity,
+                busy: self.book.running_total_on(member),
+                serving: !entry.draining && view.is_up(member),
+            })
+            .collect()
+    }
+
+    /// One scaling interval: measure, decide, resize pools, move weights,
+    /// record the decision.
+    fn scaling_step(&mut self, myself: &ActorRef<OrchestratorMsg>) {
+        if !self.view.borrow().discovery_complete {
+            return;
+        }
+        let pools = self.pool_snapshots();
+        let per_type: Vec<(AgentType, u64, u32)> = self
+            .agent_types
+            .keys()
+            .map(|t| {
+                let running = pools
+                    .iter()
+                    .map(|p| self.book.running_on(&p.member, t))
+                    .sum();
+                (t.clone(), self.book.queue_depth(t), running)
+            })
+            .collect();
+        let plan = self.scaling.plan(&self.weights, &per_type, &pools);
+        if let Some(weights) = &plan.weights {
+            self.weights = weights.clone();
+        }
+        for (member, workers) in &plan.resize {
+            self.pools.set_workers(member, *workers);
+            if let Some(entry) = self.pools.get(member) {
+                let _ = entry
+                    .actor
+                    .cast(Mailbox::Cast(PoolCast::Resize { workers: *workers }));
+            }
+        }
+        let changed = plan.weights.is_some() || !plan.resize.is_empty();
+        if changed {
+            self.weights_changed();
+        }
+        self.scaling.record(plan, self.pools.allocation(), &pools);
+        if changed {
+            self.schedule_dispatch(myself);
+        }
+    }
+
+    /// Weights or slots changed: new quotas, borrowing order and gauges.
+    fn weights_changed(&mut self) {
+        self.pools.reallocate(&self.weights);
+        self.borrow_order = borrow_order(&self.weights);
+        let allocation = self.pools.allocation();
+        for (agent_type, weight) in &self.weights {
+            metrics::gauge!("herd_agent_weight", "agent_type" => agent_type.to_string())
+                .set(*weight);
+            metrics::gauge!("herd_agent_slots", "agent_type" => agent_type.to_string()).set(
+                f64::from(allocation.per_type.get(agent_type).copied().unwrap_or(0)),
+            );
+        }
+        let total: u32 = self
+            .pools
+            .iter()
+            .filter(|(_, e)| !e.draining)
+            .map(|(_, e)| e.workers)
+            .sum();
+        metrics::gauge!("herd_worker_slots").set(f64::from(total));
+    }
+
+    fn health_report(&mut self) -> herd_protocol::messages::scaling::SystemHealthReport {
+        let pools = self.pool_snapshots();
+        let view = self.view.borrow().clone();
+        let now = Instant::now();
+        let serving: Vec<&PoolSnapshot> = pools.iter().filter(|p| p.serving).collect();
+        let healthy_slots: u32 = serving.iter().map(|p| p.slots).sum();
+        let llm_running: u32 = self
+            .llm_types
+            .iter()
+            .flat_map(|t| pools.iter().map(|p| self.book.running_on(&p.member, t)))
+            .sum();
+        let settings = self.scaling.settings();
+        let ceiling = settings
+            .max_workers
+            .min(serving.iter().map(|p| p.capacity).sum());
+        let (cpu_percent, memory_percent) = self.scaling.mean_resources();
+        let circuits_open = self
+            .agent_types
+            .keys()
+            .filter(|t| {
+                self.circuits.status(t, now)
+                    != herd_protocol::messages::orchestrator::CircuitStatus::Closed
+            })
+            .count();
+        let queued: BTreeMap<AgentType, crate::scaling::TypeDemand> = self
+            .agent_types
+            .keys()
+            .map(|t| {
+                let mut demand = self
+                    .scaling
+                    .demand()
+                    .get(t)
+                    .cloned()
+                    .unwrap_or_else(crate::scaling::TypeDemand::idle);
+                demand.queued = self.book.queue_depth(t);
+                (t.clone(), demand)
+            })
+            .collect();
+        health_report(&HealthInput {
+            total_slots: pools.iter().map(|p| p.slots).sum(),
+            healthy_slots,
+            busy: serving.iter().map(|p| p.busy).sum(),
+            pending: {
+                let counts = self.book.counts();
+                counts.pending + counts.failed
+            },
+            oldest_pending_since: self.book.oldest_pending_since(),
+            bottleneck: crate::scaling::rebalance::bottleneck(&queued),
+            nodes_unhealthy: view
+                .peers
+                .values()
+                .filter(|p| matches!(p.state, MemberState::Suspect | MemberState::Down))
+                .count(),
+            pools_draining: pools.iter().filter(|p| !p.serving).count(),
+            circuits_open,
+            scale_up_threshold: settings.scale_up_threshold,
+            at_max: settings.autoscale && healthy_slots >= ceiling,
+            cpu_percent,
+            memory_percent,
+            llm_running,
+            llm_capacity: settings.max_concurrent_llm_calls * serving.len() as u32,
+            now: UnixMillis::now(),
+        })
     }
 
     // ---- dispatch ------------------------------------------------------
@@ -798,14 +1008,23 @@ impl OrchestratorState {
             .pools
             .iter()
             .filter(|(member, entry)| !entry.draining && view.is_up(member))
-            .map(|(member, entry)| PoolLoad {
-                member: member.clone(),
-                slots: entry.workers,
-                running: self
+            .map(|(member, entry)| {
+                let running: BTreeMap<AgentType, u32> = self
                     .agent_types
                     .keys()
                     .map(|t| (t.clone(), self.book.running_on(member, t)))
-                    .collect(),
+                    .collect();
+                let llm_running: u32 = self.llm_types.iter().map(|t| running[t]).sum();
+                PoolLoad {
+                    member: member.clone(),
+                    slots: entry.workers,
+                    llm_room: self
+                        .scaling
+                        .settings()
+                        .max_concurrent_llm_calls
+                        .saturating_sub(llm_running),
+                    running,
+                }
             })
             .collect();
         if loads.is_empty() {
@@ -820,6 +1039,7 @@ impl OrchestratorState {
             allocation: self.pools.allocation(),
             demand: &demand,
             borrow_order: &self.borrow_order,
+            llm_types: &self.llm_types,
         });
         let stamp = UnixMillis::now();
         let mut batches: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
@@ -914,9 +1134,12 @@ impl OrchestratorState {
                     failure,
                     run_time,
                     queue_wait,
+                    score,
                     ..
                 } => {
                     self.circuits.record(&agent_type, failure, now);
+                    self.scaling
+                        .ended(&agent_type, failure.is_none(), run_time, score);
                     let outcome = failure.map_or("succeeded", |kind| kind.as_str());
                     metrics::histogram!("herd_task_run_seconds", "agent_type" => agent_type.to_string(), "outcome" => outcome).record(run_time.as_secs_f64());
                     metrics::histogram!("herd_task_queue_wait_seconds", "agent_type" => agent_type.to_string()).record(queue_wait.as_secs_f64());
@@ -969,6 +1192,13 @@ impl OrchestratorState {
         let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
         myself.send_after(delay, || Mailbox::Local(OrchestratorLocal::Dispatch));
     }
+}
+
+/// Types in borrowing order: heaviest weight first, then by name.
+fn borrow_order(weights: &BTreeMap<AgentType, f64>) -> Vec<AgentType> {
+    let mut order: Vec<AgentType> = weights.keys().cloned().collect();
+    order.sort_by(|a, b| weights[b].total_cmp(&weights[a]).then(a.cmp(b)));
+    order
 }
 
 fn requeue_label(reason: RequeueReason) -> &'static str {

@@ -4,12 +4,16 @@
 //! The actor is a thin shell: it turns messages into [`crate::task_book`]
 //! commands, asks [`crate::scheduling`] how to spread pending work over the
 //! pools' free slots, and carries out the resulting effects (batched
-//! assignments, cancellations, replies to waiters).
+//! assignments, cancellations, replies to waiters). Every scaling interval
+//! it asks [`crate::scaling`] (through `scaling_control`) how to share and
+//! size the pool, and resizes pools and moves weights accordingly.
 
 mod actor;
 mod circuits;
 mod durability;
+mod health_report;
 mod pools;
+mod scaling_control;
 mod status;
 
 use herd_protocol::Mailbox;

@@ -19,6 +19,8 @@ pub struct PoolEntry {
     pub supports: BTreeSet<AgentType>,
     /// It takes no new work.
     pub draining: bool,
+    /// Most slots it may host.
+    pub capacity: u32,
 }
 
 /// Registered pools, keyed by node, and the allocation over them. Draining
@@ -59,6 +61,14 @@ impl PoolRegistry {
         entry.draining = true;
         self.reallocate(weights);
         true
+    }
+
+    /// Sets a pool's slot count (after a resize) without reallocating:
+    /// call [`PoolRegistry::reallocate`] once all changes are made.
+    pub fn set_workers(&mut self, member: &MemberId, workers: u32) {
+        if let Some(entry) = self.pools.get_mut(member) {
+            entry.workers = workers;
+        }
     }
 
     /// Recomputes quotas (after pools or weights change).

@@ -5,22 +5,46 @@ use std::collections::BTreeMap;
 use herd_protocol::messages::orchestrator::{AgentStatus, ClusterStatus, NodeStatus};
 use herd_protocol::{AgentType, MemberId};
 
-use super::actor::AgentTypeEntry;
 use super::circuits::Circuits;
 use super::pools::PoolRegistry;
+use super::scaling_control::ScalingControl;
 use crate::membership::{ClusterView, MemberInfo};
 use crate::task_book::TaskBook;
 
+/// Decisions shown in the summary.
+const RECENT_DECISIONS: usize = 5;
+
+/// What the summary is made from.
+pub struct StatusSources<'a> {
+    /// The orchestrator's node.
+    pub local: &'a MemberId,
+    /// The task book.
+    pub book: &'a TaskBook,
+    /// Registered pools and their allocation.
+    pub pools: &'a PoolRegistry,
+    /// The membership view.
+    pub view: &'a ClusterView,
+    /// Current weights.
+    pub weights: &'a BTreeMap<AgentType, f64>,
+    /// Circuit breakers.
+    pub circuits: &'a mut Circuits,
+    /// The scaling loop.
+    pub scaling: &'a ScalingControl,
+}
+
 /// Builds the summary from the book, the pools and the membership view.
-pub fn cluster_status(
-    local: &MemberId,
-    book: &TaskBook,
-    pools: &PoolRegistry,
-    view: &ClusterView,
-    agent_types: &BTreeMap<AgentType, AgentTypeEntry>,
-    circuits: &mut Circuits,
-) -> ClusterStatus {
+pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
+    let StatusSources {
+        local,
+        book,
+        pools,
+        view,
+        weights,
+        circuits,
+        scaling,
+    } = sources;
     let now = std::time::Instant::now();
+    let allocation = pools.allocation();
     let node = |info: &MemberInfo| {
         let registered = pools.get(&info.member);
         NodeStatus {
@@ -31,6 +55,12 @@ pub fn cluster_status(
             busy: book.running_total_on(&info.member),
             http_addr: info.http_addr.clone(),
             draining: registered.is_some_and(|pool| pool.draining),
+            capacity: registered.map_or(0, |pool| pool.capacity),
+            slots_by_type: allocation
+                .per_pool
+                .get(&info.member)
+                .cloned()
+                .unwrap_or_default(),
         }
     };
     let mut nodes: Vec<NodeStatus> = std::iter::once(&view.local)
@@ -39,20 +69,20 @@ pub fn cluster_status(
         .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let allocation = pools.allocation();
-    let agents = agent_types
+    let agents = weights
         .iter()
-        .map(|(agent_type, entry)| {
+        .map(|(agent_type, weight)| {
             let busy = pools
                 .iter()
                 .map(|(member, _)| book.running_on(member, agent_type))
                 .sum();
             let status = AgentStatus {
-                weight: entry.weight,
+                weight: *weight,
                 workers: allocation.per_type.get(agent_type).copied().unwrap_or(0),
                 busy,
                 queue_depth: book.queue_depth(agent_type),
                 circuit: circuits.status(agent_type, now),
+                pinned: scaling.is_pinned(agent_type),
             };
             (agent_type.clone(), status)
         })
@@ -63,5 +93,7 @@ pub fn cluster_status(
         nodes,
         agents,
         tasks: book.totals(),
+        scaling: scaling.status(),
+        recent_decisions: scaling.decisions(RECENT_DECISIONS),
     }
 }

@@ -17,6 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::resources::ResourceProbe;
 use super::restarts::RestartIntensity;
 use super::worker::{Worker, WorkerArgs, WorkerMsg};
 use crate::handlers::HandlerRegistry;
@@ -72,6 +73,8 @@ pub enum PoolLocal {
     Housekeeping,
     /// Start the worker of a slot whose restart was delayed.
     RestartSlot(WorkerId),
+    /// Send resource use to the orchestrator.
+    Stats,
     /// Drain (SIGTERM): answer on `done` once drained.
     Drain {
         /// How long running attempts may take.
@@ -97,6 +100,10 @@ pub struct PoolArgs {
     pub view: watch::Receiver<ClusterView>,
     /// Where the pool reports that a requested drain is complete.
     pub events: mpsc::UnboundedSender<NodeEvent>,
+    /// Most slots this node may host (from its CPU and memory per worker).
+    pub capacity: u32,
+    /// How often resource use is sent to the orchestrator.
+    pub stats_interval: Duration,
 }
 
 /// The worker pool actor.
@@ -167,6 +174,10 @@ pub struct PoolState {
     events: mpsc::UnboundedSender<NodeEvent>,
     last_member: MemberId,
     replacements: HashMap<WorkerId, Instant>,
+    /// Slots `0..target` are in service; higher ones retire when idle.
+    target: u32,
+    capacity: u32,
+    probe: ResourceProbe,
 }
 
 impl Actor for WorkerPool {
@@ -197,6 +208,9 @@ impl Actor for WorkerPool {
             events: args.events,
             last_member,
             replacements: HashMap::new(),
+            target: args.workers,
+            capacity: args.capacity,
+            probe: ResourceProbe::new(),
         };
         for index in 0..args.workers {
             state.slots.push(Slot {
@@ -213,6 +227,7 @@ impl Actor for WorkerPool {
         ractor::pg::monitor(groups::ORCHESTRATOR.to_string(), myself.get_cell());
         forward_view_changes(args.view, myself.clone());
         myself.send_interval(HOUSEKEEPING, || Mailbox::Local(PoolLocal::Housekeeping));
+        myself.send_interval(args.stats_interval, || Mailbox::Local(PoolLocal::Stats));
         info!(workers = args.workers, agent_types = ?state.handlers, "worker pool started");
         Ok(state)
     }
@@ -242,6 +257,8 @@ impl Actor for WorkerPool {
             }
             Mailbox::Cast(PoolCast::ReportsAck { through }) => state.on_ack(through),
             Mailbox::Cast(PoolCast::Cancel { task_id, epoch }) => state.cancel(task_id, epoch),
+            Mailbox::Cast(PoolCast::Resize { workers }) => state.resize(&myself, workers).await?,
+            Mailbox::Local(PoolLocal::Stats) => state.send_stats(),
             Mailbox::Cast(PoolCast::Drain { grace_ms }) => {
                 state.start_drain(&myself, Duration::from_millis(grace_ms), None)
             }
@@ -262,7 +279,10 @@ impl Actor for WorkerPool {
                 state.replace_stuck_workers(&myself).await?;
             }
             Mailbox::Local(PoolLocal::RestartSlot(slot)) => {
-                state.start_worker(&myself, slot).await?
+                // A slot retired while its restart was delayed stays down.
+                if slot.0 < state.target && state.slots[slot.0 as usize].worker.is_none() {
+                    state.start_worker(&myself, slot).await?
+                }
             }
             Mailbox::Call(request, _) => match request {},
             Mailbox::Undecodable(frame) => {
@@ -375,10 +395,15 @@ impl PoolState {
         let Some(slot) = self.worker_ids.remove(&actor) else {
             return;
         };
+        let retired = slot.0 >= self.target;
         let entry = &mut self.slots[slot.0 as usize];
         entry.worker = None;
         self.idle.retain(|idle| *idle != slot);
         let running = entry.running.take();
+        if retired && running.is_none() {
+            self.check_drained(myself);
+            return;
+        }
         let delay = entry.intensity.next_delay(Instant::now());
         metrics::counter!("herd_worker_restarts_total").increment(1);
         self.replacements.insert(slot, Instant::now());
@@ -405,7 +430,9 @@ impl PoolState {
             }
             None => warn!(%slot, %reason, "idle worker died; replacing it"),
         }
-        if delay.is_zero() {
+        if retired {
+            // Its task is reported above; the slot itself is no longer wanted.
+        } else if delay.is_zero() {
             let _ = myself.cast(Mailbox::Local(PoolLocal::RestartSlot(slot)));
         } else {
             warn!(%slot, delay_ms = delay.as_millis() as u64, "worker keeps failing; delaying its restart");
@@ -465,6 +492,84 @@ impl PoolState {
         Ok(())
     }
 
+    // ---- resizing ------------------------------------------------------
+
+    /// Runs `workers` slots (at most the node's capacity): slots above the
+    /// new count retire now if idle, else when their task ends.
+    async fn resize(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        workers: u32,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.drain.is_some() {
+            return Ok(());
+        }
+        let workers = workers.min(self.capacity);
+        if workers == self.target {
+            return Ok(());
+        }
+        info!(from = self.target, to = workers, "resizing the worker pool");
+        let previous = self.target;
+        self.target = workers;
+        if workers < previous {
+            let idle: Vec<WorkerId> = self
+                .idle
+                .iter()
+                .copied()
+                .filter(|slot| slot.0 >= workers)
+                .collect();
+            for slot in idle {
+                self.retire(slot);
+            }
+        } else {
+            for index in previous..workers {
+                let slot = WorkerId(index);
+                if (index as usize) >= self.slots.len() {
+                    self.slots.push(Slot {
+                        worker: None,
+                        generation: 0,
+                        running: None,
+                        intensity: RestartIntensity::default(),
+                    });
+                }
+                // A retiring slot still finishing its task simply stays.
+                if self.slots[index as usize].worker.is_none() {
+                    self.start_worker(myself, slot).await?;
+                }
+            }
+            self.idle.sort_by(|a, b| b.cmp(a));
+        }
+        metrics::gauge!("herd_pool_slots").set(f64::from(self.target));
+        Ok(())
+    }
+
+    /// Stops the idle worker of a slot that is no longer in service.
+    fn retire(&mut self, slot: WorkerId) {
+        self.idle.retain(|idle| *idle != slot);
+        let entry = &mut self.slots[slot.0 as usize];
+        if let Some(worker) = entry.worker.take() {
+            self.worker_ids.remove(&worker.get_id());
+            worker.stop(Some("slot retired".to_string()));
+        }
+        debug!(%slot, "worker slot retired");
+    }
+
+    fn send_stats(&mut self) {
+        let sample = self.probe.sample();
+        let Some(registration) = self.registration.as_ref().filter(|r| r.welcomed) else {
+            return;
+        };
+        let _ = registration
+            .actor
+            .cast(Mailbox::Cast(OrchestratorCast::PoolStats {
+                member: registration.member.clone(),
+                cpu_percent: sample.cpu_percent,
+                memory_percent: sample.memory_percent,
+                cores: sample.cores,
+                memory_gb: sample.memory_gb,
+            }));
+    }
+
     // ---- assignments ---------------------------------------------------
 
     fn on_assign(&mut self, orchestrator: MemberId, assignments: Vec<TaskAssignment>) {
@@ -511,7 +616,11 @@ impl PoolState {
             return;
         }
         let running = entry.running.take();
-        self.idle.push(slot);
+        if slot.0 < self.target {
+            self.idle.push(slot);
+        } else {
+            self.retire(slot);
+        }
         if let Some(running) = running
             && !running.cancelled
         {
@@ -728,7 +837,8 @@ impl PoolState {
             .collect();
         let message = PoolRegistration {
             member: registration.member.clone(),
-            workers: self.slots.len() as u32,
+            workers: self.target,
+            capacity: self.capacity,
             agent_types: self.handlers.agent_types().cloned().collect(),
             running,
             unacked,

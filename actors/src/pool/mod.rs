@@ -6,11 +6,15 @@
 //! worker, and returns finished attempts in batches. A worker that panics or
 //! dies is replaced at once (with backoff if it keeps failing), and its
 //! interrupted task is reported as a crash so the orchestrator retries it.
+//! The orchestrator's autoscaler resizes the pool: new slots start at once,
+//! surplus slots retire when idle (a running task is never interrupted).
 
 mod actor;
+mod resources;
 mod restarts;
 mod worker;
 
 pub use actor::{PoolArgs, PoolLocal, PoolMsg, PoolProtocol, WorkerPool};
+pub use resources::{ResourceProbe, ResourceSample, host_resources};
 pub use restarts::RestartIntensity;
 pub use worker::{Worker, WorkerArgs, WorkerMsg};

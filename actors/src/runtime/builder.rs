@@ -163,6 +163,7 @@ impl HerdNodeBuilder {
                     max_attempts: None,
                     retry: None,
                     circuit: None,
+                    llm: false,
                 });
             entry.handler = HandlerConfig::Custom;
             if let Some(weight) = weight {
@@ -196,6 +197,26 @@ impl HerdNode {
         custom: BTreeMap<AgentType, Arc<dyn TaskHandler>>,
     ) -> Result<HerdNode, StartError> {
         let handlers = Arc::new(HandlerRegistry::from_config(&config, custom)?);
+        let mut config = config;
+        let pool_capacity = {
+            let (cores, memory_gb) = crate::pool::host_resources();
+            let scaling = &config.scaling;
+            crate::scaling::node_capacity(
+                cores,
+                memory_gb,
+                scaling.max_cpu_per_worker,
+                scaling.max_memory_per_worker_gb,
+                scaling.max_workers,
+            )
+        };
+        if config.workers > pool_capacity {
+            tracing::warn!(
+                workers = config.workers,
+                capacity = pool_capacity,
+                "--workers is more than this node may host (scaling.max_cpu_per_worker, scaling.max_memory_per_worker_gb, scaling.max_workers); starting {pool_capacity} slots"
+            );
+            config.workers = pool_capacity;
+        }
         let config = Arc::new(config);
         let now = UnixMillis::now();
         let member = MemberId {
@@ -229,6 +250,7 @@ impl HerdNode {
                         .circuit
                         .clone()
                         .unwrap_or_else(|| config.tasks.circuit.clone()),
+                    llm: agent.llm,
                 };
                 (agent_type.clone(), entry)
             })
@@ -241,6 +263,10 @@ impl HerdNode {
             max_payload_bytes: config.limits.max_payload_bytes,
             retry: RetryPolicy::from(&config.tasks.retry),
             poison_crashes: config.tasks.poison_crashes,
+            max_timeout_s: config
+                .scaling
+                .worker_timeout
+                .map_or(crate::task_book::MAX_TIMEOUT_S, |t| t.as_secs() as u32),
         };
         let args = SupervisorArgs {
             config: config.clone(),
@@ -253,6 +279,7 @@ impl HerdNode {
             events: events_tx,
             data_dir: config.data_dir.clone(),
             drain_grace: config.drain_grace,
+            pool_capacity,
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
             .await

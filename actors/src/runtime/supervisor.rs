@@ -59,6 +59,8 @@ pub struct SupervisorArgs {
     pub data_dir: Option<PathBuf>,
     /// How long a draining pool lets running tasks finish.
     pub drain_grace: std::time::Duration,
+    /// Most slots this node may host.
+    pub pool_capacity: u32,
 }
 
 /// The supervisor actor.
@@ -219,6 +221,7 @@ impl SupervisorState {
                     view: view_rx,
                     data_dir: args.data_dir.clone(),
                     drain_grace: args.drain_grace,
+                    scaling: args.config.scaling.clone(),
                 };
                 Actor::spawn_linked(None, Orchestrator, orchestrator_args, myself.get_cell())
                     .await?
@@ -232,6 +235,8 @@ impl SupervisorState {
                     max_result_bytes: args.config.limits.max_payload_bytes,
                     view: view_rx,
                     events: args.events.clone(),
+                    capacity: args.pool_capacity,
+                    stats_interval: args.config.scaling.interval,
                 };
                 Actor::spawn_linked(None, WorkerPool, pool_args, myself.get_cell())
                     .await?

@@ -14,7 +14,7 @@
 //! Weights therefore bind under contention and never leave a slot idle while
 //! work waits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use herd_protocol::{AgentType, MemberId};
 
@@ -29,6 +29,9 @@ pub struct PoolLoad {
     pub slots: u32,
     /// Attempts running there, by type.
     pub running: BTreeMap<AgentType, u32>,
+    /// How many more LLM-calling attempts it may start
+    /// (`max_concurrent_llm_calls` minus those running).
+    pub llm_room: u32,
 }
 
 impl PoolLoad {
@@ -52,10 +55,13 @@ pub struct DispatchInput<'a> {
     pub demand: &'a BTreeMap<AgentType, u64>,
     /// Types in borrowing order (heaviest weight first).
     pub borrow_order: &'a [AgentType],
+    /// Types whose tasks call an LLM API (limited by each pool's `llm_room`).
+    pub llm_types: &'a BTreeSet<AgentType>,
 }
 
 /// Plans assignments: `(pool, type, count)` triples. Guarantees: no pool gets
-/// more than its idle slots, no type more than its demand.
+/// more than its idle slots, no type more than its demand, no pool more
+/// LLM-calling attempts than its `llm_room`.
 pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32)> {
     let mut demand: BTreeMap<&AgentType, u64> = input
         .demand
@@ -64,6 +70,15 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         .map(|(t, n)| (t, *n))
         .collect();
     let mut idle: Vec<u32> = input.pools.iter().map(PoolLoad::idle).collect();
+    let mut llm_room: Vec<u32> = input.pools.iter().map(|pool| pool.llm_room).collect();
+    // How many of `agent_type` pool `index` may still start, LLM limit aside.
+    let room = |agent_type: &AgentType, index: usize, llm_room: &[u32]| -> u32 {
+        if input.llm_types.contains(agent_type) {
+            llm_room[index]
+        } else {
+            u32::MAX
+        }
+    };
     let mut plan: BTreeMap<(usize, &AgentType), u32> = BTreeMap::new();
 
     // Phase 1: each type up to its quota on each pool.
@@ -71,11 +86,17 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         for (agent_type, wanted) in demand.iter_mut() {
             let quota = input.allocation.quota(&pool.member, agent_type);
             let headroom = quota.saturating_sub(pool.running_of(agent_type));
-            let count = (headroom as u64).min(*wanted).min(idle[index] as u64) as u32;
+            let count = (headroom as u64)
+                .min(*wanted)
+                .min(idle[index] as u64)
+                .min(room(agent_type, index, &llm_room) as u64) as u32;
             if count > 0 {
                 *plan.entry((index, *agent_type)).or_default() += count;
                 *wanted -= count as u64;
                 idle[index] -= count;
+                if input.llm_types.contains(*agent_type) {
+                    llm_room[index] -= count;
+                }
             }
         }
     }
@@ -118,10 +139,16 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
                 if !supported.is_some_and(|quotas| quotas.contains_key(agent_type)) {
                     continue;
                 }
+                if room(agent_type, index, &llm_room) == 0 {
+                    continue;
+                }
                 if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
                     *wanted -= 1;
                     lendable -= 1;
                     idle[index] -= 1;
+                    if input.llm_types.contains(agent_type) {
+                        llm_room[index] -= 1;
+                    }
                     *plan.entry((index, agent_type)).or_default() += 1;
                     lent = true;
                 }
@@ -178,6 +205,7 @@ mod tests {
                 member: member(i + 1),
                 slots: *s,
                 running: BTreeMap::new(),
+                llm_room: u32::MAX,
             })
             .collect();
         (loads, allocation)
@@ -193,6 +221,7 @@ mod tests {
             allocation: &allocation,
             demand: &demand,
             borrow_order: &order,
+            llm_types: &BTreeSet::new(),
         });
         let echo_total: u32 = plan
             .iter()
@@ -214,8 +243,38 @@ mod tests {
             allocation: &allocation,
             demand: &demand,
             borrow_order: &order,
+            llm_types: &BTreeSet::new(),
         });
         assert_eq!(plan, vec![(member(1), AgentType::new("sleep"), 1)]);
+    }
+
+    #[test]
+    fn llm_calling_types_stay_within_each_pools_llm_room() {
+        let (mut pools, allocation) = setup(&[8, 8], &["generation", "echo"]);
+        pools[0].llm_room = 2;
+        pools[1].llm_room = 0;
+        let demand = BTreeMap::from([
+            (AgentType::new("generation"), 100),
+            (AgentType::new("echo"), 100),
+        ]);
+        let order = types(&["generation", "echo"]);
+        let llm = BTreeSet::from([AgentType::new("generation")]);
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &order,
+            llm_types: &llm,
+        });
+        let count = |pool: usize, name: &str| -> u32 {
+            plan.iter()
+                .filter(|(m, t, _)| *m == member(pool) && t.as_str() == name)
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        assert_eq!((count(1, "generation"), count(2, "generation")), (2, 0));
+        // The slots the LLM limit leaves free go to the other type.
+        assert_eq!((count(1, "echo"), count(2, "echo")), (6, 8));
     }
 
     proptest! {
@@ -234,7 +293,7 @@ mod tests {
             }
             let demand: BTreeMap<AgentType, u64> = names.iter().zip(&demand).map(|(n, d)| (AgentType::new(n), *d)).collect();
             let order = types(&names);
-            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order });
+            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order, llm_types: &BTreeSet::new() });
             for pool in &pools {
                 let given: u32 = plan.iter().filter(|(m, _, _)| *m == pool.member).map(|(_, _, n)| n).sum();
                 prop_assert!(given <= pool.idle(), "pool over-assigned");
@@ -291,6 +350,7 @@ mod small_pools {
                 member: member(i),
                 slots: 2,
                 running: BTreeMap::new(),
+                llm_room: u32::MAX,
             })
             .collect();
         let demand = BTreeMap::from([(AgentType::new("sleep"), 10)]);
@@ -300,6 +360,7 @@ mod small_pools {
             allocation: &allocation,
             demand: &demand,
             borrow_order: &order,
+            llm_types: &BTreeSet::new(),
         });
         let total: u32 = plan.iter().map(|(_, _, n)| n).sum();
         assert_eq!(total, 5, "{plan:?} {allocation:?}");

@@ -58,6 +58,9 @@ pub struct TaskBookSettings {
     pub retry: RetryPolicy,
     /// Crashes after which a task is dead (poison).
     pub poison_crashes: u32,
+    /// Longest per-attempt time limit (the pool's `worker_timeout_seconds`):
+    /// longer requests are refused, longer defaults are cut to it.
+    pub max_timeout_s: u32,
 }
 
 impl Default for TaskBookSettings {
@@ -70,6 +73,7 @@ impl Default for TaskBookSettings {
             max_payload_bytes: herd_protocol::limits::DEFAULT_MAX_PAYLOAD_BYTES,
             retry: RetryPolicy::default(),
             poison_crashes: 2,
+            max_timeout_s: MAX_TIMEOUT_S,
         }
     }
 }
@@ -368,7 +372,8 @@ impl TaskBook {
             let timeout_s = spec
                 .timeout_s
                 .or(type_settings.timeout_s)
-                .unwrap_or(self.settings.default_timeout_s);
+                .unwrap_or(self.settings.default_timeout_s)
+                .min(self.settings.max_timeout_s);
             let max_attempts = spec
                 .max_attempts
                 .or(type_settings.max_attempts)
@@ -452,11 +457,17 @@ impl TaskBook {
                 });
             }
             if let Some(timeout) = spec.timeout_s
-                && !(1..=MAX_TIMEOUT_S).contains(&timeout)
+                && !(1..=self.settings.max_timeout_s.min(MAX_TIMEOUT_S)).contains(&timeout)
             {
+                let limit = self.settings.max_timeout_s.min(MAX_TIMEOUT_S);
+                let why = if limit < MAX_TIMEOUT_S {
+                    " (the cluster's scaling.worker_timeout_seconds)"
+                } else {
+                    ""
+                };
                 return Err(invalid(
                     "timeout_s",
-                    format!("is {timeout}; give 1 to {MAX_TIMEOUT_S} seconds"),
+                    format!("is {timeout}; give 1 to {limit} seconds{why}"),
                 ));
             }
             if let Some(attempts) = spec.max_attempts

@@ -103,6 +103,9 @@ pub struct NodeArgs {
     /// Seconds a draining node (SIGTERM, herd drain) lets running tasks finish. [env: HERD_DRAIN_GRACE] [file: node.drain_grace_s] [default: 30]
     #[arg(long = "drain-grace", value_name = "SECONDS")]
     pub drain_grace: Option<String>,
+    /// Deployment mode preset: static (fixed slots), development (2–5 workers), trusted-tester (5–50), production (10–1000). [env: HERD_MODE] [file: scaling.mode] [default: static]
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
     /// Validate the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     pub check_config: bool,

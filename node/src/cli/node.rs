@@ -31,6 +31,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         config: args.config,
         data_dir: args.data_dir,
         drain_grace: args.drain_grace,
+        mode: args.mode,
     };
     let config = match herd_config::resolve(&overrides, &env) {
         Ok(config) => config,
@@ -170,11 +171,28 @@ fn print_config(config: &NodeConfig) {
     for (key, origin) in &config.origins {
         println!("  {key:<15} from {origin}");
     }
+    let s = &config.scaling;
+    println!(
+        "scaling    = mode {} · {}–{} workers · up {} / down {} · interval {} ms · stabilization {} s · rebalance {} · autoscale {} · worker_timeout {} · llm calls/node {}",
+        s.mode.as_str(),
+        s.min_workers,
+        s.max_workers,
+        s.scale_up_threshold,
+        s.scale_down_threshold,
+        s.interval.as_millis(),
+        s.stabilization.as_secs(),
+        s.rebalance,
+        s.autoscale,
+        s.worker_timeout
+            .map_or("none".to_string(), |t| format!("{} s", t.as_secs())),
+        s.max_concurrent_llm_calls
+    );
     for (agent_type, agent) in &config.agents {
         println!(
-            "agent {agent_type}: weight {} handler {}",
+            "agent {agent_type}: weight {} handler {}{}",
             agent.weight,
-            agent.handler.kind()
+            agent.handler.kind(),
+            if agent.llm { " (calls an LLM)" } else { "" }
         );
     }
 }

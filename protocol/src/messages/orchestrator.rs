@@ -38,8 +38,9 @@ pub struct PoolRegistration {
     pub unacked: Vec<(TaskId, AssignmentEpoch)>,
     /// The pool is draining: send it nothing new.
     pub draining: bool,
+    /// Most slots the node may host (from its CPU and memory per worker).
+    pub capacity: u32,
 }
-
 /// One-way messages to the orchestrator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum OrchestratorCast {
@@ -62,6 +63,19 @@ pub enum OrchestratorCast {
     PoolDraining {
         /// The pool's node.
         member: MemberId,
+    },
+    /// A pool's resource use (every scaling interval).
+    PoolStats {
+        /// The pool's node.
+        member: MemberId,
+        /// CPU use of the node's herd process, percent of the node's cores.
+        cpu_percent: f64,
+        /// Memory use of the process, percent of the node's memory.
+        memory_percent: f64,
+        /// CPU cores of the node.
+        cores: f64,
+        /// Memory of the node in GB.
+        memory_gb: f64,
     },
     /// A draining pool gives back attempts it will not finish: they are
     /// re-queued at once and do not count as attempts.
@@ -111,8 +125,23 @@ pub enum OrchestratorRequest {
     /// Drain a node: no new work, running tasks finish within its grace
     /// period, the rest is handed back, then the node leaves.
     DrainNode(NodeName),
+    /// The most recent scaling decisions, newest first.
+    ScalingDecisions {
+        /// How many.
+        limit: u32,
+    },
+    /// The system health report.
+    HealthReport,
+    /// Change an agent type's weight at run time.
+    UpdateAgent {
+        /// The type.
+        agent_type: AgentType,
+        /// The change.
+        update: super::scaling::AgentUpdate,
+    },
+    /// Change the pool bounds at run time.
+    UpdateScaling(super::scaling::ScalingUpdate),
 }
-
 /// Result of a dead-letter retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RetryOutcome {
@@ -302,6 +331,10 @@ pub struct NodeStatus {
     pub http_addr: Option<String>,
     /// Its pool is draining.
     pub draining: bool,
+    /// Most slots the node may host.
+    pub capacity: u32,
+    /// Its slots as allotted to agent types (quota per type).
+    pub slots_by_type: BTreeMap<AgentType, u32>,
 }
 
 /// One agent type in the cluster summary.
@@ -317,6 +350,8 @@ pub struct AgentStatus {
     pub queue_depth: u64,
     /// Its circuit breaker.
     pub circuit: CircuitStatus,
+    /// An operator fixed its weight (the rebalancer leaves it alone).
+    pub pinned: bool,
 }
 
 /// The cluster summary served at `GET /v1/cluster`.
@@ -330,6 +365,29 @@ pub struct ClusterStatus {
     pub agents: BTreeMap<AgentType, AgentStatus>,
     /// Tasks the orchestrator holds, by state.
     pub tasks: TaskCounts,
+    /// The deployment mode and pool bounds in force.
+    pub scaling: ScalingStatus,
+    /// The latest scaling decisions, newest first.
+    pub recent_decisions: Vec<super::scaling::ScalingDecision>,
+}
+
+/// The scaling settings in force, in the cluster summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScalingStatus {
+    /// Deployment mode (`static`, `development`, `trusted-tester`, `production`).
+    pub mode: String,
+    /// Fewest slots.
+    pub min_workers: u32,
+    /// Most slots.
+    pub max_workers: u32,
+    /// Grow above this utilization.
+    pub scale_up_threshold: f64,
+    /// Shrink below this utilization.
+    pub scale_down_threshold: f64,
+    /// Weights follow demand.
+    pub rebalance: bool,
+    /// The slot total follows load.
+    pub autoscale: bool,
 }
 
 /// Replies from the orchestrator.
@@ -349,6 +407,12 @@ pub enum OrchestratorReply {
     Retry(RetryOutcome),
     /// Answer to `DrainNode`.
     Drain(DrainOutcome),
+    /// Answer to `ScalingDecisions`.
+    Decisions(Vec<super::scaling::ScalingDecision>),
+    /// Answer to `HealthReport`.
+    Health(super::scaling::SystemHealthReport),
+    /// Answer to `UpdateAgent` and `UpdateScaling`: `Err` says what is invalid.
+    Updated(Result<(), String>),
     /// The request could not be served.
     Failed(RequestFailure),
 }

@@ -33,6 +33,12 @@ pub enum PoolCast {
         /// The grace period in milliseconds.
         grace_ms: u64,
     },
+    /// Run this many worker slots: new ones start at once, surplus ones
+    /// retire when idle (a running task is never interrupted).
+    Resize {
+        /// The new slot count.
+        workers: u32,
+    },
     /// Stop this attempt if it is still running (task cancelled).
     Cancel {
         /// The task.

@@ -1,0 +1,177 @@
+//! Seed 004's SystemHealthReport, from what the orchestrator knows.
+
+use herd_protocol::AgentType;
+use herd_protocol::UnixMillis;
+use herd_protocol::messages::scaling::{
+    OverallHealth, QueueHealth, ResourceUtilization, SystemHealthReport, WorkerPoolHealth,
+};
+
+/// A pending task older than this degrades the cluster.
+pub const STALE_PENDING_SECONDS: u64 = 60;
+
+/// Everything the report is made from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthInput {
+    /// Slots on all registered pools.
+    pub total_slots: u32,
+    /// Slots on pools that are up and not draining.
+    pub healthy_slots: u32,
+    /// Slots running an attempt.
+    pub busy: u32,
+    /// Tasks waiting.
+    pub pending: u64,
+    /// When the oldest waiting task was submitted.
+    pub oldest_pending_since: Option<UnixMillis>,
+    /// The type whose backlog takes longest to drain.
+    pub bottleneck: Option<AgentType>,
+    /// Peers suspected or declared down.
+    pub nodes_unhealthy: usize,
+    /// Pools draining.
+    pub pools_draining: usize,
+    /// Agent types with an open circuit.
+    pub circuits_open: usize,
+    /// Utilization (busy + queued over slots) above which the pool grows.
+    pub scale_up_threshold: f64,
+    /// The pool is as large as it may get.
+    pub at_max: bool,
+    /// Mean CPU use of herd processes, percent.
+    pub cpu_percent: f64,
+    /// Mean memory use, percent.
+    pub memory_percent: f64,
+    /// LLM-calling attempts running.
+    pub llm_running: u32,
+    /// LLM-calling attempts the serving nodes allow together.
+    pub llm_capacity: u32,
+    /// Now.
+    pub now: UnixMillis,
+}
+
+/// Builds the report. Critical: work waits and no slot can take it.
+/// Degraded: a node is suspect or down, a pool drains, a circuit is open, a
+/// task has waited over a minute, or the pool is saturated at its maximum.
+pub fn health_report(input: &HealthInput) -> SystemHealthReport {
+    let oldest = input
+        .oldest_pending_since
+        .map_or(0, |since| input.now.since(since).as_secs());
+    let utilization = if input.healthy_slots == 0 {
+        0.0
+    } else {
+        f64::from(input.busy) / f64::from(input.healthy_slots)
+    };
+    let pressure = if input.healthy_slots == 0 {
+        0.0
+    } else {
+        (f64::from(input.busy) + input.pending as f64) / f64::from(input.healthy_slots)
+    };
+    let overall = if input.pending > 0 && input.healthy_slots == 0 {
+        OverallHealth::Critical
+    } else if input.nodes_unhealthy > 0
+        || input.pools_draining > 0
+        || input.circuits_open > 0
+        || oldest > STALE_PENDING_SECONDS
+        || (input.at_max && pressure > input.scale_up_threshold)
+    {
+        OverallHealth::Degraded
+    } else {
+        OverallHealth::Healthy
+    };
+    SystemHealthReport {
+        timestamp: input.now,
+        overall_health: overall,
+        worker_pool_health: WorkerPoolHealth {
+            total_workers: input.total_slots,
+            healthy_workers: input.healthy_slots,
+            utilization_percentage: round1(utilization * 100.0),
+        },
+        queue_health: QueueHealth {
+            total_pending_tasks: input.pending,
+            oldest_task_age_seconds: oldest,
+            bottleneck_agent: input.bottleneck.clone(),
+        },
+        resource_utilization: ResourceUtilization {
+            cpu_percentage: round1(input.cpu_percent),
+            memory_percentage: round1(input.memory_percent),
+            llm_api_usage_percentage: if input.llm_capacity == 0 {
+                0.0
+            } else {
+                round1(f64::from(input.llm_running) / f64::from(input.llm_capacity) * 100.0)
+            },
+        },
+    }
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calm() -> HealthInput {
+        HealthInput {
+            total_slots: 12,
+            healthy_slots: 12,
+            busy: 3,
+            pending: 0,
+            oldest_pending_since: None,
+            bottleneck: None,
+            nodes_unhealthy: 0,
+            pools_draining: 0,
+            circuits_open: 0,
+            scale_up_threshold: 0.75,
+            at_max: false,
+            cpu_percent: 12.34,
+            memory_percent: 1.0,
+            llm_running: 2,
+            llm_capacity: 8,
+            now: UnixMillis(1_000_000),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let report = health_report(&calm());
+        assert_eq!(report.overall_health, OverallHealth::Healthy);
+        assert_eq!(report.worker_pool_health.utilization_percentage, 25.0);
+        assert_eq!(report.resource_utilization.llm_api_usage_percentage, 25.0);
+        assert_eq!(report.resource_utilization.cpu_percentage, 12.3);
+
+        let stuck = HealthInput {
+            healthy_slots: 0,
+            busy: 0,
+            pending: 5,
+            ..calm()
+        };
+        assert_eq!(
+            health_report(&stuck).overall_health,
+            OverallHealth::Critical
+        );
+
+        let down = HealthInput {
+            nodes_unhealthy: 1,
+            ..calm()
+        };
+        assert_eq!(health_report(&down).overall_health, OverallHealth::Degraded);
+
+        let old = HealthInput {
+            pending: 1,
+            oldest_pending_since: Some(UnixMillis(1_000_000 - 61_000)),
+            ..calm()
+        };
+        let report = health_report(&old);
+        assert_eq!(report.overall_health, OverallHealth::Degraded);
+        assert_eq!(report.queue_health.oldest_task_age_seconds, 61);
+
+        let saturated = HealthInput {
+            busy: 12,
+            pending: 40,
+            at_max: true,
+            ..calm()
+        };
+        assert_eq!(
+            health_report(&saturated).overall_health,
+            OverallHealth::Degraded
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! `[scaling]`: the deployment-mode preset, then the keys that override it,
+//! checked against seed 004's ranges.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::file::LoadedFile;
+use crate::model::{DeploymentMode, ScalingSettings};
+use crate::origin::Origin;
+
+/// The names the mode goes by.
+pub(crate) const MODE_KEY: &str = "scaling.mode";
+pub(crate) const MODE_FLAG: &str = "--mode";
+pub(crate) const MODE_ENV: &str = "HERD_MODE";
+
+/// Resolves `[scaling]`. `mode` is the flag or variable value, if any (it
+/// beats `scaling.mode` in the file).
+pub(crate) fn resolve_scaling(
+    file: Option<&LoadedFile>,
+    mode: Option<(String, Origin)>,
+    errors: &mut Vec<ConfigError>,
+) -> ScalingSettings {
+    let section = file.map(|f| &f.config.scaling);
+    let origin_of = |key: &str| file.map_or(Origin::Default, |f| f.origin_of(key));
+    let mode = mode.or_else(|| {
+        section
+            .and_then(|s| s.mode.clone())
+            .map(|m| (m, origin_of(MODE_KEY)))
+    });
+    let mode = match mode {
+        None => DeploymentMode::Static,
+        Some((text, origin)) => DeploymentMode::parse(&text).unwrap_or_else(|| {
+            errors.push(ConfigError::new(
+                origin,
+                MODE_KEY,
+                format!("{text:?} is not a deployment mode; use \"static\" (fixed slots), \"development\" (2–5 workers), \"trusted-tester\" (5–50) or \"production\" (10–1000)"),
+            ));
+            DeploymentMode::Static
+        }),
+    };
+    let mut settings = ScalingSettings::preset(mode);
+    let Some(section) = section else {
+        return settings;
+    };
+
+    let mut integer = |key: &str,
+                       value: Option<i64>,
+                       range: std::ops::RangeInclusive<i64>,
+                       meaning: &str|
+     -> Option<i64> {
+        let value = value?;
+        if range.contains(&value) {
+            return Some(value);
+        }
+        errors.push(ConfigError::new(
+            origin_of(key),
+            key,
+            format!(
+                "is {value}, outside {}..={}; {meaning}",
+                range.start(),
+                range.end()
+            ),
+        ));
+        None
+    };
+    if let Some(v) = integer(
+        "scaling.interval_ms",
+        section.interval_ms,
+        100..=60_000,
+        "set the time between scaling decisions in milliseconds",
+    ) {
+        settings.interval = Duration::from_millis(v as u64);
+    }
+    if let Some(v) = integer(
+        "scaling.min_workers",
+        section.min_workers,
+        1..=100,
+        "set the fewest worker slots the cluster keeps",
+    ) {
+        settings.min_workers = v as u32;
+    }
+    if let Some(v) = integer(
+        "scaling.max_workers",
+        section.max_workers,
+        1..=1000,
+        "set the most worker slots the cluster may grow to",
+    ) {
+        settings.max_workers = v as u32;
+    }
+    if let Some(v) = integer(
+        "scaling.stabilization_s",
+        section.stabilization_s,
+        1..=3600,
+        "set how long utilization must stay low before the pool shrinks, in seconds",
+    ) {
+        settings.stabilization = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = integer(
+        "scaling.worker_timeout_seconds",
+        section.worker_timeout_seconds,
+        60..=3600,
+        "set the longest one attempt may run, in seconds",
+    ) {
+        settings.worker_timeout = Some(Duration::from_secs(v as u64));
+    }
+    if let Some(v) = integer(
+        "scaling.max_concurrent_llm_calls",
+        section.max_concurrent_llm_calls,
+        1..=100,
+        "set how many LLM-calling tasks one node runs at once",
+    ) {
+        settings.max_concurrent_llm_calls = v as u32;
+    }
+
+    let mut fraction = |key: &str,
+                        value: Option<f64>,
+                        range: std::ops::RangeInclusive<f64>,
+                        meaning: &str|
+     -> Option<f64> {
+        let value = value?;
+        if value.is_finite() && range.contains(&value) {
+            return Some(value);
+        }
+        errors.push(ConfigError::new(
+            origin_of(key),
+            key,
+            format!(
+                "is {value}, outside {}..={}; {meaning}",
+                range.start(),
+                range.end()
+            ),
+        ));
+        None
+    };
+    if let Some(v) = fraction(
+        "scaling.scale_up_threshold",
+        section.scale_up_threshold,
+        0.0..=1.0,
+        "set the utilization (busy and queued work over slots) above which the pool grows",
+    ) {
+        settings.scale_up_threshold = v;
+    }
+    if let Some(v) = fraction(
+        "scaling.scale_down_threshold",
+        section.scale_down_threshold,
+        0.0..=1.0,
+        "set the utilization below which the pool shrinks",
+    ) {
+        settings.scale_down_threshold = v;
+    }
+    if let Some(v) = fraction(
+        "scaling.max_cpu_per_worker",
+        section.max_cpu_per_worker,
+        0.5..=16.0,
+        "set the CPU cores budgeted per worker slot (it caps the slots a node hosts)",
+    ) {
+        settings.max_cpu_per_worker = Some(v);
+    }
+    if let Some(v) = fraction(
+        "scaling.max_memory_per_worker_gb",
+        section.max_memory_per_worker_gb,
+        1.0..=64.0,
+        "set the memory in GB budgeted per worker slot (it caps the slots a node hosts)",
+    ) {
+        settings.max_memory_per_worker_gb = Some(v);
+    }
+    if let Some(v) = fraction(
+        "scaling.max_weight_step",
+        section.max_weight_step,
+        0.01..=0.5,
+        "set the largest relative change of a weight in one step (at most 0.5: weights never more than halve or grow by half at once)",
+    ) {
+        settings.max_weight_step = v;
+    }
+    if let Some(v) = section.rebalance {
+        settings.rebalance = v;
+    }
+    if let Some(v) = section.autoscale {
+        settings.autoscale = v;
+    }
+
+    if settings.min_workers > settings.max_workers {
+        errors.push(ConfigError::new(
+            origin_of("scaling.min_workers"),
+            "scaling.min_workers",
+            format!(
+                "is {}, above max_workers ({}) for mode {:?}; lower min_workers or raise max_workers",
+                settings.min_workers,
+                settings.max_workers,
+                mode.as_str()
+            ),
+        ));
+    }
+    if settings.scale_up_threshold <= settings.scale_down_threshold {
+        errors.push(ConfigError::new(
+            origin_of("scaling.scale_up_threshold"),
+            "scaling.scale_up_threshold",
+            format!(
+                "is {}, not above scale_down_threshold ({}); the pool would grow and shrink at the same load — keep a gap, e.g. 0.75 and 0.25",
+                settings.scale_up_threshold, settings.scale_down_threshold
+            ),
+        ));
+    }
+    settings
+}
