@@ -216,6 +216,61 @@ impl ApiClient {
         self.decode(response).await
     }
 
+    /// `GET /v1/scaling/decisions?limit=N`: newest first.
+    pub async fn scaling_decisions(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<herd_protocol::messages::scaling::ScalingDecision>, ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/scaling/decisions?limit={limit}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `GET /v1/health/report`.
+    pub async fn health_report(
+        &self,
+    ) -> Result<herd_protocol::messages::scaling::SystemHealthReport, ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/health/report", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `PUT /v1/agents/{agent_type}` with `update` (e.g. `{"weight": 0.5}`).
+    pub async fn update_agent(
+        &self,
+        agent_type: &str,
+        update: &Value,
+    ) -> Result<Value, ApiClientError> {
+        let response = self
+            .http
+            .put(format!("{}/v1/agents/{agent_type}", self.base))
+            .json(update)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
+    /// `PUT /v1/scaling` with `update` (e.g. `{"max_workers": 20}`).
+    pub async fn update_scaling(&self, update: &Value) -> Result<Value, ApiClientError> {
+        let response = self
+            .http
+            .put(format!("{}/v1/scaling", self.base))
+            .json(update)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
     /// `GET` of any path, returning status and JSON body (for probes).
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
         let response = self

@@ -8,7 +8,10 @@ use herd_protocol::messages::orchestrator::{
     CancelOutcome, ClusterStatus, DrainOutcome, OrchestratorReply, OrchestratorRequest,
     RequestFailure, RetryOutcome, SubmitAck, SubmitRejection, TaskPage, TaskQuery,
 };
-use herd_protocol::{JsonText, Mailbox, NodeName, TaskId, TaskSpec, TaskView};
+use herd_protocol::messages::scaling::{
+    AgentUpdate, ScalingDecision, ScalingUpdate, SystemHealthReport,
+};
+use herd_protocol::{AgentType, JsonText, Mailbox, NodeName, TaskId, TaskSpec, TaskView};
 use ractor::rpc::CallResult;
 use tokio::sync::watch;
 
@@ -229,6 +232,68 @@ impl NodeHandle {
             .await?
         {
             OrchestratorReply::Drain(outcome) => Ok(outcome),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// The most recent scaling decisions, newest first.
+    pub async fn scaling_decisions(&self, limit: u32) -> Result<Vec<ScalingDecision>, ClientError> {
+        match self
+            .request(
+                OrchestratorRequest::ScalingDecisions { limit },
+                DEFAULT_REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            OrchestratorReply::Decisions(decisions) => Ok(decisions),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Seed 004's system health report.
+    pub async fn health_report(&self) -> Result<SystemHealthReport, ClientError> {
+        match self
+            .request(OrchestratorRequest::HealthReport, DEFAULT_REQUEST_TIMEOUT)
+            .await?
+        {
+            OrchestratorReply::Health(report) => Ok(report),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Changes an agent type's weight or pin at run time. The inner `Err`
+    /// says what is invalid (nothing changed then).
+    pub async fn update_agent(
+        &self,
+        agent_type: AgentType,
+        update: AgentUpdate,
+    ) -> Result<Result<(), String>, ClientError> {
+        match self
+            .request(
+                OrchestratorRequest::UpdateAgent { agent_type, update },
+                DEFAULT_REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            OrchestratorReply::Updated(result) => Ok(result),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Changes the pool bounds at run time. The inner `Err` says what is
+    /// invalid (nothing changed then).
+    pub async fn update_scaling(
+        &self,
+        update: ScalingUpdate,
+    ) -> Result<Result<(), String>, ClientError> {
+        match self
+            .request(
+                OrchestratorRequest::UpdateScaling(update),
+                DEFAULT_REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            OrchestratorReply::Updated(result) => Ok(result),
             _ => Err(ClientError::UnexpectedReply),
         }
     }

@@ -8,6 +8,7 @@ mod cluster;
 mod dead_letters;
 pub mod error;
 mod health;
+mod scaling;
 mod tasks;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use herd_actors::NodeHandle;
 
 /// What every handler can reach.
@@ -59,6 +60,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{name}/drain", post(cluster::drain))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/{id}/retry", post(dead_letters::retry))
+        .route("/v1/scaling", put(scaling::update_scaling))
+        .route("/v1/scaling/decisions", get(scaling::decisions))
+        .route("/v1/agents/{agent_type}", put(scaling::update_agent))
+        .route("/v1/health/report", get(scaling::health_report))
         .route("/live", get(health::live))
         .route("/ready", get(health::ready))
         .route("/startup", get(health::startup))

@@ -326,9 +326,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     println!("orchestrator: {}", status.orchestrator);
     let mut nodes = Table::new();
-    nodes
-        .load_style(UTF8_FULL_CONDENSED)
-        .set_header(["node", "state", "roles", "workers", "busy", "http"]);
+    nodes.load_style(UTF8_FULL_CONDENSED).set_header([
+        "node", "state", "roles", "workers", "capacity", "busy", "http",
+    ]);
     for node in &status.nodes {
         let roles: Vec<&str> = node.roles.iter().map(|r| r.as_str()).collect();
         nodes.add_row([
@@ -336,29 +336,82 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             format!("{:?}", node.state).to_lowercase(),
             roles.join(","),
             node.workers.to_string(),
+            node.capacity.to_string(),
             node.busy.to_string(),
             node.http_addr.clone().unwrap_or_default(),
         ]);
     }
     println!("{nodes}");
+    let s = &status.scaling;
+    println!(
+        "scaling: mode {} · {}–{} workers · grow above {:.0} % · shrink below {:.0} % · rebalance {} · autoscale {}",
+        s.mode,
+        s.min_workers,
+        s.max_workers,
+        s.scale_up_threshold * 100.0,
+        s.scale_down_threshold * 100.0,
+        if s.rebalance { "on" } else { "off" },
+        if s.autoscale { "on" } else { "off" },
+    );
+    // Slots per type and node: which share of each node's slots a type may
+    // fill before it has to borrow idle ones.
+    let pool_nodes: Vec<_> = status.nodes.iter().filter(|n| n.workers > 0).collect();
+    let mut header = vec![
+        "agent type".to_string(),
+        "weight".to_string(),
+        "slots".to_string(),
+    ];
+    header.extend(pool_nodes.iter().map(|n| format!("on {}", n.name)));
+    header.extend(["busy".to_string(), "queued".to_string()]);
     let mut agents = Table::new();
-    agents.load_style(UTF8_FULL_CONDENSED).set_header([
-        "agent type",
-        "weight",
-        "slots",
-        "busy",
-        "queued",
-    ]);
+    agents.load_style(UTF8_FULL_CONDENSED).set_header(header);
     for (agent_type, agent) in &status.agents {
-        agents.add_row([
+        let mut row = vec![
             agent_type.to_string(),
-            format!("{:.2}", agent.weight),
+            format!(
+                "{:.3}{}",
+                agent.weight,
+                if agent.pinned { " (pinned)" } else { "" }
+            ),
             agent.workers.to_string(),
-            agent.busy.to_string(),
-            agent.queue_depth.to_string(),
-        ]);
+        ];
+        row.extend(pool_nodes.iter().map(|n| {
+            n.slots_by_type
+                .get(agent_type)
+                .copied()
+                .unwrap_or(0)
+                .to_string()
+        }));
+        row.extend([agent.busy.to_string(), agent.queue_depth.to_string()]);
+        agents.add_row(row);
     }
     println!("{agents}");
+    if !status.recent_decisions.is_empty() {
+        let mut decisions = Table::new();
+        decisions.load_style(UTF8_FULL_CONDENSED).set_header([
+            "decision",
+            "when",
+            "workers",
+            "weight changes",
+        ]);
+        for decision in &status.recent_decisions {
+            let changes: Vec<String> = decision
+                .agent_weight_adjustments
+                .iter()
+                .map(|(t, a)| format!("{t} {:.3}→{:.3}", a.previous_weight, a.new_weight))
+                .collect();
+            decisions.add_row([
+                decision.decision_type.as_str().to_string(),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(decision.timestamp.0),
+                )
+                .to_string(),
+                format!("{} → {}", decision.current_workers, decision.target_workers),
+                changes.join(", "),
+            ]);
+        }
+        println!("recent scaling decisions (newest first):\n{decisions}");
+    }
     let t = status.tasks;
     println!(
         "tasks: {} pending, {} running, {} succeeded, {} failed (retrying), {} dead, {} cancelled",

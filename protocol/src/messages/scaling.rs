@@ -135,6 +135,7 @@ pub struct SystemHealthReport {
 
 /// A runtime change to one agent type (`PUT /v1/agents/{type}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct AgentUpdate {
     /// New weight (0.0–1.0).
     pub weight: Option<f64>,
@@ -144,6 +145,7 @@ pub struct AgentUpdate {
 
 /// A runtime change to the pool bounds (`PUT /v1/scaling`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct ScalingUpdate {
     /// New minimum slots.
     pub min_workers: Option<u32>,
