@@ -218,7 +218,11 @@ async fn an_embedded_node_runs_custom_handlers_through_the_handle() {
     let status = handle.cluster().await.unwrap();
     assert_eq!(status.orchestrator.as_str(), "lib-1");
     assert_eq!(status.nodes.len(), 1);
-    assert_eq!(status.agents[&"picky".into()].weight, 0.7);
+    let picky = &status.agents[&"picky".into()];
+    assert_eq!(picky.configured_weight, 0.7);
+    // Current weights are shares of the slots: configured weights normalized.
+    let configured: f64 = status.agents.values().map(|a| a.configured_weight).sum();
+    assert!((picky.weight - 0.7 / configured).abs() < 1e-9, "{status:?}");
     assert_eq!(status.tasks.succeeded, 9);
     assert_eq!(status.tasks.dead, 3);
     assert_eq!(status.tasks.cancelled, 1);

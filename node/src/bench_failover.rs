@@ -34,7 +34,8 @@ pub struct Phase {
     pub max_ms: f64,
 }
 
-fn phase(name: &str, mut samples: Vec<Duration>) -> Phase {
+/// Median and maximum of `samples`.
+pub fn phase(name: &str, mut samples: Vec<Duration>) -> Phase {
     samples.sort();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     Phase {
@@ -307,11 +308,12 @@ async fn drain_queue(handle: &NodeHandle) -> anyhow::Result<()> {
     }
 }
 
-/// Prints the figures as a table.
-pub fn print(phases: &[Phase]) {
-    println!(
-        "herd bench failover: n1 embedded (orchestrator), n2 and n3 as processes, default detector settings"
-    );
+/// What `herd bench failover` measures, for the table's title.
+pub const TITLE: &str = "herd bench failover: n1 embedded (orchestrator), n2 and n3 as processes, default detector settings";
+
+/// Prints the figures as a table under `title`.
+pub fn print(title: &str, phases: &[Phase]) {
+    println!("{title}");
     println!(
         "{:<55} {:>7} {:>12} {:>10}",
         "phase", "rounds", "median ms", "max ms"

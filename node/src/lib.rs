@@ -7,6 +7,7 @@ pub mod api;
 pub mod api_client;
 pub mod bench;
 pub mod bench_failover;
+pub mod bench_scaling;
 pub mod cli;
 pub mod local_cluster;
 pub mod telemetry;

@@ -520,6 +520,7 @@ impl OrchestratorState {
                     pools: &self.pools,
                     view: &view,
                     weights: &self.weights,
+                    agent_types: &self.agent_types,
                     circuits: &mut self.circuits,
                     scaling: &self.scaling,
                 }))

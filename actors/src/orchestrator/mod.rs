@@ -23,6 +23,7 @@ use ractor::ActorRef;
 pub use actor::{
     AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorLocal, OrchestratorProtocol,
 };
+pub use scaling_control::{PoolSnapshot, ScalingControl, ScalingPlan};
 
 use crate::membership::ClusterView;
 

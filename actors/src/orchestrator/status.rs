@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use herd_protocol::messages::orchestrator::{AgentStatus, ClusterStatus, NodeStatus};
 use herd_protocol::{AgentType, MemberId};
 
+use super::actor::AgentTypeEntry;
 use super::circuits::Circuits;
 use super::pools::PoolRegistry;
 use super::scaling_control::ScalingControl;
@@ -26,6 +27,8 @@ pub struct StatusSources<'a> {
     pub view: &'a ClusterView,
     /// Current weights.
     pub weights: &'a BTreeMap<AgentType, f64>,
+    /// The agent types as configured.
+    pub agent_types: &'a BTreeMap<AgentType, AgentTypeEntry>,
     /// Circuit breakers.
     pub circuits: &'a mut Circuits,
     /// The scaling loop.
@@ -40,6 +43,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         pools,
         view,
         weights,
+        agent_types,
         circuits,
         scaling,
     } = sources;
@@ -78,6 +82,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
                 .sum();
             let status = AgentStatus {
                 weight: *weight,
+                configured_weight: agent_types.get(agent_type).map_or(0.0, |e| e.weight),
                 workers: allocation.per_type.get(agent_type).copied().unwrap_or(0),
                 busy,
                 queue_depth: book.queue_depth(agent_type),

@@ -38,8 +38,8 @@ enum Command {
 /// Flags of `herd bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// `throughput` (tasks/s and latency) or `failover` (detection and recovery times).
-    #[arg(default_value = "throughput", value_parser = ["throughput", "failover"])]
+    /// `throughput` (tasks/s and latency), `failover` (detection and recovery times) or `scaling` (decision and reaction times).
+    #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling"])]
     scenario: String,
     /// Rounds per failover phase.
     #[arg(long, default_value_t = 5)]
@@ -139,8 +139,14 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime builds");
-    if args.scenario == "failover" {
-        return match runtime.block_on(crate::bench_failover::run(args.rounds.max(1))) {
+    if args.scenario == "failover" || args.scenario == "scaling" {
+        let rounds = args.rounds.max(1);
+        let figures = if args.scenario == "failover" {
+            runtime.block_on(crate::bench_failover::run(rounds))
+        } else {
+            runtime.block_on(crate::bench_scaling::run(rounds))
+        };
+        return match figures {
             Ok(phases) if args.json => {
                 println!(
                     "{}",
@@ -149,11 +155,16 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(phases) => {
-                crate::bench_failover::print(&phases);
+                let title = if args.scenario == "failover" {
+                    crate::bench_failover::TITLE
+                } else {
+                    crate::bench_scaling::TITLE
+                };
+                crate::bench_failover::print(title, &phases);
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                eprintln!("herd bench failover: {error:#}");
+                eprintln!("herd bench {}: {error:#}", args.scenario);
                 ExitCode::FAILURE
             }
         };

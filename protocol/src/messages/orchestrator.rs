@@ -340,8 +340,11 @@ pub struct NodeStatus {
 /// One agent type in the cluster summary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
-    /// Configured (or rebalanced) weight.
+    /// Current share of the slots (weights sum to 1; the rebalancer and
+    /// `PUT /v1/agents/{type}` move them).
     pub weight: f64,
+    /// The weight as configured (relative; not normalized).
+    pub configured_weight: f64,
     /// Slots allotted to this type across the cluster.
     pub workers: u32,
     /// Slots running a task of this type now.

@@ -1,0 +1,213 @@
+//! `herd bench scaling`: how long one scaling decision takes, and how soon
+//! the cluster reacts to a change of load.
+//!
+//! - **Decision time**: the orchestrator's whole scaling step (demand
+//!   measurement, rebalancing, autoscaling, spreading slots over nodes, the
+//!   slot allocation and the decision record with every slot listed) for
+//!   1,000 worker slots on 10 nodes and the six agent types of seed 004,
+//!   under load that shifts between types every step.
+//! - **Reaction time**: a three-node cluster of real processes in
+//!   `production` mode (1 s interval) sits idle; a burst of tasks of one type
+//!   arrives; the time from the submission to the first recorded decision
+//!   that moves that type's weight or grows the pool.
+//!
+//! Figures are printed, never asserted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use herd_actors::orchestrator::{PoolSnapshot, ScalingControl};
+use herd_actors::scheduling::{PoolCapacity, allocate};
+use herd_config::{DeploymentMode, ScalingSettings};
+use herd_protocol::messages::scaling::DecisionType;
+use herd_protocol::{AgentType, Incarnation, MemberId, NodeName, UnixMillis};
+use serde_json::json;
+
+use crate::bench_failover::{Phase, phase};
+use crate::local_cluster::{LocalCluster, NodeSpec};
+
+const SIX_TYPES: [&str; 6] = [
+    "generation",
+    "reflection",
+    "ranking",
+    "evolution",
+    "proximity",
+    "meta_review",
+];
+
+/// What `herd bench scaling` measures, for the table's title.
+pub const TITLE: &str = "herd bench scaling: scaling step in-process (1000 slots on 10 nodes × 6 types); reaction on three real processes, production mode";
+
+/// Runs both measurements.
+pub async fn run(rounds: usize) -> anyhow::Result<Vec<Phase>> {
+    let mut phases = decision_time(rounds.max(1) * 200);
+    phases.push(reaction_time(rounds).await?);
+    Ok(phases)
+}
+
+/// Times the full scaling step for 1,000 slots × 6 types.
+fn decision_time(samples: usize) -> Vec<Phase> {
+    let types: Vec<AgentType> = SIX_TYPES.iter().map(|t| AgentType::new(t)).collect();
+    let configured: BTreeMap<AgentType, f64> = types
+        .iter()
+        .zip([0.30, 0.20, 0.20, 0.15, 0.10, 0.05])
+        .map(|(t, w)| (t.clone(), w))
+        .collect();
+    let mut settings = ScalingSettings::preset(DeploymentMode::Production);
+    settings.max_workers = 1000;
+    settings.min_workers = 100;
+    let mut control = ScalingControl::new(settings, &configured);
+    let mut weights = control.initial_weights();
+    let members: Vec<MemberId> = (0..10)
+        .map(|i| MemberId {
+            name: NodeName::parse(&format!("node-{i}")).expect("valid name"),
+            incarnation: Incarnation(1),
+        })
+        .collect();
+    let mut slots: BTreeMap<MemberId, u32> = members.iter().map(|m| (m.clone(), 100)).collect();
+    let mut plan_times = Vec::with_capacity(samples);
+    let mut step_times = Vec::with_capacity(samples);
+    for step in 0..samples {
+        // Load moves from type to type; about half the pool is busy.
+        let hot = step / 20 % types.len();
+        let per_type: Vec<(AgentType, u64, u32)> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                control.arrived(t, if i == hot { 400 } else { 20 });
+                for _ in 0..5 {
+                    control.ended(
+                        t,
+                        i != 3 || step % 2 == 0,
+                        Duration::from_millis(200),
+                        Some(0.8),
+                    );
+                }
+                (
+                    t.clone(),
+                    if i == hot { 2_000 } else { 10 },
+                    if i == hot { 400 } else { 20 },
+                )
+            })
+            .collect();
+        let pools: Vec<PoolSnapshot> = members
+            .iter()
+            .map(|m| PoolSnapshot {
+                member: m.clone(),
+                slots: slots[m],
+                capacity: 100,
+                busy: slots[m] / 2,
+                serving: true,
+            })
+            .collect();
+        let started = Instant::now();
+        let plan = control.plan(&weights, &per_type, &pools);
+        plan_times.push(started.elapsed());
+        if let Some(new) = &plan.weights {
+            weights = new.clone();
+        }
+        for (member, n) in &plan.resize {
+            slots.insert(member.clone(), *n);
+        }
+        let capacities: Vec<PoolCapacity> = members
+            .iter()
+            .map(|m| PoolCapacity {
+                member: m.clone(),
+                slots: slots[m],
+                supports: types.iter().cloned().collect(),
+            })
+            .collect();
+        let allocation = allocate(&capacities, &weights);
+        control.record(plan, &allocation, &pools);
+        step_times.push(started.elapsed());
+    }
+    vec![
+        phase(
+            "decide only (demand, rebalance, autoscale, spread), 1000 slots × 6 types",
+            plan_times,
+        ),
+        phase(
+            "full step incl. allocation + decision record listing 1000 slots",
+            step_times,
+        ),
+    ]
+}
+
+/// Times load change → first reacting decision on a real cluster.
+async fn reaction_time(rounds: usize) -> anyhow::Result<Phase> {
+    let dir = std::env::temp_dir().join(format!("herd-bench-scaling-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut config = String::from(
+        "[scaling]\nmode = \"production\"\nmin_workers = 6\nmax_workers = 60\nstabilization_s = 600\n",
+    );
+    for name in SIX_TYPES {
+        config.push_str(&format!("[agents.{name}]\nhandler = \"sleep\"\n"));
+    }
+    let path = dir.join("herd.toml");
+    std::fs::write(&path, config)?;
+    let specs = NodeSpec::three_nodes(4)
+        .into_iter()
+        .map(|spec| NodeSpec {
+            config: Some(path.clone()),
+            ..spec
+        })
+        .collect();
+    let mut cluster = LocalCluster::start(specs, Duration::from_secs(30)).await?;
+    let api = cluster.api(0);
+    let mut samples = Vec::new();
+    let result: anyhow::Result<()> = async {
+        for round in 0..rounds {
+            let loaded = AgentType::new(SIX_TYPES[round % SIX_TYPES.len()]);
+            // Idle first: nothing queued, weights settled.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let status = api.cluster().await?;
+                let busy = status.tasks.pending + status.tasks.running;
+                let last = api.scaling_decisions(1).await?;
+                let settled = last
+                    .first()
+                    .is_none_or(|d| d.decision_type == DecisionType::Maintain);
+                if busy == 0 && settled {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "the cluster did not settle");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let tasks: Vec<_> = (0..200)
+                .map(|_| json!({ "agent_type": loaded.as_str(), "payload": { "ms": 100 } }))
+                .collect();
+            let submitted = UnixMillis::now();
+            api.submit_batch(&tasks).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let reacted = loop {
+                let decisions = api.scaling_decisions(10).await?;
+                let first = decisions.iter().rev().find(|d| {
+                    d.timestamp >= submitted
+                        && (d
+                            .agent_weight_adjustments
+                            .get(&loaded)
+                            .is_some_and(|a| a.new_weight > a.previous_weight)
+                            || d.decision_type == DecisionType::ScaleUp)
+                });
+                if let Some(decision) = first {
+                    break decision.timestamp;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no decision reacted to the load within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            samples.push(reacted.since(submitted));
+        }
+        Ok(())
+    }
+    .await;
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(phase(
+        "load change → first reacting decision (1 s interval)",
+        samples,
+    ))
+}
