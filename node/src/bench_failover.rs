@@ -320,7 +320,7 @@ pub fn print(title: &str, phases: &[Phase]) {
     );
     for phase in phases {
         println!(
-            "{:<55} {:>7} {:>12.2} {:>10.2}",
+            "{:<55} {:>7} {:>12.3} {:>10.3}",
             phase.name, phase.rounds, phase.median_ms, phase.max_ms
         );
     }
