@@ -857,6 +857,10 @@ impl OrchestratorState {
             return;
         }
         let pools = self.pool_snapshots();
+        if pools.is_empty() {
+            // Nothing to size or share until a pool registers.
+            return;
+        }
         let per_type: Vec<(AgentType, u64, u32)> = self
             .agent_types
             .keys()
