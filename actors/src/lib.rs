@@ -10,6 +10,7 @@
 pub mod handlers;
 pub mod journal;
 pub mod membership;
+pub mod metrics_catalog;
 pub mod orchestrator;
 pub mod pool;
 pub mod runtime;

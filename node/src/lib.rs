@@ -10,4 +10,5 @@ pub mod bench_failover;
 pub mod bench_scaling;
 pub mod cli;
 pub mod local_cluster;
+pub mod metrics_exporter;
 pub mod telemetry;

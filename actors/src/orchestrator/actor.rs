@@ -453,16 +453,21 @@ impl OrchestratorState {
                     let _ = reply.send(OrchestratorReply::Submitted(Err(rejection)));
                     return;
                 }
-                for (_, spec) in &tasks {
-                    self.scaling.arrived(&spec.agent_type, 1);
-                }
+                let agent_types: Vec<AgentType> =
+                    tasks.iter().map(|(_, spec)| spec.agent_type.clone()).collect();
                 let effects = self.apply(myself, Command::Submit { tasks, now });
                 let answer = effects
                     .iter()
                     .find_map(|effect| match effect {
                         Effect::Accepted(acks) => {
-                            metrics::counter!("herd_tasks_submitted_total")
-                                .increment(acks.iter().filter(|ack| !ack.existing).count() as u64);
+                            // Acks are in submission order; a repeated
+                            // idempotency key is not a new arrival.
+                            for (ack, agent_type) in acks.iter().zip(&agent_types) {
+                                if !ack.existing {
+                                    self.scaling.arrived(agent_type, 1);
+                                    metrics::counter!("herd_tasks_submitted_total", "agent_type" => agent_type.to_string()).increment(1);
+                                }
+                            }
                             Some(OrchestratorReply::Submitted(Ok(acks.clone())))
                         }
                         Effect::Rejected(rejection) => {
@@ -857,10 +862,6 @@ impl OrchestratorState {
             return;
         }
         let pools = self.pool_snapshots();
-        if pools.is_empty() {
-            // Nothing to size or share until a pool registers.
-            return;
-        }
         let per_type: Vec<(AgentType, u64, u32)> = self
             .agent_types
             .keys()
@@ -872,6 +873,16 @@ impl OrchestratorState {
                 (t.clone(), self.book.queue_depth(t), running)
             })
             .collect();
+        for (agent_type, queued, running) in &per_type {
+            metrics::gauge!("herd_queue_depth", "agent_type" => agent_type.to_string())
+                .set(*queued as f64);
+            metrics::gauge!("herd_agent_busy", "agent_type" => agent_type.to_string())
+                .set(f64::from(*running));
+        }
+        if pools.is_empty() {
+            // Nothing to size or share until a pool registers.
+            return;
+        }
         let plan = self.scaling.plan(&self.weights, &per_type, &pools);
         if let Some(weights) = &plan.weights {
             self.weights = weights.clone();
@@ -887,6 +898,8 @@ impl OrchestratorState {
         let changed = plan.weights.is_some() || !plan.resize.is_empty();
         if changed {
             self.weights_changed();
+        } else {
+            self.publish_allocation();
         }
         self.scaling.record(plan, self.pools.allocation(), &pools);
         if changed {
@@ -898,6 +911,11 @@ impl OrchestratorState {
     fn weights_changed(&mut self) {
         self.pools.reallocate(&self.weights);
         self.borrow_order = borrow_order(&self.weights);
+        self.publish_allocation();
+    }
+
+    /// Weight and slot gauges.
+    fn publish_allocation(&self) {
         let allocation = self.pools.allocation();
         for (agent_type, weight) in &self.weights {
             metrics::gauge!("herd_agent_weight", "agent_type" => agent_type.to_string())

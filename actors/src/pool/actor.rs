@@ -555,6 +555,10 @@ impl PoolState {
     }
 
     fn send_stats(&mut self) {
+        let busy = self.slots.iter().filter(|s| s.running.is_some()).count();
+        metrics::gauge!("herd_pool_workers", "state" => "busy").set(busy as f64);
+        metrics::gauge!("herd_pool_workers", "state" => "idle").set(self.idle.len() as f64);
+        metrics::gauge!("herd_pool_slots").set(f64::from(self.target));
         let sample = self.probe.sample();
         let Some(registration) = self.registration.as_ref().filter(|r| r.welcomed) else {
             return;

@@ -8,6 +8,7 @@ mod cluster;
 mod dead_letters;
 pub mod error;
 mod health;
+mod observability;
 mod scaling;
 mod tasks;
 
@@ -31,6 +32,8 @@ pub struct ApiState {
     pub started: Instant,
     /// Set while the node drains: `/ready` answers 503 so traffic moves away.
     pub draining: Arc<AtomicBool>,
+    /// Renders `/metrics` (`None` when another recorder is installed).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl ApiState {
@@ -42,7 +45,14 @@ impl ApiState {
             max_payload_bytes,
             started: Instant::now(),
             draining: Arc::new(AtomicBool::new(false)),
+            metrics: None,
         }
+    }
+
+    /// Serves `/metrics` from `handle`.
+    pub fn with_metrics(mut self, handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Self {
+        self.metrics = handle;
+        self
     }
 }
 
@@ -68,7 +78,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", get(health::ready))
         .route("/startup", get(health::startup))
         .route("/health", get(health::health))
+        .route("/metrics", get(observability::metrics))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .with_state(state)
 }

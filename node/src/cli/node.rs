@@ -78,6 +78,7 @@ async fn serve(config: NodeConfig) -> ExitCode {
         }
     };
     let http_addr = config.http;
+    let metrics = crate::metrics_exporter::install(config.name.as_str());
     let mut node = match HerdNode::start(config, BTreeMap::new()).await {
         Ok(node) => node,
         Err(error @ (StartError::Config(_) | StartError::Handlers(_))) => {
@@ -89,7 +90,7 @@ async fn serve(config: NodeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let api = ApiState::new(node.handle());
+    let api = ApiState::new(node.handle()).with_metrics(metrics);
     let draining = api.draining.clone();
     let app = router(api);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
