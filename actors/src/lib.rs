@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod scaling;
 pub mod scheduling;
 pub mod task_book;
+pub mod task_trace;
 
 pub use handlers::{HandlerError, TaskHandler, TaskInput, TaskOutput};
 pub use runtime::{ClientError, HerdNode, HerdNodeBuilder, NodeHandle};

@@ -10,40 +10,145 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 /// installing it (a no-op without one).
 pub fn describe() {
     // Tasks.
-    describe_counter!("herd_tasks_submitted_total", "Tasks accepted by the orchestrator, by agent_type.");
-    describe_counter!("herd_tasks_finished_total", "Task state changes by agent_type and state (succeeded, failed = retry scheduled, dead, cancelled).");
-    describe_counter!("herd_tasks_requeued_total", "Attempts put back in the queue, by reason (node_lost, handed_back, retry, dead_letter_retry).");
-    describe_histogram!("herd_task_run_seconds", Unit::Seconds, "Handler run time of each attempt, by agent_type and outcome.");
-    describe_histogram!("herd_task_queue_wait_seconds", Unit::Seconds, "Time from submission (or retry due) to the start of an attempt, by agent_type.");
-    describe_gauge!("herd_pending_tasks", "Tasks waiting for a worker (the HPA metric).");
-    describe_gauge!("herd_queue_depth", "Tasks waiting for a worker or a retry, by agent_type.");
-    describe_counter!("herd_duplicate_results_total", "Results of superseded attempts that were fenced off.");
-    describe_counter!("herd_worker_tasks_total", "Attempts run by this node's workers, by agent_type and outcome.");
+    describe_counter!(
+        "herd_tasks_submitted_total",
+        "Tasks accepted by the orchestrator, by agent_type."
+    );
+    describe_counter!(
+        "herd_tasks_finished_total",
+        "Task state changes by agent_type and state (succeeded, failed = retry scheduled, dead, cancelled)."
+    );
+    describe_counter!(
+        "herd_tasks_requeued_total",
+        "Attempts put back in the queue, by reason (node_lost, handed_back, retry, dead_letter_retry)."
+    );
+    describe_histogram!(
+        "herd_task_run_seconds",
+        Unit::Seconds,
+        "Handler run time of each attempt, by agent_type and outcome."
+    );
+    describe_histogram!(
+        "herd_task_queue_wait_seconds",
+        Unit::Seconds,
+        "Time from submission (or retry due) to the start of an attempt, by agent_type."
+    );
+    describe_gauge!(
+        "herd_pending_tasks",
+        "Tasks waiting for a worker (the HPA metric)."
+    );
+    describe_gauge!(
+        "herd_queue_depth",
+        "Tasks waiting for a worker or a retry, by agent_type."
+    );
+    describe_counter!(
+        "herd_duplicate_results_total",
+        "Results of superseded attempts that were fenced off."
+    );
+    describe_counter!(
+        "herd_worker_tasks_total",
+        "Attempts run by this node's workers, by agent_type and outcome."
+    );
     // Workers and scaling.
-    describe_gauge!("herd_pool_workers", "This node's worker slots by state (busy, idle).");
-    describe_gauge!("herd_pool_slots", "Worker slots this node runs (after autoscaling).");
-    describe_gauge!("herd_worker_slots", "Worker slots in the cluster on nodes that take work.");
-    describe_gauge!("herd_agent_slots", "Worker slots allotted to each agent_type across the cluster.");
-    describe_gauge!("herd_agent_busy", "Worker slots running a task of each agent_type.");
-    describe_gauge!("herd_agent_weight", "Current weight (share of the slots) of each agent_type.");
-    describe_counter!("herd_scaling_decisions_total", "Scaling decisions by decision_type (scale_up, scale_down, rebalance, maintain).");
-    describe_counter!("herd_worker_restarts_total", "Workers replaced after a crash, a stuck handler or a cancellation.");
-    describe_histogram!("herd_worker_replacement_seconds", Unit::Seconds, "Time from a worker's death to its replacement taking a task.");
-    describe_gauge!("herd_circuit_open", "1 while the agent_type's circuit breaker is open or half-open.");
-    describe_counter!("herd_circuit_transitions_total", "Circuit breaker state changes, by agent_type and state.");
+    describe_gauge!(
+        "herd_pool_workers",
+        "This node's worker slots by state (busy, idle)."
+    );
+    describe_gauge!(
+        "herd_pool_slots",
+        "Worker slots this node runs (after autoscaling)."
+    );
+    describe_gauge!(
+        "herd_worker_slots",
+        "Worker slots in the cluster on nodes that take work."
+    );
+    describe_gauge!(
+        "herd_agent_slots",
+        "Worker slots allotted to each agent_type across the cluster."
+    );
+    describe_gauge!(
+        "herd_agent_busy",
+        "Worker slots running a task of each agent_type."
+    );
+    describe_gauge!(
+        "herd_agent_weight",
+        "Current weight (share of the slots) of each agent_type."
+    );
+    describe_counter!(
+        "herd_scaling_decisions_total",
+        "Scaling decisions by decision_type (scale_up, scale_down, rebalance, maintain)."
+    );
+    describe_counter!(
+        "herd_worker_restarts_total",
+        "Workers replaced after a crash, a stuck handler or a cancellation."
+    );
+    describe_histogram!(
+        "herd_worker_replacement_seconds",
+        Unit::Seconds,
+        "Time from a worker's death to its replacement taking a task."
+    );
+    describe_gauge!(
+        "herd_circuit_open",
+        "1 while the agent_type's circuit breaker is open or half-open."
+    );
+    describe_counter!(
+        "herd_circuit_transitions_total",
+        "Circuit breaker state changes, by agent_type and state."
+    );
     // Cluster.
-    describe_gauge!("herd_cluster_nodes", "Nodes this node knows, by state (up, suspect, down, left).");
-    describe_histogram!("herd_heartbeat_rtt_seconds", Unit::Seconds, "Round-trip time of membership heartbeats.");
-    describe_histogram!("herd_failover_detect_seconds", Unit::Seconds, "Silence before a peer was declared down.");
-    describe_histogram!("herd_failover_requeue_seconds", Unit::Seconds, "Time from a node being declared down or leaving to its tasks being re-queued.");
-    describe_counter!("herd_rejoins_total", "Peers that came back under a new incarnation.");
-    describe_counter!("herd_cluster_handshake_failures_total", "Cluster connections refused (wrong cookie, version, name clash, ...).");
-    describe_counter!("herd_undecodable_frames_total", "Cluster frames that did not decode, by protocol.");
+    describe_gauge!(
+        "herd_cluster_nodes",
+        "Nodes this node knows, by state (up, suspect, down, left)."
+    );
+    describe_histogram!(
+        "herd_heartbeat_rtt_seconds",
+        Unit::Seconds,
+        "Round-trip time of membership heartbeats."
+    );
+    describe_histogram!(
+        "herd_failover_detect_seconds",
+        Unit::Seconds,
+        "Silence before a peer was declared down."
+    );
+    describe_histogram!(
+        "herd_failover_requeue_seconds",
+        Unit::Seconds,
+        "Time from a node being declared down or leaving to its tasks being re-queued."
+    );
+    describe_counter!(
+        "herd_rejoins_total",
+        "Peers that came back under a new incarnation."
+    );
+    describe_counter!(
+        "herd_cluster_handshake_failures_total",
+        "Cluster connections refused (wrong cookie, version, name clash, ...)."
+    );
+    describe_counter!(
+        "herd_undecodable_frames_total",
+        "Cluster frames that did not decode, by protocol."
+    );
     // Journal.
-    describe_histogram!("herd_journal_commit_seconds", Unit::Seconds, "Duration of each journal group commit.");
-    describe_counter!("herd_journal_entries_total", "Commands written to the orchestrator's journal.");
-    describe_gauge!("herd_journal_snapshot_bytes", Unit::Bytes, "Size of the latest journal snapshot.");
+    describe_histogram!(
+        "herd_journal_commit_seconds",
+        Unit::Seconds,
+        "Duration of each journal group commit."
+    );
+    describe_counter!(
+        "herd_journal_entries_total",
+        "Commands written to the orchestrator's journal."
+    );
+    describe_gauge!(
+        "herd_journal_snapshot_bytes",
+        Unit::Bytes,
+        "Size of the latest journal snapshot."
+    );
     // API.
-    describe_counter!("herd_api_requests_total", "HTTP API requests by route, method and status.");
-    describe_histogram!("herd_api_request_seconds", Unit::Seconds, "HTTP API request duration by route and method.");
+    describe_counter!(
+        "herd_api_requests_total",
+        "HTTP API requests by route, method and status."
+    );
+    describe_histogram!(
+        "herd_api_request_seconds",
+        Unit::Seconds,
+        "HTTP API request duration by route and method."
+    );
 }

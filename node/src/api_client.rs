@@ -271,6 +271,39 @@ impl ApiClient {
         self.decode(response).await
     }
 
+    /// `POST` of a JSON body with extra headers, returning status and JSON.
+    pub async fn post_json_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value), ApiClientError> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// `GET` of any path, returning status and body text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String), ApiClientError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| self.transport(e))?;
+        Ok((status, text))
+    }
+
     /// `GET` of any path, returning status and JSON body (for probes).
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
         let response = self

@@ -12,3 +12,4 @@ pub mod cli;
 pub mod local_cluster;
 pub mod metrics_exporter;
 pub mod telemetry;
+pub mod trace_export;

@@ -35,6 +35,8 @@ use crate::task_book::{
     AgentTypeSettings, Command, Effect, RequeueReason, RetryPolicy, StaleReason, TaskBook,
     TaskBookSettings,
 };
+use crate::task_trace;
+use opentelemetry::KeyValue;
 
 /// After a restart, how long nodes that ran tasks get to re-register before
 /// their tasks are declared lost.
@@ -453,8 +455,10 @@ impl OrchestratorState {
                     let _ = reply.send(OrchestratorReply::Submitted(Err(rejection)));
                     return;
                 }
-                let agent_types: Vec<AgentType> =
-                    tasks.iter().map(|(_, spec)| spec.agent_type.clone()).collect();
+                let agent_types: Vec<AgentType> = tasks
+                    .iter()
+                    .map(|(_, spec)| spec.agent_type.clone())
+                    .collect();
                 let effects = self.apply(myself, Command::Submit { tasks, now });
                 let answer = effects
                     .iter()
@@ -729,6 +733,7 @@ impl OrchestratorState {
         let count = reports.len() as u64;
         let mut effects = Vec::new();
         for report in reports {
+            self.trace_completed(&member, &report);
             effects.extend(self.apply(
                 myself,
                 Command::Report {
@@ -836,6 +841,60 @@ impl OrchestratorState {
             self.release(myself, Deferred::Effects(effects));
         }
         self.schedule_dispatch(myself);
+    }
+
+    // ---- traces --------------------------------------------------------
+
+    /// `herd.queue`: from submission to this first assignment.
+    fn trace_queued(&self, assignment: &TaskAssignment) {
+        let Some(parent) = assignment
+            .trace_context
+            .as_deref()
+            .filter(|_| task_trace::enabled() && assignment.attempt == 1)
+        else {
+            return;
+        };
+        if let Some(record) = self.book.record(assignment.task_id) {
+            task_trace::record(
+                "herd.queue",
+                parent,
+                task_trace::at(record.created_at.0),
+                std::time::SystemTime::now(),
+                vec![
+                    KeyValue::new("herd.task_id", assignment.task_id.to_string()),
+                    KeyValue::new("herd.agent_type", assignment.agent_type.to_string()),
+                ],
+            );
+        }
+    }
+
+    /// `herd.complete`: from the worker's finish to the outcome being recorded.
+    fn trace_completed(&self, member: &MemberId, report: &TaskReport) {
+        if !task_trace::enabled() {
+            return;
+        }
+        let Some(parent) = self
+            .book
+            .record(report.task_id)
+            .and_then(|r| r.trace_context.clone())
+        else {
+            return;
+        };
+        let outcome = match &report.outcome {
+            herd_protocol::Outcome::Succeeded { .. } => "succeeded",
+            herd_protocol::Outcome::Failed { kind, .. } => kind.as_str(),
+        };
+        task_trace::record(
+            "herd.complete",
+            &parent,
+            task_trace::at(report.finished_at.0),
+            std::time::SystemTime::now(),
+            vec![
+                KeyValue::new("herd.task_id", report.task_id.to_string()),
+                KeyValue::new("herd.outcome", outcome),
+                KeyValue::new("herd.ran_on", member.name.to_string()),
+            ],
+        );
     }
 
     // ---- scaling -------------------------------------------------------
@@ -1079,6 +1138,7 @@ impl OrchestratorState {
             let mut assigned = 0;
             for effect in effects {
                 if let Effect::Dispatch { member, assignment } = effect {
+                    self.trace_queued(&assignment);
                     batches.entry(member).or_default().push(assignment);
                     assigned += 1;
                 }
@@ -1096,6 +1156,30 @@ impl OrchestratorState {
             // that removed it re-queued these attempts.
             return;
         };
+        if task_trace::enabled() {
+            let now = std::time::SystemTime::now();
+            for assignment in &assignments {
+                let (Some(parent), Some(started)) = (
+                    assignment.trace_context.as_deref(),
+                    self.book
+                        .record(assignment.task_id)
+                        .and_then(|r| r.started_at),
+                ) else {
+                    continue;
+                };
+                task_trace::record(
+                    "herd.assign",
+                    parent,
+                    task_trace::at(started.0),
+                    now,
+                    vec![
+                        KeyValue::new("herd.task_id", assignment.task_id.to_string()),
+                        KeyValue::new("herd.attempt", i64::from(assignment.attempt)),
+                        KeyValue::new("herd.assigned_to", member.name.to_string()),
+                    ],
+                );
+            }
+        }
         for batch in chunk_by_budget(assignments, |a| a.payload.len()) {
             let message = Mailbox::Cast(PoolCast::Assign {
                 orchestrator: self.local_member(),

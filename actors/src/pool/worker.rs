@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::actor::{PoolLocal, PoolMsg};
 use crate::handlers::{HandlerError, HandlerRegistry, TaskInput};
+use crate::task_trace;
 
 /// Messages to a worker.
 #[derive(Debug)]
@@ -94,14 +95,55 @@ pub async fn run_attempt(
         };
     };
     let timeout = Duration::from_millis(assignment.timeout_ms);
+    // The handler's own spans (an exec child, an HTTP call) nest under this.
+    let span = assignment
+        .trace_context
+        .as_deref()
+        .filter(|_| task_trace::enabled())
+        .map(|parent| {
+            task_trace::TaskSpan::start(
+                "herd.execute",
+                opentelemetry::trace::SpanKind::Consumer,
+                Some(parent),
+                None,
+                vec![
+                    opentelemetry::KeyValue::new("herd.task_id", assignment.task_id.to_string()),
+                    opentelemetry::KeyValue::new(
+                        "herd.agent_type",
+                        assignment.agent_type.to_string(),
+                    ),
+                    opentelemetry::KeyValue::new("herd.attempt", i64::from(assignment.attempt)),
+                ],
+            )
+        });
     let input = TaskInput {
         task_id: assignment.task_id,
         agent_type: assignment.agent_type.clone(),
         attempt: assignment.attempt,
         payload: assignment.payload.clone(),
         timeout,
-        trace_context: assignment.trace_context.clone(),
+        trace_context: span
+            .as_ref()
+            .and_then(|s| s.traceparent())
+            .or_else(|| assignment.trace_context.clone()),
     };
+    let outcome = handle_in_time(handler.as_ref(), input, assignment, max_result_bytes).await;
+    if let Some(span) = span {
+        if let Outcome::Failed { kind, message } = &outcome {
+            span.fail(format!("{}: {message}", kind.as_str()));
+        }
+        span.end();
+    }
+    outcome
+}
+
+async fn handle_in_time(
+    handler: &dyn crate::handlers::TaskHandler,
+    input: TaskInput,
+    assignment: &TaskAssignment,
+    max_result_bytes: usize,
+) -> Outcome {
+    let timeout = input.timeout;
     match tokio::time::timeout(timeout, handler.handle(input)).await {
         Ok(Ok(output)) if output.result.len() > max_result_bytes => Outcome::Failed {
             kind: FailureKind::Fatal,

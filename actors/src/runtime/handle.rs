@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::membership::ClusterView;
 use crate::orchestrator::find_orchestrator;
+use crate::task_trace;
 
 /// Default time limit for one request to the orchestrator.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,16 +120,50 @@ impl NodeHandle {
         }
     }
 
-    /// Submits a batch of tasks, all or none; acks are in order.
-    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<SubmitAck>, ClientError> {
-        match self
+    /// Submits a batch of tasks, all or none; acks are in order. While traces
+    /// are exported, the batch gets a `herd.submit` span (a child of the
+    /// first task's trace context, if any) that its tasks' spans descend from.
+    pub async fn submit_batch(
+        &self,
+        mut specs: Vec<TaskSpec>,
+    ) -> Result<Vec<SubmitAck>, ClientError> {
+        let span = task_trace::enabled().then(|| {
+            let span = task_trace::TaskSpan::start(
+                "herd.submit",
+                opentelemetry::trace::SpanKind::Server,
+                specs.first().and_then(|s| s.trace_context.as_deref()),
+                None,
+                vec![
+                    opentelemetry::KeyValue::new("herd.node", self.config.name.to_string()),
+                    opentelemetry::KeyValue::new("herd.tasks", specs.len() as i64),
+                ],
+            );
+            let traceparent = span.traceparent();
+            for spec in &mut specs {
+                spec.trace_context = traceparent.clone();
+            }
+            span
+        });
+        let answer = match self
             .request(OrchestratorRequest::Submit(specs), DEFAULT_REQUEST_TIMEOUT)
             .await?
         {
             OrchestratorReply::Submitted(Ok(acks)) => Ok(acks),
             OrchestratorReply::Submitted(Err(rejection)) => Err(ClientError::Rejected(rejection)),
             _ => Err(ClientError::UnexpectedReply),
+        };
+        if let Some(span) = span {
+            match &answer {
+                Ok(acks) if acks.len() == 1 => span.set(opentelemetry::KeyValue::new(
+                    "herd.task_id",
+                    acks[0].id.to_string(),
+                )),
+                Ok(_) => {}
+                Err(error) => span.fail(error.to_string()),
+            }
+            span.end();
         }
+        answer
     }
 
     /// Submits one task.

@@ -50,7 +50,10 @@ impl ApiState {
     }
 
     /// Serves `/metrics` from `handle`.
-    pub fn with_metrics(mut self, handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Self {
+    pub fn with_metrics(
+        mut self,
+        handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
         self.metrics = handle;
         self
     }

@@ -14,6 +14,7 @@ use tracing::{error, info};
 use super::NodeArgs;
 use crate::api::{ApiState, router};
 use crate::telemetry;
+use crate::trace_export::TraceExport;
 
 const USAGE_ERROR: u8 = 2;
 
@@ -79,6 +80,17 @@ async fn serve(config: NodeConfig) -> ExitCode {
     };
     let http_addr = config.http;
     let metrics = crate::metrics_exporter::install(config.name.as_str());
+    let env = Environment::from_process();
+    let traces = match TraceExport::from_env(&|name| env.get(name), config.name.as_str()) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("herd: {error}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    if traces.is_some() {
+        info!("exporting traces over OTLP");
+    }
     let mut node = match HerdNode::start(config, BTreeMap::new()).await {
         Ok(node) => node,
         Err(error @ (StartError::Config(_) | StartError::Handlers(_))) => {
@@ -131,6 +143,10 @@ async fn serve(config: NodeConfig) -> ExitCode {
     };
     let _ = stop_http.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    if let Some(traces) = traces {
+        // The batch exporter blocks while it flushes.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
     exit
 }
 
