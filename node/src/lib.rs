@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_failover;
 pub mod bench_scaling;
 pub mod cli;
+pub mod json_log;
 pub mod local_cluster;
 pub mod metrics_exporter;
 pub mod telemetry;

@@ -73,17 +73,18 @@ fn quiet_dependencies(filter: &str) -> String {
     }
 }
 
-/// Installs the global subscriber. Call once, early.
-pub fn init(format: LogFormat, filter: EnvFilter) {
+/// Installs the global subscriber for node `node`. Call once, early.
+pub fn init(format: LogFormat, filter: EnvFilter, node: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::json_log::JsonLines {
+                node: node.to_string(),
+            })
             .try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };

@@ -162,7 +162,7 @@ impl Actor for Membership {
             Mailbox::Local(MembershipLocal::HeartbeatTick)
         });
         myself.cast(Mailbox::Local(MembershipLocal::DialTick))?;
-        info!(node = %config.name, listen = %config.listen, advertise = %config.advertise_addr(), seeds = ?config.seeds, "membership started");
+        info!(listen = %config.listen, advertise = %config.advertise_addr(), seeds = ?config.seeds, "membership started");
         Ok(MembershipState {
             config,
             greeting: args.greeting,

@@ -605,7 +605,7 @@ impl OrchestratorState {
             })
             .unwrap_or(RetryOutcome::NotFound);
         if outcome == RetryOutcome::Retried {
-            info!(task = %id, "dead-letter task retried");
+            info!(task_id = %id, "dead-letter task retried");
         }
         self.release(myself, Deferred::Effects(effects));
         self.release(
@@ -634,7 +634,7 @@ impl OrchestratorState {
         };
         self.pools.set_draining(&member, &self.weights);
         let grace_ms = self.drain_grace.as_millis() as u64;
-        info!(node = %member, grace_ms, "draining node on request");
+        info!(target_node = %member, grace_ms, "draining node on request");
         let _ = entry
             .actor
             .cast(Mailbox::Cast(PoolCast::Drain { grace_ms }));
@@ -815,9 +815,9 @@ impl OrchestratorState {
                 .filter(|info| info.member == member);
             let left = info.is_some_and(|info| info.state == MemberState::Left);
             if left {
-                info!(node = %member, attempts, "node left; re-queueing anything it still held");
+                info!(peer = %member, attempts, "node left; re-queueing anything it still held");
             } else {
-                warn!(node = %member, attempts, "node is gone; re-queueing its tasks");
+                warn!(peer = %member, attempts, "node is gone; re-queueing its tasks");
             }
             if let Some(info) = info {
                 metrics::histogram!("herd_failover_requeue_seconds")
@@ -1223,6 +1223,15 @@ impl OrchestratorState {
                     state,
                 } => {
                     metrics::counter!("herd_tasks_finished_total", "agent_type" => agent_type.to_string(), "state" => state.as_str()).increment(1);
+                    if state == herd_protocol::TaskState::Dead {
+                        let error = self
+                            .book
+                            .record(id)
+                            .and_then(|r| r.error.as_ref())
+                            .map(|e| e.message.clone())
+                            .unwrap_or_default();
+                        warn!(task_id = %id, agent_type = %agent_type, %error, "task is dead: it is in the dead-letter queue (GET /v1/dead-letters)");
+                    }
                     if state.is_terminal() {
                         self.wake_waiters(id);
                     }
@@ -1233,7 +1242,7 @@ impl OrchestratorState {
                 Effect::StaleReport { id, reason } => {
                     if reason == StaleReason::Duplicate {
                         metrics::counter!("herd_duplicate_results_total").increment(1);
-                        debug!(task = %id, "dropped a result from a superseded attempt");
+                        debug!(task_id = %id, "dropped a result from a superseded attempt");
                     }
                 }
                 Effect::AttemptEnded {

@@ -410,10 +410,10 @@ impl PoolState {
         let reason = reason.unwrap_or_else(|| "stopped".to_string());
         match running {
             Some(running) if running.cancelled => {
-                debug!(%slot, task = %running.task_id, "worker stopped for a cancelled task")
+                debug!(%slot, task_id = %running.task_id, agent_type = %running.agent_type, "worker stopped for a cancelled task")
             }
             Some(running) => {
-                warn!(%slot, task = %running.task_id, %reason, "worker died while running a task; replacing it");
+                warn!(%slot, task_id = %running.task_id, agent_type = %running.agent_type, %reason, "worker died while running a task; replacing it");
                 let now = UnixMillis::now();
                 let report = TaskReport {
                     task_id: running.task_id,
@@ -469,7 +469,7 @@ impl PoolState {
             metrics::counter!("herd_worker_restarts_total").increment(1);
             self.replacements.insert(slot, now);
             if !running.cancelled {
-                warn!(%slot, task = %running.task_id, "worker did not stop at its task's time limit (its handler blocks); abandoning it and starting a replacement");
+                warn!(%slot, task_id = %running.task_id, agent_type = %running.agent_type, "worker did not stop at its task's time limit (its handler blocks); abandoning it and starting a replacement");
                 let stamp = UnixMillis::now();
                 let report = TaskReport {
                     task_id: running.task_id,
@@ -647,7 +647,7 @@ impl PoolState {
             {
                 running.cancelled = true;
                 if let Some(worker) = &entry.worker {
-                    info!(task = %task_id, "stopping a cancelled task");
+                    info!(task_id = %task_id, "stopping a cancelled task");
                     worker.kill();
                 }
             }
@@ -660,7 +660,7 @@ impl PoolState {
         if self.outbox.len() >= MAX_UNACKED_REPORTS {
             let dropped = self.outbox.pop_front();
             self.unsent = self.unsent.min(self.outbox.len());
-            warn!(task = ?dropped.map(|e| e.report.task_id), "report buffer full while the orchestrator is unreachable; dropping the oldest report (its task will be retried)");
+            warn!(task_id = ?dropped.map(|e| e.report.task_id), "report buffer full while the orchestrator is unreachable; dropping the oldest report (its task will be retried)");
         }
         let sequence = self.next_sequence;
         self.next_sequence += 1;

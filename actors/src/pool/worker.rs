@@ -128,6 +128,9 @@ pub async fn run_attempt(
             .or_else(|| assignment.trace_context.clone()),
     };
     let outcome = handle_in_time(handler.as_ref(), input, assignment, max_result_bytes).await;
+    if let Outcome::Failed { kind, message } = &outcome {
+        tracing::debug!(task_id = %assignment.task_id, agent_type = %assignment.agent_type, attempt = assignment.attempt, kind = kind.as_str(), error = %message, "attempt failed");
+    }
     if let Some(span) = span {
         if let Outcome::Failed { kind, message } = &outcome {
             span.fail(format!("{}: {message}", kind.as_str()));
@@ -144,7 +147,15 @@ async fn handle_in_time(
     max_result_bytes: usize,
 ) -> Outcome {
     let timeout = input.timeout;
-    match tokio::time::timeout(timeout, handler.handle(input)).await {
+    // Whatever the handler logs carries the task's id and type.
+    let log_span = tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        agent_type = %assignment.agent_type,
+        attempt = assignment.attempt
+    );
+    let run = tracing::Instrument::instrument(handler.handle(input), log_span);
+    match tokio::time::timeout(timeout, run).await {
         Ok(Ok(output)) if output.result.len() > max_result_bytes => Outcome::Failed {
             kind: FailureKind::Fatal,
             message: format!(

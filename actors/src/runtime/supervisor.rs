@@ -109,7 +109,7 @@ impl Actor for NodeSupervisor {
         if state.args.config.has_role(Role::Worker) {
             state.start(&myself, Component::Pool).await?;
         }
-        info!(node = %state.args.member, roles = ?state.args.config.roles, "node started");
+        info!(member = %state.args.member, roles = ?state.args.config.roles, "node started");
         Ok(state)
     }
 

@@ -52,7 +52,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         print_config(&config);
         return ExitCode::SUCCESS;
     }
-    telemetry::init(format, filter);
+    telemetry::init(format, filter, config.name.as_str());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
