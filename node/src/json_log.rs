@@ -76,7 +76,7 @@ where
         event.record(&mut FieldsToJson(&mut line));
         // `node` is always this node; a field of that name is kept aside.
         if let Some(field) = line.insert("node".into(), Value::from(self.node.as_str()))
-            && field != Value::from(self.node.as_str())
+            && field != self.node.as_str()
         {
             line.insert("node_field".into(), field);
         }
