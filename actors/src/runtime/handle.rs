@@ -271,6 +271,12 @@ impl NodeHandle {
         }
     }
 
+    /// Whether this node's worker pool actor is running.
+    pub fn pool_running(&self) -> bool {
+        !ractor::pg::get_local_members(&herd_protocol::messages::groups::POOLS.to_string())
+            .is_empty()
+    }
+
     /// The most recent scaling decisions, newest first.
     pub async fn scaling_decisions(&self, limit: u32) -> Result<Vec<ScalingDecision>, ClientError> {
         match self

@@ -7,7 +7,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herd_actors::orchestrator::find_orchestrator;
 use herd_protocol::UnixMillis;
+use std::time::Duration;
+
+use herd_protocol::messages::membership::Role;
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::scaling::OverallHealth;
 use serde_json::{Value, json};
 
 use super::ApiState;
@@ -23,18 +27,42 @@ pub async fn startup(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({ "status": "started", "node": state.node.config().name.as_str() }))
 }
 
+/// One probe check.
+struct Check {
+    name: &'static str,
+    /// `healthy`, `degraded` (works, with reduced capacity) or `unhealthy`.
+    status: &'static str,
+    message: String,
+}
+
+impl Check {
+    fn new(name: &'static str, healthy: bool, message: String) -> Self {
+        Check {
+            name,
+            status: if healthy { "healthy" } else { "unhealthy" },
+            message,
+        }
+    }
+
+    fn is_unhealthy(&self) -> bool {
+        self.status == "unhealthy"
+    }
+}
+
 /// `GET /ready`: 200 once initial discovery is done and the orchestrator is
-/// reachable; 503 otherwise.
+/// reachable (on the orchestrator's node: its state is loaded, since it only
+/// joins its process group after recovery); 503 otherwise, and while
+/// draining.
 pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let mut checks = checks(&state);
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        checks.push((
+        checks.push(Check::new(
             "draining",
             false,
             "the node is draining and takes no new traffic".to_string(),
         ));
     }
-    let ready = checks.iter().all(|(_, healthy, _)| *healthy);
+    let ready = !checks.iter().any(Check::is_unhealthy);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -48,26 +76,40 @@ pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     )
 }
 
-/// `GET /health`: every check with a message (deployment guide's format).
+/// `GET /health`: every check with a message (the deployment guide's
+/// format): cluster membership, orchestrator, workers, task processing. 503
+/// when a check is unhealthy; `degraded` (200) when the cluster works with
+/// reduced capacity.
 pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
-    let checks = checks(&state);
-    let healthy = checks.iter().all(|(_, ok, _)| *ok);
-    let status = if healthy {
-        StatusCode::OK
+    let mut checks = checks(&state);
+    if let Some(workers) = worker_check(&state) {
+        checks.push(workers);
+    }
+    checks.push(processing_check(&state).await);
+    let overall = if checks.iter().any(Check::is_unhealthy) {
+        "unhealthy"
+    } else if checks.iter().any(|c| c.status == "degraded") {
+        "degraded"
     } else {
+        "healthy"
+    };
+    let status = if overall == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     let body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
+        "status": overall,
         "timestamp": UnixMillis::now().0 / 1000,
         "node": state.node.config().name.as_str(),
+        "version": herd_protocol::HERD_VERSION,
         "uptime_seconds": state.started.elapsed().as_secs(),
         "checks": as_object(&checks),
     });
     (status, Json(body))
 }
 
-fn checks(state: &ApiState) -> Vec<(&'static str, bool, String)> {
+fn checks(state: &ApiState) -> Vec<Check> {
     let view = state.node.view();
     let peers_up = view
         .peers
@@ -75,31 +117,108 @@ fn checks(state: &ApiState) -> Vec<(&'static str, bool, String)> {
         .filter(|peer| peer.state == MemberState::Up)
         .count();
     let membership = if view.discovery_complete {
-        (true, format!("joined; {peers_up} peer(s) up"))
+        Check::new(
+            "cluster_membership",
+            true,
+            format!("joined; {peers_up} peer(s) up"),
+        )
     } else {
-        (false, "still contacting seeds".to_string())
+        Check::new(
+            "cluster_membership",
+            false,
+            "still contacting seeds".to_string(),
+        )
     };
     let orchestrator = match (&view.orchestrator, find_orchestrator(&view)) {
-        (Some(member), Some(_)) => (true, format!("orchestrator {} reachable", member.name)),
-        (Some(member), None) => (
+        (Some(member), Some(_)) => Check::new(
+            "orchestrator",
+            true,
+            format!("orchestrator {} reachable", member.name),
+        ),
+        (Some(member), None) => Check::new(
+            "orchestrator",
             false,
             format!("orchestrator {} known but not yet reachable", member.name),
         ),
-        (None, _) => (false, "no orchestrator in the cluster".to_string()),
+        (None, _) => Check::new(
+            "orchestrator",
+            false,
+            "no orchestrator in the cluster".to_string(),
+        ),
     };
-    vec![
-        ("cluster_membership", membership.0, membership.1),
-        ("orchestrator", orchestrator.0, orchestrator.1),
-    ]
+    vec![membership, orchestrator]
 }
 
-fn as_object(checks: &[(&'static str, bool, String)]) -> Value {
+/// On a worker node: its pool actor is running.
+fn worker_check(state: &ApiState) -> Option<Check> {
+    if !state.node.config().has_role(Role::Worker) {
+        return None;
+    }
+    let running = state.node.pool_running();
+    Some(if running {
+        Check::new("workers", true, "worker pool running".to_string())
+    } else {
+        Check::new(
+            "workers",
+            false,
+            "the worker pool is not running (restarting, or stopped after repeated failures; see the log)"
+                .to_string(),
+        )
+    })
+}
+
+/// The cluster makes progress: from the orchestrator's health report.
+async fn processing_check(state: &ApiState) -> Check {
+    let name = "task_processing";
+    match tokio::time::timeout(Duration::from_secs(2), state.node.health_report()).await {
+        Ok(Ok(report)) => {
+            let queue = &report.queue_health;
+            let pool = &report.worker_pool_health;
+            let message = format!(
+                "{} pending (oldest {} s){}; {} of {} worker slots healthy, {:.0} % busy",
+                queue.total_pending_tasks,
+                queue.oldest_task_age_seconds,
+                queue
+                    .bottleneck_agent
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(", bottleneck {t}")),
+                pool.healthy_workers,
+                pool.total_workers,
+                pool.utilization_percentage
+            );
+            Check {
+                name,
+                status: match report.overall_health {
+                    OverallHealth::Healthy => "healthy",
+                    OverallHealth::Degraded => "degraded",
+                    OverallHealth::Critical => "unhealthy",
+                },
+                message,
+            }
+        }
+        Ok(Err(error)) => Check::new(
+            name,
+            false,
+            format!("no report from the orchestrator: {error}"),
+        ),
+        Err(_) => Check::new(
+            name,
+            false,
+            "the orchestrator did not answer within 2 s".to_string(),
+        ),
+    }
+}
+
+fn as_object(checks: &[Check]) -> Value {
     let now = UnixMillis::now().0 / 1000;
     Value::Object(
         checks
             .iter()
-            .map(|(name, ok, message)| {
-                (name.to_string(), json!({ "status": if *ok { "healthy" } else { "unhealthy" }, "message": message, "last_check": now }))
+            .map(|check| {
+                (
+                    check.name.to_string(),
+                    json!({ "status": check.status, "message": check.message, "last_check": now }),
+                )
             })
             .collect(),
     )

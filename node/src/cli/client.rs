@@ -503,3 +503,63 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// The node's HTTP address (HOST:PORT or URL). [env: HERD_HTTP]
+    #[arg(
+        long = "http",
+        env = "HERD_HTTP",
+        default_value = "127.0.0.1:8100",
+        value_name = "ADDR"
+    )]
+    http: String,
+    /// Which probe: health (every check), ready, live or startup.
+    #[arg(long, default_value = "health", value_parser = ["health", "ready", "live", "startup"])]
+    probe: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print nothing; only the exit code tells.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `herd health`: exit 0 when the probe answers 200, 1 otherwise (also when
+/// the node does not answer), printing the probe's JSON.
+pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let base = if args.http.contains("://") {
+        args.http.clone()
+    } else {
+        format!("http://{}", args.http)
+    };
+    let client = ApiClient::new(&base);
+    let probe = format!("/{}", args.probe);
+    match tokio::time::timeout(args.timeout, client.get_json(&probe)).await {
+        Ok(Ok((status, body))) => {
+            if !args.quiet {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            }
+            Ok(if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Ok(Err(error)) => {
+            if !args.quiet {
+                eprintln!("herd health: {error}");
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(_) => {
+            if !args.quiet {
+                eprintln!(
+                    "herd health: {base}{probe} did not answer within {:?}",
+                    args.timeout
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}

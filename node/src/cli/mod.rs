@@ -31,6 +31,8 @@ enum Command {
     Dlq(client::DlqCommand),
     /// Drain a node: no new work, running tasks finish, the rest is handed back, then it leaves.
     Drain(client::DrainArgs),
+    /// Probe a node's health (exit 0 healthy, 1 not): a container HEALTHCHECK without curl.
+    Health(client::HealthArgs),
     /// Benchmark a local three-node cluster (throughput and latency).
     Bench(BenchArgs),
 }
@@ -122,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Task(args) => client::run(client::task(args)),
         Command::Dlq(command) => client::run(client::dlq(command)),
         Command::Drain(args) => client::run(client::drain(args)),
+        Command::Health(args) => client::run(client::health(args)),
         Command::Bench(args) => run_bench(args),
     }
 }
