@@ -6,8 +6,8 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-/// Registers the descriptions with the installed recorder. Call once after
-/// installing it (a no-op without one).
+/// Registers the descriptions with the installed recorder, and the unlabelled
+/// series at zero. Call once after installing it (a no-op without one).
 pub fn describe() {
     // Tasks.
     describe_counter!(
@@ -151,4 +151,22 @@ pub fn describe() {
         Unit::Seconds,
         "HTTP API request duration by route and method."
     );
+
+    // Series without labels exist from the start (at zero), so rates and
+    // alerts work before the first event.
+    for counter in [
+        "herd_worker_restarts_total",
+        "herd_duplicate_results_total",
+        "herd_rejoins_total",
+        "herd_cluster_handshake_failures_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for histogram in [
+        "herd_failover_detect_seconds",
+        "herd_failover_requeue_seconds",
+        "herd_worker_replacement_seconds",
+    ] {
+        let _ = metrics::histogram!(histogram);
+    }
 }
