@@ -1,0 +1,90 @@
+//! The monitoring files in `deploy/` are valid for the real tools:
+//! `promtool check config` and `promtool check rules` pass, and every panel
+//! of the Grafana dashboard queries a herd metric that `/metrics` serves.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+fn promtool(args: &[&str]) -> (bool, String) {
+    let output = Command::new("promtool").args(args).output().unwrap_or_else(|error| {
+        panic!(
+            "promtool could not run ({error}); install Debian's prometheus package (apt-get install -y prometheus) or run .ci/run, which does"
+        )
+    });
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_prometheus_config_and_rules_pass_promtool() {
+    let config = deploy("prometheus/prometheus.yml");
+    let (ok, output) = promtool(&["check", "config", config.to_str().unwrap()]);
+    assert!(ok, "promtool check config failed:\n{output}");
+    assert!(output.contains("1 rule files found"), "{output}");
+    let rules = deploy("prometheus/rules/herd.yml");
+    let (ok, output) = promtool(&["check", "rules", rules.to_str().unwrap()]);
+    assert!(ok, "promtool check rules failed:\n{output}");
+    let text = std::fs::read_to_string(rules).unwrap();
+    for alert in [
+        "HerdNodeDown",
+        "HerdQueueBacklogGrowing",
+        "HerdCircuitOpen",
+        "HerdDeadLettersRising",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}")), "no {alert} rule");
+    }
+}
+
+#[test]
+fn every_dashboard_panel_queries_a_metric_herd_serves() {
+    let text = std::fs::read_to_string(deploy("grafana/herd-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "herd-overview");
+    // The metric names herd describes (actors/src/metrics_catalog.rs).
+    let catalog = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../actors/src/metrics_catalog.rs"),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or("?");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let metrics: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("herd_"))
+                .collect();
+            assert!(
+                !metrics.is_empty(),
+                "panel {title} queries no herd metric: {expr}"
+            );
+            for metric in metrics {
+                let base = metric
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                assert!(
+                    catalog.contains(&format!("\"{base}\"")),
+                    "panel {title} queries {metric}, which herd does not describe"
+                );
+            }
+        }
+    }
+}
