@@ -370,3 +370,87 @@ stabilization_s = 2
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_the_pool_under_load_never_interrupts_a_running_task() {
+    let dir = temp_dir("shrink");
+    let mut cluster = cluster(
+        &dir,
+        r#"
+[scaling]
+mode = "production"
+interval_ms = 200
+min_workers = 3
+max_workers = 12
+stabilization_s = 60
+"#,
+        4,
+    )
+    .await;
+    let api = cluster.api(0);
+    // Twelve tasks, two of each type, that each hold a slot for 3 s: every
+    // slot is busy (no type is quiet, so none keeps a slot in reserve).
+    let types = [
+        "generation",
+        "reflection",
+        "ranking",
+        "evolution",
+        "proximity",
+        "meta_review",
+    ];
+    let tasks: Vec<_> = (0..12)
+        .map(|i| json!({ "agent_type": types[i % 6], "payload": { "ms": 3000 } }))
+        .collect();
+    let ids = api.submit_batch(&tasks).await.unwrap();
+    eventually(Duration::from_secs(10), "all 12 slots busy", || {
+        let api = api.clone();
+        async move {
+            let status = api.cluster().await.ok()?;
+            (status.nodes.iter().map(|n| n.busy).sum::<u32>() == 12).then_some(())
+        }
+    })
+    .await;
+    // The operator lowers the ceiling: the pool must shrink to 3 slots, but
+    // only as the running tasks end.
+    api.update_scaling(&json!({ "max_workers": 3 }))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the pool is told to shrink", || {
+        let api = api.clone();
+        async move {
+            let status = api.cluster().await.ok()?;
+            (serving_slots(&status) == 3).then_some(())
+        }
+    })
+    .await;
+    for id in ids {
+        let view = api.task(id, Some(Duration::from_secs(20))).await.unwrap();
+        assert_eq!(view.state, herd_protocol::TaskState::Succeeded, "{view:?}");
+        assert_eq!(view.attempts, 1, "a running task was interrupted: {view:?}");
+    }
+    let decisions = api.scaling_decisions(20).await.unwrap();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.decision_type == DecisionType::ScaleDown && d.target_workers == 3),
+        "{decisions:?}"
+    );
+    // Afterwards three slots take work: two tasks each of the three types
+    // that hold them saturate the pool and three wait.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| json!({ "agent_type": types[i % 3], "payload": { "ms": 2000 } }))
+        .collect();
+    api.submit_batch(&tasks).await.unwrap();
+    let status = eventually(Duration::from_secs(10), "three run and three wait", || {
+        let api = api.clone();
+        async move {
+            let status = api.cluster().await.ok()?;
+            let busy: u32 = status.nodes.iter().map(|n| n.busy).sum();
+            (busy == 3 && status.tasks.pending == 3).then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(serving_slots(&status), 3);
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -337,6 +337,11 @@ impl PoolState {
         myself: &ActorRef<PoolMsg>,
         slot: WorkerId,
     ) -> Result<(), ActorProcessingErr> {
+        if slot.0 >= self.target {
+            // Retired by a resize (e.g. while its stuck worker was being
+            // replaced): it stays down until the pool grows again.
+            return Ok(());
+        }
         let index = slot.0 as usize;
         let generation = self.slots[index].generation + 1;
         let args = WorkerArgs {

@@ -5,6 +5,8 @@
 //! two tasks and nothing queues at a pool. Slots are shared in two phases:
 //!
 //! 1. **Guaranteed**: each type may fill its quota on each pool.
+//!    A type with waiting work and nothing running gets one idle slot even
+//!    with a zero quota (fewer slots than types), so no type starves.
 //! 2. **Borrowing**: idle slots beyond that are lent to types that still have
 //!    pending work, except one slot in the cluster for each quiet type (one
 //!    with a quota, nothing running and nothing pending), so a task of a quiet
@@ -97,6 +99,37 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
                 if input.llm_types.contains(*agent_type) {
                     llm_room[index] -= count;
                 }
+            }
+        }
+    }
+
+    // Phase 1b: a type with waiting work and nothing running or planned gets
+    // one idle slot before any is held back for quiet types, so no type
+    // starves when there are fewer slots than types (its quota is zero).
+    for (agent_type, wanted) in demand.iter_mut() {
+        let started = input
+            .pools
+            .iter()
+            .any(|pool| pool.running_of(agent_type) > 0)
+            || plan.keys().any(|(_, planned)| planned == agent_type);
+        if *wanted == 0 || started {
+            continue;
+        }
+        let home = input.pools.iter().enumerate().find(|(index, pool)| {
+            idle[*index] > 0
+                && room(agent_type, *index, &llm_room) > 0
+                && input
+                    .allocation
+                    .per_pool
+                    .get(&pool.member)
+                    .is_some_and(|quotas| quotas.contains_key(*agent_type))
+        });
+        if let Some((index, _)) = home {
+            *plan.entry((index, *agent_type)).or_default() += 1;
+            *wanted -= 1;
+            idle[index] -= 1;
+            if input.llm_types.contains(*agent_type) {
+                llm_room[index] -= 1;
             }
         }
     }
@@ -246,6 +279,27 @@ mod tests {
             llm_types: &BTreeSet::new(),
         });
         assert_eq!(plan, vec![(member(1), AgentType::new("sleep"), 1)]);
+    }
+
+    #[test]
+    fn a_type_without_quota_still_gets_a_slot_when_fewer_slots_than_types() {
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let (pools, allocation) = setup(&[3], &names);
+        assert_eq!(allocation.per_type.values().filter(|n| **n == 0).count(), 3);
+        let starved = names
+            .iter()
+            .find(|n| allocation.per_type[&AgentType::new(n)] == 0)
+            .unwrap();
+        let demand = BTreeMap::from([(AgentType::new(starved), 5)]);
+        let order = types(&names);
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &order,
+            llm_types: &BTreeSet::new(),
+        });
+        assert_eq!(plan, vec![(member(1), AgentType::new(starved), 1)]);
     }
 
     #[test]
