@@ -432,7 +432,7 @@ fn setting<T>(
 }
 
 /// Checks an optional integer from the file against a range.
-fn file_integer(
+pub(crate) fn file_integer(
     file: Option<&LoadedFile>,
     key: &str,
     value: Option<i64>,
@@ -442,6 +442,34 @@ fn file_integer(
 ) -> Option<i64> {
     let value = value?;
     if range.contains(&value) {
+        Some(value)
+    } else {
+        let origin = file.map(|f| f.origin_of(key)).unwrap_or(Origin::Default);
+        errors.push(ConfigError::new(
+            origin,
+            key,
+            format!(
+                "is {value}, outside {}..={}; {meaning}",
+                range.start(),
+                range.end()
+            ),
+        ));
+        None
+    }
+}
+
+/// Checks an optional number from the file against a range (NaN and the
+/// infinities are outside every range).
+pub(crate) fn file_fraction(
+    file: Option<&LoadedFile>,
+    key: &str,
+    value: Option<f64>,
+    range: std::ops::RangeInclusive<f64>,
+    meaning: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<f64> {
+    let value = value?;
+    if value.is_finite() && range.contains(&value) {
         Some(value)
     } else {
         let origin = file.map(|f| f.origin_of(key)).unwrap_or(Origin::Default);

@@ -7,6 +7,7 @@ use crate::error::ConfigError;
 use crate::file::LoadedFile;
 use crate::model::{DeploymentMode, ScalingSettings};
 use crate::origin::Origin;
+use crate::resolve::{file_fraction, file_integer};
 
 /// The names the mode goes by.
 pub(crate) const MODE_KEY: &str = "scaling.mode";
@@ -43,132 +44,114 @@ pub(crate) fn resolve_scaling(
         return settings;
     };
 
-    let mut integer = |key: &str,
-                       value: Option<i64>,
-                       range: std::ops::RangeInclusive<i64>,
-                       meaning: &str|
-     -> Option<i64> {
-        let value = value?;
-        if range.contains(&value) {
-            return Some(value);
-        }
-        errors.push(ConfigError::new(
-            origin_of(key),
-            key,
-            format!(
-                "is {value}, outside {}..={}; {meaning}",
-                range.start(),
-                range.end()
-            ),
-        ));
-        None
-    };
-    if let Some(v) = integer(
+    if let Some(v) = file_integer(
+        file,
         "scaling.interval_ms",
         section.interval_ms,
         100..=60_000,
         "set the time between scaling decisions in milliseconds",
+        errors,
     ) {
         settings.interval = Duration::from_millis(v as u64);
     }
-    if let Some(v) = integer(
+    if let Some(v) = file_integer(
+        file,
         "scaling.min_workers",
         section.min_workers,
         1..=100,
         "set the fewest worker slots the cluster keeps",
+        errors,
     ) {
         settings.min_workers = v as u32;
     }
-    if let Some(v) = integer(
+    if let Some(v) = file_integer(
+        file,
         "scaling.max_workers",
         section.max_workers,
         1..=1000,
         "set the most worker slots the cluster may grow to",
+        errors,
     ) {
         settings.max_workers = v as u32;
     }
-    if let Some(v) = integer(
+    if let Some(v) = file_integer(
+        file,
         "scaling.stabilization_s",
         section.stabilization_s,
         1..=3600,
         "set how long utilization must stay low before the pool shrinks, in seconds",
+        errors,
     ) {
         settings.stabilization = Duration::from_secs(v as u64);
     }
-    if let Some(v) = integer(
+    if let Some(v) = file_integer(
+        file,
         "scaling.worker_timeout_seconds",
         section.worker_timeout_seconds,
         60..=3600,
         "set the longest one attempt may run, in seconds",
+        errors,
     ) {
         settings.worker_timeout = Some(Duration::from_secs(v as u64));
     }
-    if let Some(v) = integer(
+    if let Some(v) = file_integer(
+        file,
         "scaling.max_concurrent_llm_calls",
         section.max_concurrent_llm_calls,
         1..=100,
         "set how many LLM-calling tasks one node runs at once",
+        errors,
     ) {
         settings.max_concurrent_llm_calls = v as u32;
     }
 
-    let mut fraction = |key: &str,
-                        value: Option<f64>,
-                        range: std::ops::RangeInclusive<f64>,
-                        meaning: &str|
-     -> Option<f64> {
-        let value = value?;
-        if value.is_finite() && range.contains(&value) {
-            return Some(value);
-        }
-        errors.push(ConfigError::new(
-            origin_of(key),
-            key,
-            format!(
-                "is {value}, outside {}..={}; {meaning}",
-                range.start(),
-                range.end()
-            ),
-        ));
-        None
-    };
-    if let Some(v) = fraction(
+    if let Some(v) = file_fraction(
+        file,
         "scaling.scale_up_threshold",
         section.scale_up_threshold,
         0.0..=1.0,
         "set the utilization (busy and queued work over slots) above which the pool grows",
+        errors,
     ) {
         settings.scale_up_threshold = v;
     }
-    if let Some(v) = fraction(
+    if let Some(v) = file_fraction(
+        file,
         "scaling.scale_down_threshold",
         section.scale_down_threshold,
         0.0..=1.0,
         "set the utilization below which the pool shrinks",
+        errors,
     ) {
         settings.scale_down_threshold = v;
     }
-    if let Some(v) = fraction(
+    if let Some(v) = file_fraction(
+        file,
         "scaling.max_cpu_per_worker",
         section.max_cpu_per_worker,
         0.5..=16.0,
         "set the CPU cores budgeted per worker slot (it caps the slots a node hosts)",
+        errors,
     ) {
         settings.max_cpu_per_worker = Some(v);
     }
-    if let Some(v) = fraction(
+    if let Some(v) = file_fraction(
+        file,
         "scaling.max_memory_per_worker_gb",
         section.max_memory_per_worker_gb,
         1.0..=64.0,
         "set the memory in GB budgeted per worker slot (it caps the slots a node hosts)",
+        errors,
     ) {
         settings.max_memory_per_worker_gb = Some(v);
     }
-    if let Some(v) = fraction(
+    if let Some(v) = file_fraction(
+        file,
         "scaling.max_weight_step",
         section.max_weight_step,
         0.01..=0.5,
         "set the largest relative change of a weight in one step (at most 0.5: weights never more than halve or grow by half at once)",
+        errors,
     ) {
         settings.max_weight_step = v;
     }
