@@ -413,3 +413,86 @@ fn mismatched_retry_fields_are_rejected_with_the_fix() {
         "{errors}"
     );
 }
+
+#[test]
+fn scaling_presets_apply_and_explicit_keys_override_them() {
+    use herd_config::DeploymentMode;
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[scaling]\nmode = \"trusted-tester\"\nmax_workers = 20\nmax_cpu_per_worker = 2.0\n",
+    );
+    let with_file = Overrides {
+        config: Some(path.clone()),
+        ..Overrides::default()
+    };
+    let config = resolve(&with_file, &Environment::default()).unwrap();
+    let s = &config.scaling;
+    assert_eq!(s.mode, DeploymentMode::TrustedTester);
+    assert_eq!((s.min_workers, s.max_workers), (5, 20));
+    assert_eq!((s.scale_up_threshold, s.scale_down_threshold), (0.85, 0.3));
+    assert_eq!(s.max_cpu_per_worker, Some(2.0));
+    assert!(s.rebalance && s.autoscale);
+
+    // The flag beats the variable, which beats the file.
+    let env = Environment::from_pairs([("HERD_MODE", "development")]);
+    assert_eq!(
+        resolve(&with_file, &env).unwrap().scaling.mode,
+        DeploymentMode::Development
+    );
+    let flag = Overrides {
+        mode: Some("production".into()),
+        ..with_file.clone()
+    };
+    let config = resolve(&flag, &env).unwrap();
+    assert_eq!(config.scaling.mode, DeploymentMode::Production);
+    assert_eq!(
+        config.scaling.max_workers, 20,
+        "the file's key still overrides the preset"
+    );
+
+    // No mode anywhere: static, nothing moves.
+    let config = resolve(&minimal(), &Environment::default()).unwrap();
+    assert_eq!(config.scaling.mode, DeploymentMode::Static);
+    assert!(!config.scaling.rebalance && !config.scaling.autoscale);
+}
+
+#[test]
+fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[scaling]\nmode = \"turbo\"\nmin_workers = 500\nmax_workers = 2000\nscale_up_threshold = 0.2\nscale_down_threshold = 0.6\nworker_timeout_seconds = 10\nmax_weight_step = 0.9\n",
+    );
+    let errors = resolve(
+        &Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    let message = errors.to_string();
+    let at = |line: usize| format!("{}:{line}", path.display());
+    for expected in [
+        format!(
+            "{}: scaling.mode: \"turbo\" is not a deployment mode",
+            at(6)
+        ),
+        format!("{}: scaling.min_workers: is 500, outside 1..=100", at(7)),
+        format!("{}: scaling.max_workers: is 2000, outside 1..=1000", at(8)),
+        format!(
+            "{}: scaling.scale_up_threshold: is 0.2, not above scale_down_threshold (0.6)",
+            at(9)
+        ),
+        format!(
+            "{}: scaling.worker_timeout_seconds: is 10, outside 60..=3600",
+            at(11)
+        ),
+        format!(
+            "{}: scaling.max_weight_step: is 0.9, outside 0.01..=0.5",
+            at(12)
+        ),
+    ] {
+        assert!(
+            message.contains(&expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+}
