@@ -65,6 +65,15 @@ impl ApiClient {
         &self.base
     }
 
+    /// Sends `request` and decodes the JSON answer (or the API's error).
+    async fn fetch<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ApiClientError> {
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        self.decode(response).await
+    }
+
     async fn decode<T: DeserializeOwned>(
         &self,
         response: reqwest::Response,
@@ -97,14 +106,8 @@ impl ApiClient {
 
     /// `POST /v1/tasks` with any JSON body; returns the JSON answer.
     pub async fn submit_raw(&self, body: &Value) -> Result<Value, ApiClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/tasks", self.base))
-            .json(body)
-            .send()
+        self.fetch(self.http.post(format!("{}/v1/tasks", self.base)).json(body))
             .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
     }
 
     /// Submits one task; returns its id.
@@ -136,57 +139,37 @@ impl ApiClient {
         if let Some(wait) = wait {
             url.push_str(&format!("?wait={}ms", wait.as_millis()));
         }
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(self.http.get(url)).await
     }
 
     /// `GET /v1/tasks?...`.
     pub async fn list(&self, query: &str) -> Result<TaskPage, ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/tasks?{query}", self.base))
-            .send()
+        self.fetch(self.http.get(format!("{}/v1/tasks?{query}", self.base)))
             .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
     }
 
     /// `POST /v1/tasks/{id}/cancel`.
     pub async fn cancel(&self, id: TaskId) -> Result<Value, ApiClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/tasks/{id}/cancel", self.base))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(
+            self.http
+                .post(format!("{}/v1/tasks/{id}/cancel", self.base)),
+        )
+        .await
     }
 
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterStatus, ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/cluster", self.base))
-            .send()
+        self.fetch(self.http.get(format!("{}/v1/cluster", self.base)))
             .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
     }
 
     /// `GET /v1/dead-letters?...`.
     pub async fn dead_letters(&self, query: &str) -> Result<TaskPage, ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/dead-letters?{query}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(
+            self.http
+                .get(format!("{}/v1/dead-letters?{query}", self.base)),
+        )
+        .await
     }
 
     /// `POST /v1/dead-letters/{id}/retry`, optionally with a new payload.
@@ -201,19 +184,16 @@ impl ApiClient {
         if let Some(payload) = payload {
             request = request.json(&serde_json::json!({ "payload": payload }));
         }
-        let response = request.send().await.map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(request).await
     }
 
     /// `POST /v1/nodes/{name}/drain`.
     pub async fn drain(&self, node: &str) -> Result<Value, ApiClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/nodes/{node}/drain", self.base))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(
+            self.http
+                .post(format!("{}/v1/nodes/{node}/drain", self.base)),
+        )
+        .await
     }
 
     /// `GET /v1/scaling/decisions?limit=N`: newest first.
@@ -221,26 +201,19 @@ impl ApiClient {
         &self,
         limit: u32,
     ) -> Result<Vec<herd_protocol::messages::scaling::ScalingDecision>, ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/scaling/decisions?limit={limit}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(
+            self.http
+                .get(format!("{}/v1/scaling/decisions?limit={limit}", self.base)),
+        )
+        .await
     }
 
     /// `GET /v1/health/report`.
     pub async fn health_report(
         &self,
     ) -> Result<herd_protocol::messages::scaling::SystemHealthReport, ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/health/report", self.base))
-            .send()
+        self.fetch(self.http.get(format!("{}/v1/health/report", self.base)))
             .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
     }
 
     /// `PUT /v1/agents/{agent_type}` with `update` (e.g. `{"weight": 0.5}`).
@@ -249,26 +222,22 @@ impl ApiClient {
         agent_type: &str,
         update: &Value,
     ) -> Result<Value, ApiClientError> {
-        let response = self
-            .http
-            .put(format!("{}/v1/agents/{agent_type}", self.base))
-            .json(update)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(
+            self.http
+                .put(format!("{}/v1/agents/{agent_type}", self.base))
+                .json(update),
+        )
+        .await
     }
 
     /// `PUT /v1/scaling` with `update` (e.g. `{"max_workers": 20}`).
     pub async fn update_scaling(&self, update: &Value) -> Result<Value, ApiClientError> {
-        let response = self
-            .http
-            .put(format!("{}/v1/scaling", self.base))
-            .json(update)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(response).await
+        self.fetch(
+            self.http
+                .put(format!("{}/v1/scaling", self.base))
+                .json(update),
+        )
+        .await
     }
 
     /// `POST` of a JSON body with extra headers, returning status and JSON.
@@ -282,13 +251,7 @@ impl ApiClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        self.status_and_json(request).await
     }
 
     /// `GET` of any path, returning status and body text (e.g. `/metrics`).
@@ -306,12 +269,17 @@ impl ApiClient {
 
     /// `GET` of any path, returning status and JSON body (for probes).
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
+        self.status_and_json(self.http.get(format!("{}{path}", self.base)))
             .await
-            .map_err(|e| self.transport(e))?;
+    }
+
+    /// Sends `request`; returns the status and the body as JSON (`null` if
+    /// it is not JSON), whatever the status.
+    async fn status_and_json(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), ApiClientError> {
+        let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
         Ok((
