@@ -465,12 +465,17 @@ impl OrchestratorState {
                     .find_map(|effect| match effect {
                         Effect::Accepted(acks) => {
                             // Acks are in submission order; a repeated
-                            // idempotency key is not a new arrival.
+                            // idempotency key is not a new arrival. Counted
+                            // per type once per batch, not per task.
+                            let mut arrivals: BTreeMap<&AgentType, u64> = BTreeMap::new();
                             for (ack, agent_type) in acks.iter().zip(&agent_types) {
                                 if !ack.existing {
-                                    self.scaling.arrived(agent_type, 1);
-                                    metrics::counter!("herd_tasks_submitted_total", "agent_type" => agent_type.to_string()).increment(1);
+                                    *arrivals.entry(agent_type).or_default() += 1;
                                 }
+                            }
+                            for (agent_type, count) in arrivals {
+                                self.scaling.arrived(agent_type, count);
+                                metrics::counter!("herd_tasks_submitted_total", "agent_type" => agent_type.to_string()).increment(count);
                             }
                             Some(OrchestratorReply::Submitted(Ok(acks.clone())))
                         }

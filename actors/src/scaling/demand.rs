@@ -65,6 +65,16 @@ fn blend(previous: Option<f64>, sample: f64) -> f64 {
     previous.map_or(sample, |p| p + SMOOTHING * (sample - p))
 }
 
+/// Blends this interval's mean (`sum / count`) into `previous`; an interval
+/// without samples leaves it as it was.
+fn fold_in(previous: Option<f64>, count: u64, sum: f64) -> Option<f64> {
+    if count == 0 {
+        previous
+    } else {
+        Some(blend(previous, sum / count as f64))
+    }
+}
+
 /// Collects events between decisions and turns them into [`TypeDemand`]s.
 #[derive(Clone, Debug, Default)]
 pub struct DemandTracker {
@@ -111,33 +121,22 @@ impl DemandTracker {
             let previous = self.smoothed.get(agent_type);
             let rate = interval.arrivals as f64 / seconds;
             let smoothed = Smoothed {
-                arrival_rate: previous.map_or(rate, |p| {
-                    p.arrival_rate + SMOOTHING * (rate - p.arrival_rate)
-                }),
-                service_time_s: if interval.ended > 0 {
-                    Some(blend(
-                        previous.and_then(|p| p.service_time_s),
-                        interval.run_time_s / interval.ended as f64,
-                    ))
-                } else {
-                    previous.and_then(|p| p.service_time_s)
-                },
-                success_rate: if interval.ended > 0 {
-                    Some(blend(
-                        previous.and_then(|p| p.success_rate),
-                        interval.succeeded as f64 / interval.ended as f64,
-                    ))
-                } else {
-                    previous.and_then(|p| p.success_rate)
-                },
-                quality: if interval.scores > 0 {
-                    Some(blend(
-                        previous.and_then(|p| p.quality),
-                        interval.score_sum / interval.scores as f64,
-                    ))
-                } else {
-                    previous.and_then(|p| p.quality)
-                },
+                arrival_rate: blend(previous.map(|p| p.arrival_rate), rate),
+                service_time_s: fold_in(
+                    previous.and_then(|p| p.service_time_s),
+                    interval.ended,
+                    interval.run_time_s,
+                ),
+                success_rate: fold_in(
+                    previous.and_then(|p| p.success_rate),
+                    interval.ended,
+                    interval.succeeded as f64,
+                ),
+                quality: fold_in(
+                    previous.and_then(|p| p.quality),
+                    interval.scores,
+                    interval.score_sum,
+                ),
             };
             result.insert(
                 agent_type.clone(),
@@ -161,7 +160,12 @@ impl DemandTracker {
     }
 
     fn interval(&mut self, agent_type: &AgentType) -> &mut Interval {
-        self.current.entry(agent_type.clone()).or_default()
+        // Called per submission batch and per ended attempt: clone the key
+        // only the first time a type shows up in an interval.
+        if !self.current.contains_key(agent_type) {
+            self.current.insert(agent_type.clone(), Interval::default());
+        }
+        self.current.get_mut(agent_type).expect("inserted above")
     }
 }
 
