@@ -61,6 +61,53 @@ pub struct DispatchInput<'a> {
     pub llm_types: &'a BTreeSet<AgentType>,
 }
 
+/// What is planned so far and what each pool has left.
+struct Ledger<'a> {
+    pools: &'a [PoolLoad],
+    llm_types: &'a BTreeSet<AgentType>,
+    idle: Vec<u32>,
+    llm_room: Vec<u32>,
+    plan: BTreeMap<(usize, &'a AgentType), u32>,
+}
+
+impl<'a> Ledger<'a> {
+    fn new(input: &DispatchInput<'a>) -> Self {
+        Ledger {
+            pools: input.pools,
+            llm_types: input.llm_types,
+            idle: input.pools.iter().map(PoolLoad::idle).collect(),
+            llm_room: input.pools.iter().map(|pool| pool.llm_room).collect(),
+            plan: BTreeMap::new(),
+        }
+    }
+
+    /// How many of `agent_type` pool `index` may still start.
+    fn room(&self, agent_type: &AgentType, index: usize) -> u32 {
+        if self.llm_types.contains(agent_type) {
+            self.idle[index].min(self.llm_room[index])
+        } else {
+            self.idle[index]
+        }
+    }
+
+    /// Plans `count` attempts of `agent_type` on pool `index`.
+    fn assign(&mut self, index: usize, agent_type: &'a AgentType, count: u32) {
+        *self.plan.entry((index, agent_type)).or_default() += count;
+        self.idle[index] -= count;
+        if self.llm_types.contains(agent_type) {
+            self.llm_room[index] -= count;
+        }
+    }
+
+    /// `agent_type` runs somewhere or has attempts planned.
+    fn started(&self, agent_type: &AgentType) -> bool {
+        self.pools
+            .iter()
+            .any(|pool| pool.running_of(agent_type) > 0)
+            || self.plan.keys().any(|(_, planned)| *planned == agent_type)
+    }
+}
+
 /// Plans assignments: `(pool, type, count)` triples. Guarantees: no pool gets
 /// more than its idle slots, no type more than its demand, no pool more
 /// LLM-calling attempts than its `llm_room`.
@@ -71,17 +118,14 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         .filter(|(_, n)| **n > 0)
         .map(|(t, n)| (t, *n))
         .collect();
-    let mut idle: Vec<u32> = input.pools.iter().map(PoolLoad::idle).collect();
-    let mut llm_room: Vec<u32> = input.pools.iter().map(|pool| pool.llm_room).collect();
-    // How many of `agent_type` pool `index` may still start, LLM limit aside.
-    let room = |agent_type: &AgentType, index: usize, llm_room: &[u32]| -> u32 {
-        if input.llm_types.contains(agent_type) {
-            llm_room[index]
-        } else {
-            u32::MAX
-        }
+    let mut ledger = Ledger::new(input);
+    let supports = |pool: &PoolLoad, agent_type: &AgentType| {
+        input
+            .allocation
+            .per_pool
+            .get(&pool.member)
+            .is_some_and(|quotas| quotas.contains_key(agent_type))
     };
-    let mut plan: BTreeMap<(usize, &AgentType), u32> = BTreeMap::new();
 
     // Phase 1: each type up to its quota on each pool.
     for (index, pool) in input.pools.iter().enumerate() {
@@ -90,15 +134,10 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
             let headroom = quota.saturating_sub(pool.running_of(agent_type));
             let count = (headroom as u64)
                 .min(*wanted)
-                .min(idle[index] as u64)
-                .min(room(agent_type, index, &llm_room) as u64) as u32;
+                .min(ledger.room(agent_type, index) as u64) as u32;
             if count > 0 {
-                *plan.entry((index, *agent_type)).or_default() += count;
+                ledger.assign(index, agent_type, count);
                 *wanted -= count as u64;
-                idle[index] -= count;
-                if input.llm_types.contains(*agent_type) {
-                    llm_room[index] -= count;
-                }
             }
         }
     }
@@ -107,82 +146,56 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
     // one idle slot before any is held back for quiet types, so no type
     // starves when there are fewer slots than types (its quota is zero).
     for (agent_type, wanted) in demand.iter_mut() {
-        let started = input
-            .pools
-            .iter()
-            .any(|pool| pool.running_of(agent_type) > 0)
-            || plan.keys().any(|(_, planned)| planned == agent_type);
-        if *wanted == 0 || started {
+        if *wanted == 0 || ledger.started(agent_type) {
             continue;
         }
         let home = input.pools.iter().enumerate().find(|(index, pool)| {
-            idle[*index] > 0
-                && room(agent_type, *index, &llm_room) > 0
-                && input
-                    .allocation
-                    .per_pool
-                    .get(&pool.member)
-                    .is_some_and(|quotas| quotas.contains_key(*agent_type))
+            ledger.room(agent_type, *index) > 0 && supports(pool, agent_type)
         });
         if let Some((index, _)) = home {
-            *plan.entry((index, *agent_type)).or_default() += 1;
+            ledger.assign(index, agent_type, 1);
             *wanted -= 1;
-            idle[index] -= 1;
-            if input.llm_types.contains(*agent_type) {
-                llm_room[index] -= 1;
-            }
         }
     }
 
     // Phase 2: keep one idle slot in the cluster for each quiet type, on a
     // pool where it has a quota; lend every other idle slot.
     let mut reserved = vec![0u32; input.pools.len()];
-    let mut quiet_types: Vec<&AgentType> = input
+    let quiet_types: Vec<&AgentType> = input
         .allocation
         .per_type
         .iter()
-        .filter(|(_, quota)| **quota > 0)
+        .filter(|(agent_type, quota)| {
+            **quota > 0
+                && demand.get(agent_type).is_none_or(|n| *n == 0)
+                && !ledger.started(agent_type)
+        })
         .map(|(t, _)| t)
         .collect();
-    quiet_types.retain(|agent_type| {
-        demand.get(agent_type).is_none_or(|n| *n == 0)
-            && input
-                .pools
-                .iter()
-                .all(|pool| pool.running_of(agent_type) == 0)
-            && !plan.keys().any(|(_, planned)| planned == agent_type)
-    });
     for agent_type in quiet_types {
         let home = input.pools.iter().enumerate().find(|(index, pool)| {
-            input.allocation.quota(&pool.member, agent_type) > 0 && idle[*index] > reserved[*index]
+            input.allocation.quota(&pool.member, agent_type) > 0
+                && ledger.idle[*index] > reserved[*index]
         });
         if let Some((index, _)) = home {
             reserved[index] += 1;
         }
     }
     for (index, pool) in input.pools.iter().enumerate() {
-        let mut lendable = idle[index].saturating_sub(reserved[index]);
-        let supported = input.allocation.per_pool.get(&pool.member);
+        let mut lendable = ledger.idle[index].saturating_sub(reserved[index]);
         while lendable > 0 {
             let mut lent = false;
             for agent_type in input.borrow_order {
                 if lendable == 0 {
                     break;
                 }
-                if !supported.is_some_and(|quotas| quotas.contains_key(agent_type)) {
-                    continue;
-                }
-                if room(agent_type, index, &llm_room) == 0 {
+                if !supports(pool, agent_type) || ledger.room(agent_type, index) == 0 {
                     continue;
                 }
                 if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
                     *wanted -= 1;
                     lendable -= 1;
-                    idle[index] -= 1;
-                    if input.llm_types.contains(agent_type) {
-                        llm_room[index] -= 1;
-                    }
-                    *plan.entry((index, agent_type)).or_default() += 1;
+                    ledger.assign(index, agent_type, 1);
                     lent = true;
                 }
             }
@@ -192,7 +205,9 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         }
     }
 
-    plan.into_iter()
+    ledger
+        .plan
+        .into_iter()
         .map(|((index, agent_type), count)| {
             (input.pools[index].member.clone(), agent_type.clone(), count)
         })
