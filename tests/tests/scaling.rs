@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::{ClusterStatus, MemberState};
 use herd_protocol::messages::scaling::DecisionType;
-use herd_tests::{ApiClientError, LocalCluster, NodeSpec, eventually, wait_finished, write_config};
+use herd_tests::{
+    ApiClientError, LocalCluster, eventually, three_node_cluster_with, wait_finished, write_config,
+};
 use serde_json::json;
 
 const SIX_TYPES: &str = r#"
@@ -39,16 +41,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 async fn cluster(dir: &Path, scaling: &str, workers: u32) -> LocalCluster {
     let path = write_config(dir, "herd.toml", &format!("{scaling}\n{SIX_TYPES}"));
-    let specs = NodeSpec::three_nodes(workers)
-        .into_iter()
-        .map(|spec| NodeSpec {
-            config: Some(path.clone()),
-            ..spec
-        })
-        .collect();
-    LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    three_node_cluster_with(workers, &path, &[]).await
 }
 
 /// Slots on pools that take work.
@@ -308,9 +301,22 @@ stabilization_s = 2
     )
     .await;
     let api = cluster.api(0);
-    // Six slots over three nodes; each type has one.
-    let status = api.cluster().await.unwrap();
-    assert_eq!(serving_slots(&status), 6);
+    // Six slots over three nodes; each type has one. (A pool that registers
+    // first may be grown to min_workers before the others arrive; the
+    // surplus is retired after the window.)
+    eventually(
+        Duration::from_secs(15),
+        "six slots over three nodes",
+        || {
+            let api = api.clone();
+            async move {
+                let status = api.cluster().await.ok()?;
+                let three = status.nodes.iter().filter(|n| n.workers > 0).count() == 3;
+                (three && serving_slots(&status) == 6).then_some(())
+            }
+        },
+    )
+    .await;
 
     // n3 leaves (SIGTERM drains it): the autoscaler keeps min_workers on the
     // two nodes left, and every slot is allotted to a type.
