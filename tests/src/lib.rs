@@ -33,6 +33,29 @@ pub async fn three_node_cluster(workers: u32) -> LocalCluster {
         .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
 }
 
+/// A three-node cluster like [`three_node_cluster`], every node reading the
+/// config file `config` and given the extra environment `env`.
+pub async fn three_node_cluster_with(
+    workers: u32,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> LocalCluster {
+    let specs = NodeSpec::three_nodes(workers)
+        .into_iter()
+        .map(|spec| NodeSpec {
+            config: Some(config.to_path_buf()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..spec
+        })
+        .collect();
+    LocalCluster::start(specs, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
+}
+
 use herd_protocol::{TaskId, TaskView};
 
 /// Every task the orchestrator holds, oldest first (pages through the API).

@@ -110,6 +110,16 @@ async fn node_state(api: &ApiClient, name: &str) -> Option<MemberState> {
         .map(|n| n.state)
 }
 
+/// Waits (90 s at most) until the cluster sees all three nodes up.
+async fn all_three_up(api: &ApiClient, what: &str) {
+    eventually(Duration::from_secs(90), what, || async {
+        let status = api.cluster().await.ok()?;
+        let up = status.nodes.iter().filter(|n| n.state == MemberState::Up);
+        (up.count() == 3).then_some(())
+    })
+    .await;
+}
+
 async fn submit(api: &ApiClient, count: usize, ms: u64) -> Vec<herd_protocol::TaskId> {
     let tasks: Vec<_> = (0..count)
         .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": ms } }))
@@ -173,17 +183,7 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
     };
     stack.run(&["up", "-d", "n1", "n2", "n3"]);
     let api = stack.api.clone();
-    eventually(Duration::from_secs(90), "three nodes up", || async {
-        let status = api.cluster().await.ok()?;
-        (status
-            .nodes
-            .iter()
-            .filter(|n| n.state == MemberState::Up)
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
+    all_three_up(&api, "three nodes up").await;
     let mut submitted: BTreeSet<_> = BTreeSet::new();
 
     // 1. docker kill a worker container mid-run: every task completes.
@@ -235,21 +235,7 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
     submitted.extend(submit(&api, 200, 50).await);
     for service in ["n2", "n3", "n1"] {
         stack.run(&["restart", "--timeout", "40", service]);
-        eventually(
-            Duration::from_secs(90),
-            &format!("{service} up again after restart"),
-            || async {
-                let status = api.cluster().await.ok()?;
-                (status
-                    .nodes
-                    .iter()
-                    .filter(|n| n.state == MemberState::Up)
-                    .count()
-                    == 3)
-                    .then_some(())
-            },
-        )
-        .await;
+        all_three_up(&api, &format!("{service} up again after restart")).await;
         if service != "n1" {
             let more = submit(&api, 30, 20).await;
             submitted.extend(more);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use herd_protocol::TaskState;
-use herd_tests::{LocalCluster, NodeSpec, write_config};
+use herd_tests::{three_node_cluster_with, write_config};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,21 +30,16 @@ headers = { Authorization = "Bearer ${LLM_TOKEN}" }
 max_attempts = 1
 "#,
     );
-    let specs = NodeSpec::three_nodes(2)
-        .into_iter()
-        .map(|spec| NodeSpec {
-            config: Some(config.clone()),
-            env: vec![
-                ("LOG_FORMAT".into(), "json".into()),
-                ("LOG_LEVEL".into(), "debug".into()),
-                ("LLM_TOKEN".into(), token.clone()),
-            ],
-            ..spec
-        })
-        .collect();
-    let mut cluster = LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cluster = three_node_cluster_with(
+        2,
+        &config,
+        &[
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "debug"),
+            ("LLM_TOKEN", &token),
+        ],
+    )
+    .await;
     let api = cluster.api(0);
     let noisy = api.submit("noisy", json!({ "q": 1 })).await.unwrap();
     let llm = api.submit("llm", json!({ "prompt": "hi" })).await.unwrap();

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::CircuitStatus;
 use herd_protocol::{FailureKind, TaskState};
-use herd_tests::{ApiClientError, LocalCluster, NodeSpec, eventually, wait_finished, write_config};
+use herd_tests::{
+    ApiClientError, LocalCluster, eventually, three_node_cluster_with, wait_finished, write_config,
+};
 use serde_json::json;
 
 fn config(marker: &std::path::Path) -> String {
@@ -43,16 +45,7 @@ handler = "echo"
 
 async fn cluster_with(dir: &std::path::Path) -> LocalCluster {
     let path = write_config(dir, "agents.toml", &config(&dir.join("healthy")));
-    let specs = NodeSpec::three_nodes(4)
-        .into_iter()
-        .map(|spec| NodeSpec {
-            config: Some(path.clone()),
-            ..spec
-        })
-        .collect();
-    LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    three_node_cluster_with(4, &path, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
