@@ -440,36 +440,22 @@ pub(crate) fn file_integer(
     meaning: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<i64> {
-    let value = value?;
-    if range.contains(&value) {
-        Some(value)
-    } else {
-        let origin = file.map(|f| f.origin_of(key)).unwrap_or(Origin::Default);
-        errors.push(ConfigError::new(
-            origin,
-            key,
-            format!(
-                "is {value}, outside {}..={}; {meaning}",
-                range.start(),
-                range.end()
-            ),
-        ));
-        None
-    }
+    file_in_range(file, key, value, range, meaning, errors)
 }
 
-/// Checks an optional number from the file against a range (NaN and the
-/// infinities are outside every range).
-pub(crate) fn file_fraction(
+/// Checks an optional number from the file against a range: the error names
+/// the key, where it came from, the range and what the key is for. (NaN is
+/// outside every range, and so are the infinities of a finite one.)
+pub(crate) fn file_in_range<T: PartialOrd + std::fmt::Display>(
     file: Option<&LoadedFile>,
     key: &str,
-    value: Option<f64>,
-    range: std::ops::RangeInclusive<f64>,
+    value: Option<T>,
+    range: std::ops::RangeInclusive<T>,
     meaning: &str,
     errors: &mut Vec<ConfigError>,
-) -> Option<f64> {
+) -> Option<T> {
     let value = value?;
-    if value.is_finite() && range.contains(&value) {
+    if range.contains(&value) {
         Some(value)
     } else {
         let origin = file.map(|f| f.origin_of(key)).unwrap_or(Origin::Default);

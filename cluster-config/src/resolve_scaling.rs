@@ -7,7 +7,7 @@ use crate::error::ConfigError;
 use crate::file::LoadedFile;
 use crate::model::{DeploymentMode, ScalingSettings};
 use crate::origin::Origin;
-use crate::resolve::{file_fraction, file_integer};
+use crate::resolve::{file_in_range, file_integer};
 
 /// The names the mode goes by.
 pub(crate) const MODE_KEY: &str = "scaling.mode";
@@ -105,7 +105,7 @@ pub(crate) fn resolve_scaling(
         settings.max_concurrent_llm_calls = v as u32;
     }
 
-    if let Some(v) = file_fraction(
+    if let Some(v) = file_in_range(
         file,
         "scaling.scale_up_threshold",
         section.scale_up_threshold,
@@ -115,7 +115,7 @@ pub(crate) fn resolve_scaling(
     ) {
         settings.scale_up_threshold = v;
     }
-    if let Some(v) = file_fraction(
+    if let Some(v) = file_in_range(
         file,
         "scaling.scale_down_threshold",
         section.scale_down_threshold,
@@ -125,7 +125,7 @@ pub(crate) fn resolve_scaling(
     ) {
         settings.scale_down_threshold = v;
     }
-    if let Some(v) = file_fraction(
+    if let Some(v) = file_in_range(
         file,
         "scaling.max_cpu_per_worker",
         section.max_cpu_per_worker,
@@ -135,7 +135,7 @@ pub(crate) fn resolve_scaling(
     ) {
         settings.max_cpu_per_worker = Some(v);
     }
-    if let Some(v) = file_fraction(
+    if let Some(v) = file_in_range(
         file,
         "scaling.max_memory_per_worker_gb",
         section.max_memory_per_worker_gb,
@@ -145,7 +145,7 @@ pub(crate) fn resolve_scaling(
     ) {
         settings.max_memory_per_worker_gb = Some(v);
     }
-    if let Some(v) = file_fraction(
+    if let Some(v) = file_in_range(
         file,
         "scaling.max_weight_step",
         section.max_weight_step,

@@ -458,7 +458,7 @@ fn scaling_presets_apply_and_explicit_keys_override_them() {
 #[test]
 fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
     let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[scaling]\nmode = \"turbo\"\nmin_workers = 500\nmax_workers = 2000\nscale_up_threshold = 0.2\nscale_down_threshold = 0.6\nworker_timeout_seconds = 10\nmax_weight_step = 0.9\n",
+        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[scaling]\nmode = \"turbo\"\nmin_workers = 500\nmax_workers = 2000\nscale_up_threshold = 0.2\nscale_down_threshold = 0.6\nworker_timeout_seconds = 10\nmax_weight_step = 0.9\nmax_cpu_per_worker = nan\n",
     );
     let errors = resolve(
         &Overrides {
