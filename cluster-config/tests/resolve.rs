@@ -489,6 +489,10 @@ fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
             "{}: scaling.max_weight_step: is 0.9, outside 0.01..=0.5",
             at(12)
         ),
+        format!(
+            "{}: scaling.max_cpu_per_worker: is NaN, outside 0.5..=16",
+            at(13)
+        ),
     ] {
         assert!(
             message.contains(&expected),
