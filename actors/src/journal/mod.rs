@@ -10,6 +10,7 @@
 //! snapshot and the journal before it is deleted, which bounds both replay
 //! time and disk use.
 
+mod format;
 mod store;
 mod writer;
 
@@ -102,7 +103,11 @@ mod tests {
                         })
                         .collect();
                     ids.extend(tasks.iter().map(|(id, _)| *id));
-                    Command::Submit { tasks, now }
+                    Command::Submit(
+                        original
+                            .validate_submission(tasks, now)
+                            .expect("the scenario submits only valid batches"),
+                    )
                 }
                 3..=4 => Command::Assign {
                     member: member(if dice.roll(2) == 0 { "n1" } else { "n2" }),
@@ -218,5 +223,102 @@ mod tests {
         let error = store.recover(book()).unwrap_err().to_string();
         assert!(error.contains("journal entry 1"), "{error}");
         assert!(error.contains("move it away to start empty"), "{error}");
+    }
+
+    /// Writes `commands` the way releases before versioned records did: bare
+    /// codec encodings and no format marker.
+    fn write_legacy_journal(dir: &std::path::Path, commands: &[Command]) {
+        let database = redb::Database::create(dir.join("orchestrator.redb")).unwrap();
+        let transaction = database.begin_write().unwrap();
+        {
+            let mut journal = transaction.open_table(store::JOURNAL).unwrap();
+            for (index, command) in commands.iter().enumerate() {
+                let bytes = herd_protocol::codec::encode(command).unwrap();
+                journal.insert(index as u64 + 1, bytes.as_slice()).unwrap();
+            }
+            transaction.open_table(store::META).unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+
+    #[test]
+    fn a_journal_from_before_versioned_records_is_migrated_and_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = book();
+        let tasks = vec![
+            (TaskId::new_v7(), TaskSpec::new("echo", JsonText::null())),
+            (TaskId::new_v7(), TaskSpec::new("sleep", JsonText::null())),
+        ];
+        let commands = vec![
+            Command::Submit(original.validate_submission(tasks, UnixMillis(5)).unwrap()),
+            Command::Assign {
+                member: member("n1"),
+                agent_type: AgentType::new("echo"),
+                max: 1,
+                now: UnixMillis(6),
+            },
+        ];
+        for command in commands.clone() {
+            let _ = original.apply(command);
+        }
+        write_legacy_journal(dir.path(), &commands);
+
+        let store = JournalStore::open(dir.path()).unwrap();
+        let recovered = store.recover(book()).unwrap();
+        assert_eq!(recovered.last_sequence, 2);
+        assert_eq!(observe(&recovered.book), observe(&original));
+        drop(store);
+        // Migrated once: the file now reads as the current format.
+        let reopened = JournalStore::open(dir.path()).unwrap();
+        assert_eq!(
+            observe(&reopened.recover(book()).unwrap().book),
+            observe(&original)
+        );
+    }
+
+    #[test]
+    fn a_journal_of_another_format_version_is_refused_naming_file_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(JournalStore::open(dir.path()).unwrap());
+        {
+            let database = redb::Database::create(dir.path().join("orchestrator.redb")).unwrap();
+            let transaction = database.begin_write().unwrap();
+            transaction
+                .open_table(store::META)
+                .unwrap()
+                .insert("format", 9u16.to_be_bytes().as_slice())
+                .unwrap();
+            transaction.commit().unwrap();
+        }
+        let error = JournalStore::open(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("orchestrator.redb"), "{error}");
+        assert!(error.contains("format version 9"), "{error}");
+        assert!(error.contains("reads format version 1"), "{error}");
+        assert!(!error.contains("delete"), "{error}");
+
+        // One record of another version inside a current file is refused too.
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path()).unwrap();
+        store.append(&[(1, vec![1, 2, 3])]).unwrap();
+        drop(store);
+        {
+            let database = redb::Database::create(dir.path().join("orchestrator.redb")).unwrap();
+            let transaction = database.begin_write().unwrap();
+            transaction
+                .open_table(store::JOURNAL)
+                .unwrap()
+                .insert(1u64, [4u8, 0, 1, 2, 3].as_slice())
+                .unwrap();
+            transaction.commit().unwrap();
+        }
+        let store = JournalStore::open(dir.path()).unwrap();
+        let error = store.recover(book()).unwrap_err().to_string();
+        assert!(
+            error.contains("journal entry 1 in format version 4"),
+            "{error}"
+        );
     }
 }

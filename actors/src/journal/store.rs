@@ -1,15 +1,19 @@
-//! The on-disk journal: a redb file with two tables.
+//! The on-disk journal: a redb file with two tables, every value sealed
+//! with its format version (see `format`).
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tracing::info;
 
+use super::format::{self, FORMAT_VERSION, Unsealed};
 use crate::task_book::{Command, TaskBook};
 
 /// Journal entries: sequence number → encoded command.
-const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
-/// `snapshot` → encoded book; `snapshot_seq` → the last sequence it includes.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// `snapshot` → encoded book; `snapshot_seq` → the last sequence it includes;
+/// `format` → the file's format version.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,21 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("orchestrator journal I/O failed: {0}")]
     Io(String),
+    /// The file or a record was written in a format this release does not
+    /// read (by another herd release).
+    #[error(
+        "the orchestrator journal at {path} holds {what} in format version {found}, but this herd release reads format version {expected}; start the herd release that wrote it (format {found}) on this data directory, or a release that reads that format"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The file itself or which record.
+        what: String,
+        /// The version found.
+        found: u16,
+        /// The version this release reads.
+        expected: u16,
+    },
     /// Stored data did not decode (corruption, or a journal written by an
     /// incompatible herd release).
     #[error(
@@ -40,6 +59,15 @@ pub enum StoreError {
         /// The decoder's complaint.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// True when the operator must fix the data directory (another release's
+    /// format, corrupt data, a path that cannot be opened), not a passing
+    /// I/O failure.
+    pub fn is_configuration(&self) -> bool {
+        !matches!(self, StoreError::Io(_))
+    }
 }
 
 fn io(error: impl std::fmt::Display) -> StoreError {
@@ -73,11 +101,60 @@ impl JournalStore {
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
         let database = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
-        let transaction = database.begin_write().map_err(io)?;
-        transaction.open_table(JOURNAL).map_err(io)?;
-        transaction.open_table(META).map_err(io)?;
-        transaction.commit().map_err(io)?;
-        Ok(JournalStore { database, path })
+        let store = JournalStore { database, path };
+        store.settle_format()?;
+        Ok(store)
+    }
+
+    /// Checks the file's format version; marks a new file with the current
+    /// one, and migrates a file written before records carried versions
+    /// (their encoding is the current payload's, so each is sealed as is).
+    fn settle_format(&self) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(io)?;
+        {
+            let mut journal = transaction.open_table(JOURNAL).map_err(io)?;
+            let mut meta = transaction.open_table(META).map_err(io)?;
+            let marker: Option<Vec<u8>> =
+                meta.get("format").map_err(io)?.map(|v| v.value().to_vec());
+            match marker {
+                Some(stored) => {
+                    let found = format::decode_file_version(&stored)
+                        .ok_or_else(|| self.corrupt("format marker", "wrong length"))?;
+                    if found != FORMAT_VERSION {
+                        return Err(self.unsupported("the file", found));
+                    }
+                }
+                None => {
+                    let legacy_entries = journal.len().map_err(io)?;
+                    let legacy_snapshot: Option<Vec<u8>> = meta
+                        .get("snapshot")
+                        .map_err(io)?
+                        .map(|v| v.value().to_vec());
+                    if legacy_entries > 0 || legacy_snapshot.is_some() {
+                        let entries: Vec<(u64, Vec<u8>)> = journal
+                            .iter()
+                            .map_err(io)?
+                            .map(|entry| entry.map(|(k, v)| (k.value(), format::seal(v.value()))))
+                            .collect::<Result<_, _>>()
+                            .map_err(io)?;
+                        for (sequence, sealed) in &entries {
+                            journal.insert(*sequence, sealed.as_slice()).map_err(io)?;
+                        }
+                        if let Some(snapshot) = legacy_snapshot {
+                            meta.insert("snapshot", format::seal(&snapshot).as_slice())
+                                .map_err(io)?;
+                        }
+                        info!(path = %self.path.display(), entries = legacy_entries, version = FORMAT_VERSION, "migrated the orchestrator journal to the versioned format");
+                    }
+                    meta.insert(
+                        "format",
+                        format::encode_file_version(FORMAT_VERSION).as_slice(),
+                    )
+                    .map_err(io)?;
+                }
+            }
+        }
+        transaction.commit().map_err(io)
     }
 
     /// Rebuilds the book: the latest snapshot (configured like `empty`), then
@@ -96,7 +173,8 @@ impl JournalStore {
         };
         let mut book = match meta.get("snapshot").map_err(io)? {
             Some(bytes) => {
-                let mut book: TaskBook = herd_protocol::codec::decode(bytes.value())
+                let payload = self.unseal("the snapshot", bytes.value())?;
+                let mut book: TaskBook = herd_protocol::codec::decode(payload)
                     .map_err(|e| self.corrupt("snapshot", &e.to_string()))?;
                 book.reconfigure_like(&empty);
                 book
@@ -108,13 +186,15 @@ impl JournalStore {
         let mut replayed = 0;
         for entry in journal.range((snapshot_sequence + 1)..).map_err(io)? {
             let (sequence, bytes) = entry.map_err(io)?;
-            let command: Command = herd_protocol::codec::decode(bytes.value()).map_err(|e| {
+            let what = format!("journal entry {}", sequence.value());
+            let payload = self.unseal(&what, bytes.value())?;
+            let command: Command = herd_protocol::codec::decode(payload).map_err(|e| {
                 self.corrupt(
                     &format!("journal entry {}", sequence.value()),
                     &e.to_string(),
                 )
             })?;
-            book.apply_replayed(command);
+            book.apply(command);
             last_sequence = sequence.value();
             replayed += 1;
         }
@@ -131,7 +211,9 @@ impl JournalStore {
         {
             let mut journal = transaction.open_table(JOURNAL).map_err(io)?;
             for (sequence, bytes) in entries {
-                journal.insert(*sequence, bytes.as_slice()).map_err(io)?;
+                journal
+                    .insert(*sequence, format::seal(bytes).as_slice())
+                    .map_err(io)?;
             }
         }
         transaction.commit().map_err(io)
@@ -143,7 +225,8 @@ impl JournalStore {
         let transaction = self.database.begin_write().map_err(io)?;
         {
             let mut meta = transaction.open_table(META).map_err(io)?;
-            meta.insert("snapshot", book).map_err(io)?;
+            meta.insert("snapshot", format::seal(book).as_slice())
+                .map_err(io)?;
             meta.insert("snapshot_seq", sequence.to_be_bytes().as_slice())
                 .map_err(io)?;
             let mut journal = transaction.open_table(JOURNAL).map_err(io)?;
@@ -157,6 +240,24 @@ impl JournalStore {
         let transaction = self.database.begin_read().map_err(io)?;
         let journal = transaction.open_table(JOURNAL).map_err(io)?;
         journal.len().map_err(io)
+    }
+
+    /// The payload of a stored value, if this release reads its version.
+    fn unseal<'a>(&self, what: &str, stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
+        match format::unseal(stored) {
+            Unsealed::Current(payload) => Ok(payload),
+            Unsealed::Version(found) => Err(self.unsupported(what, found)),
+            Unsealed::Truncated => Err(self.corrupt(what, "shorter than its version prefix")),
+        }
+    }
+
+    fn unsupported(&self, what: &str, found: u16) -> StoreError {
+        StoreError::UnsupportedVersion {
+            path: self.path.clone(),
+            what: what.to_string(),
+            found,
+            expected: FORMAT_VERSION,
+        }
     }
 
     fn corrupt(&self, what: &str, reason: &str) -> StoreError {

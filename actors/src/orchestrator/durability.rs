@@ -82,18 +82,38 @@ impl Durability {
 
     /// Journals a command (before the book applies it).
     pub fn record(&mut self, command: &Command) {
+        let sequence = self.take_sequence();
+        if self.writer.is_some() {
+            self.buffer(sequence, command);
+        }
+    }
+
+    /// Journals the command `command` builds; without a journal it is never
+    /// built (a submission is cloned only to be journaled).
+    pub fn record_with(&mut self, command: impl FnOnce() -> Command) {
+        let sequence = self.take_sequence();
+        if self.writer.is_some() {
+            self.buffer(sequence, &command());
+        }
+    }
+
+    fn take_sequence(&mut self) -> u64 {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        if self.writer.is_some() {
-            match herd_protocol::codec::encode(command) {
-                Ok(bytes) => self.buffered.push((sequence, bytes)),
-                // Commands are plain data; failing to encode one is a bug.
-                Err(error) => panic!("a task book command could not be encoded: {error}"),
-            }
-            self.since_snapshot += 1;
-        } else {
+        if self.writer.is_none() {
             self.durable_through = sequence;
         }
+        sequence
+    }
+
+    fn buffer(&mut self, sequence: u64, command: &Command) {
+        match herd_protocol::codec::encode(command) {
+            Ok(bytes) => self.buffered.push((sequence, bytes)),
+            // Commands are plain data (ids, strings, numbers, byte strings),
+            // which the codec always encodes; failing to is a bug, not input.
+            Err(error) => panic!("a task book command could not be encoded: {error}"),
+        }
+        self.since_snapshot += 1;
     }
 
     /// Holds `action` until everything recorded so far is durable; returns

@@ -1,10 +1,17 @@
 //! Seed 004's SystemHealthReport, from what the orchestrator knows.
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use herd_protocol::AgentType;
 use herd_protocol::UnixMillis;
+use herd_protocol::messages::orchestrator::MemberState;
 use herd_protocol::messages::scaling::{
     OverallHealth, QueueHealth, ResourceUtilization, SystemHealthReport, WorkerPoolHealth,
 };
+
+use super::scaling_control::PoolSnapshot;
+use super::state::OrchestratorState;
 
 /// A pending task older than this degrades the cluster.
 pub const STALE_PENDING_SECONDS: u64 = 60;
@@ -102,6 +109,75 @@ pub fn health_report(input: &HealthInput) -> SystemHealthReport {
 
 fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
+}
+
+impl OrchestratorState {
+    /// Gathers the report's inputs from the book, pools, circuits and
+    /// scaling state.
+    pub(super) fn health_report(&mut self) -> herd_protocol::messages::scaling::SystemHealthReport {
+        let pools = self.pool_snapshots();
+        let view = self.view.borrow().clone();
+        let now = Instant::now();
+        let serving: Vec<&PoolSnapshot> = pools.iter().filter(|p| p.serving).collect();
+        let healthy_slots: u32 = serving.iter().map(|p| p.slots).sum();
+        let llm_running: u32 = self
+            .llm_types
+            .iter()
+            .flat_map(|t| pools.iter().map(|p| self.book.running_on(&p.member, t)))
+            .sum();
+        let settings = self.scaling.settings();
+        let ceiling = settings
+            .max_workers
+            .min(serving.iter().map(|p| p.capacity).sum());
+        let (cpu_percent, memory_percent) = self.scaling.mean_resources();
+        let circuits_open = self
+            .agent_types
+            .keys()
+            .filter(|t| {
+                self.circuits.status(t, now)
+                    != herd_protocol::messages::orchestrator::CircuitStatus::Closed
+            })
+            .count();
+        let queued: BTreeMap<AgentType, crate::scaling::TypeDemand> = self
+            .agent_types
+            .keys()
+            .map(|t| {
+                let mut demand = self
+                    .scaling
+                    .demand()
+                    .get(t)
+                    .cloned()
+                    .unwrap_or_else(crate::scaling::TypeDemand::idle);
+                demand.queued = self.book.queue_depth(t);
+                (t.clone(), demand)
+            })
+            .collect();
+        health_report(&HealthInput {
+            total_slots: pools.iter().map(|p| p.slots).sum(),
+            healthy_slots,
+            busy: serving.iter().map(|p| p.busy).sum(),
+            pending: {
+                let counts = self.book.counts();
+                counts.pending + counts.failed
+            },
+            oldest_pending_since: self.book.oldest_pending_since(),
+            bottleneck: crate::scaling::rebalance::bottleneck(&queued),
+            nodes_unhealthy: view
+                .peers
+                .values()
+                .filter(|p| matches!(p.state, MemberState::Suspect | MemberState::Down))
+                .count(),
+            pools_draining: pools.iter().filter(|p| !p.serving).count(),
+            circuits_open,
+            scale_up_threshold: settings.scale_up_threshold,
+            at_max: settings.autoscale && healthy_slots >= ceiling,
+            cpu_percent,
+            memory_percent,
+            llm_running,
+            llm_capacity: settings.max_concurrent_llm_calls * serving.len() as u32,
+            now: UnixMillis::now(),
+        })
+    }
 }
 
 #[cfg(test)]

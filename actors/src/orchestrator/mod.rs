@@ -1,44 +1,49 @@
 //! The orchestrator: the task book, the pools it schedules onto, and the
 //! requests of every node's API.
 //!
-//! The actor is a thin shell: it turns messages into [`crate::task_book`]
-//! commands, asks [`crate::scheduling`] how to spread pending work over the
-//! pools' free slots, and carries out the resulting effects (batched
-//! assignments, cancellations, replies to waiters). Every scaling interval
-//! it asks [`crate::scaling`] (through `scaling_control`) how to share and
-//! size the pool, and resizes pools and moves weights accordingly.
+//! The actor (`actor.rs`) only routes messages; each concept has a module:
+//!
+//! | module | what it does |
+//! |---|---|
+//! | `state` | what the orchestrator holds; recovery at start |
+//! | `journaled` | every command recorded before the book applies it; effects released once durable (`durability`) |
+//! | `requests` | the API's requests: submit, cancel, wait, retry, status, updates, drains |
+//! | `membership_sync` | pool registrations, drains and hand-backs, view changes (lost nodes) |
+//! | `reports` | finished attempts from the pools, acknowledged once durable |
+//! | `dispatch` | spreading pending work over free slots ([`crate::scheduling`] decides) |
+//! | `effects` | carrying out the book's effects: stops, waiters, metrics, retry ticks |
+//! | `scaling_control`, `scaling_updates` | the scaling loop ([`crate::scaling`] decides) and operator updates |
+//! | `health_report` | seed 004's SystemHealthReport |
+//! | `status` | the cluster summary of `GET /v1/cluster` |
+//! | `traces` | the orchestrator's spans of a task's trace |
+//! | `process_groups` | finding the orchestrator and pools through ractor's process groups |
+//! | `pools`, `circuits` | the registered pools and their slot quotas; per-type circuit breakers |
 
 mod actor;
 mod circuits;
+mod dispatch;
 mod durability;
+mod effects;
 mod health_report;
+mod journaled;
+mod membership_sync;
 mod pools;
+mod process_groups;
+mod reports;
+mod requests;
 mod scaling_control;
+mod scaling_updates;
+mod state;
 mod status;
+mod traces;
 
 use herd_protocol::Mailbox;
-use herd_protocol::messages::groups;
-use ractor::ActorRef;
 
 pub use actor::{
     AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorLocal, OrchestratorProtocol,
 };
+pub use process_groups::find_orchestrator;
 pub use scaling_control::{PoolSnapshot, ScalingControl, ScalingPlan};
-
-use crate::membership::ClusterView;
 
 /// The orchestrator's mailbox type.
 pub type OrchestratorMsg = Mailbox<OrchestratorProtocol>;
-
-/// The actor of the orchestrator the view names, local or remote, if its
-/// process group entry has arrived.
-pub fn find_orchestrator(view: &ClusterView) -> Option<ActorRef<OrchestratorMsg>> {
-    let target = view.orchestrator.as_ref()?;
-    ractor::pg::get_members(&groups::ORCHESTRATOR.to_string())
-        .into_iter()
-        .find(|cell| {
-            view.member_of_actor(cell.get_id())
-                .is_some_and(|info| &info.member == target)
-        })
-        .map(ActorRef::from)
-}

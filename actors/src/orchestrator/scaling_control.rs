@@ -13,15 +13,22 @@ use std::time::Instant;
 use herd_config::{DeploymentMode, ScalingSettings};
 use herd_protocol::messages::orchestrator::ScalingStatus;
 use herd_protocol::messages::scaling::{
-    AgentUpdate, DecisionType, ScalingDecision, ScalingUpdate, SlotAllocation, WeightAdjustment,
+    DecisionType, ScalingDecision, SlotAllocation, WeightAdjustment,
 };
 use herd_protocol::{AgentType, MemberId, UnixMillis};
 use tracing::{debug, info};
 
+use herd_protocol::Mailbox;
+use herd_protocol::messages::pool::PoolCast;
+use ractor::ActorRef;
+
+use super::OrchestratorMsg;
+use super::dispatch::borrow_order;
+use super::state::OrchestratorState;
 use crate::pool::ResourceSample;
 use crate::scaling::{
     AutoscaleInput, AutoscaleParams, Autoscaler, DemandTracker, RebalanceInput, TypeDemand,
-    initial_weights, rebalance, spread_slots, weight_floor,
+    initial_weights, rebalance, spread_slots,
 };
 use crate::scheduling::Allocation;
 
@@ -77,9 +84,9 @@ impl ScalingPlan {
 
 /// The scaling loop's memory.
 pub struct ScalingControl {
-    settings: ScalingSettings,
-    base: BTreeMap<AgentType, f64>,
-    pinned: BTreeSet<AgentType>,
+    pub(super) settings: ScalingSettings,
+    pub(super) base: BTreeMap<AgentType, f64>,
+    pub(super) pinned: BTreeSet<AgentType>,
     tracker: DemandTracker,
     autoscaler: Autoscaler,
     started: Instant,
@@ -362,145 +369,114 @@ impl ScalingControl {
         }
         slots
     }
-
-    /// Applies `PUT /v1/agents/{type}` to `weights`. A new weight pins the
-    /// type unless `pinned: false` says otherwise; the other unpinned types
-    /// are scaled to make room.
-    pub fn update_agent(
-        &mut self,
-        weights: &mut BTreeMap<AgentType, f64>,
-        agent_type: &AgentType,
-        update: &AgentUpdate,
-    ) -> Result<(), String> {
-        if !weights.contains_key(agent_type) {
-            return Err(format!(
-                "unknown agent type {agent_type:?}; known: {}",
-                weights
-                    .keys()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let floor = weight_floor(weights.len());
-        if let Some(weight) = update.weight {
-            if !weight.is_finite() || !(0.0..=1.0).contains(&weight) {
-                return Err(format!("weight is {weight}; give a number from 0.0 to 1.0"));
-            }
-            let pinned_others: f64 = weights
-                .iter()
-                .filter(|(t, _)| *t != agent_type && self.pinned.contains(*t))
-                .map(|(_, w)| w)
-                .sum();
-            let free: Vec<AgentType> = weights
-                .keys()
-                .filter(|t| *t != agent_type && !self.pinned.contains(*t))
-                .cloned()
-                .collect();
-            let weight = weight.max(floor);
-            let room = 1.0 - weight - pinned_others;
-            if room < floor * free.len() as f64 - 1e-12 || (free.is_empty() && room.abs() > 1e-9) {
-                return Err(format!(
-                    "weight {weight} leaves {room:.3} for the other types, below their floor of {floor:.3} each (pinned types hold {pinned_others:.3}); lower it or unpin a type with {{\"pinned\": false}}"
-                ));
-            }
-            let free_total: f64 = free.iter().map(|t| weights[t]).sum();
-            for t in &free {
-                let share = if free_total > 0.0 {
-                    weights[t] / free_total
-                } else {
-                    1.0 / free.len() as f64
-                };
-                weights.insert(t.clone(), (room * share).max(floor));
-            }
-            weights.insert(agent_type.clone(), weight);
-            // Rounding of the floor clamp: renormalize gently.
-            let total: f64 = weights.values().sum();
-            for w in weights.values_mut() {
-                *w /= total;
-            }
-            self.base.insert(agent_type.clone(), weight);
-            let total: f64 = self.base.values().sum();
-            for w in self.base.values_mut() {
-                *w /= total;
-            }
-            if update.pinned != Some(false) {
-                self.pinned.insert(agent_type.clone());
-            }
-        }
-        match update.pinned {
-            Some(true) => {
-                self.pinned.insert(agent_type.clone());
-            }
-            Some(false) => {
-                self.pinned.remove(agent_type);
-            }
-            None => {}
-        }
-        info!(agent_type = %agent_type, weight = weights[agent_type], pinned = self.pinned.contains(agent_type), "agent type updated by an operator");
-        Ok(())
-    }
-
-    /// Applies `PUT /v1/scaling` (validated with the config's ranges).
-    pub fn update_bounds(&mut self, update: &ScalingUpdate) -> Result<(), String> {
-        let mut next = self.settings.clone();
-        if let Some(v) = update.min_workers {
-            if !(1..=100).contains(&v) {
-                return Err(format!("min_workers is {v}; give 1 to 100"));
-            }
-            next.min_workers = v;
-        }
-        if let Some(v) = update.max_workers {
-            if !(1..=1000).contains(&v) {
-                return Err(format!("max_workers is {v}; give 1 to 1000"));
-            }
-            next.max_workers = v;
-        }
-        for (name, value, slot) in [
-            (
-                "scale_up_threshold",
-                update.scale_up_threshold,
-                &mut next.scale_up_threshold,
-            ),
-            (
-                "scale_down_threshold",
-                update.scale_down_threshold,
-                &mut next.scale_down_threshold,
-            ),
-        ] {
-            if let Some(v) = value {
-                if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-                    return Err(format!("{name} is {v}; give 0.0 to 1.0"));
-                }
-                *slot = v;
-            }
-        }
-        if next.min_workers > next.max_workers {
-            return Err(format!(
-                "min_workers ({}) is above max_workers ({}); keep min ≤ max",
-                next.min_workers, next.max_workers
-            ));
-        }
-        if next.scale_up_threshold <= next.scale_down_threshold {
-            return Err(format!(
-                "scale_up_threshold ({}) must be above scale_down_threshold ({})",
-                next.scale_up_threshold, next.scale_down_threshold
-            ));
-        }
-        info!(
-            min_workers = next.min_workers,
-            max_workers = next.max_workers,
-            scale_up_threshold = next.scale_up_threshold,
-            scale_down_threshold = next.scale_down_threshold,
-            "pool bounds updated by an operator"
-        );
-        self.settings = next;
-        Ok(())
-    }
 }
 
 fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
+}
+
+// ---- the orchestrator's side of the loop ----------------------------------
+
+impl OrchestratorState {
+    /// Every pool with its slots, capacity and busy slots.
+    pub(super) fn pool_snapshots(&self) -> Vec<PoolSnapshot> {
+        let view = self.view.borrow();
+        self.pools
+            .iter()
+            .map(|(member, entry)| PoolSnapshot {
+                member: member.clone(),
+                slots: entry.workers,
+                capacity: entry.capacity,
+                busy: self.book.running_total_on(member),
+                serving: !entry.draining && view.is_up(member),
+            })
+            .collect()
+    }
+
+    /// One scaling interval: measure, decide, resize pools, move weights,
+    /// record the decision.
+    pub(super) fn scaling_step(&mut self, myself: &ActorRef<OrchestratorMsg>) {
+        if !self.view.borrow().discovery_complete {
+            return;
+        }
+        let pools = self.pool_snapshots();
+        let per_type: Vec<(AgentType, u64, u32)> = self
+            .agent_types
+            .keys()
+            .map(|t| {
+                let running = pools
+                    .iter()
+                    .map(|p| self.book.running_on(&p.member, t))
+                    .sum();
+                (t.clone(), self.book.queue_depth(t), running)
+            })
+            .collect();
+        for (agent_type, queued, running) in &per_type {
+            metrics::gauge!("herd_queue_depth", "agent_type" => agent_type.to_string())
+                .set(*queued as f64);
+            metrics::gauge!("herd_agent_busy", "agent_type" => agent_type.to_string())
+                .set(f64::from(*running));
+        }
+        if pools.is_empty() {
+            // Nothing to size or share until a pool registers.
+            return;
+        }
+        let plan = self.scaling.plan(&self.weights, &per_type, &pools);
+        if let Some(weights) = &plan.weights {
+            self.weights = weights.clone();
+        }
+        for (member, workers) in &plan.resize {
+            self.pools.set_workers(member, *workers);
+            if let Some(entry) = self.pools.get(member) {
+                let _ = entry
+                    .actor
+                    .cast(Mailbox::Cast(PoolCast::Resize { workers: *workers }));
+            }
+        }
+        let changed = plan.weights.is_some() || !plan.resize.is_empty();
+        if changed {
+            self.weights_changed();
+        } else {
+            self.publish_allocation();
+        }
+        self.scaling.record(plan, self.pools.allocation(), &pools);
+        if changed {
+            self.schedule_dispatch(myself);
+        }
+    }
+
+    /// Weights or slots changed: new quotas, borrowing order and gauges.
+    pub(super) fn weights_changed(&mut self) {
+        self.pools.reallocate(&self.weights);
+        self.borrow_order = borrow_order(&self.weights);
+        self.publish_allocation();
+    }
+
+    /// Weight and slot gauges.
+    fn publish_allocation(&self) {
+        let allocation = self.pools.allocation();
+        for (agent_type, weight) in &self.weights {
+            metrics::gauge!("herd_agent_weight", "agent_type" => agent_type.to_string())
+                .set(*weight);
+            metrics::gauge!("herd_agent_slots", "agent_type" => agent_type.to_string()).set(
+                f64::from(allocation.per_type.get(agent_type).copied().unwrap_or(0)),
+            );
+        }
+        let total: u32 = self
+            .pools
+            .iter()
+            .filter(|(_, e)| !e.draining)
+            .map(|(_, e)| e.workers)
+            .sum();
+        metrics::gauge!("herd_worker_slots").set(f64::from(total));
+    }
+
+    /// A pool's resource use, for the health report and the autoscaler.
+    pub(super) fn on_pool_stats(&mut self, member: MemberId, sample: ResourceSample) {
+        if self.pools.get(&member).is_some() {
+            self.scaling.observe_resources(member, sample);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -512,76 +488,6 @@ mod tests {
             .iter()
             .map(|n| (AgentType::new(n), 0.25))
             .collect()
-    }
-
-    #[test]
-    fn a_put_weight_pins_the_type_and_the_others_make_room() {
-        let mut w = weights();
-        let mut control = ScalingControl::new(ScalingSettings::default(), &w);
-        let a = AgentType::new("a");
-        control
-            .update_agent(
-                &mut w,
-                &a,
-                &AgentUpdate {
-                    weight: Some(0.7),
-                    pinned: None,
-                },
-            )
-            .unwrap();
-        assert!((w[&a] - 0.7).abs() < 1e-9);
-        assert!((w.values().sum::<f64>() - 1.0).abs() < 1e-9);
-        assert!((w[&AgentType::new("b")] - 0.1).abs() < 1e-9);
-        assert!(control.is_pinned(&a));
-    }
-
-    #[test]
-    fn invalid_updates_say_what_to_fix_and_change_nothing() {
-        let mut w = weights();
-        let before = w.clone();
-        let mut control = ScalingControl::new(ScalingSettings::default(), &w);
-        let error = control
-            .update_agent(
-                &mut w,
-                &AgentType::new("zzz"),
-                &AgentUpdate {
-                    weight: Some(0.5),
-                    pinned: None,
-                },
-            )
-            .unwrap_err();
-        assert!(error.contains("unknown agent type"), "{error}");
-        let error = control
-            .update_agent(
-                &mut w,
-                &AgentType::new("a"),
-                &AgentUpdate {
-                    weight: Some(1.5),
-                    pinned: None,
-                },
-            )
-            .unwrap_err();
-        assert!(error.contains("0.0 to 1.0"), "{error}");
-        let error = control
-            .update_agent(
-                &mut w,
-                &AgentType::new("a"),
-                &AgentUpdate {
-                    weight: Some(1.0),
-                    pinned: None,
-                },
-            )
-            .unwrap_err();
-        assert!(error.contains("floor"), "{error}");
-        assert_eq!(w, before);
-        let error = control
-            .update_bounds(&ScalingUpdate {
-                min_workers: Some(50),
-                max_workers: Some(10),
-                ..Default::default()
-            })
-            .unwrap_err();
-        assert!(error.contains("min_workers"), "{error}");
     }
 
     #[test]

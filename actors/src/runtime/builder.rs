@@ -31,9 +31,24 @@ pub enum StartError {
     /// A configured handler could not be built.
     #[error(transparent)]
     Handlers(#[from] RegistryError),
+    /// The orchestrator's data directory cannot be used by this release.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::StoreError),
     /// An actor failed to start (e.g. the cluster port is in use).
     #[error("the node could not start: {0}")]
     Spawn(String),
+}
+
+impl StartError {
+    /// True when an operator fixes it in the configuration or the data
+    /// directory (the CLI exits 2), rather than a failure at run time.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            StartError::Config(_) | StartError::Handlers(_) => true,
+            StartError::Journal(error) => error.is_configuration(),
+            StartError::Spawn(_) => false,
+        }
+    }
 }
 
 /// Configures a node started from code. Values set here act like command-line
@@ -281,6 +296,13 @@ impl HerdNode {
             drain_grace: config.drain_grace,
             pool_capacity,
         };
+        if config.has_role(Role::Orchestrator)
+            && let Some(dir) = &config.data_dir
+        {
+            // Refuse a data directory this release cannot read before joining
+            // the cluster (and migrate one from before versioned records).
+            drop(crate::journal::JournalStore::open(dir)?);
+        }
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
             .await
             .map_err(|error| StartError::Spawn(error.to_string()))?;

@@ -9,7 +9,7 @@ use herd_protocol::messages::orchestrator::{
     RequestFailure, RetryOutcome, SubmitAck, SubmitRejection, TaskPage, TaskQuery,
 };
 use herd_protocol::messages::scaling::{
-    AgentUpdate, ScalingDecision, ScalingUpdate, SystemHealthReport,
+    AgentUpdate, ScalingDecision, ScalingUpdate, SystemHealthReport, UpdateRejection,
 };
 use herd_protocol::{AgentType, JsonText, Mailbox, NodeName, TaskId, TaskSpec, TaskView};
 use ractor::rpc::CallResult;
@@ -308,7 +308,7 @@ impl NodeHandle {
         &self,
         agent_type: AgentType,
         update: AgentUpdate,
-    ) -> Result<Result<(), String>, ClientError> {
+    ) -> Result<Result<(), UpdateRejection>, ClientError> {
         match self
             .request(
                 OrchestratorRequest::UpdateAgent { agent_type, update },
@@ -326,7 +326,7 @@ impl NodeHandle {
     pub async fn update_scaling(
         &self,
         update: ScalingUpdate,
-    ) -> Result<Result<(), String>, ClientError> {
+    ) -> Result<Result<(), UpdateRejection>, ClientError> {
         match self
             .request(
                 OrchestratorRequest::UpdateScaling(update),

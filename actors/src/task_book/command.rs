@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use herd_protocol::messages::orchestrator::{SubmitAck, SubmitRejection};
 use herd_protocol::{
     AgentType, AssignmentEpoch, FailureKind, JsonText, MemberId, TaskAssignment, TaskId,
-    TaskReport, TaskSpec, TaskState, UnixMillis,
+    TaskReport, TaskState, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,14 +13,10 @@ use serde::{Deserialize, Serialize};
 /// commands rebuilds the same state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
-    /// Accept a batch of tasks, all or none. Ids are chosen by the caller (time
-    /// ordered) so that replay reproduces them.
-    Submit {
-        /// Ids and specs, in submission order.
-        tasks: Vec<(TaskId, TaskSpec)>,
-        /// Acceptance time.
-        now: UnixMillis,
-    },
+    /// Accept a batch of tasks, all or none, already checked by
+    /// [`super::TaskBook::validate_submission`]. (Encoded exactly as the
+    /// earlier `Submit { tasks, now }`, so existing journals still read.)
+    Submit(super::Submission),
     /// Start up to `max` pending tasks of `agent_type` on `member`'s pool.
     Assign {
         /// The pool's node.
@@ -123,10 +118,6 @@ pub enum RequeueReason {
 /// What the book asks its owner to do, or tells it happened.
 #[derive(Clone, Debug)]
 pub enum Effect {
-    /// Answer to `Submit`: the batch was accepted.
-    Accepted(Vec<SubmitAck>),
-    /// Answer to `Submit`: nothing was accepted.
-    Rejected(SubmitRejection),
     /// Send this attempt to `member`'s pool.
     Dispatch {
         /// The pool's node.
@@ -183,12 +174,5 @@ pub enum Effect {
         queue_wait: Duration,
         /// The handler's quality score, if any.
         score: Option<f64>,
-    },
-    /// Answer to `Cancel` / `RetryDead` on a task that does not allow it.
-    NotApplicable {
-        /// The task.
-        id: TaskId,
-        /// Its current state, `None` if unknown.
-        state: Option<TaskState>,
     },
 }

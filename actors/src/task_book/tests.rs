@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use herd_protocol::messages::orchestrator::{SubmitAck, SubmitRejection, TaskQuery};
+use herd_protocol::messages::orchestrator::{
+    CancelOutcome, RetryOutcome, SubmitAck, SubmitRejection, TaskQuery,
+};
 use herd_protocol::{
     AgentType, AssignmentEpoch, FailureKind, Incarnation, JsonText, MemberId, NodeName, Outcome,
     Priority, TaskAssignment, TaskId, TaskReport, TaskSpec, TaskState, UnixMillis, WorkerId,
@@ -46,10 +48,12 @@ fn submit(book: &mut TaskBook, specs: Vec<TaskSpec>) -> Vec<SubmitAck> {
         .into_iter()
         .map(|spec| (TaskId::new_v7(), spec))
         .collect();
-    match book.apply(Command::Submit { tasks, now: at(0) }).as_slice() {
-        [Effect::Accepted(acks)] => acks.clone(),
-        other => panic!("unexpected effects {other:?}"),
-    }
+    let submission = book
+        .validate_submission(tasks, at(0))
+        .unwrap_or_else(|rejection| panic!("unexpected rejection {rejection:?}"));
+    let applied = book.submit(submission);
+    assert!(applied.effects.is_empty(), "{:?}", applied.effects);
+    applied.answer
 }
 
 fn assign(
@@ -197,14 +201,13 @@ fn idempotency_keys_return_the_existing_task() {
 
 #[test]
 fn batches_are_all_or_nothing_and_errors_name_the_fix() {
-    let mut book = book();
+    let book = book();
     let tasks = vec![
         (TaskId::new_v7(), spec("echo")),
         (TaskId::new_v7(), spec("translate")),
     ];
-    let effects = book.apply(Command::Submit { tasks, now: at(0) });
-    match effects.as_slice() {
-        [Effect::Rejected(rejection @ SubmitRejection::UnknownAgentType { index: 1, .. })] => {
+    match book.validate_submission(tasks, at(0)) {
+        Err(rejection @ SubmitRejection::UnknownAgentType { index: 1, .. }) => {
             assert_eq!(
                 rejection.to_string(),
                 "task 1: unknown agent type \"translate\"; known types: echo, sleep"
@@ -216,23 +219,16 @@ fn batches_are_all_or_nothing_and_errors_name_the_fix() {
 
     let mut big = spec("echo");
     big.payload = JsonText::parse(format!("\"{}\"", "x".repeat(2 * 1024 * 1024))).unwrap();
-    let effects = book.apply(Command::Submit {
-        tasks: vec![(TaskId::new_v7(), big)],
-        now: at(0),
-    });
+    let refused = book.validate_submission(vec![(TaskId::new_v7(), big)], at(0));
     assert!(matches!(
-        effects.as_slice(),
-        [Effect::Rejected(SubmitRejection::PayloadTooLarge { .. })]
+        refused,
+        Err(SubmitRejection::PayloadTooLarge { .. })
     ));
 
     let mut bad_attempts = spec("echo");
     bad_attempts.max_attempts = Some(0);
-    let effects = book.apply(Command::Submit {
-        tasks: vec![(TaskId::new_v7(), bad_attempts)],
-        now: at(0),
-    });
-    match effects.as_slice() {
-        [Effect::Rejected(rejection)] => assert_eq!(
+    match book.validate_submission(vec![(TaskId::new_v7(), bad_attempts)], at(0)) {
+        Err(rejection) => assert_eq!(
             rejection.to_string(),
             "task 0: max_attempts is 0; give 1 to 100"
         ),
@@ -247,16 +243,13 @@ fn overload_is_refused_until_tasks_finish() {
         ..TaskBookSettings::default()
     });
     submit(&mut book, vec![spec("echo"), spec("echo")]);
-    let effects = book.apply(Command::Submit {
-        tasks: vec![(TaskId::new_v7(), spec("echo"))],
-        now: at(0),
-    });
+    let refused = book.validate_submission(vec![(TaskId::new_v7(), spec("echo"))], at(0));
     assert!(matches!(
-        effects.as_slice(),
-        [Effect::Rejected(SubmitRejection::Overloaded {
+        refused,
+        Err(SubmitRejection::Overloaded {
             pending: 2,
             limit: 2
-        })]
+        })
     ));
 }
 
@@ -330,11 +323,8 @@ fn fatal_errors_are_dead_at_once_and_can_be_retried_with_a_new_payload() {
     assert_eq!(book.view(ack.id).unwrap().state, TaskState::Dead);
 
     let fixed = JsonText::parse("{\"n\":2}").unwrap();
-    let effects = book.apply(Command::RetryDead {
-        id: ack.id,
-        payload: Some(fixed.clone()),
-        now: at(4),
-    });
+    let Applied { answer, effects } = book.retry_dead(ack.id, Some(fixed.clone()), at(4));
+    assert_eq!(answer, RetryOutcome::Retried);
     assert!(matches!(
         effects.as_slice(),
         [Effect::Requeued {
@@ -458,10 +448,8 @@ fn cancelling_pending_running_and_finished_tasks() {
     let running = assign(&mut book, &n1, "echo", 1);
     let pending_id = acks[1].id;
 
-    let effects = book.apply(Command::Cancel {
-        id: pending_id,
-        now: at(2),
-    });
+    let Applied { answer, effects } = book.cancel(pending_id, at(2));
+    assert_eq!(answer, CancelOutcome::Cancelled);
     assert!(matches!(
         effects.as_slice(),
         [Effect::StateChanged {
@@ -475,10 +463,8 @@ fn cancelling_pending_running_and_finished_tasks() {
         "a cancelled task is never assigned"
     );
 
-    let effects = book.apply(Command::Cancel {
-        id: running[0].task_id,
-        now: at(3),
-    });
+    let Applied { answer, effects } = book.cancel(running[0].task_id, at(3));
+    assert_eq!(answer, CancelOutcome::Cancelled);
     assert!(
         matches!(effects.first(), Some(Effect::StopAttempt { epoch, .. }) if *epoch == running[0].epoch)
     );
@@ -499,17 +485,9 @@ fn cancelling_pending_running_and_finished_tasks() {
         TaskState::Cancelled
     );
 
-    let effects = book.apply(Command::Cancel {
-        id: pending_id,
-        now: at(5),
-    });
-    assert!(matches!(
-        effects.as_slice(),
-        [Effect::NotApplicable {
-            state: Some(TaskState::Cancelled),
-            ..
-        }]
-    ));
+    let Applied { answer, effects } = book.cancel(pending_id, at(5));
+    assert_eq!(answer, CancelOutcome::AlreadyFinished(TaskState::Cancelled));
+    assert!(effects.is_empty(), "{effects:?}");
     book.check_invariants();
 }
 
@@ -642,7 +620,7 @@ proptest! {
                         spec.max_attempts = Some(3);
                         (TaskId::new_v7(), spec)
                     }).collect();
-                    Command::Submit { tasks, now: time }
+                    Command::Submit(book.validate_submission(tasks, time).expect("the property test submits only valid batches"))
                 }
                 Op::Assign { member, agent_type, max } => Command::Assign { member: members[member].clone(), agent_type: AgentType::new(types[agent_type]), max, now: time },
                 Op::Report { pick, outcome } => {
@@ -677,7 +655,14 @@ proptest! {
                 Command::Report { report, .. } => book.view(report.task_id),
                 _ => None,
             };
-            let effects = book.apply(command.clone());
+            let effects = match command.clone() {
+                Command::Submit(submission) => {
+                    let applied = book.submit(submission);
+                    accepted.extend(applied.answer.iter().map(|ack| ack.id));
+                    applied.effects
+                }
+                other => book.apply(other),
+            };
             if let Command::Report { report, .. } = &command {
                 let latest = dispatched.iter().rev().find(|(_, a)| a.task_id == report.task_id).map(|(_, a)| a.epoch);
                 if latest != Some(report.epoch) {
@@ -689,7 +674,6 @@ proptest! {
             }
             for effect in &effects {
                 match effect {
-                    Effect::Accepted(acks) => accepted.extend(acks.iter().map(|ack| ack.id)),
                     Effect::Dispatch { member, assignment } => {
                         prop_assert!(!dispatched.iter().any(|(_, a)| a.epoch == assignment.epoch), "epoch reused");
                         dispatched.push((member.clone(), assignment.clone()));

@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herd_actors::ClientError;
 use herd_protocol::messages::orchestrator::{RequestFailure, SubmitRejection};
+use herd_protocol::messages::scaling::UpdateRejection;
 use serde_json::json;
 
 /// An API failure: status, machine-readable code, message for a person.
@@ -122,14 +123,29 @@ impl From<ClientError> for ApiError {
     }
 }
 
-/// The answer for unknown routes.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+impl From<UpdateRejection> for ApiError {
+    fn from(rejection: UpdateRejection) -> Self {
+        let message = rejection.to_string();
+        match rejection {
+            UpdateRejection::UnknownAgentType { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_agent_type", message)
+            }
+            UpdateRejection::OutOfRange { .. }
+            | UpdateRejection::NoRoomForOthers { .. }
+            | UpdateRejection::MinAboveMax { .. }
+            | UpdateRejection::ThresholdsCrossed { .. } => {
+                ApiError::invalid("invalid_update", message)
+            }
+        }
+    }
+}
+
+/// The answer for unknown routes: 404 naming the routes the API serves
+/// (`routes` is collected as the router is built, so it is never stale).
+pub fn not_found(path: &str, routes: &[&str]) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no_such_route",
-        format!(
-            "no route {}; the API serves /v1/tasks, /v1/tasks/{{id}}, /v1/tasks/{{id}}/cancel, /v1/dead-letters, /v1/dead-letters/{{id}}/retry, /v1/cluster, /v1/nodes/{{name}}/drain, /health, /live, /ready, /startup",
-            uri.path()
-        ),
+        format!("no route {path}; the API serves {}", routes.join(", ")),
     )
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use herd_actors::NodeHandle;
 
 /// What every handler can reach.
@@ -65,7 +65,7 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let routes = RouteTable::default()
         .route("/v1/tasks", post(tasks::submit).get(tasks::list))
         .route("/v1/tasks/{id}", get(tasks::get_one))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
@@ -81,9 +81,31 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", get(health::ready))
         .route("/startup", get(health::startup))
         .route("/health", get(health::health))
-        .route("/metrics", get(observability::metrics))
-        .fallback(error::not_found)
+        .route("/metrics", get(observability::metrics));
+    let paths: Arc<[&'static str]> = routes.paths.into();
+    routes
+        .router
+        .fallback(move |uri: axum::http::Uri| {
+            let paths = paths.clone();
+            async move { error::not_found(uri.path(), &paths) }
+        })
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .with_state(state)
+}
+
+/// A router that remembers the paths it serves, so the 404 answer lists
+/// exactly the routes that exist.
+#[derive(Default)]
+struct RouteTable {
+    router: Router<ApiState>,
+    paths: Vec<&'static str>,
+}
+
+impl RouteTable {
+    fn route(mut self, path: &'static str, handlers: MethodRouter<ApiState>) -> Self {
+        self.router = self.router.route(path, handlers);
+        self.paths.push(path);
+        self
+    }
 }

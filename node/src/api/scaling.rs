@@ -5,7 +5,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use herd_protocol::AgentType;
 use herd_protocol::messages::scaling::{
     AgentUpdate, ScalingDecision, ScalingUpdate, SystemHealthReport,
@@ -99,12 +98,7 @@ pub async fn update_agent(
                 "workers": agent.map(|a| a.workers),
             })))
         }
-        Err(message) if message.starts_with("unknown agent type") => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_agent_type",
-            message,
-        )),
-        Err(message) => Err(ApiError::invalid("invalid_update", message)),
+        Err(rejection) => Err(ApiError::from(rejection)),
     }
 }
 
@@ -120,6 +114,6 @@ pub async fn update_scaling(
     )?;
     match state.node.update_scaling(update).await? {
         Ok(()) => Ok(Json(json!(state.node.cluster().await?.scaling))),
-        Err(message) => Err(ApiError::invalid("invalid_update", message)),
+        Err(rejection) => Err(ApiError::from(rejection)),
     }
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use herd_actors::HerdNode;
 use herd_actors::runtime::NodeEvent;
-use herd_actors::runtime::StartError;
 use herd_config::{Environment, NodeConfig, Overrides};
 use tokio::net::TcpListener;
 use tracing::{error, info};
@@ -93,7 +92,7 @@ async fn serve(config: NodeConfig) -> ExitCode {
     }
     let mut node = match HerdNode::start(config, BTreeMap::new()).await {
         Ok(node) => node,
-        Err(error @ (StartError::Config(_) | StartError::Handlers(_))) => {
+        Err(error) if error.is_configuration() => {
             eprintln!("herd: {error}");
             return ExitCode::from(USAGE_ERROR);
         }

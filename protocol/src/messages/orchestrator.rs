@@ -415,7 +415,7 @@ pub enum OrchestratorReply {
     /// Answer to `HealthReport`.
     Health(super::scaling::SystemHealthReport),
     /// Answer to `UpdateAgent` and `UpdateScaling`: `Err` says what is invalid.
-    Updated(Result<(), String>),
+    Updated(Result<(), super::scaling::UpdateRejection>),
     /// The request could not be served.
     Failed(RequestFailure),
 }

@@ -156,3 +156,58 @@ pub struct ScalingUpdate {
     /// New scale-down utilization threshold.
     pub scale_down_threshold: Option<f64>,
 }
+
+/// Why an operator's agent or scaling update was refused; nothing changed.
+/// Each message says what to send instead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum UpdateRejection {
+    /// `PUT /v1/agents/{type}` named a type the cluster does not run.
+    #[error("unknown agent type {agent_type:?}; known: {}", known.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
+    UnknownAgentType {
+        /// The type asked for.
+        agent_type: AgentType,
+        /// The types the cluster runs.
+        known: Vec<AgentType>,
+    },
+    /// A value is outside its range.
+    #[error("{field} is {value}; give {allowed}")]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// The value sent.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// A weight so large that the other types would fall below their floor.
+    #[error(
+        "weight {weight} leaves {room:.3} for the other types, below their floor of {floor:.3} each (pinned types hold {pinned:.3}); lower it or unpin a type with {{\"pinned\": false}}"
+    )]
+    NoRoomForOthers {
+        /// The weight asked for (raised to the floor).
+        weight: f64,
+        /// What it leaves for the unpinned others.
+        room: f64,
+        /// The least weight of a type.
+        floor: f64,
+        /// Weight held by other pinned types.
+        pinned: f64,
+    },
+    /// The update would put the minimum above the maximum.
+    #[error("min_workers ({min}) is above max_workers ({max}); keep min ≤ max")]
+    MinAboveMax {
+        /// Resulting minimum.
+        min: u32,
+        /// Resulting maximum.
+        max: u32,
+    },
+    /// The update would put the scale-up threshold at or below the
+    /// scale-down threshold.
+    #[error("scale_up_threshold ({up}) must be above scale_down_threshold ({down})")]
+    ThresholdsCrossed {
+        /// Resulting scale-up threshold.
+        up: f64,
+        /// Resulting scale-down threshold.
+        down: f64,
+    },
+}

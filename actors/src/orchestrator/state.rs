@@ -1,0 +1,185 @@
+//! What the orchestrator holds, and how it is built at start: the task book
+//! (recovered from the journal when there is one), the pools, weights,
+//! circuits and scaling state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use herd_protocol::messages::groups;
+use herd_protocol::messages::orchestrator::OrchestratorReply;
+use herd_protocol::{AgentType, Mailbox, MemberId, TaskId, UnixMillis};
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+use tracing::info;
+
+use super::OrchestratorMsg;
+use super::actor::{AgentTypeEntry, OrchestratorArgs, OrchestratorLocal};
+use super::circuits::Circuits;
+use super::dispatch::borrow_order;
+use super::durability::Durability;
+use super::pools::PoolRegistry;
+use super::scaling_control::ScalingControl;
+use crate::journal::{JournalStore, JournalWriter};
+use crate::membership::ClusterView;
+use crate::task_book::{AgentTypeSettings, TaskBook};
+
+/// After a restart, how long nodes that ran tasks get to re-register before
+/// their tasks are declared lost.
+pub(super) const RECOVERY_GRACE: Duration = Duration::from_secs(10);
+
+/// The orchestrator's state. Its behaviour is split by concept over the
+/// sibling modules, each an `impl OrchestratorState` block.
+pub struct OrchestratorState {
+    pub(super) book: TaskBook,
+    pub(super) agent_types: BTreeMap<AgentType, AgentTypeEntry>,
+    pub(super) weights: BTreeMap<AgentType, f64>,
+    pub(super) borrow_order: Vec<AgentType>,
+    pub(super) pools: PoolRegistry,
+    pub(super) view: watch::Receiver<ClusterView>,
+    /// `?wait` requests, answered when their task reaches a terminal state.
+    pub(super) waiters: HashMap<TaskId, Vec<RpcReplyPort<OrchestratorReply>>>,
+    pub(super) durability: Durability,
+    pub(super) circuits: Circuits,
+    pub(super) dispatch_scheduled: bool,
+    pub(super) flush_scheduled: bool,
+    pub(super) tick_at: Option<UnixMillis>,
+    pub(super) reopen_at: Option<Instant>,
+    /// Which pool dispatch starts with, so light load spreads evenly.
+    pub(super) rotation: usize,
+    pub(super) recovering_until: Option<Instant>,
+    pub(super) drain_grace: Duration,
+    pub(super) scaling: ScalingControl,
+    pub(super) llm_types: BTreeSet<AgentType>,
+}
+
+impl OrchestratorState {
+    /// Recovers the book (from the journal when there is a data directory),
+    /// joins the orchestrator's process group and starts the timers.
+    pub(super) fn start(
+        myself: ActorRef<OrchestratorMsg>,
+        args: OrchestratorArgs,
+    ) -> Result<Self, ActorProcessingErr> {
+        let type_settings: Vec<(AgentType, AgentTypeSettings)> = args
+            .agent_types
+            .iter()
+            .map(|(agent_type, entry)| {
+                (
+                    agent_type.clone(),
+                    AgentTypeSettings {
+                        timeout_s: entry.timeout_s,
+                        max_attempts: entry.max_attempts,
+                        retry: entry.retry.clone(),
+                    },
+                )
+            })
+            .collect();
+        let (book, durability, recovered_work) = match &args.data_dir {
+            None => (
+                TaskBook::new(args.settings, type_settings),
+                Durability::in_memory(),
+                false,
+            ),
+            Some(dir) => {
+                let started = Instant::now();
+                let store = JournalStore::open(dir)?;
+                let recovered = store.recover(TaskBook::new(args.settings, type_settings))?;
+                let book = recovered.book;
+                let counts = book.counts();
+                info!(
+                    data_dir = %dir.display(),
+                    pending = counts.pending,
+                    running = counts.running,
+                    failed = counts.failed,
+                    replayed = recovered.replayed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "orchestrator state recovered from the journal"
+                );
+                let notify_to = myself.clone();
+                let writer = JournalWriter::start(store, move |event| {
+                    let _ = notify_to.cast(Mailbox::Local(OrchestratorLocal::Journal(event)));
+                });
+                let work = counts.running > 0;
+                (
+                    book,
+                    Durability::journaled(writer, recovered.last_sequence),
+                    work,
+                )
+            }
+        };
+        let configured: BTreeMap<AgentType, f64> = args
+            .agent_types
+            .iter()
+            .map(|(t, e)| (t.clone(), e.weight))
+            .collect();
+        let scaling = ScalingControl::new(args.scaling.clone(), &configured);
+        let weights = scaling.initial_weights();
+        let borrow_order = borrow_order(&weights);
+        let llm_types = args
+            .agent_types
+            .iter()
+            .filter(|(_, e)| e.llm)
+            .map(|(t, _)| t.clone())
+            .collect();
+        myself.send_interval(args.scaling.interval, || {
+            Mailbox::Local(OrchestratorLocal::ScalingTick)
+        });
+        let circuits = Circuits::new(
+            args.agent_types
+                .iter()
+                .map(|(t, e)| (t.clone(), e.circuit.clone())),
+        );
+        ractor::pg::join(groups::ORCHESTRATOR.to_string(), vec![myself.get_cell()]);
+        forward_view_changes(args.view.clone(), myself.clone());
+        let recovering_until = recovered_work.then(|| {
+            myself.send_after(RECOVERY_GRACE, || {
+                Mailbox::Local(OrchestratorLocal::RecoveryDeadline)
+            });
+            Instant::now() + RECOVERY_GRACE
+        });
+        info!(agent_types = ?weights.keys().collect::<Vec<_>>(), journaled = durability.is_journaled(), "orchestrator started");
+        let mut state = OrchestratorState {
+            book,
+            agent_types: args.agent_types,
+            weights,
+            borrow_order,
+            pools: PoolRegistry::default(),
+            view: args.view,
+            waiters: HashMap::new(),
+            durability,
+            circuits,
+            dispatch_scheduled: false,
+            flush_scheduled: false,
+            tick_at: None,
+            reopen_at: None,
+            rotation: 0,
+            recovering_until,
+            drain_grace: args.drain_grace,
+            scaling,
+            llm_types,
+        };
+        state.schedule_tick(&myself);
+        Ok(state)
+    }
+
+    /// This node, as the cluster knows it.
+    pub(super) fn local_member(&self) -> MemberId {
+        self.view.borrow().local.member.clone()
+    }
+}
+
+/// Relays changes of the cluster view into the orchestrator's mailbox.
+fn forward_view_changes(
+    mut view: watch::Receiver<ClusterView>,
+    orchestrator: ActorRef<OrchestratorMsg>,
+) {
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            if orchestrator
+                .cast(Mailbox::Local(OrchestratorLocal::ViewChanged))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+}
