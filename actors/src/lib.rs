@@ -1,23 +1,37 @@
 //! The embeddable herd runtime.
 //!
-//! - [`runtime`]: start a node in your tokio program ([`runtime::HerdNode`]),
-//!   submit and query tasks through its [`runtime::NodeHandle`].
-//! - [`handlers`]: the [`handlers::TaskHandler`] trait and the built-ins.
-//! - [`membership`], [`orchestrator`], [`pool`]: the actors of a node.
-//! - [`task_book`], [`scheduling`]: the pure state machine and scheduling
-//!   logic the actors drive.
+//! A program starts a node with [`HerdNode::builder`], registers
+//! [`TaskHandler`]s per agent type, and submits and queries tasks through
+//! the node's [`NodeHandle`]. A process runs one node: ractor's process
+//! groups and registry are process-global.
+//!
+//! - [`runtime`]: the builder, the node, its handle, and why a node stops.
+//! - [`handlers`]: the [`TaskHandler`] trait, its input and output, and the
+//!   built-in handlers.
+//! - [`telemetry`]: switching on task traces and describing the metrics.
+//! - [`config`] and [`protocol`]: the configuration model and the task and
+//!   message types (re-exported crates).
+//!
+//! Everything else (the orchestrator, worker pools, membership, the task
+//! book, scheduling and scaling logic) is internal.
 
+#![warn(missing_docs)]
+
+pub mod bench;
 pub mod handlers;
-pub mod journal;
-pub mod membership;
-pub mod metrics_catalog;
-pub mod orchestrator;
-pub mod pool;
+mod journal;
+mod membership;
+mod metrics_catalog;
+mod orchestrator;
+mod pool;
 pub mod runtime;
-pub mod scaling;
-pub mod scheduling;
-pub mod task_book;
-pub mod task_trace;
+mod scaling;
+mod scheduling;
+mod task_book;
+mod task_trace;
+pub mod telemetry;
 
 pub use handlers::{HandlerError, TaskHandler, TaskInput, TaskOutput};
+pub use herd_config as config;
+pub use herd_protocol as protocol;
 pub use runtime::{ClientError, HerdNode, HerdNodeBuilder, NodeHandle};

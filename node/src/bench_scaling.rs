@@ -15,27 +15,15 @@
 //!
 //! Figures are printed, never asserted.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use herd_actors::orchestrator::{PoolSnapshot, ScalingControl};
-use herd_actors::scheduling::{PoolCapacity, allocate};
-use herd_config::{DeploymentMode, ScalingSettings};
+use herd_actors::bench::SEED_AGENT_TYPES as SIX_TYPES;
 use herd_protocol::messages::scaling::DecisionType;
-use herd_protocol::{AgentType, Incarnation, MemberId, NodeName, UnixMillis};
+use herd_protocol::{AgentType, UnixMillis};
 use serde_json::json;
 
 use crate::bench_failover::{Phase, phase};
 use crate::local_cluster::{LocalCluster, NodeSpec};
-
-const SIX_TYPES: [&str; 6] = [
-    "generation",
-    "reflection",
-    "ranking",
-    "evolution",
-    "proximity",
-    "meta_review",
-];
 
 /// What `herd bench scaling` measures, for the table's title.
 pub const TITLE: &str = "herd bench scaling: scaling step in-process (1000 slots on 10 nodes × 6 types); reaction on three real processes, production mode";
@@ -49,88 +37,15 @@ pub async fn run(rounds: usize) -> anyhow::Result<Vec<Phase>> {
 
 /// Times the full scaling step for 1,000 slots × 6 types.
 fn decision_time(samples: usize) -> Vec<Phase> {
-    let types: Vec<AgentType> = SIX_TYPES.iter().map(|t| AgentType::new(t)).collect();
-    let configured: BTreeMap<AgentType, f64> = types
-        .iter()
-        .zip([0.30, 0.20, 0.20, 0.15, 0.10, 0.05])
-        .map(|(t, w)| (t.clone(), w))
-        .collect();
-    let mut settings = ScalingSettings::preset(DeploymentMode::Production);
-    settings.max_workers = 1000;
-    settings.min_workers = 100;
-    let mut control = ScalingControl::new(settings, &configured);
-    let mut weights = control.initial_weights();
-    let members: Vec<MemberId> = (0..10)
-        .map(|i| MemberId {
-            name: NodeName::parse(&format!("node-{i}")).expect("valid name"),
-            incarnation: Incarnation(1),
-        })
-        .collect();
-    let mut slots: BTreeMap<MemberId, u32> = members.iter().map(|m| (m.clone(), 100)).collect();
-    let mut plan_times = Vec::with_capacity(samples);
-    let mut step_times = Vec::with_capacity(samples);
-    for step in 0..samples {
-        // Load moves from type to type; about half the pool is busy.
-        let hot = step / 20 % types.len();
-        let per_type: Vec<(AgentType, u64, u32)> = types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                control.arrived(t, if i == hot { 400 } else { 20 });
-                for _ in 0..5 {
-                    control.ended(
-                        t,
-                        i != 3 || step % 2 == 0,
-                        Duration::from_millis(200),
-                        Some(0.8),
-                    );
-                }
-                (
-                    t.clone(),
-                    if i == hot { 2_000 } else { 10 },
-                    if i == hot { 400 } else { 20 },
-                )
-            })
-            .collect();
-        let pools: Vec<PoolSnapshot> = members
-            .iter()
-            .map(|m| PoolSnapshot {
-                member: m.clone(),
-                slots: slots[m],
-                capacity: 100,
-                busy: slots[m] / 2,
-                serving: true,
-            })
-            .collect();
-        let started = Instant::now();
-        let plan = control.plan(&weights, &per_type, &pools);
-        plan_times.push(started.elapsed());
-        if let Some(new) = &plan.weights {
-            weights = new.clone();
-        }
-        for (member, n) in &plan.resize {
-            slots.insert(member.clone(), *n);
-        }
-        let capacities: Vec<PoolCapacity> = members
-            .iter()
-            .map(|m| PoolCapacity {
-                member: m.clone(),
-                slots: slots[m],
-                supports: types.iter().cloned().collect(),
-            })
-            .collect();
-        let allocation = allocate(&capacities, &weights);
-        control.record(plan, &allocation, &pools);
-        step_times.push(started.elapsed());
-    }
+    let times = herd_actors::bench::scaling_step_times(samples);
     vec![
         phase(
             "decide only (demand, rebalance, autoscale, spread), 1000 slots × 6 types",
-            plan_times,
+            times.decide,
         ),
         phase(
             "full step incl. allocation + decision record listing 1000 slots",
-            step_times,
+            times.full_step,
         ),
     ]
 }

@@ -23,7 +23,7 @@ pub fn install(node: &str) -> Option<PrometheusHandle> {
         .ok()?
         .install_recorder()
         .ok()?;
-    herd_actors::metrics_catalog::describe();
+    herd_actors::telemetry::describe_metrics();
     // Histograms are drained into their buckets on upkeep.
     let upkeep = handle.clone();
     tokio::spawn(async move {

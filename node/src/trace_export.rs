@@ -83,7 +83,7 @@ impl TraceExport {
             .with_resource(resource.build())
             .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
-        herd_actors::task_trace::enable();
+        herd_actors::telemetry::enable_task_traces();
         Ok(Some(TraceExport { provider }))
     }
 

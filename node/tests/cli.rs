@@ -201,3 +201,43 @@ fn the_http_port_in_use_is_reported() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versions() {
+    let data = tempfile::tempdir().unwrap();
+    // A journal as a future release would leave it: its file-level format
+    // marker says version 9.
+    {
+        let database = redb::Database::create(data.path().join("orchestrator.redb")).unwrap();
+        let transaction = database.begin_write().unwrap();
+        transaction
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+            .unwrap()
+            .insert("format", 9u16.to_be_bytes().as_slice())
+            .unwrap();
+        transaction.commit().unwrap();
+    }
+    let data_dir = data.path().to_str().unwrap();
+    let output = herd(
+        &[
+            "node",
+            "--name",
+            "n1",
+            "--roles",
+            "orchestrator,worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+        ],
+        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("orchestrator.redb"), "{message}");
+    assert!(message.contains("format version 9"), "{message}");
+    assert!(message.contains("reads format version 1"), "{message}");
+    assert!(!message.contains("delete"), "{message}");
+}

@@ -14,7 +14,7 @@ mod format;
 mod store;
 mod writer;
 
-pub use store::{JournalStore, Recovered, StoreError};
+pub use store::{JournalStore, StoreError};
 pub use writer::{JournalWriter, WriterEvent};
 
 #[cfg(test)]

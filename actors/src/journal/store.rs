@@ -236,6 +236,7 @@ impl JournalStore {
     }
 
     /// Journal entries currently stored (for tests and metrics).
+    #[cfg(test)]
     pub fn journal_len(&self) -> Result<u64, StoreError> {
         let transaction = self.database.begin_read().map_err(io)?;
         let journal = transaction.open_table(JOURNAL).map_err(io)?;

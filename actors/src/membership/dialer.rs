@@ -121,6 +121,7 @@ impl Dialer {
     }
 
     /// The earliest time something becomes due.
+    #[cfg(test)]
     pub fn next_due(&self) -> Option<Instant> {
         self.targets
             .values()

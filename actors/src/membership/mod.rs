@@ -21,7 +21,5 @@ mod liveness;
 mod sessions;
 mod view;
 
-pub use actor::{Membership, MembershipArgs, MembershipLocal, MembershipMsg, MembershipProtocol};
-pub use dialer::Dialer;
-pub use failure_detector::PhiAccrualDetector;
+pub use actor::{Membership, MembershipArgs, MembershipLocal, MembershipMsg};
 pub use view::{ClusterView, MemberInfo};

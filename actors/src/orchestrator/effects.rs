@@ -24,7 +24,9 @@ impl OrchestratorState {
         let mut direct: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
         for effect in effects {
             match effect {
-                Effect::Forgotten(_) => {}
+                Effect::Forgotten(id) => {
+                    debug!(task_id = %id, "finished task forgotten (beyond tasks.retain_finished)")
+                }
                 Effect::Dispatch { member, assignment } => {
                     direct.entry(member).or_default().push(assignment)
                 }
@@ -58,7 +60,8 @@ impl OrchestratorState {
                         self.wake_waiters(id);
                     }
                 }
-                Effect::Requeued { reason, .. } => {
+                Effect::Requeued { id, reason } => {
+                    debug!(task_id = %id, reason = requeue_label(reason), "task re-queued");
                     metrics::counter!("herd_tasks_requeued_total", "reason" => requeue_label(reason)).increment(1);
                 }
                 Effect::StaleReport { id, reason } => {

@@ -39,11 +39,9 @@ mod traces;
 
 use herd_protocol::Mailbox;
 
-pub use actor::{
-    AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorLocal, OrchestratorProtocol,
-};
+pub use actor::{AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorProtocol};
 pub use process_groups::find_orchestrator;
-pub use scaling_control::{PoolSnapshot, ScalingControl, ScalingPlan};
+pub use scaling_control::{PoolSnapshot, ScalingControl};
 
 /// The orchestrator's mailbox type.
 pub type OrchestratorMsg = Mailbox<OrchestratorProtocol>;

@@ -14,7 +14,5 @@ mod resources;
 mod restarts;
 mod worker;
 
-pub use actor::{PoolArgs, PoolLocal, PoolMsg, PoolProtocol, WorkerPool};
-pub use resources::{ResourceProbe, ResourceSample, host_resources};
-pub use restarts::RestartIntensity;
-pub use worker::{Worker, WorkerArgs, WorkerMsg};
+pub use actor::{PoolArgs, PoolLocal, PoolMsg, WorkerPool};
+pub use resources::{ResourceSample, host_resources};

@@ -77,6 +77,12 @@ impl NodeHandle {
         &self.config
     }
 
+    /// Whether the orchestrator the view names can be reached from this node
+    /// now (its actor's process-group entry has arrived).
+    pub fn orchestrator_reachable(&self) -> bool {
+        find_orchestrator(&self.view.borrow()).is_some()
+    }
+
     /// Waits until initial discovery is done and an orchestrator is reachable.
     pub async fn wait_until_ready(&self, limit: Duration) -> Result<(), ClientError> {
         let deadline = Instant::now() + limit;

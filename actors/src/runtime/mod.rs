@@ -24,7 +24,8 @@ mod fatal;
 mod handle;
 mod supervisor;
 
+pub use crate::journal::StoreError as JournalError;
+pub use crate::membership::{ClusterView, MemberInfo};
 pub use builder::{HerdNode, HerdNodeBuilder, StartError};
 pub use fatal::{FatalError, NodeEvent};
 pub use handle::{ClientError, NodeHandle};
-pub use supervisor::{NodeSupervisor, SupervisorArgs};

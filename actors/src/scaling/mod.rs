@@ -14,7 +14,7 @@ pub mod capacity;
 pub mod demand;
 pub mod rebalance;
 
-pub use autoscale::{AutoscaleInput, AutoscaleParams, Autoscaler, ScaleVerdict};
+pub use autoscale::{AutoscaleInput, AutoscaleParams, Autoscaler};
 pub use capacity::{node_capacity, spread_slots};
 pub use demand::{DemandTracker, TypeDemand};
-pub use rebalance::{RebalanceInput, Rebalanced, initial_weights, rebalance, weight_floor};
+pub use rebalance::{RebalanceInput, initial_weights, rebalance, weight_floor};

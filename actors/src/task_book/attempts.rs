@@ -101,7 +101,6 @@ impl TaskBook {
             Outcome::Failed { kind, .. } => (Some(*kind), None),
         };
         effects.push(Effect::AttemptEnded {
-            id,
             agent_type: record.agent_type.clone(),
             failure,
             run_time: report.finished_at.since(report.started_at),

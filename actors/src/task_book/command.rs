@@ -162,8 +162,6 @@ pub enum Effect {
     /// An attempt ended with a report (feeds the circuit breaker, metrics
     /// and the rebalancer).
     AttemptEnded {
-        /// The task.
-        id: TaskId,
         /// Its agent type.
         agent_type: AgentType,
         /// `None` for success, else why it failed.

@@ -6,7 +6,7 @@
 //! and does no I/O, so it is tested directly and a journal of commands
 //! rebuilds it exactly.
 //!
-//! Guarantees, checked by [`TaskBook::check_invariants`] and property tests:
+//! Guarantees, checked by `TaskBook::check_invariants` and property tests:
 //! - every accepted task is in exactly one state, and the per-state counts,
 //!   the pending queues and the per-node running sets agree with the records;
 //! - a task is running on at most one node, under one assignment epoch;
@@ -18,6 +18,7 @@
 
 mod attempts;
 mod command;
+#[cfg(test)]
 mod invariants;
 mod queries;
 mod queue;
@@ -39,7 +40,9 @@ use herd_protocol::{AgentType, MemberId, TaskId, UnixMillis};
 pub use command::{Command, Effect, RequeueReason, StaleReason};
 pub use queue::PendingQueue;
 pub use record::TaskRecord;
-pub use retry::{Backoff, RetryPolicy};
+#[cfg(test)]
+pub use retry::Backoff;
+pub use retry::RetryPolicy;
 pub use submission::Submission;
 
 /// Limits and defaults the book enforces.

@@ -85,11 +85,6 @@ impl TaskBook {
             .map_or(0, |load| load.tasks.len() as u32)
     }
 
-    /// The agent types the book accepts.
-    pub fn agent_types(&self) -> impl Iterator<Item = &AgentType> {
-        self.agent_types.keys()
-    }
-
     /// When the earliest scheduled retry becomes due.
     pub fn next_retry_due(&self) -> Option<UnixMillis> {
         self.retries.first().map(|(due, _)| *due)

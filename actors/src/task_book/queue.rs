@@ -56,6 +56,7 @@ impl PendingQueue {
     }
 
     /// True when no live entry remains.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }

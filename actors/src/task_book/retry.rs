@@ -82,6 +82,7 @@ impl From<&RetrySpec> for RetryPolicy {
 
 impl RetryPolicy {
     /// No delay at all (used by tests that drive retries directly).
+    #[cfg(test)]
     pub fn immediate() -> Self {
         RetryPolicy {
             backoff: Backoff::Linear {

@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use herd_actors::orchestrator::find_orchestrator;
 use herd_protocol::UnixMillis;
 use std::time::Duration;
 
@@ -129,13 +128,13 @@ fn checks(state: &ApiState) -> Vec<Check> {
             "still contacting seeds".to_string(),
         )
     };
-    let orchestrator = match (&view.orchestrator, find_orchestrator(&view)) {
-        (Some(member), Some(_)) => Check::new(
+    let orchestrator = match (&view.orchestrator, state.node.orchestrator_reachable()) {
+        (Some(member), true) => Check::new(
             "orchestrator",
             true,
             format!("orchestrator {} reachable", member.name),
         ),
-        (Some(member), None) => Check::new(
+        (Some(member), false) => Check::new(
             "orchestrator",
             false,
             format!("orchestrator {} known but not yet reachable", member.name),
