@@ -219,6 +219,16 @@ mod tests {
         }
     }
 
+    /// An outbox that has sent reports `1..=count` of incarnation 1.
+    fn sent(count: u128) -> ReportOutbox {
+        let mut outbox = ReportOutbox::default();
+        for id in 1..=count {
+            outbox.push(incarnation(1), report(id));
+        }
+        outbox.take_unsent();
+        outbox
+    }
+
     #[test]
     fn pushed_reports_are_numbered_from_one_and_sent_once() {
         let mut outbox = ReportOutbox::default();
@@ -255,20 +265,14 @@ mod tests {
 
     #[test]
     fn only_reports_pushed_since_the_last_take_are_unsent() {
-        let mut outbox = ReportOutbox::default();
-        outbox.push(incarnation(1), report(1));
-        outbox.take_unsent();
+        let mut outbox = sent(1);
         outbox.push(incarnation(1), report(2));
         assert_eq!(outbox.take_unsent(), vec![run(incarnation(1), 2, &[2])]);
     }
 
     #[test]
     fn an_ack_forgets_reports_through_its_sequence() {
-        let mut outbox = ReportOutbox::default();
-        for id in 1..=4 {
-            outbox.push(incarnation(1), report(id));
-        }
-        outbox.take_unsent();
+        let mut outbox = sent(4);
         outbox.ack(2);
         assert_eq!(outbox.len(), 2);
         outbox.resend_all();
@@ -281,11 +285,7 @@ mod tests {
 
     #[test]
     fn an_ack_of_reports_marked_for_resending_leaves_only_the_rest_unsent() {
-        let mut outbox = ReportOutbox::default();
-        for id in 1..=3 {
-            outbox.push(incarnation(1), report(id));
-        }
-        outbox.take_unsent();
+        let mut outbox = sent(3);
         outbox.resend_all();
         // An ack the old registration sent before it went away.
         outbox.ack(2);
@@ -294,10 +294,7 @@ mod tests {
 
     #[test]
     fn resend_all_sends_every_unacknowledged_report_again_in_order() {
-        let mut outbox = ReportOutbox::default();
-        outbox.push(incarnation(1), report(1));
-        outbox.push(incarnation(1), report(2));
-        outbox.take_unsent();
+        let mut outbox = sent(2);
         outbox.push(incarnation(2), report(3));
         outbox.resend_all();
         assert_eq!(
@@ -336,14 +333,10 @@ mod tests {
 
     #[test]
     fn a_full_outbox_drops_its_oldest_report() {
-        let mut outbox = ReportOutbox::default();
         // Half of them went out before the orchestrator became unreachable.
-        let sent = MAX_UNACKED_REPORTS / 2;
-        for id in 1..=sent as u128 {
-            outbox.push(incarnation(1), report(id));
-        }
-        outbox.take_unsent();
-        for id in sent as u128 + 1..=MAX_UNACKED_REPORTS as u128 {
+        let sent_before = MAX_UNACKED_REPORTS / 2;
+        let mut outbox = sent(sent_before as u128);
+        for id in sent_before as u128 + 1..=MAX_UNACKED_REPORTS as u128 {
             assert_eq!(outbox.push(incarnation(1), report(id)), None);
         }
         let newest = MAX_UNACKED_REPORTS as u128 + 1;
@@ -351,8 +344,11 @@ mod tests {
         assert_eq!(outbox.len(), MAX_UNACKED_REPORTS);
         let unsent = outbox.take_unsent();
         assert_eq!(unsent.len(), 1);
-        assert_eq!(unsent[0].first_sequence, sent as u64 + 1);
-        assert_eq!(unsent[0].reports.len(), MAX_UNACKED_REPORTS - sent + 1);
+        assert_eq!(unsent[0].first_sequence, sent_before as u64 + 1);
+        assert_eq!(
+            unsent[0].reports.len(),
+            MAX_UNACKED_REPORTS - sent_before + 1
+        );
         assert_eq!(unsent[0].reports.last(), Some(&report(newest)));
         outbox.resend_all();
         assert_eq!(

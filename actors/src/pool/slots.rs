@@ -126,8 +126,9 @@ pub(super) enum Resized<W> {
 
 /// The worker slots of a pool.
 ///
-/// Guarantees: slots `0..target` are in service and at most `capacity`; an
-/// idle slot is in service and runs nothing; idle slots are served lowest
+/// Guarantees: slots `0..target` are in service, and a resize never puts
+/// more than `capacity` in service; an idle slot is in service and runs
+/// nothing; idle slots are served lowest
 /// index first (after [`Slots::serve_lowest_first`]); a report from an
 /// earlier generation of a slot, or an exit of a worker the slots no longer
 /// hold, changes nothing.
@@ -431,6 +432,18 @@ mod tests {
         slots
     }
 
+    /// Two busy slots (tasks 1 and 2), shrunk to one: the second retires
+    /// when its attempt ends.
+    fn shrunk_with_second_busy(capacity: u32) -> Slots<FakeWorker> {
+        let mut slots = staffed(2, capacity);
+        for id in 1..=2 {
+            let slot = slots.take_idle().unwrap();
+            slots.assign(slot, task(id, 1));
+        }
+        slots.resize(1);
+        slots
+    }
+
     #[test]
     fn idle_slots_are_served_lowest_index_first() {
         let mut slots = staffed(3, 3);
@@ -542,13 +555,8 @@ mod tests {
                 .worker_exited(&ActorId::Local(101), Instant::now())
                 .is_none()
         );
-        let mut slots = staffed(2, 2);
-        let first = slots.take_idle().unwrap();
-        let second = slots.take_idle().unwrap();
-        slots.assign(first, task(1, 1));
-        slots.assign(second, task(2, 1));
-        slots.resize(1);
-        slots.free(second, 1);
+        let mut slots = shrunk_with_second_busy(2);
+        slots.free(WorkerId(1), 1);
         // It died before the pool retired it.
         assert!(matches!(
             slots.worker_exited(&ActorId::Local(101), Instant::now()),
@@ -558,11 +566,7 @@ mod tests {
 
     #[test]
     fn a_busy_retired_slot_whose_worker_dies_reports_but_is_not_restarted() {
-        let mut slots = staffed(2, 2);
-        slots.take_idle();
-        let second = slots.take_idle().unwrap();
-        slots.assign(second, task(2, 1));
-        slots.resize(1);
+        let mut slots = shrunk_with_second_busy(2);
         let Some(Exited::Failed {
             running,
             restart_after,
@@ -577,18 +581,14 @@ mod tests {
 
     #[test]
     fn growing_adds_slots_up_to_the_capacity_and_keeps_busy_retiring_ones() {
-        let mut slots = staffed(2, 4);
-        slots.take_idle();
-        let second = slots.take_idle().unwrap();
-        slots.assign(second, task(2, 1));
-        slots.resize(1);
+        let mut slots = shrunk_with_second_busy(4);
         let Some(Resized::Grown { unstaffed }) = slots.resize(10) else {
             panic!("a growth");
         };
         assert_eq!(unstaffed, vec![WorkerId(2), WorkerId(3)]);
         assert_eq!(slots.target(), 4);
         assert!(slots.resize(7).is_none(), "already at capacity");
-        assert!(!slots.free(second, 1).unwrap().retire);
+        assert!(!slots.free(WorkerId(1), 1).unwrap().retire);
     }
 
     #[test]
