@@ -98,20 +98,30 @@ pub struct WorkerPool;
 
 /// The pool's state; each concern's handlers live in their own module.
 pub struct PoolState {
+    /// Handlers by agent type, shared with every worker.
     pub(super) handlers: Arc<HandlerRegistry>,
+    /// Largest result a worker accepts.
     pub(super) max_result_bytes: usize,
+    /// The worker slots and what they run.
     pub(super) slots: Slots<ActorRef<WorkerMsg>>,
     /// Assignments waiting for an idle worker, oldest first, with the
     /// incarnation they were assigned to.
     pub(super) backlog: VecDeque<(MemberId, TaskAssignment)>,
+    /// The current registration with the orchestrator, if any.
     pub(super) registration: Option<Registration>,
+    /// Reports until the orchestrator acknowledges them.
     pub(super) outbox: ReportOutbox,
+    /// A `Flush` is in the mailbox already.
     pub(super) flush_scheduled: bool,
+    /// The cluster view (its `local` member is this node).
     pub(super) view: watch::Receiver<ClusterView>,
+    /// The drain, from its first request on.
     pub(super) drain: Option<Drain>,
+    /// Where the pool tells the node that a remotely requested drain is over.
     pub(super) events: mpsc::UnboundedSender<NodeEvent>,
     /// This node's incarnation when last looked at.
     pub(super) last_member: MemberId,
+    /// Samples this host's resource use for the orchestrator.
     pub(super) probe: ResourceProbe,
 }
 

@@ -16,6 +16,7 @@ use crate::orchestrator::{OrchestratorMsg, find_orchestrator};
 pub(super) struct Registration {
     /// The orchestrator's node.
     pub orchestrator: MemberId,
+    /// The orchestrator actor; once it has stopped, the registration is void.
     pub actor: ActorRef<OrchestratorMsg>,
     /// The incarnation of this node the pool registered as.
     pub member: MemberId,

@@ -25,6 +25,7 @@ impl PoolState {
         self.schedule_flush(myself);
     }
 
+    /// Makes sure a `Flush` follows.
     pub(super) fn schedule_flush(&mut self, myself: &ActorRef<PoolMsg>) {
         // Coalesce: one Flush per burst of completions, delivered after the
         // completions already queued in the mailbox.

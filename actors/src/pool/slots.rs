@@ -36,8 +36,11 @@ impl WorkerHandle for ActorRef<WorkerMsg> {
 /// An attempt a slot runs.
 #[derive(Debug)]
 pub(super) struct RunningTask {
+    /// The task.
     pub task_id: TaskId,
+    /// Which attempt at it.
     pub epoch: AssignmentEpoch,
+    /// For logs and metrics.
     pub agent_type: AgentType,
     /// The incarnation of this node the attempt was assigned to.
     pub member: MemberId,
