@@ -219,6 +219,16 @@ mod tests {
         }
     }
 
+    /// An outbox holding, unsent, a report `id` of incarnation `member` for
+    /// each `(member, id)`.
+    fn pushed(reports: &[(u64, u128)]) -> ReportOutbox {
+        let mut outbox = ReportOutbox::default();
+        for (member, id) in reports {
+            outbox.push(incarnation(*member), report(*id));
+        }
+        outbox
+    }
+
     /// An outbox that has sent reports `1..=count` of incarnation 1.
     fn sent(count: u128) -> ReportOutbox {
         let mut outbox = ReportOutbox::default();
@@ -248,11 +258,7 @@ mod tests {
 
     #[test]
     fn unsent_reports_are_grouped_by_incarnation() {
-        let mut outbox = ReportOutbox::default();
-        outbox.push(incarnation(1), report(1));
-        outbox.push(incarnation(1), report(2));
-        outbox.push(incarnation(2), report(3));
-        outbox.push(incarnation(1), report(4));
+        let mut outbox = pushed(&[(1, 1), (1, 2), (2, 3), (1, 4)]);
         assert_eq!(
             outbox.take_unsent(),
             vec![
@@ -308,10 +314,7 @@ mod tests {
 
     #[test]
     fn unacked_of_lists_the_attempts_of_one_incarnation() {
-        let mut outbox = ReportOutbox::default();
-        outbox.push(incarnation(1), report(1));
-        outbox.push(incarnation(2), report(2));
-        outbox.push(incarnation(1), report(3));
+        let mut outbox = pushed(&[(1, 1), (2, 2), (1, 3)]);
         outbox.ack(1);
         let unacked: Vec<_> = outbox.unacked_of(&incarnation(1)).collect();
         assert_eq!(unacked, vec![(TaskId(3), AssignmentEpoch(1))]);
