@@ -8,10 +8,25 @@
 //! interrupted task is reported as a crash so the orchestrator retries it.
 //! The orchestrator's autoscaler resizes the pool: new slots start at once,
 //! surplus slots retire when idle (a running task is never interrupted).
+//!
+//! [`WorkerPool`]'s actor file only dispatches; the rest is split by concern.
+//! Plain bookkeeping, with no actors and no I/O, each unit-tested:
+//! `outbox` (reports until acknowledged), `drain` (where a drain stands),
+//! `slots` (workers, idle slots, generations, resizing), `restarts`.
+//! The actor's handlers, each acting on one of those: `registration`,
+//! `assigning`, `reporting`, `supervising`, `draining`.
 
 mod actor;
+mod assigning;
+mod drain;
+mod draining;
+mod outbox;
+mod registration;
+mod reporting;
 mod resources;
 mod restarts;
+mod slots;
+mod supervising;
 mod worker;
 
 pub use actor::{PoolArgs, PoolLocal, PoolMsg, WorkerPool};
