@@ -254,7 +254,10 @@ fn parse_wait(text: &str) -> Result<Duration, ApiError> {
     if wait > MAX_WAIT {
         return Err(ApiError::bad_request(
             "invalid_wait",
-            format!("wait={text} is longer than the maximum of 300 s; poll again instead"),
+            format!(
+                "wait={text} is longer than the maximum of {} s; poll again instead",
+                MAX_WAIT.as_secs()
+            ),
         ));
     }
     Ok(wait)
