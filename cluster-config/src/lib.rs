@@ -17,7 +17,6 @@ mod file;
 mod model;
 mod origin;
 mod resolve;
-mod resolve_scaling;
 mod rules;
 
 pub use environment::Environment;

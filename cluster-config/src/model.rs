@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herd_protocol::defaults::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS,
+    DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED, DEFAULT_RETRY, DEFAULT_TIMEOUT_S,
+};
 use herd_protocol::messages::membership::Role;
 use herd_protocol::{AgentType, NodeName, RetrySpec};
 
@@ -105,8 +109,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_payload_bytes: herd_protocol::limits::DEFAULT_MAX_PAYLOAD_BYTES,
-            max_unfinished_tasks: 1_000_000,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_unfinished_tasks: DEFAULT_MAX_UNFINISHED_TASKS,
         }
     }
 }
@@ -131,15 +135,11 @@ pub struct TaskDefaults {
 impl Default for TaskDefaults {
     fn default() -> Self {
         TaskDefaults {
-            timeout_s: 300,
-            max_attempts: 3,
-            retain_finished: 100_000,
-            poison_crashes: 2,
-            retry: RetrySpec::Exponential {
-                initial_s: 1.0,
-                factor: 2.0,
-                max_s: 300.0,
-            },
+            timeout_s: DEFAULT_TIMEOUT_S,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retain_finished: DEFAULT_RETAIN_FINISHED,
+            poison_crashes: DEFAULT_POISON_CRASHES,
+            retry: DEFAULT_RETRY,
             circuit: CircuitSettings::default(),
         }
     }
@@ -216,6 +216,10 @@ impl Default for ClusterSettings {
     }
 }
 
+/// The weight of an agent type that sets none: with every type at the
+/// default, slots are shared evenly.
+pub(crate) const DEFAULT_AGENT_WEIGHT: f64 = 0.5;
+
 /// One agent type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
@@ -271,6 +275,10 @@ impl DeploymentMode {
         .find(|mode| mode.as_str() == text.trim())
     }
 }
+
+/// The longest one attempt may run in every mode but static (seed 004's
+/// `worker_timeout_seconds` default).
+const SCALED_MODES_WORKER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Pool bounds and rebalancing. Each mode is a preset; explicit keys win.
 #[derive(Clone, Debug, PartialEq)]
@@ -328,7 +336,7 @@ impl ScalingSettings {
         match mode {
             DeploymentMode::Static => base,
             DeploymentMode::Development => ScalingSettings {
-                worker_timeout: Some(Duration::from_secs(300)),
+                worker_timeout: Some(SCALED_MODES_WORKER_TIMEOUT),
                 min_workers: 2,
                 max_workers: 5,
                 stabilization: Duration::from_secs(10),
@@ -337,7 +345,7 @@ impl ScalingSettings {
                 ..base
             },
             DeploymentMode::TrustedTester => ScalingSettings {
-                worker_timeout: Some(Duration::from_secs(300)),
+                worker_timeout: Some(SCALED_MODES_WORKER_TIMEOUT),
                 min_workers: 5,
                 max_workers: 50,
                 scale_up_threshold: 0.85,
@@ -350,7 +358,7 @@ impl ScalingSettings {
                 ..base
             },
             DeploymentMode::Production => ScalingSettings {
-                worker_timeout: Some(Duration::from_secs(300)),
+                worker_timeout: Some(SCALED_MODES_WORKER_TIMEOUT),
                 min_workers: 10,
                 max_workers: 1000,
                 scale_up_threshold: 0.75,
@@ -431,7 +439,7 @@ pub fn default_agents() -> BTreeMap<AgentType, AgentConfig> {
         (
             AgentType::new(name),
             AgentConfig {
-                weight: 0.5,
+                weight: DEFAULT_AGENT_WEIGHT,
                 handler,
                 timeout_s: None,
                 max_attempts: None,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use herd_actors::{HerdNode, NodeHandle};
 use herd_config::Overrides;
+use herd_protocol::defaults::{DEFAULT_MAX_UNFINISHED_TASKS, DEFAULT_RETAIN_FINISHED};
 use herd_protocol::{JsonText, TaskId, TaskSpec, TaskState};
 use serde_json::{Value, json};
 
@@ -74,8 +75,9 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
         ..Overrides::default()
     };
     let mut config = herd_config::resolve(&overrides, &herd_config::Environment::default())?;
-    config.tasks.retain_finished = (settings.tasks * 2).max(100_000);
-    config.limits.max_unfinished_tasks = (settings.tasks as u64 * 2).max(1_000_000);
+    config.tasks.retain_finished = (settings.tasks * 2).max(DEFAULT_RETAIN_FINISHED);
+    config.limits.max_unfinished_tasks =
+        (settings.tasks as u64 * 2).max(DEFAULT_MAX_UNFINISHED_TASKS);
     config.data_dir = settings.data_dir.clone();
     let node = HerdNode::start(config, BTreeMap::new()).await?;
     let handle = node.handle();

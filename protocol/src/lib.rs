@@ -6,6 +6,7 @@
 //! holds state; `herd-actors` and `herd-node` build on it.
 
 pub mod codec;
+pub mod defaults;
 pub mod ids;
 pub mod json;
 pub mod limits;

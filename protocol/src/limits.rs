@@ -1,31 +1,41 @@
-//! Size limits that keep one task from breaking a cluster link.
+//! The bounds herd accepts, each defined once.
 //!
-//! ractor_cluster drops the whole session when a peer receives a frame over
-//! 16 MiB, which would take every task on that link with it. herd therefore
-//! caps single payloads and results well below that, and caps batches so that
-//! a batch plus one maximal item still fits in a frame.
+//! The config's range checks, the task book's validation, the HTTP API and
+//! their error messages all read these constants, so a message never states a
+//! bound other than the one checked. Defaults live next door, in
+//! [`crate::defaults`], and are checked against these ranges at compile time.
+//!
+//! Payload sizes: ractor_cluster drops the whole session when a peer receives
+//! a frame over 16 MiB, which would take every task on that link with it.
+//! herd therefore caps single payloads and results well below that, and caps
+//! batches so that a batch plus one maximal item still fits in a frame.
 
-/// Default largest accepted task payload or result: 1 MiB.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+use std::ops::RangeInclusive;
+
+/// One mebibyte, the unit payload and frame limits are stated in.
+pub const MIB: usize = 1024 * 1024;
 
 /// The largest payload limit an operator may configure: 8 MiB, half of
 /// ractor_cluster's 16 MiB frame limit, leaving room for framing and batching.
-pub const MAX_CONFIGURABLE_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_CONFIGURABLE_PAYLOAD_BYTES: usize = 8 * MIB;
+
+/// The values `limits.max_payload_bytes` may take: 1 byte up to
+/// [`MAX_CONFIGURABLE_PAYLOAD_BYTES`].
+pub const MAX_PAYLOAD_BYTES_RANGE: RangeInclusive<usize> = 1..=MAX_CONFIGURABLE_PAYLOAD_BYTES;
 
 /// ractor_cluster's inbound frame limit (its `DEFAULT_MAX_INBOUND_FRAME_SIZE`).
-pub const CLUSTER_FRAME_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+pub const CLUSTER_FRAME_LIMIT_BYTES: usize = 16 * MIB;
 
 /// Batches of assignments or reports stop growing once their payload bytes
 /// reach this budget, so `budget + one maximal item` stays under the frame
 /// limit.
-pub const BATCH_PAYLOAD_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+pub const BATCH_PAYLOAD_BUDGET_BYTES: usize = 4 * MIB;
 
 /// Batches also stop at this many items, to bound per-message latency.
 pub const MAX_BATCH_ITEMS: usize = 1024;
 
 const _: () = assert!(
-    BATCH_PAYLOAD_BUDGET_BYTES + MAX_CONFIGURABLE_PAYLOAD_BYTES + 1024 * 1024
-        < CLUSTER_FRAME_LIMIT_BYTES
+    BATCH_PAYLOAD_BUDGET_BYTES + MAX_CONFIGURABLE_PAYLOAD_BYTES + MIB < CLUSTER_FRAME_LIMIT_BYTES
 );
 
 /// Splits items into batches bounded by [`MAX_BATCH_ITEMS`] and by
@@ -55,6 +65,49 @@ pub fn chunk_by_budget<T>(
     }
     batches
 }
+
+/// The per-attempt time limits, in seconds, a task, an agent type or the
+/// config may set: one second to one day.
+pub const TIMEOUT_S_RANGE: RangeInclusive<u32> = 1..=86_400;
+
+/// The longest per-attempt time limit: the end of [`TIMEOUT_S_RANGE`].
+pub const MAX_TIMEOUT_S: u32 = *TIMEOUT_S_RANGE.end();
+
+/// The attempts a task, an agent type or the config may ask for.
+pub const ATTEMPTS_RANGE: RangeInclusive<u32> = 1..=100;
+
+/// The most attempts a task may get: the end of [`ATTEMPTS_RANGE`].
+pub const MAX_ATTEMPTS: u32 = *ATTEMPTS_RANGE.end();
+
+/// The longest accepted idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// The delays, in seconds, a backoff may name (its initial, longest or fixed
+/// delay): none up to one day. Retry delays are also clamped to it.
+pub const RETRY_DELAY_S_RANGE: RangeInclusive<f64> = 0.0..=86_400.0;
+
+/// The growth per attempt an exponential backoff may use.
+pub const RETRY_FACTOR_RANGE: RangeInclusive<f64> = 1.0..=10.0;
+
+/// The worker crashes after which a task is dead as poison.
+pub const POISON_CRASHES_RANGE: RangeInclusive<u32> = 1..=100;
+
+/// The finished tasks the task book may be told to keep for queries.
+pub const RETAIN_FINISHED_RANGE: RangeInclusive<usize> = 0..=10_000_000;
+
+/// The unfinished tasks the task book may be told to hold before it refuses
+/// submissions.
+pub const MAX_UNFINISHED_TASKS_RANGE: RangeInclusive<u64> = 1..=100_000_000;
+
+/// The fewest worker slots the cluster may be told to keep (seed 004).
+pub const MIN_WORKERS_RANGE: RangeInclusive<u32> = 1..=100;
+
+/// The most worker slots the cluster may be told to grow to (seed 004).
+pub const MAX_WORKERS_RANGE: RangeInclusive<u32> = 1..=1000;
+
+/// The utilizations (busy and queued work over slots) the scale-up and
+/// scale-down thresholds may be set to.
+pub const SCALE_THRESHOLD_RANGE: RangeInclusive<f64> = 0.0..=1.0;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentType, AssignmentEpoch, NodeName, TaskId, WorkerId};
 use crate::json::JsonText;
+use crate::limits::{RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE};
 use crate::time::UnixMillis;
 
 /// Scheduling priority, 0 (lowest) to 9 (highest); 5 by default. Within one
@@ -87,10 +88,14 @@ impl RetrySpec {
     /// Checks the numbers; the message says what is allowed.
     pub fn validate(&self) -> Result<(), String> {
         let in_range = |value: f64, name: &str| {
-            if value.is_finite() && (0.0..=86_400.0).contains(&value) {
+            if value.is_finite() && RETRY_DELAY_S_RANGE.contains(&value) {
                 Ok(())
             } else {
-                Err(format!("{name} is {value}; give 0 to 86400 seconds"))
+                Err(format!(
+                    "{name} is {value}; give {} to {} seconds",
+                    RETRY_DELAY_S_RANGE.start(),
+                    RETRY_DELAY_S_RANGE.end()
+                ))
             }
         };
         match self {
@@ -101,8 +106,12 @@ impl RetrySpec {
             } => {
                 in_range(*initial_s, "initial_s")?;
                 in_range(*max_s, "max_s")?;
-                if !(factor.is_finite() && (1.0..=10.0).contains(factor)) {
-                    return Err(format!("factor is {factor}; give 1.0 to 10.0"));
+                if !(factor.is_finite() && RETRY_FACTOR_RANGE.contains(factor)) {
+                    return Err(format!(
+                        "factor is {factor}; give {:?} to {:?}",
+                        RETRY_FACTOR_RANGE.start(),
+                        RETRY_FACTOR_RANGE.end()
+                    ));
                 }
                 if max_s < initial_s {
                     return Err(format!("max_s ({max_s}) is below initial_s ({initial_s})"));

@@ -281,7 +281,7 @@ impl HerdNode {
             max_timeout_s: config
                 .scaling
                 .worker_timeout
-                .map_or(crate::task_book::MAX_TIMEOUT_S, |t| t.as_secs() as u32),
+                .map_or(herd_protocol::limits::MAX_TIMEOUT_S, |t| t.as_secs() as u32),
         };
         let args = SupervisorArgs {
             config: config.clone(),

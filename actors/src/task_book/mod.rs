@@ -69,14 +69,18 @@ pub struct TaskBookSettings {
 
 impl Default for TaskBookSettings {
     fn default() -> Self {
+        use herd_protocol::defaults::{
+            DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS,
+            DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED, DEFAULT_TIMEOUT_S,
+        };
         TaskBookSettings {
-            default_timeout_s: 300,
-            default_max_attempts: 3,
-            retain_finished: 100_000,
-            max_unfinished: 1_000_000,
-            max_payload_bytes: herd_protocol::limits::DEFAULT_MAX_PAYLOAD_BYTES,
+            default_timeout_s: DEFAULT_TIMEOUT_S,
+            default_max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retain_finished: DEFAULT_RETAIN_FINISHED,
+            max_unfinished: DEFAULT_MAX_UNFINISHED_TASKS,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             retry: RetryPolicy::default(),
-            poison_crashes: 2,
+            poison_crashes: DEFAULT_POISON_CRASHES,
             max_timeout_s: MAX_TIMEOUT_S,
         }
     }
@@ -93,12 +97,8 @@ pub struct AgentTypeSettings {
     pub retry: Option<RetryPolicy>,
 }
 
-/// Longest accepted idempotency key.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
-/// Longest accepted per-task timeout (one day).
-pub const MAX_TIMEOUT_S: u32 = 86_400;
-/// Most attempts a task may ask for.
-pub const MAX_ATTEMPTS: u32 = 100;
+// Defined once in herd-protocol (the config and the API check them too).
+pub use herd_protocol::limits::{MAX_ATTEMPTS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TIMEOUT_S};
 
 /// What runs on one node, by agent type.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

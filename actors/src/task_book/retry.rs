@@ -40,15 +40,9 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
+    /// [`herd_protocol::defaults::DEFAULT_RETRY`], with its second of jitter.
     fn default() -> Self {
-        RetryPolicy {
-            backoff: Backoff::Exponential {
-                initial: Duration::from_secs(1),
-                factor: 2.0,
-                max: Duration::from_secs(300),
-            },
-            jitter: Duration::from_secs(1),
-        }
+        RetryPolicy::from(&herd_protocol::defaults::DEFAULT_RETRY)
     }
 }
 
@@ -56,7 +50,8 @@ impl From<&RetrySpec> for RetryPolicy {
     /// Exponential specs get the default second of jitter; linear ones none
     /// (a linear policy asks for a fixed delay).
     fn from(spec: &RetrySpec) -> Self {
-        let seconds = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 86_400.0));
+        let delays = herd_protocol::limits::RETRY_DELAY_S_RANGE;
+        let seconds = |s: f64| Duration::from_secs_f64(s.clamp(*delays.start(), *delays.end()));
         match spec {
             RetrySpec::Exponential {
                 initial_s,

@@ -7,6 +7,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use herd_protocol::defaults::{DEFAULT_RETRY_FACTOR, DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S};
+use herd_protocol::limits::{MAX_CONFIGURABLE_PAYLOAD_BYTES, MIB};
 use herd_protocol::messages::orchestrator::{CancelOutcome, TaskPage, TaskQuery};
 use herd_protocol::{
     AgentType, JsonText, Priority, RetrySpec, TaskId, TaskSpec, TaskState, TaskView,
@@ -37,11 +39,11 @@ struct TaskRequest {
 #[serde(tag = "backoff", rename_all = "snake_case", deny_unknown_fields)]
 enum RetryRequest {
     Exponential {
-        #[serde(default = "one")]
+        #[serde(default = "default_initial_s")]
         initial_s: f64,
-        #[serde(default = "two")]
+        #[serde(default = "default_factor")]
         factor: f64,
-        #[serde(default = "five_minutes")]
+        #[serde(default = "default_max_s")]
         max_s: f64,
     },
     Linear {
@@ -49,14 +51,15 @@ enum RetryRequest {
     },
 }
 
-fn one() -> f64 {
-    1.0
+// serde's `default` takes a function, not a constant.
+fn default_initial_s() -> f64 {
+    DEFAULT_RETRY_INITIAL_S
 }
-fn two() -> f64 {
-    2.0
+fn default_factor() -> f64 {
+    DEFAULT_RETRY_FACTOR
 }
-fn five_minutes() -> f64 {
-    300.0
+fn default_max_s() -> f64 {
+    DEFAULT_RETRY_MAX_S
 }
 
 impl TaskRequest {
@@ -79,8 +82,9 @@ impl TaskRequest {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!(
-                    "{} is {payload_bytes} bytes, over this cluster's limit of {max_payload_bytes} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most 8 MiB)",
-                    at("payload")
+                    "{} is {payload_bytes} bytes, over this cluster's limit of {max_payload_bytes} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most {} MiB)",
+                    at("payload"),
+                    MAX_CONFIGURABLE_PAYLOAD_BYTES / MIB,
                 ),
             ));
         }
@@ -250,7 +254,10 @@ fn parse_wait(text: &str) -> Result<Duration, ApiError> {
     if wait > MAX_WAIT {
         return Err(ApiError::bad_request(
             "invalid_wait",
-            format!("wait={text} is longer than the maximum of 300 s; poll again instead"),
+            format!(
+                "wait={text} is longer than the maximum of {} s; poll again instead",
+                MAX_WAIT.as_secs()
+            ),
         ));
     }
     Ok(wait)

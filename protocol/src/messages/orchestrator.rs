@@ -200,7 +200,8 @@ pub enum SubmitRejection {
     },
     /// The payload is over the limit.
     #[error(
-        "task {index}: payload is {bytes} bytes, over the limit of {limit} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most 8 MiB)"
+        "task {index}: payload is {bytes} bytes, over the limit of {limit} bytes; send a reference (a URL or key) instead of the data, or raise limits.max_payload_bytes (at most {} MiB)",
+        crate::limits::MAX_CONFIGURABLE_PAYLOAD_BYTES / crate::limits::MIB
     )]
     PayloadTooLarge {
         /// Position in the submitted batch.

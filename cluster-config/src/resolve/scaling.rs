@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use herd_protocol::limits::{MAX_WORKERS_RANGE, MIN_WORKERS_RANGE, SCALE_THRESHOLD_RANGE};
+
+use super::range_check::{as_file_range, file_in_range, file_integer};
 use crate::error::ConfigError;
 use crate::file::LoadedFile;
 use crate::model::{DeploymentMode, ScalingSettings};
 use crate::origin::Origin;
-use crate::resolve::{file_in_range, file_integer};
 
 /// The names the mode goes by.
 pub(crate) const MODE_KEY: &str = "scaling.mode";
@@ -58,7 +60,7 @@ pub(crate) fn resolve_scaling(
         file,
         "scaling.min_workers",
         section.min_workers,
-        1..=100,
+        as_file_range(MIN_WORKERS_RANGE),
         "set the fewest worker slots the cluster keeps",
         errors,
     ) {
@@ -68,7 +70,7 @@ pub(crate) fn resolve_scaling(
         file,
         "scaling.max_workers",
         section.max_workers,
-        1..=1000,
+        as_file_range(MAX_WORKERS_RANGE),
         "set the most worker slots the cluster may grow to",
         errors,
     ) {
@@ -109,7 +111,7 @@ pub(crate) fn resolve_scaling(
         file,
         "scaling.scale_up_threshold",
         section.scale_up_threshold,
-        0.0..=1.0,
+        SCALE_THRESHOLD_RANGE,
         "set the utilization (busy and queued work over slots) above which the pool grows",
         errors,
     ) {
@@ -119,7 +121,7 @@ pub(crate) fn resolve_scaling(
         file,
         "scaling.scale_down_threshold",
         section.scale_down_threshold,
-        0.0..=1.0,
+        SCALE_THRESHOLD_RANGE,
         "set the utilization below which the pool shrinks",
         errors,
     ) {

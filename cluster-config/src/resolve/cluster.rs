@@ -1,0 +1,112 @@
+//! `[cluster]`: redial backoff and failure-detector tuning.
+
+use std::time::Duration;
+
+use super::range_check::file_integer;
+use crate::error::ConfigError;
+use crate::file::LoadedFile;
+use crate::model::{ClusterSettings, FailureDetectorSettings};
+use crate::origin::Origin;
+
+/// Resolves `[cluster]`; a key that is unset or out of range keeps its
+/// default (an out-of-range one also pushes an error).
+pub(super) fn resolve_cluster(
+    file: Option<&LoadedFile>,
+    errors: &mut Vec<ConfigError>,
+) -> ClusterSettings {
+    let section = file.map(|f| &f.config.cluster);
+    let defaults = ClusterSettings::default();
+    let initial = file_integer(
+        file,
+        "cluster.reconnect_initial_ms",
+        section.and_then(|s| s.reconnect_initial_ms),
+        10..=60_000,
+        "set the first redial delay in milliseconds",
+        errors,
+    )
+    .map_or(defaults.reconnect_initial, |v| {
+        Duration::from_millis(v as u64)
+    });
+    let max = file_integer(
+        file,
+        "cluster.reconnect_max_ms",
+        section.and_then(|s| s.reconnect_max_ms),
+        10..=300_000,
+        "set the longest redial delay in milliseconds",
+        errors,
+    )
+    .map_or(defaults.reconnect_max, |v| Duration::from_millis(v as u64));
+    if max < initial {
+        errors.push(ConfigError::new(
+            file.map(|f| f.origin_of("cluster.reconnect_max_ms"))
+                .unwrap_or(Origin::Default),
+            "cluster.reconnect_max_ms",
+            format!(
+                "is {} ms, below reconnect_initial_ms ({} ms); make it at least as large",
+                max.as_millis(),
+                initial.as_millis()
+            ),
+        ));
+    }
+    let detector_defaults = FailureDetectorSettings::default();
+    let millis = |key: &str,
+                  value: Option<i64>,
+                  range: std::ops::RangeInclusive<i64>,
+                  meaning: &str,
+                  default: Duration,
+                  errors: &mut Vec<ConfigError>| {
+        file_integer(file, key, value, range, meaning, errors)
+            .map_or(default, |v| Duration::from_millis(v as u64))
+    };
+    let failure_detector = FailureDetectorSettings {
+        heartbeat_interval: millis(
+            "cluster.heartbeat_interval_ms",
+            section.and_then(|s| s.heartbeat_interval_ms),
+            10..=10_000,
+            "set how often peers are sent heartbeats, in milliseconds",
+            detector_defaults.heartbeat_interval,
+            errors,
+        ),
+        acceptable_pause: millis(
+            "cluster.acceptable_pause_ms",
+            section.and_then(|s| s.acceptable_pause_ms),
+            0..=60_000,
+            "set the silence tolerated on top of the usual heartbeat gap, in milliseconds",
+            detector_defaults.acceptable_pause,
+            errors,
+        ),
+        max_silence: millis(
+            "cluster.max_silence_ms",
+            section.and_then(|s| s.max_silence_ms),
+            50..=600_000,
+            "set the silence after which a peer is declared down, in milliseconds",
+            detector_defaults.max_silence,
+            errors,
+        ),
+        min_std_dev: millis(
+            "cluster.min_std_dev_ms",
+            section.and_then(|s| s.min_std_dev_ms),
+            1..=10_000,
+            "set the floor of the heartbeat-gap deviation, in milliseconds",
+            detector_defaults.min_std_dev,
+            errors,
+        ),
+        threshold: match section.and_then(|s| s.failure_threshold) {
+            Some(phi) if phi.is_finite() && (1.0..=50.0).contains(&phi) => phi,
+            Some(phi) => {
+                errors.push(ConfigError::new(
+                    file.map(|f| f.origin_of("cluster.failure_threshold")).unwrap_or(Origin::Default),
+                    "cluster.failure_threshold",
+                    format!("is {phi}, outside 1.0..=50.0; set the phi above which a silent peer is declared down (8 is a good default)"),
+                ));
+                detector_defaults.threshold
+            }
+            None => detector_defaults.threshold,
+        },
+    };
+    ClusterSettings {
+        reconnect_initial: initial,
+        reconnect_max: max.max(initial),
+        failure_detector,
+    }
+}

@@ -1,0 +1,72 @@
+//! Built-in defaults for tasks and the task book, each defined once.
+//!
+//! The config model, the task book and the HTTP API all start from these
+//! values. Each is checked at compile time to lie within its range in
+//! [`crate::limits`], so a default can never be a value the config refuses.
+
+use crate::limits::{
+    ATTEMPTS_RANGE, MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB, POISON_CRASHES_RANGE,
+    RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE, TIMEOUT_S_RANGE,
+};
+use crate::task::RetrySpec;
+
+/// Largest accepted task payload or result unless configured: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = MIB;
+
+/// Per-attempt time limit, in seconds, for tasks and agent types that do not
+/// say: five minutes.
+pub const DEFAULT_TIMEOUT_S: u32 = 300;
+
+/// Attempts for tasks and agent types that do not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Worker crashes after which a task is dead as poison.
+pub const DEFAULT_POISON_CRASHES: u32 = 2;
+
+/// Finished tasks the task book keeps for queries; the oldest beyond this
+/// are forgotten.
+pub const DEFAULT_RETAIN_FINISHED: usize = 100_000;
+
+/// Unfinished tasks the task book holds before it refuses submissions.
+pub const DEFAULT_MAX_UNFINISHED_TASKS: u64 = 1_000_000;
+
+/// The default backoff's delay before the second attempt, in seconds.
+pub const DEFAULT_RETRY_INITIAL_S: f64 = 1.0;
+
+/// The default backoff's growth per attempt.
+pub const DEFAULT_RETRY_FACTOR: f64 = 2.0;
+
+/// The default backoff's longest delay, in seconds.
+pub const DEFAULT_RETRY_MAX_S: f64 = 300.0;
+
+/// The backoff of tasks and agent types that do not say (the workflow retry
+/// pattern of seed 000): exponential from 1 s, doubling, capped at 300 s.
+pub const DEFAULT_RETRY: RetrySpec = RetrySpec::Exponential {
+    initial_s: DEFAULT_RETRY_INITIAL_S,
+    factor: DEFAULT_RETRY_FACTOR,
+    max_s: DEFAULT_RETRY_MAX_S,
+};
+
+/// The delay, in seconds, of a linear backoff that names none when the
+/// backoff it replaces is exponential.
+pub const DEFAULT_LINEAR_RETRY_DELAY_S: f64 = 30.0;
+
+/// Fails the build when `$value` lies outside `$range` (a `RangeInclusive`
+/// const; its `contains` is not usable in const context).
+macro_rules! assert_within {
+    ($value:expr, $range:expr) => {
+        const _: () = assert!(*$range.start() <= $value && $value <= *$range.end());
+    };
+}
+
+assert_within!(DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES_RANGE);
+assert_within!(DEFAULT_TIMEOUT_S, TIMEOUT_S_RANGE);
+assert_within!(DEFAULT_MAX_ATTEMPTS, ATTEMPTS_RANGE);
+assert_within!(DEFAULT_POISON_CRASHES, POISON_CRASHES_RANGE);
+assert_within!(DEFAULT_RETAIN_FINISHED, RETAIN_FINISHED_RANGE);
+assert_within!(DEFAULT_MAX_UNFINISHED_TASKS, MAX_UNFINISHED_TASKS_RANGE);
+assert_within!(DEFAULT_RETRY_INITIAL_S, RETRY_DELAY_S_RANGE);
+assert_within!(DEFAULT_RETRY_MAX_S, RETRY_DELAY_S_RANGE);
+assert_within!(DEFAULT_RETRY_FACTOR, RETRY_FACTOR_RANGE);
+assert_within!(DEFAULT_LINEAR_RETRY_DELAY_S, RETRY_DELAY_S_RANGE);
+const _: () = assert!(DEFAULT_RETRY_INITIAL_S <= DEFAULT_RETRY_MAX_S);
