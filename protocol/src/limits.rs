@@ -105,6 +105,10 @@ pub const MIN_WORKERS_RANGE: RangeInclusive<u32> = 1..=100;
 /// The most worker slots the cluster may be told to grow to (seed 004).
 pub const MAX_WORKERS_RANGE: RangeInclusive<u32> = 1..=1000;
 
+/// The weights an agent type may be given (shares of the worker slots,
+/// normalised across types).
+pub const WEIGHT_RANGE: RangeInclusive<f64> = 0.0..=1.0;
+
 /// The utilizations (busy and queued work over slots) the scale-up and
 /// scale-down thresholds may be set to.
 pub const SCALE_THRESHOLD_RANGE: RangeInclusive<f64> = 0.0..=1.0;

@@ -5,7 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use std::ops::RangeInclusive;
+
 use herd_protocol::AgentType;
+use herd_protocol::limits::{
+    MAX_WORKERS_RANGE, MIN_WORKERS_RANGE, SCALE_THRESHOLD_RANGE, WEIGHT_RANGE,
+};
 use herd_protocol::messages::scaling::{AgentUpdate, ScalingUpdate, UpdateRejection};
 use tracing::info;
 
@@ -30,8 +35,13 @@ impl ScalingControl {
         }
         let floor = weight_floor(weights.len());
         if let Some(weight) = update.weight {
-            if !weight.is_finite() || !(0.0..=1.0).contains(&weight) {
-                return Err(out_of_range("weight", weight, "a number from 0.0 to 1.0"));
+            if !weight.is_finite() || !WEIGHT_RANGE.contains(&weight) {
+                return Err(out_of_range(
+                    "weight",
+                    weight,
+                    "a number from ",
+                    &WEIGHT_RANGE,
+                ));
             }
             let pinned_others: f64 = weights
                 .iter()
@@ -94,14 +104,14 @@ impl ScalingControl {
     pub fn update_bounds(&mut self, update: &ScalingUpdate) -> Result<(), UpdateRejection> {
         let mut next = self.settings.clone();
         if let Some(v) = update.min_workers {
-            if !(1..=100).contains(&v) {
-                return Err(out_of_range("min_workers", v, "1 to 100"));
+            if !MIN_WORKERS_RANGE.contains(&v) {
+                return Err(out_of_range("min_workers", v, "", &MIN_WORKERS_RANGE));
             }
             next.min_workers = v;
         }
         if let Some(v) = update.max_workers {
-            if !(1..=1000).contains(&v) {
-                return Err(out_of_range("max_workers", v, "1 to 1000"));
+            if !MAX_WORKERS_RANGE.contains(&v) {
+                return Err(out_of_range("max_workers", v, "", &MAX_WORKERS_RANGE));
             }
             next.max_workers = v;
         }
@@ -118,8 +128,8 @@ impl ScalingControl {
             ),
         ] {
             if let Some(v) = value {
-                if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-                    return Err(out_of_range(name, v, "0.0 to 1.0"));
+                if !v.is_finite() || !SCALE_THRESHOLD_RANGE.contains(&v) {
+                    return Err(out_of_range(name, v, "", &SCALE_THRESHOLD_RANGE));
                 }
                 *slot = v;
             }
@@ -148,11 +158,18 @@ impl ScalingControl {
     }
 }
 
-fn out_of_range(field: &str, value: impl std::fmt::Display, allowed: &str) -> UpdateRejection {
+/// `field is value; give {what}{start} to {end}` (`Debug` keeps `0.0` and
+/// `1.0` readable as fractions).
+fn out_of_range<T: std::fmt::Display + std::fmt::Debug>(
+    field: &str,
+    value: T,
+    what: &str,
+    range: &RangeInclusive<T>,
+) -> UpdateRejection {
     UpdateRejection::OutOfRange {
         field: field.to_string(),
         value: value.to_string(),
-        allowed: allowed.to_string(),
+        allowed: format!("{what}{:?} to {:?}", range.start(), range.end()),
     }
 }
 

@@ -81,7 +81,7 @@ impl Default for TaskBookSettings {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             retry: RetryPolicy::default(),
             poison_crashes: DEFAULT_POISON_CRASHES,
-            max_timeout_s: MAX_TIMEOUT_S,
+            max_timeout_s: herd_protocol::limits::MAX_TIMEOUT_S,
         }
     }
 }
@@ -96,9 +96,6 @@ pub struct AgentTypeSettings {
     /// Overrides the book's default backoff.
     pub retry: Option<RetryPolicy>,
 }
-
-// Defined once in herd-protocol (the config and the API check them too).
-pub use herd_protocol::limits::{MAX_ATTEMPTS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TIMEOUT_S};
 
 /// What runs on one node, by agent type.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

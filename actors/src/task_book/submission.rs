@@ -8,10 +8,9 @@ use herd_protocol::messages::orchestrator::{SubmitAck, SubmitRejection};
 use herd_protocol::{AssignmentEpoch, JsonText, TaskId, TaskSpec, TaskState, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Applied, MAX_ATTEMPTS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TIMEOUT_S, RetryPolicy, TaskBook,
-    TaskRecord,
-};
+use herd_protocol::limits::{ATTEMPTS_RANGE, MAX_IDEMPOTENCY_KEY_BYTES, TIMEOUT_S_RANGE};
+
+use super::{Applied, RetryPolicy, TaskBook, TaskRecord};
 
 /// A batch of tasks the book has accepted, all or none. Made only by
 /// [`TaskBook::validate_submission`] (or read back from a journal that
@@ -170,26 +169,32 @@ impl TaskBook {
                 });
             }
             self.payload_fits(index, &spec.payload)?;
+            // The cluster's scaling.worker_timeout_seconds may cap the range.
+            let shortest = *TIMEOUT_S_RANGE.start();
+            let longest = self.settings.max_timeout_s.min(*TIMEOUT_S_RANGE.end());
             if let Some(timeout) = spec.timeout_s
-                && !(1..=self.settings.max_timeout_s.min(MAX_TIMEOUT_S)).contains(&timeout)
+                && !(shortest..=longest).contains(&timeout)
             {
-                let limit = self.settings.max_timeout_s.min(MAX_TIMEOUT_S);
-                let why = if limit < MAX_TIMEOUT_S {
+                let why = if longest < *TIMEOUT_S_RANGE.end() {
                     " (the cluster's scaling.worker_timeout_seconds)"
                 } else {
                     ""
                 };
                 return Err(invalid(
                     "timeout_s",
-                    format!("is {timeout}; give 1 to {limit} seconds{why}"),
+                    format!("is {timeout}; give {shortest} to {longest} seconds{why}"),
                 ));
             }
             if let Some(attempts) = spec.max_attempts
-                && !(1..=MAX_ATTEMPTS).contains(&attempts)
+                && !ATTEMPTS_RANGE.contains(&attempts)
             {
                 return Err(invalid(
                     "max_attempts",
-                    format!("is {attempts}; give 1 to {MAX_ATTEMPTS}"),
+                    format!(
+                        "is {attempts}; give {} to {}",
+                        ATTEMPTS_RANGE.start(),
+                        ATTEMPTS_RANGE.end()
+                    ),
                 ));
             }
             if let Some(key) = &spec.idempotency_key

@@ -1,6 +1,7 @@
 //! `[agents.NAME]`: the agent types a node offers, each with its handler
 //! and the task defaults it overrides.
 
+use herd_protocol::limits::WEIGHT_RANGE;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -66,7 +67,7 @@ fn resolve_agent(
     let key = |field: &str| format!("{prefix}.{field}");
 
     let weight = section.weight.unwrap_or(DEFAULT_AGENT_WEIGHT);
-    if !(0.0..=1.0).contains(&weight) || !weight.is_finite() {
+    if !WEIGHT_RANGE.contains(&weight) || !weight.is_finite() {
         errors.push(ConfigError::new(
             file.origin_of(&key("weight")),
             key("weight"),
