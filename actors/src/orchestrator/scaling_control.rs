@@ -480,10 +480,11 @@ impl OrchestratorState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn weights() -> BTreeMap<AgentType, f64> {
+    /// Four types of equal weight, for the loop's and the updates' tests.
+    pub(in crate::orchestrator) fn weights() -> BTreeMap<AgentType, f64> {
         ["a", "b", "c", "d"]
             .iter()
             .map(|n| (AgentType::new(n), 0.25))

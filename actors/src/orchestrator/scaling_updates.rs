@@ -178,13 +178,7 @@ mod tests {
     use herd_config::ScalingSettings;
 
     use super::*;
-
-    fn weights() -> BTreeMap<AgentType, f64> {
-        ["a", "b", "c", "d"]
-            .iter()
-            .map(|n| (AgentType::new(n), 0.25))
-            .collect()
-    }
+    use crate::orchestrator::scaling_control::tests::weights;
 
     #[test]
     fn a_put_weight_pins_the_type_and_the_others_make_room() {

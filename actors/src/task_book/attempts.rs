@@ -223,10 +223,9 @@ impl TaskBook {
         effects: &mut Vec<Effect>,
     ) {
         for (id, epoch) in attempts {
-            if !self.is_running_on(id, epoch, member) {
+            if !self.release_if_current(member, id, epoch) {
                 continue;
             }
-            self.release(id, member);
             let message = format!("the worker pool on {member} restarted and lost this attempt");
             self.attempt_failed(id, FailureKind::NodeLost, message, now, effects);
         }
@@ -246,12 +245,25 @@ impl TaskBook {
         attempts
     }
 
-    fn is_running_on(&self, id: TaskId, epoch: AssignmentEpoch, member: &MemberId) -> bool {
-        self.tasks.get(&id).is_some_and(|record| {
+    /// Releases the attempt from `member`'s load if it is still its task's
+    /// current attempt there (not superseded, not finished); says whether it
+    /// was. Callers change the task's state before asking about the next
+    /// attempt, so an attempt listed twice is taken once.
+    fn release_if_current(
+        &mut self,
+        member: &MemberId,
+        id: TaskId,
+        epoch: AssignmentEpoch,
+    ) -> bool {
+        let current = self.tasks.get(&id).is_some_and(|record| {
             record.state == TaskState::Running
                 && record.epoch == epoch
                 && record.member.as_ref() == Some(member)
-        })
+        });
+        if current {
+            self.release(id, member);
+        }
+        current
     }
 
     pub(super) fn hand_back(
@@ -262,11 +274,10 @@ impl TaskBook {
         effects: &mut Vec<Effect>,
     ) {
         for (id, epoch) in attempts {
-            if !self.is_running_on(id, epoch, member) {
+            if !self.release_if_current(member, id, epoch) {
                 continue;
             }
-            self.release(id, member);
-            let record = self.tasks.get_mut(&id).expect("checked above");
+            let record = self.tasks.get_mut(&id).expect("released above");
             // A handed-back attempt never ran to an outcome: it does not count.
             record.attempts = record.attempts.saturating_sub(1);
             record.state = TaskState::Pending;
