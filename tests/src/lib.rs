@@ -1,10 +1,105 @@
 //! Helpers shared by the multi-process tests.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use herd_node::api_client::{ApiClient, ApiClientError};
-pub use herd_node::local_cluster::{LocalCluster, NodeSpec};
+pub use herd_node::local_cluster::{LocalCluster, NodeRef, NodeSpec, TempDir, temp_dir};
+
+/// The deadline of a multi-process test, from [`with_deadline`]: well over
+/// what the slowest takes on a loaded two-core machine, far under CI's limit.
+pub const DEADLINE: Duration = Duration::from_secs(240);
+
+/// What the running test waits for, for the message of a missed deadline.
+#[derive(Debug)]
+struct Wait {
+    what: String,
+    since: Instant,
+    done: bool,
+}
+
+tokio::task_local! {
+    static WAITING: Arc<Mutex<Wait>>;
+}
+
+/// Runs a test's body and fails it if it has not finished within `limit`,
+/// saying what it was waiting for, so a hang fails one test instead of
+/// stalling the run. Every multi-process test runs inside one:
+///
+/// ```ignore
+/// #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// async fn something_happens() {
+///     with_deadline(DEADLINE, async {
+///         let cluster = three_node_cluster(2).await;
+///         // …
+///     })
+///     .await;
+/// }
+/// ```
+///
+/// The clock starts once the `herd` binary is found or built (the first test
+/// of a run may build it). The waits of these helpers ([`eventually`], the
+/// cluster starters, [`wait_finished`]) and [`waiting_for`] name the step.
+/// The deadline ends an await that never completes; it cannot interrupt a
+/// thread blocked in a synchronous call.
+pub async fn with_deadline<T>(limit: Duration, test: impl Future<Output = T>) -> T {
+    herd_node::local_cluster::herd_binary()
+        .unwrap_or_else(|error| panic!("the herd binary is needed: {error}"));
+    let waiting = Arc::new(Mutex::new(Wait {
+        what: "the test's first step".to_string(),
+        since: Instant::now(),
+        done: false,
+    }));
+    let outcome = WAITING
+        .scope(waiting.clone(), tokio::time::timeout(limit, test))
+        .await;
+    match outcome {
+        Ok(value) => value,
+        Err(_) => {
+            let wait = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let ago = wait.since.elapsed().as_secs();
+            if wait.done {
+                panic!(
+                    "the test did not finish within its deadline of {limit:?}: stuck {ago} s after {:?} (in an await of the test's own)",
+                    wait.what
+                )
+            } else {
+                panic!(
+                    "the test did not finish within its deadline of {limit:?}: it had been waiting {ago} s for {:?}",
+                    wait.what
+                )
+            }
+        }
+    }
+}
+
+/// Names the step the test now waits for, for [`with_deadline`]'s message
+/// (a no-op outside it). Until the next call, or until it is marked done.
+pub fn waiting_for(what: &str) -> WaitStep {
+    let _ = WAITING.try_with(|waiting| {
+        *waiting.lock().unwrap_or_else(|e| e.into_inner()) = Wait {
+            what: what.to_string(),
+            since: Instant::now(),
+            done: false,
+        };
+    });
+    WaitStep
+}
+
+/// A step named by [`waiting_for`]; marks it done when dropped.
+#[must_use = "the step is done when this is dropped"]
+pub struct WaitStep;
+
+impl Drop for WaitStep {
+    fn drop(&mut self) {
+        let _ = WAITING.try_with(|waiting| {
+            let mut wait = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            wait.done = true;
+            wait.since = Instant::now();
+        });
+    }
+}
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 /// Tests await observable effects this way instead of sleeping.
@@ -13,6 +108,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    let _step = waiting_for(what);
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
@@ -28,7 +124,18 @@ where
 
 /// A three-node cluster (n1 orchestrator; all workers), ready.
 pub async fn three_node_cluster(workers: u32) -> LocalCluster {
-    LocalCluster::start(NodeSpec::three_nodes(workers), Duration::from_secs(30))
+    start_cluster(NodeSpec::three_nodes(workers)).await
+}
+
+/// Starts `specs` (every node seeding from the others) and waits, 30 s at
+/// most, until all are up.
+pub async fn start_cluster(specs: Vec<NodeSpec>) -> LocalCluster {
+    let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+    let _step = waiting_for(&format!(
+        "nodes {} to start and see each other",
+        names.join(", ")
+    ));
+    LocalCluster::start(specs, Duration::from_secs(30))
         .await
         .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
 }
@@ -51,9 +158,7 @@ pub async fn three_node_cluster_with(
             ..spec
         })
         .collect();
-    LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
+    start_cluster(specs).await
 }
 
 use herd_protocol::{TaskId, TaskView};
