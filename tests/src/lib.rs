@@ -46,27 +46,35 @@ tokio::task_local! {
 pub async fn with_deadline<T>(limit: Duration, test: impl Future<Output = T>) -> T {
     herd_node::local_cluster::herd_binary()
         .unwrap_or_else(|error| panic!("the herd binary is needed: {error}"));
+    within(limit, test).await
+}
+
+/// [`with_deadline`] without the binary.
+async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
     let waiting = Arc::new(Mutex::new(Wait {
         what: "the test's first step".to_string(),
         since: Instant::now(),
         done: false,
     }));
-    let outcome = WAITING
-        .scope(waiting.clone(), tokio::time::timeout(limit, test))
-        .await;
-    match outcome {
-        Ok(value) => value,
-        Err(_) => {
+    let test = WAITING.scope(waiting.clone(), test);
+    tokio::pin!(test);
+    tokio::select! {
+        biased;
+        value = &mut test => value,
+        // Read while the test still runs: dropping it ends its waits.
+        () = tokio::time::sleep(limit) => {
             let wait = waiting.lock().unwrap_or_else(|e| e.into_inner());
             let ago = wait.since.elapsed().as_secs();
             if wait.done {
                 panic!(
-                    "the test did not finish within its deadline of {limit:?}: stuck {ago} s after {:?} (in an await of the test's own)",
+                    "the test did not finish within its deadline of {limit:?}: \
+                     it had been stuck {ago} s in its own code after {:?}",
                     wait.what
                 )
             } else {
                 panic!(
-                    "the test did not finish within its deadline of {limit:?}: it had been waiting {ago} s for {:?}",
+                    "the test did not finish within its deadline of {limit:?}: \
+                     it had been waiting {ago} s for {:?}",
                     wait.what
                 )
             }
@@ -75,7 +83,7 @@ pub async fn with_deadline<T>(limit: Duration, test: impl Future<Output = T>) ->
 }
 
 /// Names the step the test now waits for, for [`with_deadline`]'s message
-/// (a no-op outside it). Until the next call, or until it is marked done.
+/// (a no-op outside it), until the returned [`WaitStep`] is dropped.
 pub fn waiting_for(what: &str) -> WaitStep {
     let _ = WAITING.try_with(|waiting| {
         *waiting.lock().unwrap_or_else(|e| e.into_inner()) = Wait {
@@ -367,5 +375,38 @@ fn ip(arguments: &[String]) -> Result<(), String> {
             arguments.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    #[should_panic(expected = "the test did not finish within its deadline of 200ms: \
+                               it had been waiting 0 s for \"a thing that never happens\"")]
+    async fn a_hang_in_a_wait_fails_naming_the_wait() {
+        within(Duration::from_millis(200), async {
+            eventually(
+                Duration::from_secs(60),
+                "a thing that never happens",
+                || async { None::<()> },
+            )
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "it had been stuck 0 s in its own code after \"the first answer\"")]
+    async fn a_hang_after_a_wait_names_the_last_step() {
+        within(Duration::from_millis(200), async {
+            eventually(Duration::from_secs(1), "the first answer", || async {
+                Some(())
+            })
+            .await;
+            std::future::pending::<()>().await;
+        })
+        .await;
     }
 }
