@@ -156,23 +156,22 @@ async fn main() -> anyhow::Result<()> {
     // The node reads HERD_* variables (and a HERD_CONFIG file); the flags,
     // set on the builder, beat them; the standalone defaults fill what
     // neither says.
-    let mut builder =
-        HerdNode::builder()
-            .with_process_env()
-            .handler_with_weight("summarize", 0.8, Summarizer);
+    let mut builder = HerdNode::builder().with_process_env();
+    builder = builder.handler_with_weight("summarize", 0.8, Summarizer);
     let from_file = is_set("HERD_CONFIG");
-    let default =
-        |variable: &str, value: &'static str| (!is_set(variable) && !from_file).then_some(value);
-    if let Some(name) = flags.name.as_deref().or(default("HERD_NAME", "embedded-1")) {
+    let unset = |variable: &str| !is_set(variable) && !from_file;
+    let name = flags.name.as_deref();
+    if let Some(name) = name.or(unset("HERD_NAME").then_some("embedded-1")) {
         builder = builder.name(name);
     }
-    if let Some(listen) = (flags.listen.as_deref()).or(default("HERD_LISTEN", "127.0.0.1:7300")) {
+    let listen = flags.listen.as_deref();
+    if let Some(listen) = listen.or(unset("HERD_LISTEN").then_some("127.0.0.1:7300")) {
         builder = builder.listen(listen);
     }
-    if let Some(cookie) = default("HERD_COOKIE", "embedded-demo-cookie") {
-        builder = builder.cookie(cookie);
+    if unset("HERD_COOKIE") {
+        builder = builder.cookie("embedded-demo-cookie");
     }
-    if default("HERD_WORKERS", "4").is_some() {
+    if unset("HERD_WORKERS") {
         builder = builder.workers(4);
     }
     for seed in &flags.seeds {
