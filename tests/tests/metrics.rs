@@ -47,16 +47,19 @@ async fn the_metrics_exposition_passes_promtool_and_covers_the_catalog() {
         let mut cluster = three_node_cluster(2).await;
         run_some_tasks(&cluster).await;
         let n1 = cluster.api("n1");
-        // Gauges set on the scaling interval appear within a second or two.
+        // Gauges set on the scaling interval (the orchestrator's) and the
+        // stats interval (the pool's) appear within a second or two.
         let text = eventually(
             Duration::from_secs(10),
-            "n1 exposes queue depth and weights",
+            "n1 exposes queue depth, weights and pool workers",
             || {
                 let n1 = n1.clone();
                 async move {
                     let text = fetch_text(&n1, "/metrics").await?;
-                    (text.contains("herd_queue_depth{") && text.contains("herd_agent_weight{"))
-                        .then_some(text)
+                    (text.contains("herd_queue_depth{")
+                        && text.contains("herd_agent_weight{")
+                        && text.contains("herd_pool_workers{"))
+                    .then_some(text)
                 }
             },
         )
