@@ -54,9 +54,8 @@ fn payload(value: serde_json::Value) -> JsonText {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_node_runs_custom_handlers_through_the_handle() {
     // A config naming a custom handler that the program forgot to register.
-    let dir = std::env::temp_dir().join(format!("herd-embedded-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("node.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
     std::fs::write(&config, "[agents.picky]\nhandler = \"custom\"\n").unwrap();
     let missing = HerdNode::builder()
         .name("lib-0")
@@ -228,5 +227,4 @@ async fn an_embedded_node_runs_custom_handlers_through_the_handle() {
     assert_eq!(status.tasks.cancelled, 1);
 
     node.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }

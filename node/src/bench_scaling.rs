@@ -52,15 +52,14 @@ fn decision_time(samples: usize) -> Vec<Phase> {
 
 /// Times load change → first reacting decision on a real cluster.
 async fn reaction_time(rounds: usize) -> anyhow::Result<Phase> {
-    let dir = std::env::temp_dir().join(format!("herd-bench-scaling-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = crate::local_cluster::temp_dir("bench-scaling")?;
     let mut config = String::from(
         "[scaling]\nmode = \"production\"\nmin_workers = 6\nmax_workers = 60\nstabilization_s = 600\n",
     );
     for name in SIX_TYPES {
         config.push_str(&format!("[agents.{name}]\nhandler = \"sleep\"\n"));
     }
-    let path = dir.join("herd.toml");
+    let path = dir.path().join("herd.toml");
     std::fs::write(&path, config)?;
     let specs = NodeSpec::three_nodes(4)
         .into_iter()
@@ -124,7 +123,6 @@ async fn reaction_time(rounds: usize) -> anyhow::Result<Phase> {
     }
     .await;
     cluster.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(phase(
         "load change → first reacting decision (1 s interval)",

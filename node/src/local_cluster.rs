@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+pub use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
 use crate::api_client::ApiClient;
@@ -88,6 +89,11 @@ impl NodeProcess {
         format!("http://{}:{}", self.spec.host, self.http_port)
     }
 
+    /// A client of its HTTP API.
+    pub fn api(&self) -> ApiClient {
+        ApiClient::new(&self.api_url())
+    }
+
     /// The log written so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -125,46 +131,58 @@ pub struct LocalCluster {
     /// The cookie they share.
     pub cookie: String,
     binary: PathBuf,
-    dir: PathBuf,
-    _temp: Option<tempfile_dir::TempDir>,
+    /// Holds the nodes' logs.
+    dir: TempDir,
 }
 
-/// A temporary directory removed on drop (std-only, to keep this module free
-/// of test-only dependencies).
-mod tempfile_dir {
-    use std::path::{Path, PathBuf};
+/// Names a node of a [`LocalCluster`]: its name (`"n2"`) or its index in
+/// [`LocalCluster::nodes`] (start order).
+pub trait NodeRef: Copy {
+    /// The node's index; panics, listing the nodes, if there is none.
+    fn index_in(self, cluster: &LocalCluster) -> usize;
+}
 
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new(prefix: &str) -> std::io::Result<TempDir> {
-            let unique = format!(
-                "{prefix}-{}-{}",
-                std::process::id(),
-                herd_protocol::TaskId::new_v7()
-            );
-            let path = std::env::temp_dir().join(unique);
-            std::fs::create_dir_all(&path)?;
-            Ok(TempDir(path))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            if std::env::var_os("HERD_KEEP_LOGS").is_none() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
-    pub fn keep(dir: &TempDir) -> PathBuf {
-        dir.0.clone()
+impl NodeRef for usize {
+    fn index_in(self, cluster: &LocalCluster) -> usize {
+        assert!(
+            self < cluster.nodes.len(),
+            "no node {self} in a cluster of {} ({})",
+            cluster.nodes.len(),
+            cluster.names()
+        );
+        self
     }
 }
+
+impl NodeRef for &str {
+    fn index_in(self, cluster: &LocalCluster) -> usize {
+        cluster
+            .nodes
+            .iter()
+            .position(|node| node.spec.name == self)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no node named {self:?} in this cluster ({})",
+                    cluster.names()
+                )
+            })
+    }
+}
+
+/// A fresh directory `herd-{label}-…` under the system's temporary
+/// directory, removed with everything in it when dropped, unless
+/// `HERD_KEEP_LOGS` is set (to look at a failed run). The launcher keeps its
+/// node logs in one; the tests keep their config files and data in one.
+pub fn temp_dir(label: &str) -> std::io::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("herd-{label}-"))
+        .disable_cleanup(std::env::var_os("HERD_KEEP_LOGS").is_some())
+        .tempdir()
+}
+
+/// The launcher's variables a node does not inherit: the launcher says
+/// which file and seeds each node has.
+const NOT_PASSED_ON: [&str; 2] = ["HERD_CONFIG", "HERD_SEEDS"];
 
 /// Ports that were free a moment ago.
 pub fn free_ports(count: usize) -> Vec<u16> {
@@ -207,10 +225,15 @@ fn locate_herd() -> Result<PathBuf, LocalClusterError> {
     if exe.file_stem().is_some_and(|stem| stem == "herd") {
         return Ok(exe);
     }
-    build_herd(&exe)
+    cargo_build_binary("herd-node", "herd")
+        .map_err(|error| LocalClusterError::Binary(format!("{error}; or set HERD_BIN")))
 }
 
-fn build_herd(exe: &Path) -> Result<PathBuf, LocalClusterError> {
+/// Runs `cargo build -p PACKAGE --bin BIN` in the profile (debug or release)
+/// and target directory of the running executable, and returns the binary's
+/// path; a no-op for cargo when the binary is fresh.
+pub fn cargo_build_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let profile_dir = exe
         .ancestors()
         .find(|dir| {
@@ -218,35 +241,26 @@ fn build_herd(exe: &Path) -> Result<PathBuf, LocalClusterError> {
                 .is_some_and(|name| name == "debug" || name == "release")
         })
         .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            LocalClusterError::Binary(format!(
-                "cannot tell the cargo profile of {}; set HERD_BIN",
-                exe.display()
-            ))
-        })?;
+        .ok_or_else(|| format!("cannot tell the cargo profile of {}", exe.display()))?;
     let release = profile_dir
         .file_name()
         .is_some_and(|name| name == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
-    command.args(["build", "--quiet", "-p", "herd-node", "--bin", "herd"]);
+    command.args(["build", "--quiet", "-p", package, "--bin", bin]);
     if release {
         command.arg("--release");
     }
     if let Some(target_dir) = profile_dir.parent() {
         command.env("CARGO_TARGET_DIR", target_dir);
     }
-    let status = command.status().map_err(|e| {
-        LocalClusterError::Binary(format!(
-            "cannot run cargo ({e}); build herd first and set HERD_BIN"
-        ))
-    })?;
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo to build {bin}: {e}"))?;
     if !status.success() {
-        return Err(LocalClusterError::Binary(
-            "cargo build -p herd-node --bin herd failed".into(),
-        ));
+        return Err(format!("cargo build -p {package} --bin {bin} failed"));
     }
-    Ok(profile_dir.join("herd"))
+    Ok(profile_dir.join(bin))
 }
 
 impl LocalCluster {
@@ -261,23 +275,25 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Starts the nodes without waiting.
-    pub fn spawn(specs: Vec<NodeSpec>, cookie: &str) -> Result<LocalCluster, LocalClusterError> {
+    /// No nodes yet: the binary found and a directory for the logs made.
+    fn empty(cookie: &str) -> Result<LocalCluster, LocalClusterError> {
         let binary = herd_binary()?;
-        let temp =
-            tempfile_dir::TempDir::new("herd-cluster").map_err(|e| LocalClusterError::Spawn {
-                name: "-".into(),
-                reason: e.to_string(),
-            })?;
-        let dir = tempfile_dir::keep(&temp);
-        let ports = free_ports(specs.len() * 2);
-        let mut cluster = LocalCluster {
+        let dir = temp_dir("cluster").map_err(|e| LocalClusterError::Spawn {
+            name: "-".into(),
+            reason: format!("cannot make a directory for the logs: {e}"),
+        })?;
+        Ok(LocalCluster {
             nodes: Vec::new(),
             cookie: cookie.to_string(),
             binary,
             dir,
-            _temp: Some(temp),
-        };
+        })
+    }
+
+    /// Starts the nodes without waiting.
+    pub fn spawn(specs: Vec<NodeSpec>, cookie: &str) -> Result<LocalCluster, LocalClusterError> {
+        let mut cluster = LocalCluster::empty(cookie)?;
+        let ports = free_ports(specs.len() * 2);
         let cluster_ports: Vec<u16> = (0..specs.len()).map(|i| ports[2 * i]).collect();
         let hosts: Vec<String> = specs.iter().map(|spec| spec.host.clone()).collect();
         for (index, spec) in specs.into_iter().enumerate() {
@@ -319,8 +335,8 @@ impl LocalCluster {
     /// Spawns `herd node ARGS` with the spec's config, extra arguments and
     /// environment, logging to a file. The child gets its own process group,
     /// so a Ctrl-C at the terminal reaches only this launcher, which then stops
-    /// the nodes in order; and it is sent SIGTERM if the launcher dies, so no
-    /// node outlives it.
+    /// the nodes in order; and, on Linux, it is sent SIGTERM if the launcher
+    /// dies, so no node outlives it.
     fn spawn_node(
         &self,
         spec: NodeSpec,
@@ -332,7 +348,7 @@ impl LocalCluster {
             name: spec.name.clone(),
             reason,
         };
-        let log = self.dir.join(format!("{}.log", spec.name));
+        let log = self.dir.path().join(format!("{}.log", spec.name));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -351,19 +367,23 @@ impl LocalCluster {
             .arg("node")
             .args(&args)
             .env("HERD_COOKIE", &self.cookie)
-            .env_remove("HERD_CONFIG")
-            .env_remove("HERD_SEEDS")
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(file_err)
             .process_group(0)
             .kill_on_drop(true);
+        // Linux only: elsewhere a node outlives a launcher that dies without
+        // running its Drop (SIGKILL), and is stopped by hand.
+        #[cfg(target_os = "linux")]
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
+        }
+        for variable in NOT_PASSED_ON {
+            command.env_remove(variable);
         }
         if let Some(config) = &spec.config {
             command.arg("--config").arg(config);
@@ -388,21 +408,14 @@ impl LocalCluster {
         configs: &[PathBuf],
         cookie: &str,
     ) -> Result<LocalCluster, LocalClusterError> {
-        let binary = herd_binary()?;
-        let temp =
-            tempfile_dir::TempDir::new("herd-cluster").map_err(|e| LocalClusterError::Spawn {
-                name: "-".into(),
-                reason: e.to_string(),
-            })?;
-        let dir = tempfile_dir::keep(&temp);
-        let mut cluster = LocalCluster {
-            nodes: Vec::new(),
-            cookie: cookie.to_string(),
-            binary,
-            dir,
-            _temp: Some(temp),
-        };
-        let env = herd_config::Environment::from_pairs([("HERD_COOKIE", cookie)]);
+        let mut cluster = LocalCluster::empty(cookie)?;
+        // Resolved in the environment the nodes get (see `spawn_node`), so a
+        // file's `${VAR}`s name the same ports here as in the node.
+        let env = herd_config::Environment::from_pairs(
+            std::env::vars()
+                .filter(|(key, _)| !NOT_PASSED_ON.contains(&key.as_str()))
+                .chain([("HERD_COOKIE".to_string(), cookie.to_string())]),
+        );
         for path in configs {
             let overrides = herd_config::Overrides {
                 config: Some(path.clone()),
@@ -429,8 +442,9 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Restarts node `index` with the same ports and seeds (a new incarnation).
-    pub fn restart(&mut self, index: usize) -> Result<(), LocalClusterError> {
+    /// Restarts a node with the same ports and seeds (a new incarnation).
+    pub fn restart(&mut self, node: impl NodeRef) -> Result<(), LocalClusterError> {
+        let index = node.index_in(self);
         let seeds: Vec<String> = self
             .nodes
             .iter()
@@ -444,9 +458,23 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// A client of node `index`'s API.
-    pub fn api(&self, index: usize) -> ApiClient {
-        ApiClient::new(&self.nodes[index].api_url())
+    /// A node, by name (`"n2"`) or index.
+    pub fn node(&self, node: impl NodeRef) -> &NodeProcess {
+        &self.nodes[node.index_in(self)]
+    }
+
+    /// A client of a node's API.
+    pub fn api(&self, node: impl NodeRef) -> ApiClient {
+        self.node(node).api()
+    }
+
+    /// The nodes' names, for messages.
+    fn names(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| node.spec.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Waits until every running node answers `/ready` and the orchestrator
@@ -519,9 +547,9 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Sends a signal to node `index` (e.g. `libc::SIGSTOP`).
-    pub fn signal(&self, index: usize, signal: i32) {
-        if let Some(pid) = self.nodes[index].pid() {
+    /// Sends a signal to a node (e.g. `libc::SIGSTOP`).
+    pub fn signal(&self, node: impl NodeRef, signal: i32) {
+        if let Some(pid) = self.node(node).pid() {
             // SAFETY: kill(2) with a pid this cluster spawned and still owns.
             unsafe {
                 libc::kill(pid as i32, signal);
@@ -529,16 +557,18 @@ impl LocalCluster {
         }
     }
 
-    /// SIGKILLs node `index` and reaps it.
-    pub async fn kill(&mut self, index: usize) {
+    /// SIGKILLs a node and reaps it.
+    pub async fn kill(&mut self, node: impl NodeRef) {
+        let index = node.index_in(self);
         if let Some(mut child) = self.nodes[index].child.take() {
             let _ = child.kill().await;
         }
     }
 
-    /// SIGTERMs node `index` and waits up to `limit` for it to exit; returns
-    /// its exit code.
-    pub async fn terminate(&mut self, index: usize, limit: Duration) -> Option<i32> {
+    /// SIGTERMs a node and waits up to `limit` for it to exit; returns its
+    /// exit code.
+    pub async fn terminate(&mut self, node: impl NodeRef, limit: Duration) -> Option<i32> {
+        let index = node.index_in(self);
         self.signal(index, libc::SIGTERM);
         let mut child = self.nodes[index].child.take()?;
         match tokio::time::timeout(limit, child.wait()).await {
@@ -550,8 +580,9 @@ impl LocalCluster {
         }
     }
 
-    /// Waits for node `index` to exit on its own; returns its exit code.
-    pub async fn wait_exit(&mut self, index: usize, limit: Duration) -> Option<i32> {
+    /// Waits for a node to exit on its own; returns its exit code.
+    pub async fn wait_exit(&mut self, node: impl NodeRef, limit: Duration) -> Option<i32> {
+        let index = node.index_in(self);
         let child = self.nodes[index].child.as_mut()?;
         let status = tokio::time::timeout(limit, child.wait()).await.ok()?.ok()?;
         self.nodes[index].child = None;
@@ -595,9 +626,7 @@ impl LocalCluster {
 
     /// Where the logs are kept (kept after the run if `HERD_KEEP_LOGS` is set).
     pub fn log_dir(&self) -> &Path {
-        self._temp
-            .as_ref()
-            .map_or(self.dir.as_path(), |temp| temp.path())
+        self.dir.path()
     }
 }
 

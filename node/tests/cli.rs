@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Output};
 
+use herd_node::local_cluster::temp_dir;
+
 fn herd(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
     command
@@ -90,7 +92,7 @@ fn every_problem_is_reported_with_its_source() {
 
 #[test]
 fn config_file_errors_name_the_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir("cli").unwrap();
     let path = dir.path().join("node.toml");
     let mut file = std::fs::File::create(&path).unwrap();
     writeln!(
@@ -137,7 +139,7 @@ fn config_file_errors_name_the_file_and_line() {
 
 #[test]
 fn flags_beat_environment_beats_file_beats_defaults() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir("cli").unwrap();
     let path = dir.path().join("node.toml");
     std::fs::write(&path, "[node]\nname = \"file-name\"\ncookie = \"c\"\nworkers = 3\nhttp = \"127.0.0.1:9003\"\nlisten = \"127.0.0.1:9004\"\n").unwrap();
     let output = herd(

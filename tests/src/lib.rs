@@ -1,10 +1,113 @@
 //! Helpers shared by the multi-process tests.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use herd_node::api_client::{ApiClient, ApiClientError};
-pub use herd_node::local_cluster::{LocalCluster, NodeSpec};
+pub use herd_node::local_cluster::{LocalCluster, NodeRef, NodeSpec, TempDir, temp_dir};
+
+/// The deadline of a multi-process test, from [`with_deadline`]: well over
+/// what the slowest takes on a loaded two-core machine, far under CI's limit.
+pub const DEADLINE: Duration = Duration::from_secs(240);
+
+/// What the running test waits for, for the message of a missed deadline.
+#[derive(Debug)]
+struct Wait {
+    what: String,
+    since: Instant,
+    done: bool,
+}
+
+tokio::task_local! {
+    static WAITING: Arc<Mutex<Wait>>;
+}
+
+/// Runs a test's body and fails it if it has not finished within `limit`,
+/// saying what it was waiting for, so a hang fails one test instead of
+/// stalling the run. Every multi-process test runs inside one:
+///
+/// ```ignore
+/// #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// async fn something_happens() {
+///     with_deadline(DEADLINE, async {
+///         let cluster = three_node_cluster(2).await;
+///         // …
+///     })
+///     .await;
+/// }
+/// ```
+///
+/// The clock starts once the `herd` binary is found or built (the first test
+/// of a run may build it). The waits of these helpers ([`eventually`], the
+/// cluster starters, [`wait_finished`]) and [`waiting_for`] name the step.
+/// The deadline ends an await that never completes; it cannot interrupt a
+/// thread blocked in a synchronous call.
+pub async fn with_deadline<T>(limit: Duration, test: impl Future<Output = T>) -> T {
+    herd_node::local_cluster::herd_binary()
+        .unwrap_or_else(|error| panic!("the herd binary is needed: {error}"));
+    within(limit, test).await
+}
+
+/// [`with_deadline`] without the binary.
+async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
+    let waiting = Arc::new(Mutex::new(Wait {
+        what: "the test's first step".to_string(),
+        since: Instant::now(),
+        done: false,
+    }));
+    let test = WAITING.scope(waiting.clone(), test);
+    tokio::pin!(test);
+    tokio::select! {
+        biased;
+        value = &mut test => value,
+        // Read while the test still runs: dropping it ends its waits.
+        () = tokio::time::sleep(limit) => {
+            let wait = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let ago = wait.since.elapsed().as_secs();
+            if wait.done {
+                panic!(
+                    "the test did not finish within its deadline of {limit:?}: \
+                     it had been stuck {ago} s in its own code after {:?}",
+                    wait.what
+                )
+            } else {
+                panic!(
+                    "the test did not finish within its deadline of {limit:?}: \
+                     it had been waiting {ago} s for {:?}",
+                    wait.what
+                )
+            }
+        }
+    }
+}
+
+/// Names the step the test now waits for, for [`with_deadline`]'s message
+/// (a no-op outside it), until the returned [`WaitStep`] is dropped.
+pub fn waiting_for(what: &str) -> WaitStep {
+    let _ = WAITING.try_with(|waiting| {
+        *waiting.lock().unwrap_or_else(|e| e.into_inner()) = Wait {
+            what: what.to_string(),
+            since: Instant::now(),
+            done: false,
+        };
+    });
+    WaitStep
+}
+
+/// A step named by [`waiting_for`]; marks it done when dropped.
+#[must_use = "the step is done when this is dropped"]
+pub struct WaitStep;
+
+impl Drop for WaitStep {
+    fn drop(&mut self) {
+        let _ = WAITING.try_with(|waiting| {
+            let mut wait = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            wait.done = true;
+            wait.since = Instant::now();
+        });
+    }
+}
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 /// Tests await observable effects this way instead of sleeping.
@@ -13,6 +116,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    let _step = waiting_for(what);
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
@@ -28,7 +132,18 @@ where
 
 /// A three-node cluster (n1 orchestrator; all workers), ready.
 pub async fn three_node_cluster(workers: u32) -> LocalCluster {
-    LocalCluster::start(NodeSpec::three_nodes(workers), Duration::from_secs(30))
+    start_cluster(NodeSpec::three_nodes(workers)).await
+}
+
+/// Starts `specs` (every node seeding from the others) and waits, 30 s at
+/// most, until all are up.
+pub async fn start_cluster(specs: Vec<NodeSpec>) -> LocalCluster {
+    let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+    let _step = waiting_for(&format!(
+        "nodes {} to start and see each other",
+        names.join(", ")
+    ));
+    LocalCluster::start(specs, Duration::from_secs(30))
         .await
         .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
 }
@@ -51,9 +166,7 @@ pub async fn three_node_cluster_with(
             ..spec
         })
         .collect();
-    LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|error| panic!("cluster did not start: {error}"))
+    start_cluster(specs).await
 }
 
 use herd_protocol::{TaskId, TaskView};
@@ -262,5 +375,38 @@ fn ip(arguments: &[String]) -> Result<(), String> {
             arguments.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    #[should_panic(expected = "the test did not finish within its deadline of 200ms: \
+                               it had been waiting 0 s for \"a thing that never happens\"")]
+    async fn a_hang_in_a_wait_fails_naming_the_wait() {
+        within(Duration::from_millis(200), async {
+            eventually(
+                Duration::from_secs(60),
+                "a thing that never happens",
+                || async { None::<()> },
+            )
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "it had been stuck 0 s in its own code after \"the first answer\"")]
+    async fn a_hang_after_a_wait_names_the_last_step() {
+        within(Duration::from_millis(200), async {
+            eventually(Duration::from_secs(1), "the first answer", || async {
+                Some(())
+            })
+            .await;
+            std::future::pending::<()>().await;
+        })
+        .await;
     }
 }

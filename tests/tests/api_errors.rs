@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herd_tests::{ApiClientError, three_node_cluster};
+use herd_tests::{ApiClientError, DEADLINE, three_node_cluster, with_deadline};
 use serde_json::{Value, json};
 
 /// Minimal HTTP POST over a raw socket, so tests can send any bytes.
@@ -52,227 +52,247 @@ async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_that_say_what_to_fix() {
-    let mut cluster = three_node_cluster(2).await;
-    let url = format!("{}/v1/tasks", cluster.nodes[1].api_url());
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(2).await;
+        let url = format!("{}/v1/tasks", cluster.node("n2").api_url());
 
-    let (status, body, _) =
-        post_raw(&url, b"{\"agent_type\": \"echo\", \"payload\": ".to_vec()).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "malformed_json");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("EOF while parsing"),
-        "{body}"
-    );
+        let (status, body, _) =
+            post_raw(&url, b"{\"agent_type\": \"echo\", \"payload\": ".to_vec()).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["code"], "malformed_json");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("EOF while parsing"),
+            "{body}"
+        );
 
-    let (status, body, _) = post_raw(
-        &url,
-        br#"{"agent_type": "echo", "payload": 1, "priorty": 3}"#.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field `priorty`"),
-        "{body}"
-    );
-
-    let (status, body, _) = post_raw(
-        &url,
-        br#"{"agent_type": "translate", "payload": {}}"#.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert_eq!(body["code"], "unknown_agent_type");
-    assert_eq!(
-        body["error"],
-        "task 0: unknown agent type \"translate\"; known types: echo, sleep"
-    );
-    assert_eq!(body["known_agent_types"], json!(["echo", "sleep"]));
-
-    let (status, body, _) = post_raw(
-        &url,
-        br#"{"agent_type": "echo", "payload": {}, "priority": 12}"#.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert_eq!(
-        body["error"],
-        "task 0: priority is 12; give 0 (lowest) to 9 (highest)"
-    );
-
-    let big = format!(
-        r#"{{"agent_type": "echo", "payload": "{}"}}"#,
-        "x".repeat(1024 * 1024 + 1)
-    );
-    let (status, body, _) = post_raw(&url, big.into_bytes()).await;
-    assert_eq!(status, 413);
-    assert_eq!(body["code"], "payload_too_large");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("over this cluster's limit of 1048576 bytes"),
-        "{body}"
-    );
-
-    // A batch with one bad task is refused whole: nothing was accepted.
-    let (status, body, _) = post_raw(
-        &url,
-        br#"[{"agent_type": "echo", "payload": 1}, {"agent_type": "nope", "payload": 2}]"#.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("task 1: unknown agent type"),
-        "{body}"
-    );
-    let status_now = cluster.api(0).cluster().await.unwrap();
-    assert_eq!(
-        status_now.tasks.pending + status_now.tasks.running + status_now.tasks.succeeded,
-        0
-    );
-
-    let (status, body, _) = post_raw(&url, b"[]".to_vec()).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("empty_batch")));
-
-    // Reading and cancelling.
-    let api = cluster.api(2);
-    match api
-        .task(
-            "01890000-0000-7000-8000-000000000000".parse().unwrap(),
-            None,
+        let (status, body, _) = post_raw(
+            &url,
+            br#"{"agent_type": "echo", "payload": 1, "priorty": 3}"#.to_vec(),
         )
-        .await
-    {
-        Err(ApiClientError::Api {
-            status: 404, code, ..
-        }) => assert_eq!(code, "task_not_found"),
-        other => panic!("expected 404, got {other:?}"),
-    }
-    let (status, body) = api.get_json("/v1/tasks/not-an-id").await.unwrap();
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_task_id"))
-    );
-    let (status, body) = api.get_json("/v1/tasks?state=done").await.unwrap();
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("expected one of pending, running"),
-        "{body}"
-    );
-    let (status, body) = api.get_json("/v1/nowhere").await.unwrap();
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("no_such_route"))
-    );
+        .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `priorty`"),
+            "{body}"
+        );
 
-    let id = api.submit("echo", json!("done soon")).await.unwrap();
-    let view = api.task(id, Some(Duration::from_secs(10))).await.unwrap();
-    assert_eq!(view.state, herd_protocol::TaskState::Succeeded);
-    match api.cancel(id).await {
-        Err(ApiClientError::Api {
-            status: 409,
-            message,
-            ..
-        }) => assert!(
-            message.contains("already finished as succeeded"),
-            "{message}"
-        ),
-        other => panic!("expected 409, got {other:?}"),
-    }
-    cluster.stop().await;
+        let (status, body, _) = post_raw(
+            &url,
+            br#"{"agent_type": "translate", "payload": {}}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert_eq!(body["code"], "unknown_agent_type");
+        assert_eq!(
+            body["error"],
+            "task 0: unknown agent type \"translate\"; known types: echo, sleep"
+        );
+        assert_eq!(body["known_agent_types"], json!(["echo", "sleep"]));
+
+        let (status, body, _) = post_raw(
+            &url,
+            br#"{"agent_type": "echo", "payload": {}, "priority": 12}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["error"],
+            "task 0: priority is 12; give 0 (lowest) to 9 (highest)"
+        );
+
+        let big = format!(
+            r#"{{"agent_type": "echo", "payload": "{}"}}"#,
+            "x".repeat(1024 * 1024 + 1)
+        );
+        let (status, body, _) = post_raw(&url, big.into_bytes()).await;
+        assert_eq!(status, 413);
+        assert_eq!(body["code"], "payload_too_large");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("over this cluster's limit of 1048576 bytes"),
+            "{body}"
+        );
+
+        // A batch with one bad task is refused whole: nothing was accepted.
+        let (status, body, _) = post_raw(
+            &url,
+            br#"[{"agent_type": "echo", "payload": 1}, {"agent_type": "nope", "payload": 2}]"#
+                .to_vec(),
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("task 1: unknown agent type"),
+            "{body}"
+        );
+        let status_now = cluster.api("n1").cluster().await.unwrap();
+        assert_eq!(
+            status_now.tasks.pending + status_now.tasks.running + status_now.tasks.succeeded,
+            0
+        );
+
+        let (status, body, _) = post_raw(&url, b"[]".to_vec()).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("empty_batch")));
+
+        // Reading and cancelling.
+        let api = cluster.api("n3");
+        match api
+            .task(
+                "01890000-0000-7000-8000-000000000000".parse().unwrap(),
+                None,
+            )
+            .await
+        {
+            Err(ApiClientError::Api {
+                status: 404, code, ..
+            }) => assert_eq!(code, "task_not_found"),
+            other => panic!("expected 404, got {other:?}"),
+        }
+        let (status, body) = api.get_json("/v1/tasks/not-an-id").await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_task_id"))
+        );
+        let (status, body) = api.get_json("/v1/tasks?state=done").await.unwrap();
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("expected one of pending, running"),
+            "{body}"
+        );
+        let (status, body) = api.get_json("/v1/nowhere").await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("no_such_route"))
+        );
+
+        let id = api.submit("echo", json!("done soon")).await.unwrap();
+        let view = api.task(id, Some(Duration::from_secs(10))).await.unwrap();
+        assert_eq!(view.state, herd_protocol::TaskState::Succeeded);
+        match api.cancel(id).await {
+            Err(ApiClientError::Api {
+                status: 409,
+                message,
+                ..
+            }) => assert!(
+                message.contains("already finished as succeeded"),
+                "{message}"
+            ),
+            other => panic!("expected 409, got {other:?}"),
+        }
+        cluster.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_priorities_listing_and_cancellation_work_over_http() {
-    let mut cluster = three_node_cluster(2).await;
-    let api = cluster.api(0);
-    let first = api
-        .submit_raw(&json!({ "agent_type": "echo", "payload": 1, "idempotency_key": "order-7" }))
-        .await
-        .unwrap();
-    let again = api
-        .submit_raw(&json!({ "agent_type": "echo", "payload": 2, "idempotency_key": "order-7" }))
-        .await
-        .unwrap();
-    assert_eq!(first["id"], again["id"]);
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(2).await;
+        let api = cluster.api("n1");
+        let first = api
+            .submit_raw(&json!({
+                "agent_type": "echo",
+                "payload": 1,
+                "idempotency_key": "order-7"
+            }))
+            .await
+            .unwrap();
+        let again = api
+            .submit_raw(&json!({
+                "agent_type": "echo",
+                "payload": 2,
+                "idempotency_key": "order-7"
+            }))
+            .await
+            .unwrap();
+        assert_eq!(first["id"], again["id"]);
 
-    // Fill the six slots with sleepers (one stays reserved for the quiet
-    // `echo` type), then queue one more and cancel it while it is pending.
-    let sleepers: Vec<_> = (0..10)
-        .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": 3000 } }))
-        .collect();
-    api.submit_batch(&sleepers).await.unwrap();
-    let queued = api.submit("sleep", json!({ "ms": 1 })).await.unwrap();
-    let view = api.task(queued, None).await.unwrap();
-    assert_eq!(view.state, herd_protocol::TaskState::Pending);
-    api.cancel(queued).await.unwrap();
-    assert_eq!(
-        api.task(queued, None).await.unwrap().state,
-        herd_protocol::TaskState::Cancelled
-    );
-    let page = api.list("state=cancelled&limit=10").await.unwrap();
-    assert_eq!(
-        page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
-        vec![queued]
-    );
+        // Fill the six slots with sleepers (one stays reserved for the quiet
+        // `echo` type), then queue one more and cancel it while it is pending.
+        let sleepers: Vec<_> = (0..10)
+            .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": 3000 } }))
+            .collect();
+        api.submit_batch(&sleepers).await.unwrap();
+        let queued = api.submit("sleep", json!({ "ms": 1 })).await.unwrap();
+        let view = api.task(queued, None).await.unwrap();
+        assert_eq!(view.state, herd_protocol::TaskState::Pending);
+        api.cancel(queued).await.unwrap();
+        assert_eq!(
+            api.task(queued, None).await.unwrap().state,
+            herd_protocol::TaskState::Cancelled
+        );
+        let page = api.list("state=cancelled&limit=10").await.unwrap();
+        assert_eq!(
+            page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![queued]
+        );
 
-    // Listing pages through the running tasks.
-    let running = api.list("state=running&limit=2").await.unwrap();
-    assert_eq!(running.tasks.len(), 2);
-    let rest = api
-        .list(&format!(
-            "state=running&limit=100&after={}",
-            running.next_after.expect("a second page")
-        ))
-        .await
-        .unwrap();
-    assert_eq!(
-        rest.tasks.len(),
-        3,
-        "five sleepers run on six slots, one slot is kept for echo"
-    );
+        // Listing pages through the running tasks.
+        let running = api.list("state=running&limit=2").await.unwrap();
+        assert_eq!(running.tasks.len(), 2);
+        let rest = api
+            .list(&format!(
+                "state=running&limit=100&after={}",
+                running.next_after.expect("a second page")
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.tasks.len(),
+            3,
+            "five sleepers run on six slots, one slot is kept for echo"
+        );
 
-    // A high-priority task starts before the sleepers that were already
-    // waiting when it arrived.
-    let waiting = api
-        .list("state=pending&agent_type=sleep&limit=100")
-        .await
-        .unwrap();
-    assert_eq!(waiting.tasks.len(), 5);
-    let urgent = api
-        .submit_raw(&json!({ "agent_type": "sleep", "payload": { "ms": 1 }, "priority": 9 }))
-        .await
-        .unwrap();
-    let urgent: herd_protocol::TaskId = urgent["id"].as_str().unwrap().parse().unwrap();
-    let urgent_started = api
-        .task(urgent, Some(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .started_at
-        .unwrap();
-    for earlier in &waiting.tasks {
-        let started = api
-            .task(earlier.id, Some(Duration::from_secs(20)))
+        // A high-priority task starts before the sleepers that were already
+        // waiting when it arrived.
+        let waiting = api
+            .list("state=pending&agent_type=sleep&limit=100")
+            .await
+            .unwrap();
+        assert_eq!(waiting.tasks.len(), 5);
+        let urgent = api
+            .submit_raw(&json!({
+                "agent_type": "sleep",
+                "payload": { "ms": 1 },
+                "priority": 9
+            }))
+            .await
+            .unwrap();
+        let urgent: herd_protocol::TaskId = urgent["id"].as_str().unwrap().parse().unwrap();
+        let urgent_started = api
+            .task(urgent, Some(Duration::from_secs(20)))
             .await
             .unwrap()
             .started_at
             .unwrap();
-        assert!(
-            urgent_started <= started,
-            "priority 9 started at {urgent_started}, after a priority 5 task waiting before it ({started})"
-        );
-    }
-    cluster.stop().await;
+        for earlier in &waiting.tasks {
+            let started = api
+                .task(earlier.id, Some(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .started_at
+                .unwrap();
+            assert!(
+                urgent_started <= started,
+                "priority 9 started at {urgent_started}, \
+             after a priority 5 task waiting before it ({started})"
+            );
+        }
+        cluster.stop().await;
+    })
+    .await;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use herd_node::local_cluster::{free_ports, herd_binary, random_cookie};
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
-use herd_tests::{ApiClient, all_tasks, eventually};
+use herd_tests::{ApiClient, all_tasks, eventually, with_deadline};
 use serde_json::json;
 
 fn repo() -> PathBuf {
@@ -149,99 +149,103 @@ async fn all_tasks_or_none(api: &ApiClient) -> Option<Vec<herd_protocol::TaskVie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
-    let Some(compose) = compose_program().filter(|_| docker_answers()) else {
-        eprintln!(
-            "SKIPPED: no Docker engine with Compose answers here (docker info / docker compose version); the compose stack was not tested"
+    with_deadline(Duration::from_secs(900), async {
+        let Some(compose) = compose_program().filter(|_| docker_answers()) else {
+            eprintln!(
+                "SKIPPED: no Docker engine with Compose answers here \
+                 (docker info / docker compose version); the compose stack was not tested"
+            );
+            return;
+        };
+        let tag = format!("herd:test-{}", std::process::id());
+        let binary = herd_binary().unwrap();
+        let build = Command::new(repo().join("deploy/build-image.sh"))
+            .arg(&tag)
+            .env("HERD_BIN", &binary)
+            .output()
+            .unwrap();
+        assert!(
+            build.status.success(),
+            "build-image.sh failed: {}",
+            String::from_utf8_lossy(&build.stderr)
         );
-        return;
-    };
-    let tag = format!("herd:test-{}", std::process::id());
-    let binary = herd_binary().unwrap();
-    let build = Command::new(repo().join("deploy/build-image.sh"))
-        .arg(&tag)
-        .env("HERD_BIN", &binary)
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success(),
-        "build-image.sh failed: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&build.stdout).trim());
+        eprintln!("{}", String::from_utf8_lossy(&build.stdout).trim());
 
-    let port = free_ports(1)[0];
-    let stack = Stack {
-        compose,
-        project: format!("herdtest{}", std::process::id()),
-        env: vec![
-            ("HERD_COOKIE".into(), random_cookie()),
-            ("HERD_IMAGE".into(), tag.clone()),
-            ("HERD_API_PORT".into(), port.to_string()),
-            ("HERD_WORKERS".into(), "2".into()),
-        ],
-        api: ApiClient::new(&format!("http://127.0.0.1:{port}")),
-    };
-    stack.run(&["up", "-d", "n1", "n2", "n3"]);
-    let api = stack.api.clone();
-    all_three_up(&api, "three nodes up").await;
-    let mut submitted: BTreeSet<_> = BTreeSet::new();
+        let port = free_ports(1)[0];
+        let stack = Stack {
+            compose,
+            project: format!("herdtest{}", std::process::id()),
+            env: vec![
+                ("HERD_COOKIE".into(), random_cookie()),
+                ("HERD_IMAGE".into(), tag.clone()),
+                ("HERD_API_PORT".into(), port.to_string()),
+                ("HERD_WORKERS".into(), "2".into()),
+            ],
+            api: ApiClient::new(&format!("http://127.0.0.1:{port}")),
+        };
+        stack.run(&["up", "-d", "n1", "n2", "n3"]);
+        let api = stack.api.clone();
+        all_three_up(&api, "three nodes up").await;
+        let mut submitted: BTreeSet<_> = BTreeSet::new();
 
-    // 1. docker kill a worker container mid-run: every task completes.
-    submitted.extend(submit(&api, 120, 200).await);
-    eventually(Duration::from_secs(20), "n3 runs tasks", || async {
-        let status = api.cluster().await.ok()?;
-        status
-            .nodes
-            .iter()
-            .any(|n| n.name.as_str() == "n3" && n.busy > 0)
-            .then_some(())
-    })
-    .await;
-    docker(&["kill", &stack.container("n3")]);
-    all_succeed(&api, &submitted, Duration::from_secs(90)).await;
-    stack.run(&["up", "-d", "n3"]);
+        // 1. docker kill a worker container mid-run: every task completes.
+        submitted.extend(submit(&api, 120, 200).await);
+        eventually(Duration::from_secs(20), "n3 runs tasks", || async {
+            let status = api.cluster().await.ok()?;
+            status
+                .nodes
+                .iter()
+                .any(|n| n.name.as_str() == "n3" && n.busy > 0)
+                .then_some(())
+        })
+        .await;
+        docker(&["kill", &stack.container("n3")]);
+        all_succeed(&api, &submitted, Duration::from_secs(90)).await;
+        stack.run(&["up", "-d", "n3"]);
 
-    // 2. Cut n2 off the network: declared down, its work done elsewhere;
-    //    reconnected, it rejoins.
-    eventually(Duration::from_secs(60), "n3 back up", || async {
-        (node_state(&api, "n3").await == Some(MemberState::Up)).then_some(())
-    })
-    .await;
-    let n2 = stack.container("n2");
-    docker(&["network", "disconnect", &stack.network(), &n2]);
-    eventually(Duration::from_secs(20), "n2 declared down", || async {
-        matches!(node_state(&api, "n2").await, Some(MemberState::Down)).then_some(())
-    })
-    .await;
-    let during: BTreeSet<_> = submit(&api, 40, 20).await.into_iter().collect();
-    all_succeed(&api, &during, Duration::from_secs(60)).await;
-    let tasks = all_tasks(&api).await;
-    assert!(
-        tasks
-            .iter()
-            .filter(|t| during.contains(&t.id))
-            .all(|t| t.node.as_ref().is_some_and(|n| n.as_str() != "n2")),
-        "no task ran on the cut-off node"
-    );
-    submitted.extend(during);
-    docker(&["network", "connect", "--alias", "n2", &stack.network(), &n2]);
-    eventually(Duration::from_secs(60), "n2 rejoins", || async {
-        (node_state(&api, "n2").await == Some(MemberState::Up)).then_some(())
-    })
-    .await;
+        // 2. Cut n2 off the network: declared down, its work done elsewhere;
+        //    reconnected, it rejoins.
+        eventually(Duration::from_secs(60), "n3 back up", || async {
+            (node_state(&api, "n3").await == Some(MemberState::Up)).then_some(())
+        })
+        .await;
+        let n2 = stack.container("n2");
+        docker(&["network", "disconnect", &stack.network(), &n2]);
+        eventually(Duration::from_secs(20), "n2 declared down", || async {
+            matches!(node_state(&api, "n2").await, Some(MemberState::Down)).then_some(())
+        })
+        .await;
+        let during: BTreeSet<_> = submit(&api, 40, 20).await.into_iter().collect();
+        all_succeed(&api, &during, Duration::from_secs(60)).await;
+        let tasks = all_tasks(&api).await;
+        assert!(
+            tasks
+                .iter()
+                .filter(|t| during.contains(&t.id))
+                .all(|t| t.node.as_ref().is_some_and(|n| n.as_str() != "n2")),
+            "no task ran on the cut-off node"
+        );
+        submitted.extend(during);
+        docker(&["network", "connect", "--alias", "n2", &stack.network(), &n2]);
+        eventually(Duration::from_secs(60), "n2 rejoins", || async {
+            (node_state(&api, "n2").await == Some(MemberState::Up)).then_some(())
+        })
+        .await;
 
-    // 3. Restart every node in turn (SIGTERM drains it) while tasks flow;
-    //    the orchestrator's journal is on a named volume.
-    submitted.extend(submit(&api, 200, 50).await);
-    for service in ["n2", "n3", "n1"] {
-        stack.run(&["restart", "--timeout", "40", service]);
-        all_three_up(&api, &format!("{service} up again after restart")).await;
-        if service != "n1" {
-            let more = submit(&api, 30, 20).await;
-            submitted.extend(more);
+        // 3. Restart every node in turn (SIGTERM drains it) while tasks flow;
+        //    the orchestrator's journal is on a named volume.
+        submitted.extend(submit(&api, 200, 50).await);
+        for service in ["n2", "n3", "n1"] {
+            stack.run(&["restart", "--timeout", "40", service]);
+            all_three_up(&api, &format!("{service} up again after restart")).await;
+            if service != "n1" {
+                let more = submit(&api, 30, 20).await;
+                submitted.extend(more);
+            }
         }
-    }
-    all_succeed(&api, &submitted, Duration::from_secs(120)).await;
-    drop(stack);
-    let _ = Command::new("docker").args(["image", "rm", &tag]).output();
+        all_succeed(&api, &submitted, Duration::from_secs(120)).await;
+        drop(stack);
+        let _ = Command::new("docker").args(["image", "rm", &tag]).output();
+    })
+    .await;
 }

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use herd_tests::temp_dir;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -33,8 +35,8 @@ fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
 
 /// Renders `overlay` from a copy of deploy/k8s with a throwaway secrets.env.
 fn render(overlay: &str) -> String {
-    let copy = std::env::temp_dir().join(format!("herd-k8s-{}-{overlay}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&copy);
+    let temp = temp_dir(&format!("k8s-{overlay}")).unwrap();
+    let copy = temp.path().join("k8s");
     let (ok, output) = run("cp", &["-r", "deploy/k8s", copy.to_str().unwrap()], &[]);
     assert!(ok, "{output}");
     std::fs::write(
@@ -45,7 +47,6 @@ fn render(overlay: &str) -> String {
     let dir = copy.join(format!("overlays/{overlay}"));
     let (ok, output) = run("kubectl", &["kustomize", dir.to_str().unwrap()], &[]);
     assert!(ok, "kubectl kustomize {overlay} failed:\n{output}");
-    let _ = std::fs::remove_dir_all(&copy);
     output
 }
 
@@ -57,14 +58,14 @@ fn every_overlay_renders_and_passes_the_kubernetes_schemas() {
         ("production", "herd", "production"),
     ] {
         let rendered = render(overlay);
-        let file = std::env::temp_dir().join(format!("herd-{overlay}-{}.yaml", std::process::id()));
+        let temp = temp_dir(overlay).unwrap();
+        let file = temp.path().join(format!("{overlay}.yaml"));
         std::fs::write(&file, &rendered).unwrap();
         let (ok, output) = run(
             "kubernetes-validate",
             &["--strict", file.to_str().unwrap()],
             &[],
         );
-        let _ = std::fs::remove_file(&file);
         assert!(ok, "{overlay} does not validate:\n{output}");
         for kind in [
             "Namespace",

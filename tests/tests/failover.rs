@@ -7,7 +7,8 @@ use std::time::Duration;
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_tests::{
-    LocalCluster, NodeSpec, all_tasks, eventually, node_state, three_node_cluster, wait_finished,
+    DEADLINE, NodeSpec, all_tasks, eventually, node_state, start_cluster, temp_dir,
+    three_node_cluster, wait_finished, with_deadline,
 };
 use serde_json::json;
 
@@ -19,302 +20,312 @@ fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_worker_node_during_5000_tasks_loses_nothing() {
-    let mut cluster = three_node_cluster(8).await;
-    let api = cluster.api(0);
-    let mut ids = Vec::new();
-    for chunk in sleep_tasks(5_000, 20).chunks(500) {
-        ids.extend(api.submit_batch(chunk).await.unwrap());
-    }
-    eventually(Duration::from_secs(30), "n3 is running tasks", || {
-        let api = api.clone();
-        async move {
-            let status = api.cluster().await.ok()?;
-            let n3 = status
-                .nodes
-                .iter()
-                .find(|node| node.name.as_str() == "n3")?;
-            (n3.busy > 0 && status.tasks.succeeded > 500).then_some(())
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(8).await;
+        let api = cluster.api("n1");
+        let mut ids = Vec::new();
+        for chunk in sleep_tasks(5_000, 20).chunks(500) {
+            ids.extend(api.submit_batch(chunk).await.unwrap());
         }
+        eventually(Duration::from_secs(30), "n3 is running tasks", || {
+            let api = api.clone();
+            async move {
+                let status = api.cluster().await.ok()?;
+                let n3 = status
+                    .nodes
+                    .iter()
+                    .find(|node| node.name.as_str() == "n3")?;
+                (n3.busy > 0 && status.tasks.succeeded > 500).then_some(())
+            }
+        })
+        .await;
+        cluster.kill("n3").await;
+        eventually(Duration::from_secs(10), "n3 is declared down", || {
+            let api = api.clone();
+            async move { (node_state(&api, "n3").await? == MemberState::Down).then_some(()) }
+        })
+        .await;
+        let status = wait_finished(&api, 5_000, Duration::from_secs(120)).await;
+        assert_eq!(
+            status.tasks.succeeded, 5_000,
+            "every task succeeded exactly once: {:?}",
+            status.tasks
+        );
+        assert_eq!(
+            status.tasks.dead
+                + status.tasks.cancelled
+                + status.tasks.pending
+                + status.tasks.running,
+            0
+        );
+        let tasks = all_tasks(&api).await;
+        let returned: HashSet<_> = tasks.iter().map(|task| task.id).collect();
+        assert!(
+            ids.iter().all(|id| returned.contains(id)),
+            "a submitted task is missing"
+        );
+        assert!(tasks.iter().all(|task| task.state == TaskState::Succeeded));
+        let rerun = tasks.iter().filter(|task| task.attempts > 1).count();
+        assert!(
+            rerun > 0,
+            "some tasks were running on n3 and had to run again"
+        );
+        assert!(
+            tasks
+                .iter()
+                .filter(|task| task.attempts > 1)
+                .all(|task| task.node.as_ref().is_some_and(|n| n.as_str() != "n3"))
+        );
+        cluster.stop().await;
     })
     .await;
-    cluster.kill(2).await;
-    eventually(Duration::from_secs(10), "n3 is declared down", || {
-        let api = api.clone();
-        async move { (node_state(&api, "n3").await? == MemberState::Down).then_some(()) }
-    })
-    .await;
-    let status = wait_finished(&api, 5_000, Duration::from_secs(120)).await;
-    assert_eq!(
-        status.tasks.succeeded, 5_000,
-        "every task succeeded exactly once: {:?}",
-        status.tasks
-    );
-    assert_eq!(
-        status.tasks.dead + status.tasks.cancelled + status.tasks.pending + status.tasks.running,
-        0
-    );
-    let tasks = all_tasks(&api).await;
-    let returned: HashSet<_> = tasks.iter().map(|task| task.id).collect();
-    assert!(
-        ids.iter().all(|id| returned.contains(id)),
-        "a submitted task is missing"
-    );
-    assert!(tasks.iter().all(|task| task.state == TaskState::Succeeded));
-    let rerun = tasks.iter().filter(|task| task.attempts > 1).count();
-    assert!(
-        rerun > 0,
-        "some tasks were running on n3 and had to run again"
-    );
-    assert!(
-        tasks
-            .iter()
-            .filter(|task| task.attempts > 1)
-            .all(|task| task.node.as_ref().is_some_and(|n| n.as_str() != "n3"))
-    );
-    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_is_detected_its_tasks_finish_elsewhere_and_it_rejoins_fenced() {
-    let mut cluster = three_node_cluster(4).await;
-    let api = cluster.api(0);
-    let ids = api.submit_batch(&sleep_tasks(60, 1_500)).await.unwrap();
-    eventually(Duration::from_secs(10), "n3 is running tasks", || {
-        let api = api.clone();
-        async move {
-            let status = api.cluster().await.ok()?;
-            (status
-                .nodes
-                .iter()
-                .find(|node| node.name.as_str() == "n3")?
-                .busy
-                > 0)
-            .then_some(())
-        }
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(4).await;
+        let api = cluster.api("n1");
+        let ids = api.submit_batch(&sleep_tasks(60, 1_500)).await.unwrap();
+        eventually(Duration::from_secs(10), "n3 is running tasks", || {
+            let api = api.clone();
+            async move {
+                let status = api.cluster().await.ok()?;
+                (status
+                    .nodes
+                    .iter()
+                    .find(|node| node.name.as_str() == "n3")?
+                    .busy
+                    > 0)
+                .then_some(())
+            }
+        })
+        .await;
+        cluster.signal("n3", libc::SIGSTOP);
+        eventually(
+            Duration::from_secs(10),
+            "the frozen n3 is declared down",
+            || {
+                let api = api.clone();
+                async move { (node_state(&api, "n3").await? == MemberState::Down).then_some(()) }
+            },
+        )
+        .await;
+        // Its tasks are re-queued and finish on n1 and n2 while it is frozen.
+        let status = wait_finished(&api, 60, Duration::from_secs(60)).await;
+        assert_eq!(status.tasks.succeeded, 60);
+        cluster.signal("n3", libc::SIGCONT);
+        eventually(
+            Duration::from_secs(20),
+            "n3 rejoins under a new incarnation",
+            || {
+                let api = api.clone();
+                async move { (node_state(&api, "n3").await? == MemberState::Up).then_some(()) }
+            },
+        )
+        .await;
+        let log = cluster.node("n3").log_text();
+        assert!(log.contains("rejoining under a new incarnation"), "{log}");
+        // Its stale results reached the orchestrator and were fenced, not applied.
+        eventually(
+            Duration::from_secs(20),
+            "the orchestrator fenced n3's stale results",
+            || {
+                let text = cluster.node("n1").log_text();
+                async move {
+                    text.contains("fenced results of superseded attempts")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        let status = api.cluster().await.unwrap();
+        assert_eq!(status.tasks.succeeded, 60, "no task counted twice");
+        let tasks = all_tasks(&api).await;
+        assert_eq!(
+            tasks.iter().map(|t| t.id).collect::<HashSet<_>>(),
+            ids.into_iter().collect::<HashSet<_>>()
+        );
+        // n3 gets work again.
+        let more = api.submit_batch(&sleep_tasks(30, 200)).await.unwrap();
+        assert_eq!(more.len(), 30);
+        eventually(
+            Duration::from_secs(20),
+            "the rejoined n3 runs new tasks",
+            || {
+                let api = api.clone();
+                let more = more.clone();
+                async move {
+                    let mut on_n3 = false;
+                    for id in &more {
+                        let view = api.task(*id, None).await.ok()?;
+                        on_n3 |= view.node.is_some_and(|n| n.as_str() == "n3")
+                            && view.state == TaskState::Succeeded;
+                    }
+                    on_n3.then_some(())
+                }
+            },
+        )
+        .await;
+        cluster.stop().await;
     })
     .await;
-    cluster.signal(2, libc::SIGSTOP);
-    eventually(
-        Duration::from_secs(10),
-        "the frozen n3 is declared down",
-        || {
-            let api = api.clone();
-            async move { (node_state(&api, "n3").await? == MemberState::Down).then_some(()) }
-        },
-    )
-    .await;
-    // Its tasks are re-queued and finish on n1 and n2 while it is frozen.
-    let status = wait_finished(&api, 60, Duration::from_secs(60)).await;
-    assert_eq!(status.tasks.succeeded, 60);
-    cluster.signal(2, libc::SIGCONT);
-    eventually(
-        Duration::from_secs(20),
-        "n3 rejoins under a new incarnation",
-        || {
-            let api = api.clone();
-            async move { (node_state(&api, "n3").await? == MemberState::Up).then_some(()) }
-        },
-    )
-    .await;
-    let log = cluster.nodes[2].log_text();
-    assert!(log.contains("rejoining under a new incarnation"), "{log}");
-    // Its stale results reached the orchestrator and were fenced, not applied.
-    eventually(
-        Duration::from_secs(20),
-        "the orchestrator fenced n3's stale results",
-        || {
-            let text = cluster.nodes[0].log_text();
-            async move {
-                text.contains("fenced results of superseded attempts")
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-    let status = api.cluster().await.unwrap();
-    assert_eq!(status.tasks.succeeded, 60, "no task counted twice");
-    let tasks = all_tasks(&api).await;
-    assert_eq!(
-        tasks.iter().map(|t| t.id).collect::<HashSet<_>>(),
-        ids.into_iter().collect::<HashSet<_>>()
-    );
-    // n3 gets work again.
-    let more = api.submit_batch(&sleep_tasks(30, 200)).await.unwrap();
-    assert_eq!(more.len(), 30);
-    eventually(
-        Duration::from_secs(20),
-        "the rejoined n3 runs new tasks",
-        || {
-            let api = api.clone();
-            let more = more.clone();
-            async move {
-                let mut on_n3 = false;
-                for id in &more {
-                    let view = api.task(*id, None).await.ok()?;
-                    on_n3 |= view.node.is_some_and(|n| n.as_str() == "n3")
-                        && view.state == TaskState::Succeeded;
-                }
-                on_n3.then_some(())
-            }
-        },
-    )
-    .await;
-    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orchestrator_killed_and_restarted_with_its_data_dir_completes_every_acknowledged_task()
 {
-    let data = std::env::temp_dir().join(format!("herd-journal-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let mut specs = NodeSpec::three_nodes(4);
-    specs[0].extra_args = vec!["--data-dir".into(), data.display().to_string()];
-    let mut cluster = LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let api = cluster.api(1);
-    let mut ids = Vec::new();
-    for chunk in sleep_tasks(2_000, 30).chunks(250) {
-        ids.extend(cluster.api(0).submit_batch(chunk).await.unwrap());
-    }
-    eventually(Duration::from_secs(30), "some tasks finished", || {
-        let api = cluster.api(0);
-        async move { (api.cluster().await.ok()?.tasks.succeeded > 200).then_some(()) }
+    with_deadline(DEADLINE, async {
+        let data = temp_dir("journal").unwrap();
+        let mut specs = NodeSpec::three_nodes(4);
+        specs[0].extra_args = vec!["--data-dir".into(), data.path().display().to_string()];
+        let mut cluster = start_cluster(specs).await;
+        let api = cluster.api("n2");
+        let mut ids = Vec::new();
+        for chunk in sleep_tasks(2_000, 30).chunks(250) {
+            ids.extend(cluster.api("n1").submit_batch(chunk).await.unwrap());
+        }
+        eventually(Duration::from_secs(30), "some tasks finished", || {
+            let api = cluster.api("n1");
+            async move { (api.cluster().await.ok()?.tasks.succeeded > 200).then_some(()) }
+        })
+        .await;
+        cluster.kill("n1").await;
+        // Without an orchestrator the API says so (and submissions are refused).
+        eventually(
+            Duration::from_secs(10),
+            "n2 notices the orchestrator is gone",
+            || {
+                let api = api.clone();
+                async move {
+                    matches!(
+                        api.cluster().await,
+                        Err(herd_tests::ApiClientError::Api { status: 503, .. })
+                    )
+                    .then_some(())
+                }
+            },
+        )
+        .await;
+        cluster.restart("n1").unwrap();
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = wait_finished(&cluster.api("n1"), 2_000, Duration::from_secs(120)).await;
+        assert_eq!(status.tasks.succeeded, 2_000, "{:?}", status.tasks);
+        let tasks = all_tasks(&cluster.api("n1")).await;
+        let returned: HashSet<_> = tasks.iter().map(|task| task.id).collect();
+        assert!(
+            ids.iter().all(|id| returned.contains(id)),
+            "an acknowledged task was lost"
+        );
+        let log = cluster.node("n1").log_text();
+        assert!(
+            log.contains("orchestrator state recovered from the journal"),
+            "{log}"
+        );
+        cluster.stop().await;
     })
     .await;
-    cluster.kill(0).await;
-    // Without an orchestrator the API says so (and submissions are refused).
-    eventually(
-        Duration::from_secs(10),
-        "n2 notices the orchestrator is gone",
-        || {
-            let api = api.clone();
-            async move {
-                matches!(
-                    api.cluster().await,
-                    Err(herd_tests::ApiClientError::Api { status: 503, .. })
-                )
-                .then_some(())
-            }
-        },
-    )
-    .await;
-    cluster.restart(0).unwrap();
-    cluster
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let status = wait_finished(&cluster.api(0), 2_000, Duration::from_secs(120)).await;
-    assert_eq!(status.tasks.succeeded, 2_000, "{:?}", status.tasks);
-    let tasks = all_tasks(&cluster.api(0)).await;
-    let returned: HashSet<_> = tasks.iter().map(|task| task.id).collect();
-    assert!(
-        ids.iter().all(|id| returned.contains(id)),
-        "an acknowledged task was lost"
-    );
-    let log = cluster.nodes[0].log_text();
-    assert!(
-        log.contains("orchestrator state recovered from the journal"),
-        "{log}"
-    );
-    cluster.stop().await;
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_worker_node_hands_back_long_tasks_and_it_leaves() {
-    let mut specs = NodeSpec::three_nodes(2);
-    specs[2].extra_args = vec!["--drain-grace".into(), "1".into()];
-    let mut cluster = LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let api = cluster.api(0);
-    api.submit_batch(&sleep_tasks(12, 4_000)).await.unwrap();
-    eventually(Duration::from_secs(10), "n3 is running tasks", || {
-        let api = api.clone();
-        async move {
-            (api.cluster()
-                .await
-                .ok()?
-                .nodes
-                .iter()
-                .find(|n| n.name.as_str() == "n3")?
-                .busy
-                > 0)
-            .then_some(())
-        }
+    with_deadline(DEADLINE, async {
+        let mut specs = NodeSpec::three_nodes(2);
+        specs[2].extra_args = vec!["--drain-grace".into(), "1".into()];
+        let mut cluster = start_cluster(specs).await;
+        let api = cluster.api("n1");
+        api.submit_batch(&sleep_tasks(12, 4_000)).await.unwrap();
+        eventually(Duration::from_secs(10), "n3 is running tasks", || {
+            let api = api.clone();
+            async move {
+                (api.cluster()
+                    .await
+                    .ok()?
+                    .nodes
+                    .iter()
+                    .find(|n| n.name.as_str() == "n3")?
+                    .busy
+                    > 0)
+                .then_some(())
+            }
+        })
+        .await;
+        let code = cluster.terminate("n3", Duration::from_secs(20)).await;
+        assert_eq!(
+            code,
+            Some(0),
+            "a drained node exits cleanly:\n{}",
+            cluster.log_tails()
+        );
+        assert_eq!(node_state(&api, "n3").await, Some(MemberState::Left));
+        let log = cluster.node("n1").log_text();
+        assert!(
+            log.contains("draining pool handed back unfinished attempts"),
+            "{log}"
+        );
+        let status = wait_finished(&api, 12, Duration::from_secs(60)).await;
+        assert_eq!(status.tasks.succeeded, 12);
+        // Handed-back attempts do not count: every task shows one attempt.
+        assert!(all_tasks(&api).await.iter().all(
+            |task| task.attempts == 1 && task.node.as_ref().is_some_and(|n| n.as_str() != "n3")
+        ));
+        cluster.stop().await;
     })
     .await;
-    let code = cluster.terminate(2, Duration::from_secs(20)).await;
-    assert_eq!(
-        code,
-        Some(0),
-        "a drained node exits cleanly:\n{}",
-        cluster.log_tails()
-    );
-    assert_eq!(node_state(&api, "n3").await, Some(MemberState::Left));
-    let log = cluster.nodes[0].log_text();
-    assert!(
-        log.contains("draining pool handed back unfinished attempts"),
-        "{log}"
-    );
-    let status = wait_finished(&api, 12, Duration::from_secs(60)).await;
-    assert_eq!(status.tasks.succeeded, 12);
-    // Handed-back attempts do not count: every task shows one attempt.
-    assert!(
-        all_tasks(&api).await.iter().all(
-            |task| task.attempts == 1 && task.node.as_ref().is_some_and(|n| n.as_str() != "n3")
-        )
-    );
-    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herd_drain_lets_running_tasks_finish_then_the_node_leaves() {
-    let mut cluster = three_node_cluster(2).await;
-    let api = cluster.api(1);
-    let ids = api.submit_batch(&sleep_tasks(12, 800)).await.unwrap();
-    eventually(Duration::from_secs(10), "n2 is running tasks", || {
-        let api = api.clone();
-        async move {
-            (api.cluster()
-                .await
-                .ok()?
-                .nodes
-                .iter()
-                .find(|n| n.name.as_str() == "n2")?
-                .busy
-                > 0)
-            .then_some(())
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(2).await;
+        let api = cluster.api("n2");
+        let ids = api.submit_batch(&sleep_tasks(12, 800)).await.unwrap();
+        eventually(Duration::from_secs(10), "n2 is running tasks", || {
+            let api = api.clone();
+            async move {
+                (api.cluster()
+                    .await
+                    .ok()?
+                    .nodes
+                    .iter()
+                    .find(|n| n.name.as_str() == "n2")?
+                    .busy
+                    > 0)
+                .then_some(())
+            }
+        })
+        .await;
+        let herd = herd_node::local_cluster::herd_binary().unwrap();
+        let drained = std::process::Command::new(&herd)
+            .args(["drain", "--api", cluster.api("n1").base(), "n2"])
+            .output()
+            .unwrap();
+        assert!(
+            drained.status.success(),
+            "{}",
+            String::from_utf8_lossy(&drained.stderr)
+        );
+        assert!(String::from_utf8_lossy(&drained.stdout).contains("n2 is draining"));
+        let code = cluster.wait_exit("n2", Duration::from_secs(40)).await;
+        assert_eq!(code, Some(0), "{}", cluster.log_tails());
+        let api = cluster.api("n1");
+        let status = wait_finished(&api, 12, Duration::from_secs(60)).await;
+        assert_eq!(status.tasks.succeeded, 12);
+        // The tasks n2 was running finished there (30 s grace): none ran twice.
+        for id in ids {
+            assert_eq!(api.task(id, None).await.unwrap().attempts, 1);
         }
+        assert_eq!(node_state(&api, "n2").await, Some(MemberState::Left));
+        match api.drain("nobody").await {
+            Err(herd_tests::ApiClientError::Api {
+                status: 404, code, ..
+            }) => assert_eq!(code, "node_not_found"),
+            other => panic!("expected 404, got {other:?}"),
+        }
+        cluster.stop().await;
     })
     .await;
-    let herd = herd_node::local_cluster::herd_binary().unwrap();
-    let drained = std::process::Command::new(&herd)
-        .args(["drain", "--api", cluster.api(0).base(), "n2"])
-        .output()
-        .unwrap();
-    assert!(
-        drained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&drained.stderr)
-    );
-    assert!(String::from_utf8_lossy(&drained.stdout).contains("n2 is draining"));
-    let code = cluster.wait_exit(1, Duration::from_secs(40)).await;
-    assert_eq!(code, Some(0), "{}", cluster.log_tails());
-    let api = cluster.api(0);
-    let status = wait_finished(&api, 12, Duration::from_secs(60)).await;
-    assert_eq!(status.tasks.succeeded, 12);
-    // The tasks n2 was running finished there (30 s grace): none ran twice.
-    for id in ids {
-        assert_eq!(api.task(id, None).await.unwrap().attempts, 1);
-    }
-    assert_eq!(node_state(&api, "n2").await, Some(MemberState::Left));
-    match api.drain("nobody").await {
-        Err(herd_tests::ApiClientError::Api {
-            status: 404, code, ..
-        }) => assert_eq!(code, "node_not_found"),
-        other => panic!("expected 404, got {other:?}"),
-    }
-    cluster.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use herd_node::local_cluster::free_ports;
-use herd_tests::{LocalCluster, NodeSpec, eventually};
+use herd_tests::{DEADLINE, NodeSpec, eventually, start_cluster, with_deadline};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -155,136 +155,141 @@ fn find<'a>(spans: &'a [Received], name: &str, trace: &[u8]) -> Option<&'a Recei
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_submitted_on_one_node_and_run_on_another_is_one_trace_over_grpc() {
-    let (collector, addr) = start_grpc_collector();
-    let env = otel_env(&format!("http://{addr}"), "grpc");
-    // n1 orchestrates and takes submissions but runs no tasks: every task
-    // runs on n2.
-    let specs = vec![
-        NodeSpec {
-            env: env.clone(),
-            ..NodeSpec::new("n1", "orchestrator,monitor", 0)
-        },
-        NodeSpec {
-            env,
-            ..NodeSpec::new("n2", "worker,monitor", 2)
-        },
-    ];
-    let mut cluster = LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let api = cluster.api(0);
-    let id = api.submit("echo", json!({ "traced": true })).await.unwrap();
-    let view = api.task(id, Some(Duration::from_secs(10))).await.unwrap();
-    assert_eq!(view.node.as_ref().map(|n| n.as_str()), Some("n2"));
+    with_deadline(DEADLINE, async {
+        let (collector, addr) = start_grpc_collector();
+        let env = otel_env(&format!("http://{addr}"), "grpc");
+        // n1 orchestrates and takes submissions but runs no tasks: every task
+        // runs on n2.
+        let specs = vec![
+            NodeSpec {
+                env: env.clone(),
+                ..NodeSpec::new("n1", "orchestrator,monitor", 0)
+            },
+            NodeSpec {
+                env,
+                ..NodeSpec::new("n2", "worker,monitor", 2)
+            },
+        ];
+        let mut cluster = start_cluster(specs).await;
+        let api = cluster.api("n1");
+        let id = api.submit("echo", json!({ "traced": true })).await.unwrap();
+        let view = api.task(id, Some(Duration::from_secs(10))).await.unwrap();
+        assert_eq!(view.node.as_ref().map(|n| n.as_str()), Some("n2"));
 
-    let task_id = id.to_string();
-    let spans = eventually(
-        Duration::from_secs(20),
-        "the task's spans reach the collector",
-        || {
-            let collector = collector.clone();
-            let task_id = task_id.clone();
-            async move {
-                let spans = collector.spans();
-                let execute = spans.iter().find(|s| {
-                    s.name == "herd.execute" && s.attributes.get("herd.task_id") == Some(&task_id)
-                })?;
-                let complete = find(&spans, "herd.complete", &execute.trace_id)?;
-                let _ = complete;
-                Some(spans)
-            }
-        },
-    )
-    .await;
-    let execute = spans
-        .iter()
-        .find(|s| s.name == "herd.execute" && s.attributes.get("herd.task_id") == Some(&task_id))
-        .unwrap();
-    let trace = execute.trace_id.clone();
-    let submit = find(&spans, "herd.submit", &trace).expect("the submit span shares the trace");
-    assert_eq!(submit.node, "n1");
-    assert_eq!(execute.node, "n2", "{execute:?}");
-    assert_eq!(submit.service, "herd-under-test");
-    assert!(
-        submit.parent_span_id.is_empty(),
-        "submit is the root: {submit:?}"
-    );
-    assert_eq!(
-        execute.parent_span_id, submit.span_id,
-        "execute is a child of submit"
-    );
-    for name in ["herd.queue", "herd.assign", "herd.complete"] {
-        let span =
-            find(&spans, name, &trace).unwrap_or_else(|| panic!("no {name} span in {spans:#?}"));
-        assert_eq!(span.node, "n1", "{name} is recorded by the orchestrator");
-        assert_eq!(
-            span.parent_span_id, submit.span_id,
-            "{name} is a child of submit"
+        let task_id = id.to_string();
+        let spans = eventually(
+            Duration::from_secs(20),
+            "the task's spans reach the collector",
+            || {
+                let collector = collector.clone();
+                let task_id = task_id.clone();
+                async move {
+                    let spans = collector.spans();
+                    let execute = spans.iter().find(|s| {
+                        s.name == "herd.execute"
+                            && s.attributes.get("herd.task_id") == Some(&task_id)
+                    })?;
+                    let complete = find(&spans, "herd.complete", &execute.trace_id)?;
+                    let _ = complete;
+                    Some(spans)
+                }
+            },
+        )
+        .await;
+        let execute = spans
+            .iter()
+            .find(|s| {
+                s.name == "herd.execute" && s.attributes.get("herd.task_id") == Some(&task_id)
+            })
+            .unwrap();
+        let trace = execute.trace_id.clone();
+        let submit = find(&spans, "herd.submit", &trace).expect("the submit span shares the trace");
+        assert_eq!(submit.node, "n1");
+        assert_eq!(execute.node, "n2", "{execute:?}");
+        assert_eq!(submit.service, "herd-under-test");
+        assert!(
+            submit.parent_span_id.is_empty(),
+            "submit is the root: {submit:?}"
         );
-    }
-    assert_eq!(
-        find(&spans, "herd.assign", &trace)
-            .unwrap()
-            .attributes
-            .get("herd.assigned_to")
-            .map(String::as_str),
-        Some("n2")
-    );
-    cluster.stop().await;
+        assert_eq!(
+            execute.parent_span_id, submit.span_id,
+            "execute is a child of submit"
+        );
+        for name in ["herd.queue", "herd.assign", "herd.complete"] {
+            let span = find(&spans, name, &trace)
+                .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"));
+            assert_eq!(span.node, "n1", "{name} is recorded by the orchestrator");
+            assert_eq!(
+                span.parent_span_id, submit.span_id,
+                "{name} is a child of submit"
+            );
+        }
+        assert_eq!(
+            find(&spans, "herd.assign", &trace)
+                .unwrap()
+                .attributes
+                .get("herd.assigned_to")
+                .map(String::as_str),
+            Some("n2")
+        );
+        cluster.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_also_go_over_otlp_http_and_continue_the_callers_trace() {
-    let (collector, addr) = start_http_collector().await;
-    let env = otel_env(&format!("http://{addr}"), "http/protobuf");
-    let specs = vec![NodeSpec {
-        env,
-        ..NodeSpec::new("n1", "orchestrator,worker,monitor", 2)
-    }];
-    let mut cluster = LocalCluster::start(specs, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    // A caller's trace context, as a W3C header.
-    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let caller_span = "00f067aa0ba902b7";
-    let api = cluster.api(0);
-    let (status, body) = api
-        .post_json_with_headers(
-            "/v1/tasks",
-            &json!({ "agent_type": "sleep", "payload": { "ms": 10 } }),
-            &[(
-                "traceparent",
-                &format!("00-{caller_trace}-{caller_span}-01"),
-            )],
+    with_deadline(DEADLINE, async {
+        let (collector, addr) = start_http_collector().await;
+        let env = otel_env(&format!("http://{addr}"), "http/protobuf");
+        let specs = vec![NodeSpec {
+            env,
+            ..NodeSpec::new("n1", "orchestrator,worker,monitor", 2)
+        }];
+        let mut cluster = start_cluster(specs).await;
+        // A caller's trace context, as a W3C header.
+        let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let caller_span = "00f067aa0ba902b7";
+        let api = cluster.api("n1");
+        let (status, body) = api
+            .post_json_with_headers(
+                "/v1/tasks",
+                &json!({ "agent_type": "sleep", "payload": { "ms": 10 } }),
+                &[(
+                    "traceparent",
+                    &format!("00-{caller_trace}-{caller_span}-01"),
+                )],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{body}");
+        let trace = hex(caller_trace);
+        let spans = eventually(
+            Duration::from_secs(20),
+            "the spans arrive over HTTP",
+            || {
+                let collector = collector.clone();
+                let trace = trace.clone();
+                async move {
+                    let spans = collector.spans();
+                    (find(&spans, "herd.execute", &trace).is_some()
+                        && find(&spans, "herd.complete", &trace).is_some())
+                    .then_some(spans)
+                }
+            },
         )
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{body}");
-    let trace = hex(caller_trace);
-    let spans = eventually(
-        Duration::from_secs(20),
-        "the spans arrive over HTTP",
-        || {
-            let collector = collector.clone();
-            let trace = trace.clone();
-            async move {
-                let spans = collector.spans();
-                (find(&spans, "herd.execute", &trace).is_some()
-                    && find(&spans, "herd.complete", &trace).is_some())
-                .then_some(spans)
-            }
-        },
-    )
+        .await;
+        let submit = find(&spans, "herd.submit", &trace).unwrap();
+        assert_eq!(
+            submit.parent_span_id,
+            hex(caller_span),
+            "submit continues the caller's span"
+        );
+        let execute = find(&spans, "herd.execute", &trace).unwrap();
+        assert_eq!(execute.parent_span_id, submit.span_id);
+        cluster.stop().await;
+    })
     .await;
-    let submit = find(&spans, "herd.submit", &trace).unwrap();
-    assert_eq!(
-        submit.parent_span_id,
-        hex(caller_span),
-        "submit continues the caller's span"
-    );
-    let execute = find(&spans, "herd.execute", &trace).unwrap();
-    assert_eq!(execute.parent_span_id, submit.span_id);
-    cluster.stop().await;
 }
 
 fn hex(text: &str) -> Vec<u8> {

@@ -209,7 +209,7 @@ impl MembershipState {
             Err(reason) => {
                 self.dialer.finished(&address, false, jitter, now);
                 let failures = self.dialer.failures(&address);
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     info!(%address, failures, %reason, "peer not reachable yet; retrying with backoff");
                 } else {
                     debug!(%address, failures, %reason, "peer still not reachable");

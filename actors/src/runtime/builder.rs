@@ -211,7 +211,16 @@ impl HerdNode {
         config: NodeConfig,
         custom: BTreeMap<AgentType, Arc<dyn TaskHandler>>,
     ) -> Result<HerdNode, StartError> {
-        let handlers = Arc::new(HandlerRegistry::from_config(&config, custom)?);
+        // Only a pool runs handlers. A node without the worker role builds
+        // none, so its config may declare `custom` types whose handlers are
+        // registered on the nodes that run them (e.g. a service that embeds
+        // herd and joins this cluster).
+        let handlers = if config.has_role(Role::Worker) {
+            HandlerRegistry::from_config(&config, custom)?
+        } else {
+            HandlerRegistry::default()
+        };
+        let handlers = Arc::new(handlers);
         let mut config = config;
         let pool_capacity = {
             let (cores, memory_gb) = crate::pool::host_resources();

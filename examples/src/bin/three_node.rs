@@ -31,7 +31,7 @@ fn task_for(index: usize) -> Value {
         17..=18 => ("proximity", json!({ "text": format!("idea {index}") })),
         _ => ("meta_review", json!({ "round": index / 20 })),
     };
-    json!({ "agent_type": agent_type, "payload": payload, "priority": if index % 50 == 0 { 9 } else { 5 } })
+    json!({ "agent_type": agent_type, "payload": payload, "priority": if index.is_multiple_of(50) { 9 } else { 5 } })
 }
 
 fn parse_args() -> anyhow::Result<usize> {
