@@ -192,6 +192,10 @@ impl HerdNodeBuilder {
 
 /// A running node. Dropping it does not stop the node; call
 /// [`HerdNode::shutdown`].
+///
+/// A process runs one node: ractor's process groups and registry, which the
+/// node's actors find each other through, are global to the process. Start
+/// one `HerdNode` per process (another node needs another process).
 pub struct HerdNode {
     handle: NodeHandle,
     supervisor: ActorRef<SupervisorMsg>,
