@@ -207,6 +207,21 @@ pub async fn wait_finished(
     .await
 }
 
+/// Waits until node `name` runs at least one task (its `busy` slots in the
+/// cluster summary), or panics after `limit`.
+pub async fn wait_until_busy(api: &ApiClient, name: &str, limit: Duration) {
+    let what = format!("{name} is running tasks");
+    eventually(limit, &what, || {
+        let api = api.clone();
+        async move {
+            let status = api.cluster().await.ok()?;
+            let node = status.nodes.iter().find(|n| n.name.as_str() == name)?;
+            (node.busy > 0).then_some(())
+        }
+    })
+    .await
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);

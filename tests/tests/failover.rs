@@ -8,7 +8,7 @@ use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_tests::{
     DEADLINE, NodeSpec, all_tasks, eventually, node_state, start_cluster, temp_dir,
-    three_node_cluster, wait_finished, with_deadline,
+    three_node_cluster, wait_finished, wait_until_busy, with_deadline,
 };
 use serde_json::json;
 
@@ -87,20 +87,7 @@ async fn a_frozen_node_is_detected_its_tasks_finish_elsewhere_and_it_rejoins_fen
         let mut cluster = three_node_cluster(4).await;
         let api = cluster.api("n1");
         let ids = api.submit_batch(&sleep_tasks(60, 1_500)).await.unwrap();
-        eventually(Duration::from_secs(10), "n3 is running tasks", || {
-            let api = api.clone();
-            async move {
-                let status = api.cluster().await.ok()?;
-                (status
-                    .nodes
-                    .iter()
-                    .find(|node| node.name.as_str() == "n3")?
-                    .busy
-                    > 0)
-                .then_some(())
-            }
-        })
-        .await;
+        wait_until_busy(&api, "n3", Duration::from_secs(10)).await;
         cluster.signal("n3", libc::SIGSTOP);
         eventually(
             Duration::from_secs(10),
@@ -238,21 +225,7 @@ async fn sigterm_drains_a_worker_node_hands_back_long_tasks_and_it_leaves() {
         let mut cluster = start_cluster(specs).await;
         let api = cluster.api("n1");
         api.submit_batch(&sleep_tasks(12, 4_000)).await.unwrap();
-        eventually(Duration::from_secs(10), "n3 is running tasks", || {
-            let api = api.clone();
-            async move {
-                (api.cluster()
-                    .await
-                    .ok()?
-                    .nodes
-                    .iter()
-                    .find(|n| n.name.as_str() == "n3")?
-                    .busy
-                    > 0)
-                .then_some(())
-            }
-        })
-        .await;
+        wait_until_busy(&api, "n3", Duration::from_secs(10)).await;
         let code = cluster.terminate("n3", Duration::from_secs(20)).await;
         assert_eq!(
             code,
@@ -283,21 +256,7 @@ async fn herd_drain_lets_running_tasks_finish_then_the_node_leaves() {
         let mut cluster = three_node_cluster(2).await;
         let api = cluster.api("n2");
         let ids = api.submit_batch(&sleep_tasks(12, 800)).await.unwrap();
-        eventually(Duration::from_secs(10), "n2 is running tasks", || {
-            let api = api.clone();
-            async move {
-                (api.cluster()
-                    .await
-                    .ok()?
-                    .nodes
-                    .iter()
-                    .find(|n| n.name.as_str() == "n2")?
-                    .busy
-                    > 0)
-                .then_some(())
-            }
-        })
-        .await;
+        wait_until_busy(&api, "n2", Duration::from_secs(10)).await;
         let herd = herd_node::local_cluster::herd_binary().unwrap();
         let drained = std::process::Command::new(&herd)
             .args(["drain", "--api", cluster.api("n1").base(), "n2"])

@@ -7,7 +7,7 @@ use std::time::Duration;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_tests::{
     DEADLINE, NodeSpec, Partitionable, eventually, node_state, start_cluster, wait_finished,
-    with_deadline,
+    wait_until_busy, with_deadline,
 };
 use serde_json::json;
 
@@ -36,21 +36,7 @@ async fn a_partitioned_node_is_declared_down_its_tasks_finish_elsewhere_and_it_r
             .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": 1500 } }))
             .collect();
         api.submit_batch(&tasks).await.unwrap();
-        eventually(Duration::from_secs(10), "n3 runs tasks", || {
-            let api = api.clone();
-            async move {
-                (api.cluster()
-                    .await
-                    .ok()?
-                    .nodes
-                    .iter()
-                    .find(|n| n.name.as_str() == "n3")?
-                    .busy
-                    > 0)
-                .then_some(())
-            }
-        })
-        .await;
+        wait_until_busy(&api, "n3", Duration::from_secs(10)).await;
 
         net.cut();
         eventually(
