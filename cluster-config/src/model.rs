@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub agents: BTreeMap<AgentType, AgentConfig>,
     /// Deployment mode, pool bounds and rebalancing.
     pub scaling: ScalingSettings,
+    /// LLM providers (`[providers.NAME]`) that `llm` agent types call.
+    pub providers: BTreeMap<String, ProviderConfig>,
     /// Where each `node.*` value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -389,6 +391,8 @@ pub enum HandlerConfig {
     Exec(ExecHandlerConfig),
     /// POSTs the payload to a URL; the response body is the result.
     Http(HttpHandlerConfig),
+    /// Calls an OpenAI-compatible chat-completions API through a provider.
+    Llm(LlmHandlerConfig),
     /// Provided by the embedding program (registered in code).
     Custom,
 }
@@ -401,6 +405,7 @@ impl HandlerConfig {
             HandlerConfig::Sleep => "sleep",
             HandlerConfig::Exec(_) => "exec",
             HandlerConfig::Http(_) => "http",
+            HandlerConfig::Llm(_) => "llm",
             HandlerConfig::Custom => "custom",
         }
     }
@@ -426,6 +431,58 @@ pub struct HttpHandlerConfig {
     pub url: String,
     /// Extra request headers (values may be secrets, so they are never logged).
     pub headers: BTreeMap<String, Secret>,
+}
+
+/// `llm` handler settings of one agent type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmHandlerConfig {
+    /// The `[providers.NAME]` its calls go to first.
+    pub provider: String,
+    /// Providers tried, in order, when the one before has an open circuit
+    /// or no budget within its `max_wait`.
+    pub fallback: Vec<String>,
+    /// Model name; `None` uses the provider's `model`.
+    pub model: Option<String>,
+    /// Sent as the first (system) message.
+    pub system_prompt: Option<String>,
+    /// Sampling temperature (0.0–2.0).
+    pub temperature: Option<f64>,
+    /// Most tokens of one completion; also the token estimate the budget
+    /// reserves before the provider says what a call used.
+    pub max_tokens: Option<u32>,
+}
+
+impl LlmHandlerConfig {
+    /// The providers in the order calls try them: `provider`, then `fallback`.
+    pub fn chain(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.provider.as_str()).chain(self.fallback.iter().map(String::as_str))
+    }
+}
+
+/// One `[providers.NAME]`: where an OpenAI-compatible API lives and the
+/// limits the provider enforces. Limits hold for the whole cluster: the
+/// orchestrator grants calls so that all nodes together stay within them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderConfig {
+    /// Base URL of the API, e.g. `https://api.openai.com/v1`; calls go to
+    /// `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …`; never logged or returned.
+    pub api_key: Option<Secret>,
+    /// Default model for agent types that name none.
+    pub model: Option<String>,
+    /// Requests started in any 60 s window, cluster-wide.
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (prompt + completion) used in any 60 s window, cluster-wide.
+    pub tokens_per_minute: Option<u64>,
+    /// Calls in flight at once, cluster-wide.
+    pub max_concurrent: Option<u32>,
+    /// How long a task may wait for this provider's budget before its call
+    /// goes to the next provider of its agent type's `fallback` list.
+    pub max_wait: Duration,
+    /// When this provider's circuit opens (consecutive 5xx, timeouts,
+    /// unreachable) and how it recovers.
+    pub circuit: CircuitSettings,
 }
 
 /// The agent types a node offers when its config declares none.

@@ -311,6 +311,9 @@ pub struct TaskAssignment {
     pub timeout_ms: u64,
     /// W3C `traceparent` to continue.
     pub trace_context: Option<String>,
+    /// For an `llm` agent type: the provider this attempt was granted a
+    /// call to (the orchestrator's budget already counts it).
+    pub provider: Option<String>,
 }
 
 /// How one attempt ended.

@@ -161,6 +161,8 @@ mod tests {
             payload: JsonText::parse(payload.to_string()).unwrap(),
             timeout: Duration::from_secs(5),
             trace_context: None,
+            epoch: herd_protocol::AssignmentEpoch(1),
+            provider: None,
         }
     }
 

@@ -181,6 +181,8 @@ mod tests {
             payload: JsonText::parse("{\"prompt\":\"hi\"}").unwrap(),
             timeout: Duration::from_secs(5),
             trace_context: None,
+            epoch: herd_protocol::AssignmentEpoch(1),
+            provider: None,
         }
     }
 

@@ -9,17 +9,19 @@
 mod echo;
 mod exec;
 mod http;
+mod llm;
 mod registry;
 mod sleep;
 
 use std::time::Duration;
 
-use herd_protocol::{AgentType, JsonText, TaskId};
+use herd_protocol::{AgentType, AssignmentEpoch, JsonText, TaskId};
 use serde::Serialize;
 
 pub use echo::EchoHandler;
 pub use exec::ExecHandler;
 pub use http::HttpHandler;
+pub use llm::{LlmHandler, ProviderCallSink};
 pub use registry::{HandlerRegistry, RegistryError};
 pub use sleep::SleepHandler;
 
@@ -38,6 +40,11 @@ pub struct TaskInput {
     pub timeout: Duration,
     /// W3C `traceparent` of the submitter, if any.
     pub trace_context: Option<String>,
+    /// This attempt's fencing token (reported back with provider calls).
+    pub epoch: AssignmentEpoch,
+    /// For an `llm` agent type: the provider the orchestrator granted this
+    /// attempt a call to; `None` for other handlers.
+    pub provider: Option<String>,
 }
 
 impl TaskInput {

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use herd_config::{HandlerConfig, NodeConfig};
 use herd_protocol::AgentType;
 
-use super::{EchoHandler, ExecHandler, HttpHandler, SleepHandler, TaskHandler};
+use super::{
+    EchoHandler, ExecHandler, HttpHandler, LlmHandler, ProviderCallSink, SleepHandler, TaskHandler,
+};
 
 /// The handler for each agent type a node can run.
 #[derive(Clone, Default)]
@@ -38,6 +40,7 @@ impl HandlerRegistry {
     pub fn from_config(
         config: &NodeConfig,
         mut custom: BTreeMap<AgentType, Arc<dyn TaskHandler>>,
+        provider_calls: ProviderCallSink,
     ) -> Result<Self, RegistryError> {
         let max_bytes = config.limits.max_payload_bytes;
         let mut handlers: BTreeMap<AgentType, Arc<dyn TaskHandler>> = BTreeMap::new();
@@ -51,6 +54,17 @@ impl HandlerRegistry {
                         RegistryError::HttpClient(agent_type.clone(), error.to_string())
                     })?)
                 }
+                HandlerConfig::Llm(llm) => Arc::new(
+                    LlmHandler::new(
+                        llm.clone(),
+                        config.providers.clone(),
+                        max_bytes,
+                        provider_calls.clone(),
+                    )
+                    .map_err(|error| {
+                        RegistryError::HttpClient(agent_type.clone(), error.to_string())
+                    })?,
+                ),
                 HandlerConfig::Custom => custom
                     .remove(agent_type)
                     .ok_or_else(|| RegistryError::MissingCustomHandler(agent_type.clone()))?,

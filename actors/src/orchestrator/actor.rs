@@ -150,6 +150,10 @@ impl Actor for Orchestrator {
                 },
             ),
             Mailbox::Local(OrchestratorLocal::ScalingTick) => state.scaling_step(&myself),
+            // provider_budgets.rs
+            Mailbox::Cast(OrchestratorCast::ProviderCalls { member, calls }) => {
+                let _ = (member, calls);
+            }
             // dispatch.rs
             Mailbox::Local(OrchestratorLocal::Dispatch) => state.dispatch(&myself),
             // effects.rs: retries whose backoff elapsed

@@ -126,6 +126,8 @@ pub async fn run_attempt(
             .as_ref()
             .and_then(|s| s.traceparent())
             .or_else(|| assignment.trace_context.clone()),
+        epoch: assignment.epoch,
+        provider: assignment.provider.clone(),
     };
     let outcome = handle_in_time(handler.as_ref(), input, assignment, max_result_bytes).await;
     if let Outcome::Failed { kind, message } = &outcome {

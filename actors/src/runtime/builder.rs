@@ -220,7 +220,11 @@ impl HerdNode {
         // registered on the nodes that run them (e.g. a service that embeds
         // herd and joins this cluster).
         let handlers = if config.has_role(Role::Worker) {
-            HandlerRegistry::from_config(&config, custom)?
+            HandlerRegistry::from_config(
+                &config,
+                custom,
+                crate::handlers::ProviderCallSink::discard(),
+            )?
         } else {
             HandlerRegistry::default()
         };

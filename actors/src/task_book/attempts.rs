@@ -52,6 +52,7 @@ impl TaskBook {
                 attempt: record.attempts,
                 timeout_ms: u64::from(record.timeout_s) * 1000,
                 trace_context: record.trace_context.clone(),
+                provider: None,
             };
             let load = self.load.entry(member.clone()).or_default();
             load.tasks.insert(id);

@@ -155,6 +155,7 @@ pub fn resolve_with_file(
         cluster,
         agents,
         scaling,
+        providers: std::collections::BTreeMap::new(),
         origins: node.origins,
     })
 }

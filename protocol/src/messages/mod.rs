@@ -7,6 +7,7 @@
 pub mod membership;
 pub mod orchestrator;
 pub mod pool;
+pub mod provider;
 pub mod scaling;
 
 use serde::{Deserialize, Serialize};

@@ -85,6 +85,15 @@ pub enum OrchestratorCast {
         /// The attempts.
         attempts: Vec<(TaskId, AssignmentEpoch)>,
     },
+    /// How a node's LLM calls went: tokens used, rate-limit hints, failures.
+    /// Feeds the providers' budgets and circuits; best effort (a lost batch
+    /// only leaves the token estimate in place until the window passes).
+    ProviderCalls {
+        /// The calling node.
+        member: MemberId,
+        /// The calls, in the order they finished.
+        calls: Vec<super::provider::ProviderCall>,
+    },
 }
 
 /// Which tasks a list request wants.
