@@ -4,6 +4,8 @@
 pub mod allocation;
 pub mod circuit;
 pub mod dispatch;
+pub mod provider_budget;
+pub mod provider_choice;
 
 pub use allocation::{Allocation, PoolCapacity, allocate};
 pub use dispatch::{DispatchInput, PoolLoad, plan_dispatch};
