@@ -20,7 +20,7 @@ pub use json::JsonText;
 pub use mailbox::{Mailbox, Protocol, UndecodableFrame};
 pub use task::{
     FailureKind, Outcome, Priority, RetrySpec, TaskAssignment, TaskReport, TaskSpec, TaskState,
-    TaskView,
+    TaskView, TokenUsage,
 };
 pub use time::UnixMillis;
 

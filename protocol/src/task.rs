@@ -292,6 +292,20 @@ pub struct TaskView {
     pub finished_at: Option<UnixMillis>,
     /// When a scheduled retry becomes eligible (state `failed`).
     pub retry_at: Option<UnixMillis>,
+    /// For a pending task of an `llm` agent type that waits for a
+    /// provider's budget: which provider and why.
+    pub waiting_for: Option<String>,
+    /// For a succeeded task of an `llm` agent type: the tokens its call used.
+    pub tokens: Option<TokenUsage>,
+}
+
+/// Tokens one LLM call used, as the provider counted them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens of the completion.
+    pub completion_tokens: u64,
 }
 
 /// One attempt of one task, pushed from the orchestrator to a worker pool.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use herd_config::{CircuitSettings, ScalingSettings};
+use herd_config::{CircuitSettings, ProviderConfig, ScalingSettings};
 use herd_protocol::messages::orchestrator::{
     OrchestratorCast, OrchestratorReply, OrchestratorRequest,
 };
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::OrchestratorMsg;
+use super::provider_budgets::LlmRoute;
 use super::state::OrchestratorState;
 use crate::journal::WriterEvent;
 use crate::membership::ClusterView;
@@ -70,6 +71,9 @@ pub struct AgentTypeEntry {
     /// Its tasks call an LLM API (they count toward
     /// `max_concurrent_llm_calls` per node).
     pub llm: bool,
+    /// For an `llm` handler: the providers its calls go to, each call
+    /// granted from their cluster-wide budgets.
+    pub llm_route: Option<LlmRoute>,
 }
 
 /// Starts the orchestrator.
@@ -86,6 +90,8 @@ pub struct OrchestratorArgs {
     pub drain_grace: Duration,
     /// Deployment mode, pool bounds and rebalancing.
     pub scaling: ScalingSettings,
+    /// LLM providers and their limits.
+    pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 /// The orchestrator actor.
@@ -152,7 +158,7 @@ impl Actor for Orchestrator {
             Mailbox::Local(OrchestratorLocal::ScalingTick) => state.scaling_step(&myself),
             // provider_budgets.rs
             Mailbox::Cast(OrchestratorCast::ProviderCalls { member, calls }) => {
-                let _ = (member, calls);
+                state.on_provider_calls(&myself, member, calls)
             }
             // dispatch.rs
             Mailbox::Local(OrchestratorLocal::Dispatch) => state.dispatch(&myself),

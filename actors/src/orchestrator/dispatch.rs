@@ -35,13 +35,20 @@ impl OrchestratorState {
     pub(super) fn dispatch(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         self.dispatch_scheduled = false;
         let now = Instant::now();
+        let book = &self.book;
+        self.providers
+            .begin_round(|task, epoch| book.is_current_attempt(task, epoch));
         let mut demand = BTreeMap::new();
+        let mut reserved = BTreeMap::new();
         for agent_type in self.agent_types.keys() {
             let queued = self.book.queue_depth(agent_type);
             if queued > 0 {
                 let admissible = self.circuits.admissible(agent_type, now);
-                if admissible > 0 {
-                    demand.insert(agent_type.clone(), queued.min(admissible));
+                let granted =
+                    self.providers
+                        .allot(agent_type, queued.min(admissible), &mut reserved, now);
+                if granted > 0 {
+                    demand.insert(agent_type.clone(), granted);
                 }
             }
         }
@@ -101,7 +108,14 @@ impl OrchestratorState {
             );
             let mut assigned = 0;
             for effect in effects {
-                if let Effect::Dispatch { member, assignment } = effect {
+                if let Effect::Dispatch {
+                    member,
+                    mut assignment,
+                } = effect
+                {
+                    if self.providers.routes(&assignment.agent_type) {
+                        self.providers.grant(&mut assignment, now);
+                    }
                     self.trace_queued(&assignment);
                     batches.entry(member).or_default().push(assignment);
                     assigned += 1;
@@ -134,9 +148,14 @@ impl OrchestratorState {
         }
     }
 
-    /// Re-dispatches when an open circuit will admit trial tasks.
+    /// Re-dispatches when an open circuit will admit trial tasks, or a
+    /// provider that tasks wait for will have room again.
     fn schedule_reopening(&mut self, myself: &ActorRef<OrchestratorMsg>) {
-        let Some(at) = self.circuits.next_reopening() else {
+        let Some(at) = [self.circuits.next_reopening(), self.providers.next_room_at()]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             return;
         };
         if self

@@ -99,7 +99,7 @@ impl OrchestratorState {
 
     fn wake_waiters(&mut self, id: TaskId) {
         if let Some(waiters) = self.waiters.remove(&id) {
-            let view = self.book.view(id);
+            let view = self.task_view(id);
             for waiter in waiters {
                 let _ = waiter.send(OrchestratorReply::Task(view.clone()));
             }

@@ -49,6 +49,9 @@ pub struct HealthInput {
     pub llm_running: u32,
     /// LLM-calling attempts the serving nodes allow together.
     pub llm_capacity: u32,
+    /// The largest share (0.0–1.0) of any LLM provider's budget in use, when
+    /// providers are configured; it then is the LLM API usage.
+    pub provider_budget_in_use: Option<f64>,
     /// Now.
     pub now: UnixMillis,
 }
@@ -98,10 +101,12 @@ pub fn health_report(input: &HealthInput) -> SystemHealthReport {
         resource_utilization: ResourceUtilization {
             cpu_percentage: round1(input.cpu_percent),
             memory_percentage: round1(input.memory_percent),
-            llm_api_usage_percentage: if input.llm_capacity == 0 {
-                0.0
-            } else {
-                round1(f64::from(input.llm_running) / f64::from(input.llm_capacity) * 100.0)
+            llm_api_usage_percentage: match input.provider_budget_in_use {
+                Some(in_use) => round1(in_use * 100.0),
+                None if input.llm_capacity == 0 => 0.0,
+                None => {
+                    round1(f64::from(input.llm_running) / f64::from(input.llm_capacity) * 100.0)
+                }
             },
         },
     }
@@ -137,7 +142,8 @@ impl OrchestratorState {
                 self.circuits.status(t, now)
                     != herd_protocol::messages::orchestrator::CircuitStatus::Closed
             })
-            .count();
+            .count()
+            + self.providers.circuits_open(now);
         let queued: BTreeMap<AgentType, crate::scaling::TypeDemand> = self
             .agent_types
             .keys()
@@ -175,6 +181,7 @@ impl OrchestratorState {
             memory_percent,
             llm_running,
             llm_capacity: settings.max_concurrent_llm_calls * serving.len() as u32,
+            provider_budget_in_use: self.providers.busiest(now),
             now: UnixMillis::now(),
         })
     }
@@ -201,6 +208,7 @@ mod tests {
             memory_percent: 1.0,
             llm_running: 2,
             llm_capacity: 8,
+            provider_budget_in_use: None,
             now: UnixMillis(1_000_000),
         }
     }
@@ -212,6 +220,17 @@ mod tests {
         assert_eq!(report.worker_pool_health.utilization_percentage, 25.0);
         assert_eq!(report.resource_utilization.llm_api_usage_percentage, 25.0);
         assert_eq!(report.resource_utilization.cpu_percentage, 12.3);
+        // With providers configured, LLM API usage is their budget in use.
+        let budgeted = HealthInput {
+            provider_budget_in_use: Some(0.9),
+            ..calm()
+        };
+        assert_eq!(
+            health_report(&budgeted)
+                .resource_utilization
+                .llm_api_usage_percentage,
+            90.0
+        );
 
         let stuck = HealthInput {
             healthy_slots: 0,

@@ -18,6 +18,7 @@
 //! | `traces` | the orchestrator's spans of a task's trace |
 //! | `process_groups` | finding the orchestrator and pools through ractor's process groups |
 //! | `pools`, `circuits` | the registered pools and their slot quotas; per-type circuit breakers |
+//! | `provider_budgets` | LLM providers' cluster-wide budgets: grants at dispatch, nodes' call reports ([`crate::scheduling::provider_budget`] decides) |
 
 mod actor;
 mod circuits;
@@ -29,6 +30,7 @@ mod journaled;
 mod membership_sync;
 mod pools;
 mod process_groups;
+mod provider_budgets;
 mod reports;
 mod requests;
 mod scaling_control;
@@ -41,6 +43,7 @@ use herd_protocol::Mailbox;
 
 pub use actor::{AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorProtocol};
 pub use process_groups::find_orchestrator;
+pub use provider_budgets::LlmRoute;
 pub use scaling_control::{PoolSnapshot, ScalingControl};
 
 /// The orchestrator's mailbox type.

@@ -38,12 +38,17 @@ impl OrchestratorState {
                 return self.retry_dead_letter(myself, id, payload, reply);
             }
             OrchestratorRequest::AwaitTask(id) => return self.await_task(myself, id, reply),
-            OrchestratorRequest::GetTask(id) => OrchestratorReply::Task(self.book.view(id)),
+            OrchestratorRequest::GetTask(id) => OrchestratorReply::Task(self.task_view(id)),
             OrchestratorRequest::ListTasks(query) => {
-                OrchestratorReply::Tasks(self.book.list(&query))
+                let mut page = self.book.list(&query);
+                for view in &mut page.tasks {
+                    self.annotate_view(view);
+                }
+                OrchestratorReply::Tasks(page)
             }
             OrchestratorRequest::ClusterStatus => {
                 let view = self.view.borrow().clone();
+                let providers = self.providers.status(std::time::Instant::now());
                 OrchestratorReply::Cluster(cluster_status(StatusSources {
                     local: &view.local.member,
                     book: &self.book,
@@ -53,6 +58,7 @@ impl OrchestratorState {
                     agent_types: &self.agent_types,
                     circuits: &mut self.circuits,
                     scaling: &self.scaling,
+                    providers,
                 }))
             }
             OrchestratorRequest::ScalingDecisions { limit } => {
@@ -168,7 +174,7 @@ impl OrchestratorState {
         id: TaskId,
         reply: RpcReplyPort<OrchestratorReply>,
     ) {
-        match self.book.view(id) {
+        match self.task_view(id) {
             Some(view) if !view.state.is_terminal() => {
                 self.waiters.entry(id).or_default().push(reply);
             }

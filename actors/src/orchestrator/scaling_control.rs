@@ -396,6 +396,7 @@ impl OrchestratorState {
     /// One scaling interval: measure, decide, resize pools, move weights,
     /// record the decision.
     pub(super) fn scaling_step(&mut self, myself: &ActorRef<OrchestratorMsg>) {
+        self.providers.publish(Instant::now());
         if !self.view.borrow().discovery_complete {
             return;
         }

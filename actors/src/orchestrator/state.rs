@@ -18,6 +18,7 @@ use super::circuits::Circuits;
 use super::dispatch::borrow_order;
 use super::durability::Durability;
 use super::pools::PoolRegistry;
+use super::provider_budgets::ProviderBudgets;
 use super::scaling_control::ScalingControl;
 use crate::journal::{JournalStore, JournalWriter};
 use crate::membership::ClusterView;
@@ -50,6 +51,7 @@ pub struct OrchestratorState {
     pub(super) drain_grace: Duration,
     pub(super) scaling: ScalingControl,
     pub(super) llm_types: BTreeSet<AgentType>,
+    pub(super) providers: ProviderBudgets,
 }
 
 impl OrchestratorState {
@@ -123,10 +125,20 @@ impl OrchestratorState {
         myself.send_interval(args.scaling.interval, || {
             Mailbox::Local(OrchestratorLocal::ScalingTick)
         });
+        // An llm type's failures are its providers' (each has a circuit, and
+        // an open one sends calls to the fallback), so the type has none.
         let circuits = Circuits::new(
             args.agent_types
                 .iter()
+                .filter(|(_, e)| e.llm_route.is_none())
                 .map(|(t, e)| (t.clone(), e.circuit.clone())),
+        );
+        let providers = ProviderBudgets::new(
+            &args.providers,
+            args.agent_types
+                .iter()
+                .filter_map(|(t, e)| Some((t.clone(), e.llm_route.clone()?)))
+                .collect(),
         );
         ractor::pg::join(groups::ORCHESTRATOR.to_string(), vec![myself.get_cell()]);
         forward_view_changes(args.view.clone(), myself.clone());
@@ -156,6 +168,7 @@ impl OrchestratorState {
             drain_grace: args.drain_grace,
             scaling,
             llm_types,
+            providers,
         };
         state.schedule_tick(&myself);
         Ok(state)

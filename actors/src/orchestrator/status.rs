@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use herd_protocol::messages::orchestrator::{AgentStatus, ClusterStatus, NodeStatus};
+use herd_protocol::messages::orchestrator::{
+    AgentStatus, ClusterStatus, NodeStatus, ProviderStatus,
+};
 use herd_protocol::{AgentType, MemberId};
 
 use super::actor::AgentTypeEntry;
@@ -33,6 +35,8 @@ pub struct StatusSources<'a> {
     pub circuits: &'a mut Circuits,
     /// The scaling loop.
     pub scaling: &'a ScalingControl,
+    /// The LLM providers' budgets.
+    pub providers: Vec<ProviderStatus>,
 }
 
 /// Builds the summary from the book, the pools and the membership view.
@@ -46,6 +50,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         agent_types,
         circuits,
         scaling,
+        providers,
     } = sources;
     let now = std::time::Instant::now();
     let allocation = pools.allocation();
@@ -100,5 +105,6 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         tasks: book.totals(),
         scaling: scaling.status(),
         recent_decisions: scaling.decisions(RECENT_DECISIONS),
+        providers,
     }
 }

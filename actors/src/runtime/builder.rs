@@ -18,7 +18,7 @@ use super::handle::NodeHandle;
 use super::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::handlers::{HandlerRegistry, RegistryError, TaskHandler};
 use crate::membership::{ClusterView, MemberInfo, MembershipLocal, MembershipMsg};
-use crate::orchestrator::AgentTypeEntry;
+use crate::orchestrator::{AgentTypeEntry, LlmRoute};
 use crate::pool::{PoolLocal, PoolMsg};
 use crate::task_book::{RetryPolicy, TaskBookSettings};
 
@@ -283,6 +283,13 @@ impl HerdNode {
                         .clone()
                         .unwrap_or_else(|| config.tasks.circuit.clone()),
                     llm: agent.llm,
+                    llm_route: match &agent.handler {
+                        HandlerConfig::Llm(llm) => Some(LlmRoute {
+                            chain: llm.chain().map(str::to_string).collect(),
+                            max_tokens: llm.max_tokens,
+                        }),
+                        _ => None,
+                    },
                 };
                 (agent_type.clone(), entry)
             })

@@ -222,6 +222,7 @@ impl SupervisorState {
                     data_dir: args.data_dir.clone(),
                     drain_grace: args.drain_grace,
                     scaling: args.config.scaling.clone(),
+                    providers: args.config.providers.clone(),
                 };
                 Actor::spawn_linked(None, Orchestrator, orchestrator_args, myself.get_cell())
                     .await?

@@ -149,21 +149,15 @@ pub struct BudgetUsage {
     pub circuit: CircuitState,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Started {
-    at: Instant,
-    tokens: u64,
-}
-
 /// One provider's budget. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct ProviderBudget {
     limits: BudgetLimits,
     /// Calls of the last minute in start order, and their tokens by key.
     order: VecDeque<(Instant, CallKey)>,
-    started: HashMap<CallKey, Started>,
+    started: HashMap<CallKey, u64>,
     window_tokens: u64,
-    in_flight: HashMap<CallKey, ()>,
+    in_flight: std::collections::HashSet<CallKey>,
     paused_until: Option<Instant>,
     unspecified_pauses: u32,
     request_allowance: Option<(u64, Instant)>,
@@ -183,7 +177,7 @@ impl ProviderBudget {
             order: VecDeque::new(),
             started: HashMap::new(),
             window_tokens: 0,
-            in_flight: HashMap::new(),
+            in_flight: std::collections::HashSet::new(),
             paused_until: None,
             unspecified_pauses: 0,
             request_allowance: None,
@@ -209,8 +203,8 @@ impl ProviderBudget {
                 break;
             }
             self.order.pop_front();
-            if let Some(started) = self.started.remove(&key) {
-                self.window_tokens -= started.tokens;
+            if let Some(tokens) = self.started.remove(&key) {
+                self.window_tokens -= tokens;
             }
         }
         if self.paused_until.is_some_and(|until| until <= now) {
@@ -288,7 +282,7 @@ impl ProviderBudget {
     fn tokens_free_at(&self, needed: u64, now: Instant) -> Instant {
         let mut freed = 0;
         for (at, key) in &self.order {
-            freed += self.started.get(key).map_or(0, |s| s.tokens);
+            freed += self.started.get(key).copied().unwrap_or(0);
             if freed >= needed {
                 return *at + WINDOW;
             }
@@ -312,11 +306,11 @@ impl ProviderBudget {
     pub fn grant(&mut self, key: CallKey, now: Instant) {
         let tokens = self.estimate();
         self.order.push_back((now, key));
-        if let Some(previous) = self.started.insert(key, Started { at: now, tokens }) {
-            self.window_tokens -= previous.tokens;
+        if let Some(previous) = self.started.insert(key, tokens) {
+            self.window_tokens -= previous;
         }
         self.window_tokens += tokens;
-        self.in_flight.insert(key, ());
+        self.in_flight.insert(key);
         self.circuit.admitted(1);
         if let Some((remaining, _)) = &mut self.request_allowance {
             *remaining = remaining.saturating_sub(1);
@@ -339,9 +333,9 @@ impl ProviderBudget {
         now: Instant,
     ) -> Option<CircuitState> {
         self.in_flight.remove(&key);
-        if let Some(started) = self.started.get_mut(&key) {
-            self.window_tokens = self.window_tokens - started.tokens + tokens;
-            started.tokens = tokens;
+        if let Some(estimated) = self.started.get_mut(&key) {
+            self.window_tokens = self.window_tokens - *estimated + tokens;
+            *estimated = tokens;
         }
         if status == ProviderCallStatus::Ok && tokens > 0 {
             // A moving average over roughly the last 20 calls.
@@ -383,21 +377,10 @@ impl ProviderBudget {
         }
     }
 
-    /// The attempt that held `key` ended (reported, lost, cancelled): its
-    /// call is no longer in flight, whether or not the node said so.
-    pub fn release(&mut self, key: CallKey) {
-        self.in_flight.remove(&key);
-    }
-
     /// Keeps only the calls in flight for which `still_running` holds (the
     /// task book is the truth about which attempts run).
     pub fn retain_in_flight(&mut self, mut still_running: impl FnMut(CallKey) -> bool) {
-        self.in_flight.retain(|key, _| still_running(*key));
-    }
-
-    /// The calls in flight.
-    pub fn in_flight(&self) -> impl Iterator<Item = CallKey> + '_ {
-        self.in_flight.keys().copied()
+        self.in_flight.retain(|key| still_running(*key));
     }
 
     /// How much is in use now.
@@ -540,7 +523,9 @@ mod tests {
             budget.room(now, Reserved::default()),
             Err(Shortage::Concurrency)
         );
-        budget.release(key(1));
+        // The node reported the first call; the second's attempt ended
+        // without a report (its node was lost).
+        budget.call_ended(key(1), ProviderCallStatus::Ok, 5, &RateLimitHint::default(), now);
         assert_eq!(budget.room(now, Reserved::default()), Ok(1));
         budget.retain_in_flight(|_| false);
         assert_eq!(budget.room(now, Reserved::default()), Ok(2));

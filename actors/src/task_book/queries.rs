@@ -2,7 +2,9 @@
 //! queue depths and per-node load.
 
 use herd_protocol::messages::orchestrator::{TaskCounts, TaskPage, TaskQuery};
-use herd_protocol::{AgentType, MemberId, TaskId, TaskState, TaskView, UnixMillis};
+use herd_protocol::{
+    AgentType, AssignmentEpoch, MemberId, TaskId, TaskState, TaskView, UnixMillis,
+};
 
 use super::{TaskBook, TaskRecord};
 
@@ -10,6 +12,13 @@ impl TaskBook {
     /// The API view of a task.
     pub fn view(&self, id: TaskId) -> Option<TaskView> {
         self.tasks.get(&id).map(TaskRecord::view)
+    }
+
+    /// True if `epoch` is the running attempt of task `id`.
+    pub fn is_current_attempt(&self, id: TaskId, epoch: AssignmentEpoch) -> bool {
+        self.tasks
+            .get(&id)
+            .is_some_and(|record| record.state == TaskState::Running && record.epoch == epoch)
     }
 
     /// The record of a task.

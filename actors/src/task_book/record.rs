@@ -73,6 +73,8 @@ impl TaskRecord {
             started_at: self.started_at,
             finished_at: self.finished_at,
             retry_at: self.retry_at,
+            waiting_for: None,
+            tokens: None,
         }
     }
 }

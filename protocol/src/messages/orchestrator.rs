@@ -382,6 +382,33 @@ pub struct ClusterStatus {
     pub scaling: ScalingStatus,
     /// The latest scaling decisions, newest first.
     pub recent_decisions: Vec<super::scaling::ScalingDecision>,
+    /// Every LLM provider's cluster-wide budget, by name.
+    pub providers: Vec<ProviderStatus>,
+}
+
+/// One LLM provider's budget in the cluster summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    /// The `[providers.NAME]`.
+    pub name: String,
+    /// Calls started in the last minute, cluster-wide.
+    pub requests_last_minute: u64,
+    /// Its `requests_per_minute`, if set.
+    pub requests_per_minute: Option<u32>,
+    /// Tokens used in the last minute (estimates for calls not yet ended).
+    pub tokens_last_minute: u64,
+    /// Its `tokens_per_minute`, if set.
+    pub tokens_per_minute: Option<u64>,
+    /// Calls in flight.
+    pub in_flight: u32,
+    /// Its `max_concurrent`, if set.
+    pub max_concurrent: Option<u32>,
+    /// The largest share of any limit in use (0.0–1.0; 1.0 while paused).
+    pub budget_in_use: f64,
+    /// Time left of a pause the provider asked for (`Retry-After`).
+    pub paused_for_ms: u64,
+    /// Its circuit breaker.
+    pub circuit: CircuitStatus,
 }
 
 /// The scaling settings in force, in the cluster summary.
