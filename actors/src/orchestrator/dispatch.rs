@@ -151,11 +151,13 @@ impl OrchestratorState {
     /// Re-dispatches when an open circuit will admit trial tasks, or a
     /// provider that tasks wait for will have room again.
     fn schedule_reopening(&mut self, myself: &ActorRef<OrchestratorMsg>) {
-        let Some(at) = [self.circuits.next_reopening(), self.providers.next_room_at()]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
+        let Some(at) = [
+            self.circuits.next_reopening(),
+            self.providers.next_room_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min() else {
             return;
         };
         if self

@@ -303,9 +303,7 @@ impl OrchestratorState {
             return;
         }
         if view.state == TaskState::Pending {
-            view.waiting_for = self
-                .providers
-                .waiting_for(&view.agent_type, Instant::now());
+            view.waiting_for = self.providers.waiting_for(&view.agent_type, Instant::now());
         }
         view.tokens = view.result.as_ref().and_then(tokens_of);
     }

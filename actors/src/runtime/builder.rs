@@ -219,11 +219,13 @@ impl HerdNode {
         // none, so its config may declare `custom` types whose handlers are
         // registered on the nodes that run them (e.g. a service that embeds
         // herd and joins this cluster).
+        let (provider_calls, provider_call_receiver) =
+            mpsc::channel(super::provider_feedback::PROVIDER_CALL_BUFFER);
         let handlers = if config.has_role(Role::Worker) {
             HandlerRegistry::from_config(
                 &config,
                 custom,
-                crate::handlers::ProviderCallSink::discard(),
+                crate::handlers::ProviderCallSink::new(provider_calls),
             )?
         } else {
             HandlerRegistry::default()
@@ -268,6 +270,11 @@ impl HerdNode {
             state_since: now,
         };
         let (view_tx, view_rx) = watch::channel(ClusterView::alone(local));
+        super::provider_feedback::forward_provider_calls(
+            provider_call_receiver,
+            member.clone(),
+            view_rx.clone(),
+        );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let agent_types = config
             .agents

@@ -22,6 +22,7 @@
 mod builder;
 mod fatal;
 mod handle;
+mod provider_feedback;
 mod supervisor;
 
 pub use crate::journal::StoreError as JournalError;

@@ -102,19 +102,30 @@ impl Shortage {
         };
         match self {
             Shortage::CircuitOpen { until } => match until {
-                Some(until) => format!("its circuit is open after repeated failures; trial calls in {}", wait(until)),
+                Some(until) => format!(
+                    "its circuit is open after repeated failures; trial calls in {}",
+                    wait(until)
+                ),
                 None => "its circuit is open after repeated failures".to_string(),
             },
-            Shortage::Paused { until } => format!("it asked to wait (Retry-After); {} left", wait(until)),
+            Shortage::Paused { until } => {
+                format!("it asked to wait (Retry-After); {} left", wait(until))
+            }
             Shortage::ProviderAllowance { until } => {
-                format!("its own rate-limit headers say none remain; reset in {}", wait(until))
+                format!(
+                    "its own rate-limit headers say none remain; reset in {}",
+                    wait(until)
+                )
             }
             Shortage::RequestsPerMinute { until } => format!(
                 "requests_per_minute is used up; room again in {}",
                 wait(until)
             ),
             Shortage::TokensPerMinute { until } => {
-                format!("tokens_per_minute is used up; room again in {}", wait(until))
+                format!(
+                    "tokens_per_minute is used up; room again in {}",
+                    wait(until)
+                )
             }
             Shortage::Concurrency => "max_concurrent calls are in flight".to_string(),
         }
@@ -210,7 +221,10 @@ impl ProviderBudget {
         if self.paused_until.is_some_and(|until| until <= now) {
             self.paused_until = None;
         }
-        if self.request_allowance.is_some_and(|(_, until)| until <= now) {
+        if self
+            .request_allowance
+            .is_some_and(|(_, until)| until <= now)
+        {
             self.request_allowance = None;
         }
         if self.token_allowance.is_some_and(|(_, until)| until <= now) {
@@ -252,7 +266,10 @@ impl ProviderBudget {
             let left = u64::from(limit).saturating_sub(used);
             if left == 0 {
                 // With the window empty, this round's own reservations fill it.
-                let until = self.order.front().map_or(now + WINDOW, |(at, _)| *at + WINDOW);
+                let until = self
+                    .order
+                    .front()
+                    .map_or(now + WINDOW, |(at, _)| *at + WINDOW);
                 return Err(Shortage::RequestsPerMinute { until });
             }
             room = room.min(left);
@@ -287,7 +304,9 @@ impl ProviderBudget {
                 return *at + WINDOW;
             }
         }
-        self.order.back().map_or(now + WINDOW, |(at, _)| *at + WINDOW)
+        self.order
+            .back()
+            .map_or(now + WINDOW, |(at, _)| *at + WINDOW)
     }
 
     /// True if waiting out `shortage` is better than falling back: it ends
@@ -525,7 +544,13 @@ mod tests {
         );
         // The node reported the first call; the second's attempt ended
         // without a report (its node was lost).
-        budget.call_ended(key(1), ProviderCallStatus::Ok, 5, &RateLimitHint::default(), now);
+        budget.call_ended(
+            key(1),
+            ProviderCallStatus::Ok,
+            5,
+            &RateLimitHint::default(),
+            now,
+        );
         assert_eq!(budget.room(now, Reserved::default()), Ok(1));
         budget.retain_in_flight(|_| false);
         assert_eq!(budget.room(now, Reserved::default()), Ok(2));

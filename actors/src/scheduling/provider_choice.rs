@@ -43,7 +43,9 @@ pub fn allot(
             break;
         }
         let Some(budget) = budgets.get_mut(provider) else {
-            allotment.grants.push((provider.clone(), left.min(u32::MAX as u64) as u32));
+            allotment
+                .grants
+                .push((provider.clone(), left.min(u32::MAX as u64) as u32));
             left = 0;
             break;
         };

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
+use herd_protocol::messages::orchestrator::CircuitStatus;
 use herd_protocol::{TaskId, TaskState, TaskView};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -411,6 +412,43 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             ]);
         }
         println!("recent scaling decisions (newest first):\n{decisions}");
+    }
+    if !status.providers.is_empty() {
+        let limit = |used: u64, limit: Option<u64>| match limit {
+            Some(limit) => format!("{used} / {limit}"),
+            None => used.to_string(),
+        };
+        let mut providers = Table::new();
+        providers.load_style(UTF8_FULL_CONDENSED).set_header([
+            "llm provider",
+            "requests/min",
+            "tokens/min",
+            "in flight",
+            "budget in use",
+            "circuit",
+            "paused",
+        ]);
+        for p in &status.providers {
+            providers.add_row([
+                p.name.clone(),
+                limit(p.requests_last_minute, p.requests_per_minute.map(u64::from)),
+                limit(p.tokens_last_minute, p.tokens_per_minute),
+                limit(u64::from(p.in_flight), p.max_concurrent.map(u64::from)),
+                format!("{:.0} %", p.budget_in_use * 100.0),
+                match p.circuit {
+                    CircuitStatus::Closed => "closed",
+                    CircuitStatus::Open => "open",
+                    CircuitStatus::HalfOpen => "half open",
+                }
+                .to_string(),
+                if p.paused_for_ms > 0 {
+                    format!("{:.1} s", p.paused_for_ms as f64 / 1000.0)
+                } else {
+                    "-".to_string()
+                },
+            ]);
+        }
+        println!("{providers}");
     }
     let t = status.tasks;
     println!(
