@@ -40,8 +40,8 @@ enum Command {
 /// Flags of `herd bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// `throughput` (tasks/s and latency), `failover` (detection and recovery times) or `scaling` (decision and reaction times).
-    #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling"])]
+    /// `throughput` (tasks/s and latency), `failover` (detection and recovery times), `scaling` (decision and reaction times) or `llm` (the llm handler's overhead and how closely a provider limit is used).
+    #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling", "llm"])]
     scenario: String,
     /// Rounds per failover phase.
     #[arg(long, default_value_t = 5)]
@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// `llm`: the provider's requests_per_minute in the limit run (a backlog of twice that; takes a minute); 0 skips it.
+    #[arg(long, default_value_t = 1_200)]
+    requests_per_minute: u32,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -142,6 +145,31 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime builds");
+    if args.scenario == "llm" {
+        let settings = crate::bench_llm::LlmBenchSettings {
+            tasks: args.tasks.max(1),
+            latency_samples: args.latency_samples.max(1),
+            requests_per_minute: args.requests_per_minute,
+            workers: args.workers.max(1),
+        };
+        return match runtime.block_on(crate::bench_llm::run(settings)) {
+            Ok(figures) if args.json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&figures).expect("figures serialise")
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(figures) => {
+                crate::bench_llm::print(&figures);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("herd bench llm: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.scenario == "failover" || args.scenario == "scaling" {
         let rounds = args.rounds.max(1);
         let figures = if args.scenario == "failover" {
