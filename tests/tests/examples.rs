@@ -49,8 +49,9 @@ async fn the_three_node_sample_runs_its_thousand_tasks_and_stops_every_node() {
     let binary = example("three_node");
     with_deadline(DEADLINE, async {
         // Off the sample's fixed ports, which a person may be using.
-        let ports = free_ports(6);
+        let ports = free_ports(7);
         let mut command = Command::new(&binary);
+        command.env("HERD_SAMPLE_LLM_PORT", ports[6].to_string());
         for (index, node) in ["N1", "N2", "N3"].iter().enumerate() {
             command
                 .env(
@@ -71,6 +72,7 @@ async fn the_three_node_sample_runs_its_thousand_tasks_and_stops_every_node() {
             "submitted 1000 tasks",
             "all 1000 tasks finished",
             "cluster: orchestrator n1, 3 nodes up",
+            "llm provider stub:",
             "stopped all nodes in",
         ] {
             assert!(

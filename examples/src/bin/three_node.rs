@@ -1,7 +1,9 @@
 //! The sample cluster: three `herd node` processes on loopback, configured by
 //! `cluster-config/examples/three-node/n{1,2,3}.toml`, running 1,000 tasks of
-//! the six agent types of the deployment spec. Prints progress, a summary per
-//! node and per agent type, and stops every node cleanly (also on Ctrl-C).
+//! the six agent types of the deployment spec — five of them calls to an LLM
+//! provider, played by the stand-in `herd dev llm-stub` that the sample
+//! starts first. Prints progress, a summary per node, per agent type and per
+//! provider, and stops every process cleanly (also on Ctrl-C).
 //!
 //! Run: `cargo run -p herd-examples --bin three_node` (`-- --tasks 5000` for more).
 
@@ -13,6 +15,7 @@ use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
 use herd_node::api_client::ApiClient;
+use herd_node::llm_stub_process::LlmStubProcess;
 use herd_node::local_cluster::{LocalCluster, random_cookie};
 use herd_protocol::{TaskId, TaskState, TaskView};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,15 +24,34 @@ use serde_json::{Value, json};
 /// The mix of work submitted: (agent type, share of tasks, payload maker).
 fn task_for(index: usize) -> Value {
     let (agent_type, payload) = match index % 20 {
-        0..=5 => ("generation", json!({ "ms": 20 + (index % 7) * 5 })),
+        0..=5 => (
+            "generation",
+            json!({ "prompt": format!("Propose a hypothesis about enzyme family {}.", index % 37) }),
+        ),
+        // A template: `inputs` are filled in by the submitter here (by a
+        // workflow from its parent steps' results, once workflows exist).
         6..=9 => (
             "reflection",
-            json!({ "hypothesis": format!("h-{index}"), "draft": "x".repeat(index % 50) }),
+            json!({
+                "prompt": "Critique this hypothesis: {{ inputs.generation.content }}",
+                "inputs": { "generation": { "content": format!("h-{index}: enzyme {} binds copper", index % 37) } },
+            }),
         ),
-        10..=13 => ("ranking", json!({ "pair": [index, index + 1] })),
-        14..=16 => ("evolution", json!({ "ms": 10 })),
+        10..=13 => (
+            "ranking",
+            json!({ "messages": [
+                { "role": "user", "content": format!("Which is stronger, h-{index} or h-{}?", index + 1) }
+            ], "max_tokens": 16 }),
+        ),
+        14..=16 => (
+            "evolution",
+            json!({ "prompt": format!("Combine h-{index} and h-{} into one simpler hypothesis.", index / 2) }),
+        ),
         17..=18 => ("proximity", json!({ "text": format!("idea {index}") })),
-        _ => ("meta_review", json!({ "round": index / 20 })),
+        _ => (
+            "meta_review",
+            json!({ "prompt": format!("Summarise review round {}.", index / 20) }),
+        ),
     };
     json!({ "agent_type": agent_type, "payload": payload, "priority": if index.is_multiple_of(50) { 9 } else { 5 } })
 }
@@ -79,6 +101,37 @@ async fn main() -> std::process::ExitCode {
     let configs: Vec<PathBuf> = (1..=3)
         .map(|i| config_dir().join(format!("n{i}.toml")))
         .collect();
+    let llm_port = std::env::var("HERD_SAMPLE_LLM_PORT").unwrap_or_else(|_| "8199".to_string());
+    let llm_key = std::env::var("HERD_SAMPLE_LLM_KEY").unwrap_or_else(|_| "sample-key".to_string());
+    // Answers in 30–90 ms, like a small hosted model; its own limit is above
+    // the one the sample configures, so it never has to refuse a call.
+    let stub = match LlmStubProcess::start(
+        &format!("127.0.0.1:{llm_port}"),
+        &[
+            "--api-key",
+            &llm_key,
+            "--latency-ms",
+            "30",
+            "--jitter-ms",
+            "60",
+            "--requests-per-minute",
+            "12000",
+        ],
+    )
+    .await
+    {
+        Ok(stub) => stub,
+        Err(error) => {
+            eprintln!(
+                "three_node: the stand-in LLM provider did not start: {error:#}\n(set HERD_SAMPLE_LLM_PORT to move it off port {llm_port})"
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "stand-in LLM provider (herd dev llm-stub) at {}",
+        stub.base_url()
+    );
     println!(
         "starting three herd nodes from {} (a fresh cookie for this run)",
         config_dir().display()
@@ -104,6 +157,7 @@ async fn main() -> std::process::ExitCode {
     }
     let stopping = Instant::now();
     cluster.stop().await;
+    stub.stop().await;
     let kept = if std::env::var_os("HERD_KEEP_LOGS").is_some() {
         format!("logs kept in {}", cluster.log_dir().display())
     } else {
@@ -181,6 +235,28 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     print_summary(&views);
     let status = apis[0].cluster().await?;
+    let tokens =
+        views
+            .iter()
+            .filter_map(|view| view.tokens)
+            .fold((0, 0), |(prompt, completion), used| {
+                (
+                    prompt + used.prompt_tokens,
+                    completion + used.completion_tokens,
+                )
+            });
+    for provider in &status.providers {
+        println!(
+            "llm provider {}: {} calls in the last minute (limit {}), {} prompt + {} completion tokens in all",
+            provider.name,
+            provider.requests_last_minute,
+            provider
+                .requests_per_minute
+                .map_or("none".to_string(), |n| n.to_string()),
+            tokens.0,
+            tokens.1,
+        );
+    }
     println!(
         "cluster: orchestrator {}, {} nodes up",
         status.orchestrator,
