@@ -99,7 +99,10 @@ fn providers_and_llm_agents_resolve_with_defaults_filled_in() {
     assert_eq!(local.requests_per_minute, None);
 
     let writer = &config.agents[&"writer".into()];
-    assert!(writer.llm, "llm agent types count against max_concurrent_llm_calls");
+    assert!(
+        writer.llm,
+        "llm agent types count against max_concurrent_llm_calls"
+    );
     let HandlerConfig::Llm(llm) = &writer.handler else {
         panic!("unexpected handler {:?}", writer.handler);
     };
@@ -168,7 +171,10 @@ circuit_half_open_trials = 0
     assert_mentions(
         &message,
         &[
-            format!("{}: providers.Open_AI: provider name \"Open_AI\" must be", at(1)),
+            format!(
+                "{}: providers.Open_AI: provider name \"Open_AI\" must be",
+                at(1)
+            ),
             format!("{}: providers.nourl.base_url: is required", at(4)),
             format!(
                 "{}: providers.ftp.base_url: \"ftp://example.com\" is not an http:// or https:// URL",
@@ -266,9 +272,7 @@ handler = "lm"
                 "{}: agents.chain.fallback: names \"spare\", which is already this agent type's provider",
                 at(20)
             ),
-            format!(
-                "agents.chain.fallback: names \"nowhere\", which is not a [providers.NAME]"
-            ),
+            format!("agents.chain.fallback: names \"nowhere\", which is not a [providers.NAME]"),
             format!("agents.chain.fallback: names \"openai\" twice"),
             format!(
                 "agents.chain.model: is not set, and provider \"openai\" has no model either; set model here or in [providers.openai]"
@@ -289,9 +293,7 @@ handler = "lm"
                 "{}: agents.echoer.provider: applies only to handler = \"llm\", but this agent type uses handler = \"echo\"",
                 at(35)
             ),
-            format!(
-                "agents.echoer.temperature: applies only to handler = \"llm\""
-            ),
+            format!("agents.echoer.temperature: applies only to handler = \"llm\""),
             format!(
                 "{}: agents.typo.handler: \"lm\" is not a handler; use \"echo\", \"sleep\", \"exec\", \"http\", \"llm\" or \"custom\"",
                 at(39)

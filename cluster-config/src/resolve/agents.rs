@@ -284,12 +284,17 @@ fn llm_handler(
         if !declared.contains_key(name) {
             fail(
                 "fallback",
-                format!("names {name:?}, which is not a [providers.NAME]; {}", known()),
+                format!(
+                    "names {name:?}, which is not a [providers.NAME]; {}",
+                    known()
+                ),
             );
         } else if provider.as_deref() == Some(name) {
             fail(
                 "fallback",
-                format!("names {name:?}, which is already this agent type's provider; list only other providers"),
+                format!(
+                    "names {name:?}, which is already this agent type's provider; list only other providers"
+                ),
             );
         } else if fallback.iter().any(|seen| seen == name) {
             fail(
@@ -313,7 +318,9 @@ fn llm_handler(
             if provider_model.is_none_or(str::is_empty) {
                 fail(
                     "model",
-                    format!("is not set, and provider {name:?} has no model either; set model here or in [providers.{name}]"),
+                    format!(
+                        "is not set, and provider {name:?} has no model either; set model here or in [providers.{name}]"
+                    ),
                 );
             }
         }

@@ -98,7 +98,13 @@ fn resolve_provider(
         (Some(inline), None) => match checked_key(inline) {
             Ok(key) => Some(key),
             Err(problem) => {
-                fail(errors, "api_key", format!("{problem}; set the provider's API key, e.g. api_key = \"${{OPENAI_API_KEY}}\", or remove the key for an API that needs none"));
+                fail(
+                    errors,
+                    "api_key",
+                    format!(
+                        "{problem}; set the provider's API key, e.g. api_key = \"${{OPENAI_API_KEY}}\", or remove the key for an API that needs none"
+                    ),
+                );
                 None
             }
         },
