@@ -272,11 +272,9 @@ handler = "lm"
                 "{}: agents.chain.fallback: names \"spare\", which is already this agent type's provider",
                 at(20)
             ),
-            format!("agents.chain.fallback: names \"nowhere\", which is not a [providers.NAME]"),
-            format!("agents.chain.fallback: names \"openai\" twice"),
-            format!(
-                "agents.chain.model: is not set, and provider \"openai\" has no model either; set model here or in [providers.openai]"
-            ),
+            "agents.chain.fallback: names \"nowhere\", which is not a [providers.NAME]".to_string(),
+            "agents.chain.fallback: names \"openai\" twice".to_string(),
+            "agents.chain.model: is not set, and provider \"openai\" has no model either; set model here or in [providers.openai]".to_string(),
             format!(
                 "{}: agents.ranges.temperature: is 2.5, outside 0..=2",
                 at(25)
@@ -293,7 +291,7 @@ handler = "lm"
                 "{}: agents.echoer.provider: applies only to handler = \"llm\", but this agent type uses handler = \"echo\"",
                 at(35)
             ),
-            format!("agents.echoer.temperature: applies only to handler = \"llm\""),
+            "agents.echoer.temperature: applies only to handler = \"llm\"".to_string(),
             format!(
                 "{}: agents.typo.handler: \"lm\" is not a handler; use \"echo\", \"sleep\", \"exec\", \"http\", \"llm\" or \"custom\"",
                 at(39)

@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn retry_after_in_every_form() {
-        let table: &[(&[(&str, &str)], Option<u64>)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(Headers, Option<u64>)] = &[
             (&[("retry-after", "2")], Some(2_000)),
             (&[("Retry-After", "0.5")], Some(500)),
             (

@@ -464,3 +464,25 @@ async fn after_a_429_the_next_call_waits_out_the_retry_after_or_gives_up_at_once
         "second call after {gap:?}"
     );
 }
+
+#[tokio::test]
+async fn a_provider_that_does_not_answer_in_time_is_retryable_and_recorded() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    // Accepts connections and never answers.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let (handler, mut calls) = handler_for(agent(), &url, 4096);
+    let mut task = input(json!({"prompt": "x"}));
+    task.timeout = Duration::from_millis(400);
+    let message = retryable(handler.handle(task).await);
+    assert!(message.contains("timed out"), "{message}");
+    assert_eq!(
+        calls.recv().await.unwrap().status,
+        ProviderCallStatus::Unavailable
+    );
+}
