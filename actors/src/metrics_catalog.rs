@@ -2,7 +2,8 @@
 //! `/metrics` documents itself and a dashboard author can look them up.
 //!
 //! Labels: `agent_type`, `state`, `outcome`, `reason`, `decision_type`,
-//! `route`, `method`, `status` as noted; the exporter adds `node` to all.
+//! `route`, `method`, `status`, `provider`, `kind` as noted; the exporter
+//! adds `node` to all.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -126,6 +127,24 @@ pub fn describe() {
         "herd_undecodable_frames_total",
         "Cluster frames that did not decode, by protocol."
     );
+    // LLM providers (recorded on the node that made the call).
+    describe_counter!(
+        "herd_llm_requests_total",
+        "Calls to LLM providers by provider and status (ok, rate_limited, unavailable, auth_rejected, rejected)."
+    );
+    describe_counter!(
+        "herd_llm_tokens_total",
+        "Tokens LLM providers counted, by provider and kind (prompt, completion)."
+    );
+    describe_histogram!(
+        "herd_llm_request_duration_seconds",
+        Unit::Seconds,
+        "Time from sending a request to an LLM provider to the end of its answer, by provider."
+    );
+    describe_counter!(
+        "herd_llm_feedback_dropped_total",
+        "Provider-call reports dropped because the queue to the orchestrator was full."
+    );
     // Journal.
     describe_histogram!(
         "herd_journal_commit_seconds",
@@ -159,6 +178,7 @@ pub fn describe() {
         "herd_duplicate_results_total",
         "herd_rejoins_total",
         "herd_cluster_handshake_failures_total",
+        "herd_llm_feedback_dropped_total",
     ] {
         metrics::counter!(counter).increment(0);
     }

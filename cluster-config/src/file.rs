@@ -36,6 +36,56 @@ pub struct FileConfig {
     /// `[scaling]`: deployment mode, pool bounds, rebalancing.
     #[serde(default)]
     pub scaling: ScalingSection,
+    /// `[providers.NAME]`: the LLM APIs `llm` agent types call.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSection>,
+}
+
+/// `[providers.NAME]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Base URL of the OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// The API key (usually `"${OPENAI_API_KEY}"`).
+    pub api_key: Option<String>,
+    /// A file holding the API key (read when the config is resolved).
+    pub api_key_file: Option<String>,
+    /// Default model for agent types that name none.
+    pub model: Option<String>,
+    /// Requests per minute, cluster-wide.
+    pub requests_per_minute: Option<i64>,
+    /// Tokens per minute, cluster-wide.
+    pub tokens_per_minute: Option<i64>,
+    /// Calls in flight at once, cluster-wide.
+    pub max_concurrent: Option<i64>,
+    /// Seconds a task may wait for this provider's budget before falling back.
+    pub max_wait_s: Option<i64>,
+    /// Consecutive provider failures that open its circuit (0 disables it).
+    pub circuit_failures: Option<i64>,
+    /// Seconds an open circuit waits before trial calls.
+    pub circuit_recovery_s: Option<f64>,
+    /// Trial calls that must succeed to close the circuit again.
+    pub circuit_half_open_trials: Option<i64>,
+}
+
+// Written by hand so that the API key never reaches a log line.
+impl std::fmt::Debug for ProviderSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSection")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("api_key_file", &self.api_key_file)
+            .field("model", &self.model)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("tokens_per_minute", &self.tokens_per_minute)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("max_wait_s", &self.max_wait_s)
+            .field("circuit_failures", &self.circuit_failures)
+            .field("circuit_recovery_s", &self.circuit_recovery_s)
+            .field("circuit_half_open_trials", &self.circuit_half_open_trials)
+            .finish()
+    }
 }
 
 /// `[scaling]`.
@@ -163,7 +213,7 @@ pub struct ClusterSection {
 pub struct AgentSection {
     /// Share of worker slots (0.0–1.0).
     pub weight: Option<f64>,
-    /// `echo`, `sleep`, `exec` or `http`.
+    /// `echo`, `sleep`, `exec`, `http`, `llm` or `custom`.
     pub handler: Option<String>,
     /// Per-attempt time limit.
     pub timeout_s: Option<i64>,
@@ -181,8 +231,20 @@ pub struct AgentSection {
     pub url: Option<String>,
     /// `http`: extra request headers.
     pub headers: Option<BTreeMap<String, String>>,
+    /// `llm`: the `[providers.NAME]` calls go to first.
+    pub provider: Option<String>,
+    /// `llm`: providers tried next, in order.
+    pub fallback: Option<Vec<String>>,
+    /// `llm`: the model (default: the provider's `model`).
+    pub model: Option<String>,
+    /// `llm`: sent first, as the system message.
+    pub system_prompt: Option<String>,
+    /// `llm`: sampling temperature.
+    pub temperature: Option<f64>,
+    /// `llm`: most tokens of one completion.
+    pub max_tokens: Option<i64>,
     /// Its tasks call an LLM API (count against `max_concurrent_llm_calls`);
-    /// default: true for `http` handlers.
+    /// default: true for `http` and `llm` handlers.
     pub llm: Option<bool>,
     /// Backoff between attempts: `exponential` or `linear`.
     pub retry: Option<String>,

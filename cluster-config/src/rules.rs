@@ -112,6 +112,16 @@ pub(crate) fn seconds(
 }
 
 pub(crate) fn agent_type_name(name: &str) -> Result<(), String> {
+    short_lowercase_name(name, "agent type name")
+}
+
+/// Provider names follow the agent type rules: they appear in metric labels
+/// and in task records.
+pub(crate) fn provider_name(name: &str) -> Result<(), String> {
+    short_lowercase_name(name, "provider name")
+}
+
+fn short_lowercase_name(name: &str, what: &str) -> Result<(), String> {
     let valid = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -120,7 +130,7 @@ pub(crate) fn agent_type_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "agent type name {name:?} must be 1-64 lowercase letters, digits, '_' or '-'"
+            "{what} {name:?} must be 1-64 lowercase letters, digits, '_' or '-'"
         ))
     }
 }

@@ -6,7 +6,8 @@
 
 use crate::limits::{
     ATTEMPTS_RANGE, MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB, POISON_CRASHES_RANGE,
-    RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE, TIMEOUT_S_RANGE,
+    PROVIDER_MAX_WAIT_S_RANGE, RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE,
+    TIMEOUT_S_RANGE,
 };
 use crate::task::RetrySpec;
 
@@ -51,6 +52,10 @@ pub const DEFAULT_RETRY: RetrySpec = RetrySpec::Exponential {
 /// backoff it replaces is exponential.
 pub const DEFAULT_LINEAR_RETRY_DELAY_S: f64 = 30.0;
 
+/// Seconds a task waits for a provider's budget before its call goes to the
+/// next provider of its fallback list, when the provider does not say.
+pub const DEFAULT_PROVIDER_MAX_WAIT_S: u32 = 5;
+
 /// Fails the build when `$value` lies outside `$range` (a `RangeInclusive`
 /// const; its `contains` is not usable in const context).
 macro_rules! assert_within {
@@ -69,4 +74,5 @@ assert_within!(DEFAULT_RETRY_INITIAL_S, RETRY_DELAY_S_RANGE);
 assert_within!(DEFAULT_RETRY_MAX_S, RETRY_DELAY_S_RANGE);
 assert_within!(DEFAULT_RETRY_FACTOR, RETRY_FACTOR_RANGE);
 assert_within!(DEFAULT_LINEAR_RETRY_DELAY_S, RETRY_DELAY_S_RANGE);
+assert_within!(DEFAULT_PROVIDER_MAX_WAIT_S, PROVIDER_MAX_WAIT_S_RANGE);
 const _: () = assert!(DEFAULT_RETRY_INITIAL_S <= DEFAULT_RETRY_MAX_S);

@@ -113,6 +113,35 @@ pub const WEIGHT_RANGE: RangeInclusive<f64> = 0.0..=1.0;
 /// scale-down thresholds may be set to.
 pub const SCALE_THRESHOLD_RANGE: RangeInclusive<f64> = 0.0..=1.0;
 
+/// The consecutive failures after which a circuit opens (0 disables it),
+/// for agent types and providers alike.
+pub const CIRCUIT_FAILURES_RANGE: RangeInclusive<u32> = 0..=10_000;
+
+/// The trial tasks or calls that must succeed to close a circuit again.
+pub const CIRCUIT_HALF_OPEN_TRIALS_RANGE: RangeInclusive<u32> = 1..=1_000;
+
+/// The seconds an open circuit may wait before its trials.
+pub const CIRCUIT_RECOVERY_S_RANGE: RangeInclusive<f64> = 0.01..=86_400.0;
+
+/// The requests per minute a provider may be given (cluster-wide).
+pub const PROVIDER_REQUESTS_PER_MINUTE_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+
+/// The tokens per minute a provider may be given (cluster-wide).
+pub const PROVIDER_TOKENS_PER_MINUTE_RANGE: RangeInclusive<u64> = 1..=10_000_000_000;
+
+/// The calls a provider may be given in flight at once (cluster-wide).
+pub const PROVIDER_MAX_CONCURRENT_RANGE: RangeInclusive<u32> = 1..=10_000;
+
+/// The seconds a task may wait for a provider's budget before its call goes
+/// to the next provider of its fallback list.
+pub const PROVIDER_MAX_WAIT_S_RANGE: RangeInclusive<u32> = 0..=3_600;
+
+/// The sampling temperatures an `llm` agent type or task may ask for.
+pub const LLM_TEMPERATURE_RANGE: RangeInclusive<f64> = 0.0..=2.0;
+
+/// The completion lengths, in tokens, an `llm` agent type or task may ask for.
+pub const LLM_MAX_TOKENS_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

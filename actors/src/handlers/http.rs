@@ -91,7 +91,8 @@ impl TaskHandler for HttpHandler {
     }
 }
 
-fn without_url(error: &reqwest::Error) -> String {
+/// A reqwest error's text without the URL it names (the caller states the URL).
+pub(super) fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     if let Some(url) = error.url() {
         text = text.replace(url.as_str(), "").replace(" ()", "");

@@ -1,7 +1,7 @@
 //! What runs a task: the [`TaskHandler`] trait and the built-in handlers.
 //!
 //! Library users implement [`TaskHandler`] and register it for an agent type;
-//! config files pick a built-in (`echo`, `sleep`, `exec`, `http`). A handler
+//! config files pick a built-in (`echo`, `sleep`, `exec`, `http`, `llm`). A handler
 //! returns a result, or an error that says whether retrying can help. Time
 //! limits are enforced around the handler by its worker: when an attempt
 //! times out its future is dropped, which also kills an `exec` child.

@@ -1,20 +1,21 @@
 //! `[agents.NAME]`: the agent types a node offers, each with its handler
 //! and the task defaults it overrides.
 
-use herd_protocol::limits::WEIGHT_RANGE;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use herd_protocol::AgentType;
-use herd_protocol::limits::{ATTEMPTS_RANGE, TIMEOUT_S_RANGE};
+use herd_protocol::limits::{
+    ATTEMPTS_RANGE, LLM_MAX_TOKENS_RANGE, LLM_TEMPERATURE_RANGE, TIMEOUT_S_RANGE, WEIGHT_RANGE,
+};
 
 use super::policy::{PolicyFields, resolve_circuit, resolve_retry};
-use super::range_check::{as_file_range, file_integer};
+use super::range_check::{as_file_range, file_in_range, file_integer};
 use crate::error::ConfigError;
 use crate::file::{AgentSection, LoadedFile};
 use crate::model::{
-    AgentConfig, DEFAULT_AGENT_WEIGHT, ExecHandlerConfig, HandlerConfig, HttpHandlerConfig, Secret,
-    TaskDefaults, default_agents,
+    AgentConfig, DEFAULT_AGENT_WEIGHT, ExecHandlerConfig, HandlerConfig, HttpHandlerConfig,
+    LlmHandlerConfig, Secret, TaskDefaults, default_agents,
 };
 use crate::rules;
 
@@ -114,6 +115,14 @@ fn resolve_agent(
         ("url", section.url.is_some()),
         ("headers", section.headers.is_some()),
     ];
+    let llm_only = [
+        ("provider", section.provider.is_some()),
+        ("fallback", section.fallback.is_some()),
+        ("model", section.model.is_some()),
+        ("system_prompt", section.system_prompt.is_some()),
+        ("temperature", section.temperature.is_some()),
+        ("max_tokens", section.max_tokens.is_some()),
+    ];
     let mut reject_foreign = |fields: &[(&str, bool)], owner: &str| {
         for (field, present) in fields {
             if *present {
@@ -130,6 +139,7 @@ fn resolve_agent(
         "echo" | "sleep" | "custom" => {
             reject_foreign(&exec_only, "exec");
             reject_foreign(&http_only, "http");
+            reject_foreign(&llm_only, "llm");
             Some(match kind {
                 "echo" => HandlerConfig::Echo,
                 "sleep" => HandlerConfig::Sleep,
@@ -138,21 +148,28 @@ fn resolve_agent(
         }
         "exec" => {
             reject_foreign(&http_only, "http");
+            reject_foreign(&llm_only, "llm");
             exec_handler(section, &mut fail)
         }
         "http" => {
             reject_foreign(&exec_only, "exec");
+            reject_foreign(&llm_only, "llm");
             http_handler(section, &mut fail)
         }
+        "llm" => {
+            reject_foreign(&exec_only, "exec");
+            reject_foreign(&http_only, "http");
+            llm_handler(file, prefix, section, &mut fail)
+        }
         "" => {
-            fail("handler", "is required: set handler = \"echo\", \"sleep\", \"exec\", \"http\" or \"custom\" (registered in code)".to_string());
+            fail("handler", "is required: set handler = \"echo\", \"sleep\", \"exec\", \"http\", \"llm\" or \"custom\" (registered in code)".to_string());
             None
         }
         other => {
             fail(
                 "handler",
                 format!(
-                    "{other:?} is not a handler; use \"echo\", \"sleep\", \"exec\", \"http\" or \"custom\" (registered in code)"
+                    "{other:?} is not a handler; use \"echo\", \"sleep\", \"exec\", \"http\", \"llm\" or \"custom\" (registered in code)"
                 ),
             );
             None
@@ -167,9 +184,10 @@ fn resolve_agent(
         max_attempts,
         retry,
         circuit,
-        llm: section
-            .llm
-            .unwrap_or(matches!(handler, Some(HandlerConfig::Http(_)))),
+        llm: section.llm.unwrap_or(matches!(
+            handler,
+            Some(HandlerConfig::Http(_) | HandlerConfig::Llm(_))
+        )),
         handler: handler?,
     })
 }
@@ -222,5 +240,119 @@ fn http_handler(
             .into_iter()
             .map(|(name, value)| (name, Secret::new(value)))
             .collect(),
+    }))
+}
+
+fn llm_handler(
+    file: &LoadedFile,
+    prefix: &str,
+    section: &AgentSection,
+    fail: &mut impl FnMut(&str, String),
+) -> Option<HandlerConfig> {
+    let declared = &file.config.providers;
+    let known = || {
+        if declared.is_empty() {
+            "no [providers.NAME] is declared; add one, e.g. [providers.openai] with base_url and api_key".to_string()
+        } else {
+            let names: Vec<&str> = declared.keys().map(String::as_str).collect();
+            format!("the declared providers are {}", names.join(", "))
+        }
+    };
+    let provider = match section.provider.as_deref().map(str::trim) {
+        None | Some("") => {
+            fail(
+                "provider",
+                format!(
+                    "is required for handler = \"llm\": name the [providers.NAME] its calls go to, e.g. provider = \"openai\"; {}",
+                    known()
+                ),
+            );
+            None
+        }
+        Some(name) if !declared.contains_key(name) => {
+            fail(
+                "provider",
+                format!("{name:?} is not a [providers.NAME]; {}", known()),
+            );
+            None
+        }
+        Some(name) => Some(name.to_string()),
+    };
+    let mut fallback: Vec<String> = Vec::new();
+    for name in section.fallback.iter().flatten() {
+        let name = name.trim();
+        if !declared.contains_key(name) {
+            fail(
+                "fallback",
+                format!(
+                    "names {name:?}, which is not a [providers.NAME]; {}",
+                    known()
+                ),
+            );
+        } else if provider.as_deref() == Some(name) {
+            fail(
+                "fallback",
+                format!(
+                    "names {name:?}, which is already this agent type's provider; list only other providers"
+                ),
+            );
+        } else if fallback.iter().any(|seen| seen == name) {
+            fail(
+                "fallback",
+                format!("names {name:?} twice; list each provider once, in the order to try them"),
+            );
+        } else {
+            fallback.push(name.to_string());
+        }
+    }
+    let model = match section.model.as_deref().map(str::trim) {
+        Some("") => {
+            fail("model", "is empty; name a model, e.g. model = \"gpt-4o-mini\", or remove the key to use each provider's model".to_string());
+            None
+        }
+        other => other.map(str::to_string),
+    };
+    if section.model.is_none() {
+        for name in provider.iter().chain(&fallback) {
+            let provider_model = declared[name.as_str()].model.as_deref().map(str::trim);
+            if provider_model.is_none_or(str::is_empty) {
+                fail(
+                    "model",
+                    format!(
+                        "is not set, and provider {name:?} has no model either; set model here or in [providers.{name}]"
+                    ),
+                );
+            }
+        }
+    }
+    let mut range_errors = Vec::new();
+    let temperature = file_in_range(
+        Some(file),
+        &format!("{prefix}.temperature"),
+        section.temperature,
+        LLM_TEMPERATURE_RANGE,
+        "set the sampling temperature (0 is the most deterministic)",
+        &mut range_errors,
+    );
+    let max_tokens = file_integer(
+        Some(file),
+        &format!("{prefix}.max_tokens"),
+        section.max_tokens,
+        as_file_range(LLM_MAX_TOKENS_RANGE),
+        "set the most tokens one completion may have",
+        &mut range_errors,
+    )
+    .map(|v| v as u32);
+    for error in range_errors {
+        let field = error.key.rsplit('.').next().unwrap_or_default().to_string();
+        fail(&field, error.message);
+    }
+    Some(HandlerConfig::Llm(LlmHandlerConfig {
+        provider: provider?,
+        fallback,
+        model,
+        system_prompt: section.system_prompt.clone(),
+        temperature,
+        max_tokens,
     }))
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod limits;
 mod node_keys;
 mod policy;
+mod providers;
 mod range_check;
 mod scaling;
 mod tasks;
@@ -21,6 +22,7 @@ use self::agents::resolve_agents;
 use self::cluster::resolve_cluster;
 use self::limits::resolve_limits;
 use self::node_keys::{ADVERTISE, LISTEN, WORKERS, resolve_node_keys};
+use self::providers::resolve_providers;
 use self::scaling::{MODE_ENV, MODE_FLAG, resolve_scaling};
 use self::tasks::resolve_task_defaults;
 use crate::environment::Environment;
@@ -107,6 +109,7 @@ pub fn resolve_with_file(
     let limits = resolve_limits(file.as_ref(), &mut errors);
     let tasks = resolve_task_defaults(file.as_ref(), &mut errors);
     let cluster = resolve_cluster(file.as_ref(), &mut errors);
+    let providers = resolve_providers(file.as_ref(), &tasks, &mut errors);
     let agents = resolve_agents(file.as_ref(), &tasks, &mut errors);
     let mode = overrides
         .mode
@@ -155,7 +158,7 @@ pub fn resolve_with_file(
         cluster,
         agents,
         scaling,
-        providers: std::collections::BTreeMap::new(),
+        providers,
         origins: node.origins,
     })
 }

@@ -8,10 +8,13 @@ use herd_protocol::defaults::{
     DEFAULT_LINEAR_RETRY_DELAY_S, DEFAULT_RETRY_FACTOR, DEFAULT_RETRY_INITIAL_S,
     DEFAULT_RETRY_MAX_S,
 };
+use herd_protocol::limits::{
+    CIRCUIT_FAILURES_RANGE, CIRCUIT_HALF_OPEN_TRIALS_RANGE, CIRCUIT_RECOVERY_S_RANGE,
+};
 
-use super::range_check::{file_in_range, file_integer};
+use super::range_check::{as_file_range, file_in_range, file_integer};
 use crate::error::ConfigError;
-use crate::file::{AgentSection, LoadedFile, TasksSection};
+use crate::file::{AgentSection, LoadedFile, ProviderSection, TasksSection};
 use crate::model::CircuitSettings;
 use crate::origin::Origin;
 
@@ -49,6 +52,20 @@ impl<'a> PolicyFields<'a> {
 
     pub(super) fn of_agent(section: &'a AgentSection) -> Self {
         policy_fields!(section)
+    }
+
+    /// A provider has a circuit but no retry policy of its own.
+    pub(super) fn of_provider(section: &'a ProviderSection) -> Self {
+        PolicyFields {
+            retry: None,
+            initial_s: None,
+            factor: None,
+            max_s: None,
+            delay_s: None,
+            circuit_failures: section.circuit_failures,
+            circuit_recovery_s: section.circuit_recovery_s,
+            circuit_half_open_trials: section.circuit_half_open_trials,
+        }
     }
 }
 
@@ -152,7 +169,7 @@ pub(super) fn resolve_circuit(
         file,
         &key("circuit_failures"),
         fields.circuit_failures,
-        0..=10_000,
+        as_file_range(CIRCUIT_FAILURES_RANGE),
         "set how many failures in a row open the circuit (0 disables it)",
         errors,
     );
@@ -160,7 +177,7 @@ pub(super) fn resolve_circuit(
         file,
         &key("circuit_half_open_trials"),
         fields.circuit_half_open_trials,
-        1..=1_000,
+        as_file_range(CIRCUIT_HALF_OPEN_TRIALS_RANGE),
         "set how many trial tasks must succeed to close the circuit",
         errors,
     );
@@ -168,7 +185,7 @@ pub(super) fn resolve_circuit(
         file,
         &key("circuit_recovery_s"),
         fields.circuit_recovery_s,
-        0.01..=86_400.0,
+        CIRCUIT_RECOVERY_S_RANGE,
         "set how many seconds an open circuit waits before trial tasks",
         errors,
     );
