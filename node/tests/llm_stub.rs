@@ -289,6 +289,23 @@ async fn slow_answer_rules_and_latency_delay_answers() {
         "{:?}",
         started.elapsed()
     );
+
+    // The base latency delays error answers too.
+    stub.inject(herd_node::llm_stub::FaultRule {
+        status: 500,
+        count: Some(1),
+        retry_after_s: None,
+        delay_ms: None,
+    })
+    .unwrap();
+    let started = Instant::now();
+    let failed = chat(&stub, &body, None).await;
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -42,7 +42,7 @@ pub struct LlmStubArgs {
     /// Admit at most N chat requests in any trailing 60 s; the rest get 429 with Retry-After.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     requests_per_minute: Option<u32>,
-    /// Delay every successful answer by this many milliseconds.
+    /// Delay every chat answer (whatever its status) by this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     latency_ms: u64,
     /// Add up to this many milliseconds more, derived from the request (the same request always waits as long).

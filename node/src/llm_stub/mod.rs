@@ -55,10 +55,10 @@ pub struct StubSettings {
     /// When set, at most this many chat requests are admitted in any
     /// trailing 60 s; the rest get 429 with `Retry-After`.
     pub requests_per_minute: Option<NonZeroU32>,
-    /// Added before every 200 answer.
+    /// Added before every chat answer, whatever its status.
     pub latency: Duration,
-    /// Up to this much more before every 200 answer, derived from the
-    /// request's content, so the same request always waits as long.
+    /// Up to this much more before every chat answer, derived from the
+    /// request body, so the same request always waits as long.
     pub jitter: Duration,
 }
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::completion::{ChatRequest, complete};
+use super::completion::{ChatRequest, complete, fingerprint};
 use super::faults::FaultRule;
 use super::rate_limit::{Admission, openai_duration, retry_after_seconds};
 use super::{MAX_REQUEST_BODY_BYTES, MODEL_ID, StubState, lock};
@@ -41,7 +41,8 @@ pub(super) fn router(state: Shared) -> Router {
 /// `POST /v1/chat/completions`. Order: authentication, then a queued fault
 /// rule, then the stub's own rate limit, then the request itself — so a
 /// fault rule answers "the next N requests" whatever their body, and
-/// refused requests never use a rate-limit slot.
+/// refused requests never use a rate-limit slot. An injected `delay_ms`
+/// and the base latency (plus jitter) add up.
 async fn chat(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -51,7 +52,16 @@ async fn chat(
     // Departs however the handler ends, including a client hanging up
     // during a delay (the future is then dropped).
     let _in_flight = InFlight(&state);
+    // The base latency delays every answer, whatever its status, by the
+    // same amount for the same request bytes.
+    let settings = &state.settings;
+    let jitter_ms = u64::try_from(settings.jitter.as_millis()).unwrap_or(u64::MAX);
+    let seed = body.as_deref().map(fingerprint).unwrap_or_default();
+    let delay = settings.latency + Duration::from_millis(seed % jitter_ms.saturating_add(1));
     let (response, usage) = answer(&state, &headers, body).await;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     lock(&state.stats).answered(response.status().as_u16(), state.clock.now_ms(), usage);
     response
 }
@@ -70,7 +80,7 @@ async fn answer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (Response, Option<(u32, u32)>) {
-    if let Err(refused) = authorize(state, headers) {
+    if let Some(refused) = refusal(state, headers) {
         return (refused, None);
     }
     // Taken before any await so the lock is never held across one.
@@ -142,12 +152,6 @@ async fn answer(
         }
     };
     let completion = complete(&request);
-    let jitter_ms = u64::try_from(state.settings.jitter.as_millis()).unwrap_or(u64::MAX);
-    let jitter = Duration::from_millis(request.fingerprint() % jitter_ms.saturating_add(1));
-    let delay = state.settings.latency + jitter;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let body = json!({
         "id": format!("chatcmpl-stub-{id}"),
@@ -188,7 +192,7 @@ async fn answer(
 
 /// `GET /v1/models`: the one model the stub names.
 async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
+    if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
     axum::Json(json!({
@@ -198,13 +202,12 @@ async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-/// Checks `Authorization: Bearer <key>` when a key is configured. The 401
-/// echoes the key presented — deliberately, as real providers partly do —
-/// so that herd's tests can prove herd never passes it on.
-fn authorize(state: &StubState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &state.settings.api_key else {
-        return Ok(());
-    };
+/// The 401 for a request without `Authorization: Bearer <key>` when a key
+/// is configured; `None` lets the request through. The 401 echoes the key
+/// presented — deliberately, as real providers partly do — so that herd's
+/// tests can prove herd never passes it on.
+fn refusal(state: &StubState, headers: &HeaderMap) -> Option<Response> {
+    let expected = state.settings.api_key.as_ref()?;
     let presented = headers
         .get(header::AUTHORIZATION)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
@@ -214,9 +217,9 @@ fn authorize(state: &StubState, headers: &HeaderMap) -> Result<(), Response> {
         .unwrap_or(&presented)
         .trim();
     if presented == expected {
-        return Ok(());
+        return None;
     }
-    Err(error(
+    Some(error(
         StatusCode::UNAUTHORIZED,
         "invalid_request_error",
         Some("invalid_api_key"),
@@ -244,7 +247,7 @@ fn injected(rule: &FaultRule) -> Response {
             None,
             "The engine is currently overloaded, please try again later (injected by the herd llm stub).",
         ),
-        500.. => (
+        status if status >= 500 => (
             "server_error",
             None,
             "Injected server error (herd llm stub).",
