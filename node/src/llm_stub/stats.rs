@@ -48,8 +48,8 @@ pub struct StatsSnapshot {
     /// Arrivals per second over the last [`PER_SECOND_HORIZON_S`] seconds,
     /// oldest first; seconds without arrivals are left out.
     pub per_second: Vec<SecondCount>,
-    /// Unix milliseconds of each chat request's arrival, oldest first; the
-    /// most recent [`MAX_TIMESTAMPS`].
+    /// Unix milliseconds of each chat request's arrival (when its body
+    /// had been read), oldest first; the most recent [`MAX_TIMESTAMPS`].
     pub arrivals_ms: Vec<u64>,
     /// Unix milliseconds at which each 429 was sent (the stub's own limit
     /// and injected ones), oldest first; the most recent [`MAX_TIMESTAMPS`].
