@@ -1,7 +1,8 @@
 //! The `herd` binary as a library: the command line ([`cli`]), the HTTP API
-//! ([`api`]), telemetry setup ([`telemetry`]) and a launcher for local
+//! ([`api`]), telemetry setup ([`telemetry`]), a launcher for local
 //! multi-process clusters ([`local_cluster`]) used by the sample, the
-//! benchmark and the integration tests.
+//! benchmark and the integration tests, and a stand-in LLM provider for
+//! development and tests ([`llm_stub`]).
 
 pub mod api;
 pub mod api_client;
@@ -11,6 +12,7 @@ pub mod bench_llm;
 pub mod bench_scaling;
 pub mod cli;
 pub mod json_log;
+pub mod llm_stub;
 pub mod llm_stub_process;
 pub mod local_cluster;
 pub mod metrics_exporter;

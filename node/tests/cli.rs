@@ -243,3 +243,103 @@ fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versi
     assert!(message.contains("reads format version 1"), "{message}");
     assert!(!message.contains("delete"), "{message}");
 }
+
+#[tokio::test]
+async fn the_llm_stub_prints_its_address_answers_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["dev", "llm-stub", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("herd runs");
+    // Read the line on a thread so that a stub that never prints fails the
+    // test at the deadline instead of hanging it.
+    let stdout = child.stdout.take().unwrap();
+    let (line_sender, line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = line_sender.send(line);
+    });
+    let line = match line.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("herd dev llm-stub printed no address within 30 s");
+        }
+    };
+    let base = line
+        .trim_end()
+        .strip_prefix("llm-stub listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(!base.ends_with(":0"), "{base}");
+
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "ping"}],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "stub answer to: ping"
+    );
+
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on the child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herd dev llm-stub did not stop within 15 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn the_llm_stub_reports_a_taken_port_and_bad_flags() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = herd(&["dev", "llm-stub", "--listen", &addr], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("cannot listen on {addr}")),
+        "{message}"
+    );
+    assert!(message.contains("--listen 127.0.0.1:0"), "{message}");
+    assert!(stdout(&output).is_empty());
+
+    let output = herd(&["dev", "llm-stub", "--requests-per-minute", "0"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--requests-per-minute"),
+        "{}",
+        stderr(&output)
+    );
+
+    let help = herd(&["dev", "llm-stub", "--help"], &[]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(
+        stdout(&help).contains("Never for production"),
+        "{}",
+        stdout(&help)
+    );
+}

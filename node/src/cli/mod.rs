@@ -1,6 +1,7 @@
 //! The `herd` command line.
 
 mod client;
+mod dev;
 mod node;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ enum Command {
     Health(client::HealthArgs),
     /// Benchmark a local three-node cluster (throughput and latency).
     Bench(BenchArgs),
+    /// Development tools (a stand-in LLM provider); never for production.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 /// Flags of `herd bench`.
@@ -129,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Drain(args) => client::run(client::drain(args)),
         Command::Health(args) => client::run(client::health(args)),
         Command::Bench(args) => run_bench(args),
+        Command::Dev(command) => dev::run(command),
     }
 }
 
