@@ -35,6 +35,13 @@ impl OrchestratorState {
     pub(super) fn dispatch(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         self.dispatch_scheduled = false;
         let now = Instant::now();
+        let mut loads = self.serving_loads();
+        // A provider is asked for no more calls than free slots can start,
+        // so a task waiting for a slot is not shown as waiting for it.
+        let llm_slots: u64 = loads
+            .iter()
+            .map(|load| u64::from(load.idle().min(load.llm_room)))
+            .sum();
         let book = &self.book;
         self.providers
             .begin_round(|task, epoch| book.is_current_attempt(task, epoch));
@@ -43,44 +50,18 @@ impl OrchestratorState {
         for agent_type in self.agent_types.keys() {
             let queued = self.book.queue_depth(agent_type);
             if queued > 0 {
-                let admissible = self.circuits.admissible(agent_type, now);
-                let granted =
-                    self.providers
-                        .allot(agent_type, queued.min(admissible), &mut reserved, now);
+                let mut wanted = queued.min(self.circuits.admissible(agent_type, now));
+                if self.providers.routes(agent_type) {
+                    wanted = wanted.min(llm_slots);
+                }
+                let granted = self.providers.allot(agent_type, wanted, &mut reserved, now);
                 if granted > 0 {
                     demand.insert(agent_type.clone(), granted);
                 }
             }
         }
         self.schedule_reopening(myself);
-        if demand.is_empty() {
-            return;
-        }
-        let view = self.view.borrow().clone();
-        let mut loads: Vec<PoolLoad> = self
-            .pools
-            .iter()
-            .filter(|(member, entry)| !entry.draining && view.is_up(member))
-            .map(|(member, entry)| {
-                let running: BTreeMap<AgentType, u32> = self
-                    .agent_types
-                    .keys()
-                    .map(|t| (t.clone(), self.book.running_on(member, t)))
-                    .collect();
-                let llm_running: u32 = self.llm_types.iter().map(|t| running[t]).sum();
-                PoolLoad {
-                    member: member.clone(),
-                    slots: entry.workers,
-                    llm_room: self
-                        .scaling
-                        .settings()
-                        .max_concurrent_llm_calls
-                        .saturating_sub(llm_running),
-                    running,
-                }
-            })
-            .collect();
-        if loads.is_empty() {
+        if demand.is_empty() || loads.is_empty() {
             return;
         }
         // Rotate the starting pool so light load spreads evenly.
@@ -126,6 +107,33 @@ impl OrchestratorState {
         for (member, assignments) in batches {
             self.release(myself, Deferred::Assignments(member, assignments));
         }
+    }
+
+    /// The load of every pool that may take work (up, not draining).
+    fn serving_loads(&self) -> Vec<PoolLoad> {
+        let view = self.view.borrow();
+        self.pools
+            .iter()
+            .filter(|(member, entry)| !entry.draining && view.is_up(member))
+            .map(|(member, entry)| {
+                let running: BTreeMap<AgentType, u32> = self
+                    .agent_types
+                    .keys()
+                    .map(|t| (t.clone(), self.book.running_on(member, t)))
+                    .collect();
+                let llm_running: u32 = self.llm_types.iter().map(|t| running[t]).sum();
+                PoolLoad {
+                    member: member.clone(),
+                    slots: entry.workers,
+                    llm_room: self
+                        .scaling
+                        .settings()
+                        .max_concurrent_llm_calls
+                        .saturating_sub(llm_running),
+                    running,
+                }
+            })
+            .collect()
     }
 
     /// Sends attempts to `member`'s pool in frames bounded by bytes.

@@ -37,7 +37,8 @@ pub struct PoolLoad {
 }
 
 impl PoolLoad {
-    fn idle(&self) -> u32 {
+    /// Slots running nothing.
+    pub fn idle(&self) -> u32 {
         self.slots.saturating_sub(self.running.values().sum())
     }
 
