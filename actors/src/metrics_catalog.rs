@@ -143,7 +143,31 @@ pub fn describe() {
     );
     describe_counter!(
         "herd_llm_feedback_dropped_total",
-        "Provider-call reports dropped because the queue to the orchestrator was full."
+        "Provider-call reports dropped because the queue to the orchestrator was full, or no orchestrator was reachable."
+    );
+    describe_gauge!(
+        "herd_llm_budget_in_use_ratio",
+        "Largest share of an LLM provider's cluster-wide limits in use (requests, tokens per minute, calls in flight; 1 while it is paused), by provider (orchestrator)."
+    );
+    describe_gauge!(
+        "herd_llm_calls_in_flight",
+        "LLM provider calls granted and not yet ended, cluster-wide, by provider (orchestrator)."
+    );
+    describe_gauge!(
+        "herd_llm_requests_last_minute",
+        "LLM provider calls started in the budget window (a minute and a second), cluster-wide, by provider (orchestrator)."
+    );
+    describe_gauge!(
+        "herd_llm_tokens_last_minute",
+        "Tokens used in the budget window (estimates for calls not yet ended), cluster-wide, by provider (orchestrator)."
+    );
+    describe_counter!(
+        "herd_llm_fallbacks_total",
+        "LLM calls granted to a provider other than the agent type's first choice or the one that failed the task's last attempt, by provider they went to (orchestrator)."
+    );
+    describe_counter!(
+        "herd_llm_provider_circuit_transitions_total",
+        "LLM provider circuit breaker transitions, by provider and new state (orchestrator)."
     );
     // Journal.
     describe_histogram!(
