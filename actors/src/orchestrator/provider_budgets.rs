@@ -149,10 +149,10 @@ impl ProviderBudgets {
     /// Gives a dispatched attempt its provider: one allotted this round,
     /// preferring another than the one that failed the task's last attempt.
     pub fn grant(&mut self, assignment: &mut TaskAssignment, now: Instant) {
+        let avoid = self.failed_on.remove(&assignment.task_id);
         let Some(allotment) = self.allotted.get_mut(&assignment.agent_type) else {
             return;
         };
-        let avoid = self.failed_on.remove(&assignment.task_id);
         let pick = allotment
             .grants
             .iter()
@@ -163,15 +163,62 @@ impl ProviderBudgets {
             warn!(task_id = %assignment.task_id, "an llm attempt was dispatched without an allotted provider call");
             return;
         };
-        let (provider, left) = &mut allotment.grants[index];
-        *left -= 1;
-        if index > 0 || avoid.as_ref().is_some_and(|failed| failed != provider) {
+        let mut provider = allotment.grants[index].0.clone();
+        let mut fell_back = index > 0;
+        if avoid.as_ref() == Some(&provider) {
+            // Only the provider that failed this task's last attempt was
+            // allotted: its retry goes to another provider of the chain that
+            // has room beyond what this round still holds for it.
+            if let Some(other) = self.other_with_room(&assignment.agent_type, &provider, now) {
+                provider = other;
+                fell_back = true;
+            }
+        }
+        if let Some((_, left)) = self
+            .allotted
+            .get_mut(&assignment.agent_type)
+            .and_then(|a| a.grants.iter_mut().find(|(p, n)| *p == provider && *n > 0))
+        {
+            *left -= 1;
+        }
+        if fell_back || avoid.as_ref().is_some_and(|failed| *failed != provider) {
             metrics::counter!("herd_llm_fallbacks_total", "to" => provider.clone()).increment(1);
         }
         if let Some(budget) = self.budgets.get_mut(provider.as_str()) {
             budget.grant((assignment.task_id, assignment.epoch), now);
         }
-        assignment.provider = Some(provider.clone());
+        assignment.provider = Some(provider);
+    }
+
+    /// A provider of `agent_type`'s chain other than `failed` that can take
+    /// one more call on top of what this round's allotments still hold.
+    fn other_with_room(
+        &mut self,
+        agent_type: &AgentType,
+        failed: &str,
+        now: Instant,
+    ) -> Option<String> {
+        let chain = self.routes.get(agent_type)?.chain.clone();
+        for candidate in chain.iter().filter(|p| p.as_str() != failed) {
+            let held: u32 = self
+                .allotted
+                .values()
+                .flat_map(|a| a.grants.iter())
+                .filter(|(p, _)| p == candidate)
+                .map(|(_, n)| *n)
+                .sum();
+            let Some(budget) = self.budgets.get_mut(candidate) else {
+                return Some(candidate.clone());
+            };
+            let reserved = Reserved {
+                calls: held,
+                tokens: u64::from(held) * budget.estimate(),
+            };
+            if budget.room(now, reserved).is_ok_and(|room| room > 0) {
+                return Some(candidate.clone());
+            }
+        }
+        None
     }
 
     /// Applies what a node reports about its finished calls.
@@ -341,4 +388,126 @@ fn tokens_of(result: &JsonText) -> Option<TokenUsage> {
         usage: TokenUsage,
     }
     result.decode::<Answer>().ok().map(|answer| answer.usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herd_config::CircuitSettings;
+    use herd_protocol::messages::provider::RateLimitHint;
+    use herd_protocol::{AssignmentEpoch, Incarnation, JsonText, NodeName};
+
+    use super::*;
+
+    fn provider(rpm: u32) -> ProviderConfig {
+        ProviderConfig {
+            base_url: "http://127.0.0.1:1/v1".to_string(),
+            api_key: None,
+            model: Some("m".to_string()),
+            requests_per_minute: Some(rpm),
+            tokens_per_minute: None,
+            max_concurrent: None,
+            max_wait: Duration::from_secs(5),
+            circuit: CircuitSettings {
+                failures: 5,
+                recovery: Duration::from_secs(60),
+                half_open_trials: 1,
+            },
+        }
+    }
+
+    fn budgets() -> ProviderBudgets {
+        let providers = BTreeMap::from([
+            ("primary".to_string(), provider(100)),
+            ("backup".to_string(), provider(100)),
+        ]);
+        let routes = BTreeMap::from([(
+            AgentType::new("chat"),
+            LlmRoute {
+                chain: vec!["primary".to_string(), "backup".to_string()],
+                max_tokens: Some(100),
+            },
+        )]);
+        ProviderBudgets::new(&providers, routes)
+    }
+
+    fn assignment(task: u128, epoch: u64) -> TaskAssignment {
+        TaskAssignment {
+            task_id: TaskId(task),
+            epoch: AssignmentEpoch(epoch),
+            agent_type: AgentType::new("chat"),
+            payload: JsonText::parse("{}").unwrap(),
+            attempt: 1,
+            timeout_ms: 1000,
+            trace_context: None,
+            provider: None,
+        }
+    }
+
+    fn member() -> MemberId {
+        MemberId {
+            name: NodeName::parse("n1").unwrap(),
+            incarnation: Incarnation(1),
+        }
+    }
+
+    #[test]
+    fn a_retry_after_a_provider_failure_goes_to_another_provider() {
+        let now = Instant::now();
+        let mut budgets = budgets();
+        let chat = AgentType::new("chat");
+        // Attempt 1 of task 7 is granted the primary, which answers 500.
+        budgets.begin_round(|_, _| true);
+        assert_eq!(budgets.allot(&chat, 1, &mut BTreeMap::new(), now), 1);
+        let mut first = assignment(7, 1);
+        budgets.grant(&mut first, now);
+        assert_eq!(first.provider.as_deref(), Some("primary"));
+        let failure = ProviderCall {
+            provider: "primary".to_string(),
+            task_id: TaskId(7),
+            epoch: AssignmentEpoch(1),
+            status: ProviderCallStatus::Unavailable,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            hint: RateLimitHint::default(),
+            latency_ms: 3,
+        };
+        budgets.calls_finished(&member(), vec![failure], now);
+
+        // The primary's circuit is still closed and has room, so the round
+        // allots the primary; the retry goes to the backup all the same,
+        // while another task still gets the primary.
+        budgets.begin_round(|_, _| false);
+        assert_eq!(budgets.allot(&chat, 2, &mut BTreeMap::new(), now), 2);
+        let mut retry = assignment(7, 2);
+        budgets.grant(&mut retry, now);
+        assert_eq!(retry.provider.as_deref(), Some("backup"));
+        let mut other = assignment(8, 3);
+        budgets.grant(&mut other, now);
+        assert_eq!(other.provider.as_deref(), Some("primary"));
+    }
+
+    #[test]
+    fn pending_tasks_say_which_provider_they_wait_for() {
+        let now = Instant::now();
+        let providers = BTreeMap::from([("primary".to_string(), provider(2))]);
+        let routes = BTreeMap::from([(
+            AgentType::new("chat"),
+            LlmRoute {
+                chain: vec!["primary".to_string()],
+                max_tokens: None,
+            },
+        )]);
+        let mut budgets = ProviderBudgets::new(&providers, routes);
+        let chat = AgentType::new("chat");
+        budgets.begin_round(|_, _| true);
+        assert_eq!(budgets.allot(&chat, 5, &mut BTreeMap::new(), now), 2);
+        let why = budgets.waiting_for(&chat, now).unwrap();
+        assert!(
+            why.contains("\"primary\"") && why.contains("requests_per_minute"),
+            "{why}"
+        );
+        assert!(budgets.next_room_at().is_some());
+    }
 }
