@@ -223,6 +223,8 @@ pub struct AgentSection {
     pub command: Option<Vec<String>>,
     /// `exec`: extra environment.
     pub env: Option<BTreeMap<String, String>>,
+    /// `exec`: names of the node's environment variables passed to the program.
+    pub pass_env: Option<Vec<String>>,
     /// `exec`: working directory.
     pub working_dir: Option<String>,
     /// `exec`: exit codes that mean "do not retry".

@@ -416,8 +416,16 @@ impl HandlerConfig {
 pub struct ExecHandlerConfig {
     /// Program and arguments.
     pub command: Vec<String>,
-    /// Extra environment variables for the program.
+    /// Extra environment variables for the program, set on top of what it
+    /// inherits.
     pub env: BTreeMap<String, String>,
+    /// The node's environment variables passed through to the program,
+    /// sorted and without duplicates. The program inherits nothing else of
+    /// the node's environment but a fixed baseline (`PATH`, `HOME`, locale,
+    /// `TZ`, `TMPDIR`), so that the node's secrets never reach it. Never
+    /// names a `HERD_*` variable: those configure the node and hold its
+    /// secrets (`HERD_COOKIE`), and validation refuses them.
+    pub pass_env: Vec<String>,
     /// Working directory.
     pub working_dir: Option<PathBuf>,
     /// Exit codes meaning "retrying cannot help" (others are retried).

@@ -314,6 +314,68 @@ fn declared_agents_replace_the_built_in_ones() {
 }
 
 #[test]
+fn exec_pass_env_names_node_variables_and_never_herd_s_own() {
+    let (_dir, path) = write_config(
+        "[agents.tool]\nhandler = \"exec\"\ncommand = [\"tool\"]\npass_env = [\"REGION\", \"AWS_PROFILE\", \"REGION\"]\n",
+    );
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    match &config.agents[&"tool".into()].handler {
+        HandlerConfig::Exec(exec) => assert_eq!(exec.pass_env, vec!["AWS_PROFILE", "REGION"]),
+        other => panic!("unexpected handler {other:?}"),
+    }
+
+    let (_dir, path) = write_config(
+        "[agents.tool]\nhandler = \"exec\"\ncommand = [\"tool\"]\nenv = { MODE = \"fast\" }\npass_env = [\"HERD_COOKIE\", \"herd_api_token\", \"9LIVES\", \"A=B\", \"\", \"MODE\"]\n",
+    );
+    let message = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "agents.tool.pass_env: names \"HERD_COOKIE\"; HERD_* variables configure the node and hold its secrets",
+        "agents.tool.pass_env: names \"herd_api_token\"; HERD_* variables",
+        "agents.tool.pass_env: names \"9LIVES\", which is not an environment variable name",
+        "agents.tool.pass_env: names \"A=B\", which is not an environment variable name",
+        "agents.tool.pass_env: names \"\", which is not an environment variable name",
+        "agents.tool.pass_env: names \"MODE\", which env also sets",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+
+    let (_dir, path) = write_config(
+        "[agents.fetch]\nhandler = \"http\"\nurl = \"http://127.0.0.1:9000/run\"\npass_env = [\"REGION\"]\n",
+    );
+    let message = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("agents.fetch.pass_env: applies only to handler = \"exec\""),
+        "{message}"
+    );
+}
+
+#[test]
 fn the_cookie_never_appears_in_debug_output() {
     let config = resolve(
         &Overrides {

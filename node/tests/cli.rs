@@ -8,16 +8,32 @@ use std::process::{Command, Output};
 
 use herd_node::local_cluster::temp_dir;
 
+/// Runs `herd` to completion. Every command here is expected to exit on its
+/// own; one that keeps running (a node that starts where it should refuse)
+/// is killed at a deadline and fails the test instead of hanging it.
 fn herd(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
     command
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
-    command.output().expect("herd runs")
+    let child = command.spawn().expect("herd runs");
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done_tx.send(child.wait_with_output()));
+    match done_rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(output) => output.expect("herd's output is readable"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("herd {args:?} was still running after 60 s; it was expected to exit");
+        }
+    }
 }
 
 fn stderr(output: &Output) -> String {
@@ -242,6 +258,43 @@ fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versi
     assert!(message.contains("format version 9"), "{message}");
     assert!(message.contains("reads format version 1"), "{message}");
     assert!(!message.contains("delete"), "{message}");
+}
+
+#[test]
+fn a_zero_length_journal_is_refused_naming_the_file_and_left_untouched() {
+    // As a full disk can leave it: the file is there, its bytes are not. A
+    // new empty journal in its place would silently lose every task it held.
+    let data = tempfile::tempdir().unwrap();
+    let journal = data.path().join("orchestrator.redb");
+    std::fs::File::create(&journal).unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let output = herd(
+        &[
+            "node",
+            "--name",
+            "n1",
+            "--roles",
+            "orchestrator,worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+        ],
+        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains(&journal.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("is empty"), "{message}");
+    assert!(message.contains("from a backup"), "{message}");
+    assert!(message.contains("move it away"), "{message}");
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+    assert!(!data.path().join("orchestrator.redb.new").exists());
 }
 
 #[tokio::test]

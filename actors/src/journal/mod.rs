@@ -11,6 +11,7 @@
 //! time and disk use.
 
 mod format;
+mod preflight;
 mod store;
 mod writer;
 
@@ -222,7 +223,96 @@ mod tests {
         store.append(&[(1, vec![0xff, 0x00, 0x13])]).unwrap();
         let error = store.recover(book()).unwrap_err().to_string();
         assert!(error.contains("journal entry 1"), "{error}");
-        assert!(error.contains("move it away to start empty"), "{error}");
+        assert!(error.contains("restore"), "{error}");
+        assert!(error.contains("from a backup"), "{error}");
+        assert!(error.contains("only if losing the tasks"), "{error}");
+        assert!(error.contains("move it away"), "{error}");
+    }
+
+    /// Opens `dir` expecting a refusal; returns its message.
+    fn refusal(dir: &std::path::Path) -> String {
+        let error = JournalStore::open(dir)
+            .err()
+            .expect("the journal is refused");
+        assert!(
+            error.is_configuration(),
+            "an unreadable journal is the operator's to fix: {error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("orchestrator.redb"), "{message}");
+        assert!(message.contains("from a backup"), "{message}");
+        assert!(message.contains("move it away"), "{message}");
+        message
+    }
+
+    #[test]
+    fn a_missing_journal_starts_a_new_one_and_it_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = JournalStore::open(&data).unwrap();
+        store.append(&[(1, vec![7])]).unwrap();
+        drop(store);
+        assert!(!data.join("orchestrator.redb.new").exists());
+        assert_eq!(JournalStore::open(&data).unwrap().journal_len().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_zero_length_journal_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.redb");
+        std::fs::write(&path, b"").unwrap();
+        let message = refusal(dir.path());
+        assert!(message.contains("is empty"), "{message}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_redb_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.redb");
+        let garbage: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let message = refusal(dir.path());
+        assert!(message.contains("not a redb database"), "{message}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[test]
+    fn a_redb_database_of_another_program_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let database = redb::Database::create(dir.path().join("orchestrator.redb")).unwrap();
+            let transaction = database.begin_write().unwrap();
+            transaction
+                .open_table(redb::TableDefinition::<&str, u64>::new("users"))
+                .unwrap()
+                .insert("ada", 1)
+                .unwrap();
+            transaction.commit().unwrap();
+        }
+        let message = refusal(dir.path());
+        assert!(message.contains("another program"), "{message}");
+        assert!(message.contains("users"), "{message}");
+    }
+
+    #[test]
+    fn a_truncated_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.redb");
+        let store = JournalStore::open(dir.path()).unwrap();
+        for sequence in 1..=200u64 {
+            store.append(&[(sequence, vec![0xAB; 512])]).unwrap();
+        }
+        drop(store);
+        let whole = std::fs::read(&path).unwrap();
+        for keep in [whole.len() / 2, 4096, 600, 16] {
+            std::fs::write(&path, &whole[..keep]).unwrap();
+            let message = refusal(dir.path());
+            assert!(
+                message.contains("truncated") || message.contains("corrupt"),
+                "{keep} bytes kept: {message}"
+            );
+        }
     }
 
     /// Writes `commands` the way releases before versioned records did: bare

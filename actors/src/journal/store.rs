@@ -3,10 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, DatabaseError, MultimapTableHandle, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageError, TableDefinition, TableHandle,
+};
 use tracing::info;
 
 use super::format::{self, FORMAT_VERSION, Unsealed};
+use super::preflight::{self, Found};
 use crate::task_book::{Command, TaskBook};
 
 /// Journal entries: sequence number → encoded command.
@@ -14,6 +18,22 @@ pub(super) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("jo
 /// `snapshot` → encoded book; `snapshot_seq` → the last sequence it includes;
 /// `format` → the file's format version.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The journal's file name inside `--data-dir`.
+pub const FILE_NAME: &str = "orchestrator.redb";
+/// Where a new journal is initialised before it is renamed to [`FILE_NAME`],
+/// so that the journal's path never holds a half-created file.
+const NEW_FILE_NAME: &str = "orchestrator.redb.new";
+
+/// What the operator can do about a journal file that cannot be read.
+/// Starting empty is offered last and only as a deliberate choice: it loses
+/// every task the file recorded.
+fn recovery_options(path: &Path) -> String {
+    format!(
+        "restore {path} from a backup; or, only if losing the tasks it recorded is acceptable, move it away (e.g. mv {path} {path}.broken) and herd starts a new, empty journal",
+        path = path.display()
+    )
+}
 
 /// The journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +66,25 @@ pub enum StoreError {
         /// The version this release reads.
         expected: u16,
     },
+    /// The file is not a journal herd can read: empty (zero bytes), not a
+    /// redb database, a redb database of something else, or damaged beyond
+    /// what redb repairs. Never replaced by an empty journal: that would
+    /// silently lose every task it recorded.
+    #[error(
+        "the orchestrator journal at {path} {problem}; herd refuses to start rather than lose the tasks it recorded: {}",
+        recovery_options(path)
+    )]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Stored data did not decode (corruption, or a journal written by an
     /// incompatible herd release).
     #[error(
-        "the orchestrator journal at {path} holds an undecodable {what} ({reason}); it was written by an incompatible herd release or is corrupt: move it away to start empty"
+        "the orchestrator journal at {path} holds an undecodable {what} ({reason}); it is corrupt or was written by an incompatible herd release: {}",
+        recovery_options(path)
     )]
     Corrupt {
         /// The file.
@@ -92,17 +127,83 @@ pub struct JournalStore {
 }
 
 impl JournalStore {
-    /// Opens (or creates) `dir/orchestrator.redb`.
+    /// Opens `dir/orchestrator.redb`, or starts a new journal there when no
+    /// such file exists. A file that exists but is empty, not a redb
+    /// database, not herd's, or corrupt is refused with
+    /// [`StoreError::Unreadable`] and left as it is: it is never taken for a
+    /// new, empty journal.
     pub fn open(dir: &Path) -> Result<JournalStore, StoreError> {
-        let path = dir.join("orchestrator.redb");
+        let path = dir.join(FILE_NAME);
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let database = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
-        let store = JournalStore { database, path };
+        match preflight::inspect(&path).map_err(|e| open_error(e.to_string()))? {
+            Found::Missing => Self::start_new(dir, path),
+            Found::Unusable(problem) => Err(StoreError::Unreadable { path, problem }),
+            Found::Redb => {
+                // Verifying every page costs one read of the file at start;
+                // without it redb trusts a cleanly closed file and may panic
+                // on one damaged since.
+                let database = redb::Builder::new()
+                    .set_check_integrity_on_open(true)
+                    .open(&path)
+                    .map_err(|error| match error {
+                        DatabaseError::Storage(StorageError::Corrupted(reason)) => {
+                            StoreError::Unreadable {
+                                path: path.clone(),
+                                problem: format!("is corrupt ({reason})"),
+                            }
+                        }
+                        DatabaseError::Storage(StorageError::Io(io))
+                            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+                        {
+                            StoreError::Unreadable {
+                                path: path.clone(),
+                                problem: format!("is truncated ({io})"),
+                            }
+                        }
+                        other => open_error(other.to_string()),
+                    })?;
+                let store = JournalStore { database, path };
+                store.settle_format()?;
+                Ok(store)
+            }
+        }
+    }
+
+    /// Initialises a journal under a temporary name and renames it into
+    /// place once its format marker is durable, so a crash half-way leaves
+    /// either no journal (started again next time) or a complete one, never
+    /// an empty file that the next start would have to refuse.
+    fn start_new(dir: &Path, path: PathBuf) -> Result<JournalStore, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        let staging = dir.join(NEW_FILE_NAME);
+        match std::fs::remove_file(&staging) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(open_error(format!(
+                    "cannot remove the unfinished {}: {error}",
+                    staging.display()
+                )));
+            }
+            _ => {}
+        }
+        let database = Database::create(&staging).map_err(|e| open_error(e.to_string()))?;
+        let store = JournalStore {
+            database,
+            path: path.clone(),
+        };
         store.settle_format()?;
+        // The open database follows its file across the rename.
+        std::fs::rename(&staging, &path).map_err(|e| open_error(e.to_string()))?;
+        std::fs::File::open(dir)
+            .and_then(|directory| directory.sync_all())
+            .map_err(|e| open_error(format!("cannot sync the data directory: {e}")))?;
+        info!(path = %path.display(), "started a new orchestrator journal");
         Ok(store)
     }
 
@@ -112,6 +213,28 @@ impl JournalStore {
     fn settle_format(&self) -> Result<(), StoreError> {
         let transaction = self.database.begin_write().map_err(io)?;
         {
+            // A redb file with other tables belongs to another program;
+            // marking it as a journal would hide that it is not ours.
+            let foreign: Vec<String> = transaction
+                .list_tables()
+                .map_err(io)?
+                .map(|table| table.name().to_string())
+                .chain(
+                    transaction
+                        .list_multimap_tables()
+                        .map_err(io)?
+                        .map(|table| table.name().to_string()),
+                )
+                .filter(|name| name != JOURNAL.name() && name != META.name())
+                .collect();
+            if !foreign.is_empty() {
+                return Err(StoreError::Unreadable {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "is a redb database of another program (tables {foreign:?}), not a herd journal"
+                    ),
+                });
+            }
             let mut journal = transaction.open_table(JOURNAL).map_err(io)?;
             let mut meta = transaction.open_table(META).map_err(io)?;
             let marker: Option<Vec<u8>> =

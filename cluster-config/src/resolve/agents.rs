@@ -108,6 +108,7 @@ fn resolve_agent(
     let exec_only = [
         ("command", section.command.is_some()),
         ("env", section.env.is_some()),
+        ("pass_env", section.pass_env.is_some()),
         ("working_dir", section.working_dir.is_some()),
         ("fatal_exit_codes", section.fatal_exit_codes.is_some()),
     ];
@@ -211,12 +212,55 @@ fn exec_handler(
             ),
         }
     }
+    let env = section.env.clone().unwrap_or_default();
+    let mut pass_env: Vec<String> = Vec::new();
+    for name in section.pass_env.iter().flatten() {
+        match pass_env_refusal(name, &env) {
+            Some(reason) => fail("pass_env", reason),
+            None => pass_env.push(name.clone()),
+        }
+    }
+    pass_env.sort();
+    pass_env.dedup();
     Some(HandlerConfig::Exec(ExecHandlerConfig {
         command,
-        env: section.env.clone().unwrap_or_default(),
+        env,
+        pass_env,
         working_dir: section.working_dir.clone().map(PathBuf::from),
         fatal_exit_codes,
     }))
+}
+
+/// Why `name` may not be passed from the node's environment to an `exec`
+/// program, if it may not.
+///
+/// `HERD_*` variables are the node's own: its configuration and its secrets
+/// (`HERD_COOKIE` lets anyone holding it join the cluster). Refusing the whole
+/// prefix keeps a secret herd reads from the environment in the future from
+/// becoming passable by an old config. A value a program needs is given with
+/// `env` instead, where the config states it.
+fn pass_env_refusal(name: &str, env: &BTreeMap<String, String>) -> Option<String> {
+    let portable = name
+        .chars()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !portable {
+        return Some(format!(
+            "names {name:?}, which is not an environment variable name; use letters, digits and _, not starting with a digit"
+        ));
+    }
+    if name.to_ascii_uppercase().starts_with("HERD_") {
+        return Some(format!(
+            "names {name:?}; HERD_* variables configure the node and hold its secrets (HERD_COOKIE), so they are never passed to programs; herd sets HERD_TASK_ID, HERD_AGENT_TYPE and HERD_ATTEMPT itself, and a value the program needs can be given in env"
+        ));
+    }
+    if env.contains_key(name) {
+        return Some(format!(
+            "names {name:?}, which env also sets; keep it in one of the two"
+        ));
+    }
+    None
 }
 
 fn http_handler(
