@@ -55,7 +55,10 @@ fn the_cookie_flag_help_says_to_prefer_the_environment_variable() {
             .take(4)
             .collect::<Vec<_>>()
             .join(" ");
-        assert!(cookie.contains("Prefer HERD_COOKIE"), "{help_flag}: {cookie}");
+        assert!(
+            cookie.contains("Prefer HERD_COOKIE"),
+            "{help_flag}: {cookie}"
+        );
         assert!(cookie.contains("`ps`"), "{help_flag}: {cookie}");
     }
 }
