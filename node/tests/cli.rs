@@ -60,6 +60,26 @@ fn a_node_without_a_cookie_refuses_to_start_and_says_how_to_set_one() {
 }
 
 #[test]
+fn the_cookie_flag_help_says_to_prefer_the_environment_variable() {
+    for help_flag in ["-h", "--help"] {
+        let output = herd(&["node", help_flag], &[]);
+        assert_eq!(output.status.code(), Some(0));
+        let help = stdout(&output);
+        let cookie = help
+            .lines()
+            .skip_while(|line| !line.contains("--cookie"))
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            cookie.contains("Prefer HERD_COOKIE"),
+            "{help_flag}: {cookie}"
+        );
+        assert!(cookie.contains("`ps`"), "{help_flag}: {cookie}");
+    }
+}
+
+#[test]
 fn unknown_flags_are_usage_errors() {
     let output = herd(&["node", "--wokers", "3"], &[]);
     assert_eq!(output.status.code(), Some(2));

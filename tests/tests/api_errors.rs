@@ -296,3 +296,160 @@ async fn idempotency_keys_priorities_listing_and_cancellation_work_over_http() {
     })
     .await;
 }
+
+/// One HTTP answer read off a raw socket.
+struct RawAnswer {
+    status: u16,
+    /// Header names lower-cased.
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Sends `method path` with `body` over a raw socket, so tests can send what
+/// an HTTP client library would refuse or normalise (bytes like `%FF`).
+async fn send_raw(base: &str, method: &str, path: &str, body: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let _ = socket.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    // Bodies may be chunked; take the JSON object inside.
+    let json_text = body
+        .find('{')
+        .map(|start| &body[start..body.rfind('}').unwrap() + 1])
+        .unwrap_or("null");
+    RawAnswer {
+        status: status.parse().unwrap(),
+        headers,
+        body: serde_json::from_str(json_text).unwrap_or(Value::Null),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_axum_answers_by_itself_is_json_with_a_code() {
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(1).await;
+        let base = cluster.node("n2").api_url();
+        let cases: &[(&str, &str, &[u8], u16, &str)] = &[
+            // Path segments that are not UTF-8 once percent-decoded.
+            ("GET", "/v1/tasks/%FF", b"", 400, "invalid_path"),
+            ("POST", "/v1/tasks/%FF/cancel", b"", 400, "invalid_path"),
+            (
+                "POST",
+                "/v1/dead-letters/%FF/retry",
+                b"{}",
+                400,
+                "invalid_path",
+            ),
+            ("POST", "/v1/nodes/%FF/drain", b"", 400, "invalid_path"),
+            (
+                "PUT",
+                "/v1/agents/%FF",
+                b"{\"weight\": 0.5}",
+                400,
+                "invalid_path",
+            ),
+            // Methods a route does not serve.
+            ("DELETE", "/v1/cluster", b"", 405, "method_not_allowed"),
+            ("PUT", "/v1/tasks", b"{}", 405, "method_not_allowed"),
+            ("GET", "/v1/scaling", b"", 405, "method_not_allowed"),
+            // Query strings the handlers cannot read.
+            ("GET", "/v1/tasks?limit=lots", b"", 400, "invalid_query"),
+            ("GET", "/v1/tasks?colour=red", b"", 400, "invalid_query"),
+            (
+                "GET",
+                "/v1/dead-letters?limit=-1",
+                b"",
+                400,
+                "invalid_query",
+            ),
+            (
+                "GET",
+                "/v1/scaling/decisions?limit=x",
+                b"",
+                400,
+                "invalid_query",
+            ),
+            (
+                "GET",
+                "/v1/tasks/01890000-0000-7000-8000-000000000000?wait=soon",
+                b"",
+                400,
+                "invalid_wait",
+            ),
+            // Bodies of the wrong JSON shape.
+            (
+                "POST",
+                "/v1/tasks",
+                b"{\"agent_type\": 5}",
+                400,
+                "malformed_json",
+            ),
+            ("POST", "/v1/tasks", b"\"echo\"", 400, "malformed_json"),
+            ("PUT", "/v1/scaling", b"[1, 2]", 400, "malformed_json"),
+            (
+                "PUT",
+                "/v1/agents/echo",
+                b"{\"weight\": \"half\"}",
+                400,
+                "malformed_json",
+            ),
+            ("POST", "/v1/tasks", b"\xff\xfe", 400, "malformed_json"),
+        ];
+        for (method, path, body, status, code) in cases {
+            let answer = send_raw(&base, method, path, body).await;
+            let what = format!("{method} {path}");
+            assert_eq!(answer.status, *status, "{what}: {:?}", answer.body);
+            assert_eq!(
+                answer.header("content-type"),
+                Some("application/json"),
+                "{what}"
+            );
+            assert_eq!(answer.body["code"], *code, "{what}: {}", answer.body);
+            let message = answer.body["error"].as_str().unwrap_or_default();
+            assert!(message.len() > 20, "{what}: {message:?} says nothing");
+        }
+
+        // A 405 says which methods the route serves, in Allow and in words.
+        let answer = send_raw(&base, "DELETE", "/v1/cluster", b"").await;
+        assert_eq!(answer.header("allow"), Some("GET,HEAD"));
+        assert_eq!(
+            answer.body["error"],
+            "DELETE is not allowed on /v1/cluster; use GET, HEAD"
+        );
+        let answer = send_raw(&base, "GET", "/v1/tasks/%FF", b"").await;
+        assert!(
+            answer.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("percent-encoded"),
+            "{}",
+            answer.body
+        );
+        cluster.stop().await;
+    })
+    .await;
+}

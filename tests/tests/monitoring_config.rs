@@ -118,3 +118,62 @@ fn every_dashboard_panel_queries_a_metric_herd_serves() {
         }
     }
 }
+
+/// The lines of one Compose service's block (`  name:` up to the next line
+/// indented two spaces or less).
+fn compose_service(name: &str) -> String {
+    let text = std::fs::read_to_string(deploy("compose.yaml")).unwrap();
+    let start = text
+        .find(&format!("\n  {name}:\n"))
+        .unwrap_or_else(|| panic!("compose.yaml has no service {name}"));
+    text[start + 1..]
+        .lines()
+        .enumerate()
+        .take_while(|(index, line)| {
+            *index == 0 || line.is_empty() || line.starts_with("   ") || line.starts_with("  #")
+        })
+        .map(|(_, line)| line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_monitoring_profile_listens_on_loopback_and_grafana_requires_a_login() {
+    for (service, port) in [("prometheus", 9090), ("grafana", 3000)] {
+        let block = compose_service(service);
+        let ports: Vec<&str> = block
+            .lines()
+            .skip_while(|line| line.trim() != "ports:")
+            .skip(1)
+            .take_while(|line| line.trim_start().starts_with("- "))
+            .collect();
+        assert_eq!(
+            ports,
+            [format!("      - \"127.0.0.1:{port}:{port}\"")],
+            "{service} must publish only on the host's loopback:\n{block}"
+        );
+    }
+
+    let grafana = compose_service("grafana");
+    assert!(
+        grafana.contains("GF_AUTH_ANONYMOUS_ENABLED: \"false\""),
+        "{grafana}"
+    );
+    assert!(!grafana.contains("GF_AUTH_ANONYMOUS_ORG_ROLE"), "{grafana}");
+    // The password comes from the environment, with no default to fall back on.
+    assert!(
+        grafana.contains("GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:-}"),
+        "{grafana}"
+    );
+    assert!(
+        grafana.contains("[ -n \"$$GF_SECURITY_ADMIN_PASSWORD\" ] || {"),
+        "Grafana must refuse to start without a password:\n{grafana}"
+    );
+    // Provisioning must not turn anonymous access back on.
+    for dir in ["dashboards", "datasources"] {
+        for entry in std::fs::read_dir(deploy(&format!("grafana/provisioning/{dir}"))).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(!text.to_lowercase().contains("anonymous"), "{text}");
+        }
+    }
+}

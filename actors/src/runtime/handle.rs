@@ -22,6 +22,10 @@ use crate::task_trace;
 /// Default time limit for one request to the orchestrator.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How much longer than the wait a forwarded `AwaitTask` call may live (see
+/// [`NodeHandle::wait_for`]): ample for the reply to cross the cluster.
+const FORWARDED_WAIT_MARGIN: Duration = Duration::from_secs(5);
+
 /// Why a request failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -189,12 +193,23 @@ impl NodeHandle {
         }
     }
 
-    /// Waits until the task is terminal (succeeded, dead or cancelled).
+    /// Waits until the task is terminal (succeeded, dead or cancelled);
+    /// [`ClientError::Timeout`] when `limit` runs out first, whichever node
+    /// the orchestrator runs on.
     pub async fn wait_for(&self, id: TaskId, limit: Duration) -> Result<TaskView, ClientError> {
-        match self
-            .request(OrchestratorRequest::AwaitTask(id), limit)
-            .await?
-        {
+        // The wait is timed here, not by the call: a call forwarded to a peer
+        // is relayed through reply ports that give up at the call's own limit
+        // and drop the caller's port, which reads as "unreachable" rather
+        // than "not finished yet". Giving the call a longer limit than the
+        // wait lets this node's timer always end it first.
+        let forwarded = self.request(
+            OrchestratorRequest::AwaitTask(id),
+            limit + FORWARDED_WAIT_MARGIN,
+        );
+        let reply = tokio::time::timeout(limit, forwarded)
+            .await
+            .map_err(|_| ClientError::Timeout(limit))??;
+        match reply {
             OrchestratorReply::Task(Some(view)) => Ok(view),
             OrchestratorReply::Task(None) => Err(ClientError::NotFound(id)),
             _ => Err(ClientError::UnexpectedReply),

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herd_protocol::NodeName;
 use herd_protocol::messages::orchestrator::{ClusterStatus, DrainOutcome};
@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::extract::ApiPath;
 
 /// `GET /v1/cluster`.
 pub async fn status(State(state): State<ApiState>) -> Result<Json<ClusterStatus>, ApiError> {
@@ -17,7 +18,7 @@ pub async fn status(State(state): State<ApiState>) -> Result<Json<ClusterStatus>
 /// tasks finish within its grace period, hands back the rest, and leaves.
 pub async fn drain(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = NodeName::parse(&name).map_err(|error| {
         ApiError::bad_request(

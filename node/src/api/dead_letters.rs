@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use herd_protocol::messages::orchestrator::{RetryOutcome, TaskPage, TaskQuery};
 use herd_protocol::{JsonText, TaskId, TaskState};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::extract::ApiPath;
 
 /// Query of `GET /v1/dead-letters`.
 #[derive(Deserialize)]
@@ -74,7 +75,7 @@ struct RetryRequest {
 /// with modifications"). The task is pending again with a fresh budget.
 pub async fn retry(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id: TaskId = super::tasks::parse_id(&id)?;

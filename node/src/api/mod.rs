@@ -2,12 +2,16 @@
 //! forwarded to it over the cluster, so any node's API works.
 //!
 //! Handlers are short: parsing and validation live in [`tasks`]' request
-//! types, error mapping in [`error::ApiError`].
+//! types, error mapping in [`error::ApiError`]. Every error is JSON: handlers
+//! and [`extract`] answer `ApiError`s, and [`json_errors`] rewrites whatever
+//! axum answers by itself (405, rejections).
 
 mod cluster;
 mod dead_letters;
 pub mod error;
+mod extract;
 mod health;
+mod json_errors;
 mod observability;
 mod scaling;
 mod tasks;
@@ -83,7 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(observability::metrics));
     let paths: Arc<[&'static str]> = routes.paths.into();
-    routes
+    let api = routes
         .router
         .fallback(move |uri: axum::http::Uri| {
             let paths = paths.clone();
@@ -91,7 +95,12 @@ pub fn router(state: ApiState) -> Router {
         })
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    // A router's layers wrap each route, inside the step that adds `Allow`
+    // to a 405; wrapping the whole router lets json_errors see it.
+    Router::new()
+        .fallback_service(api)
+        .layer(axum::middleware::from_fn(json_errors::json_errors))
 }
 
 /// A router that remembers the paths it serves, so the 404 answer lists

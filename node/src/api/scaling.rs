@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use herd_protocol::AgentType;
 use herd_protocol::messages::scaling::{
     AgentUpdate, ScalingDecision, ScalingUpdate, SystemHealthReport,
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::extract::ApiPath;
 
 /// Most decisions one request returns (the orchestrator keeps 100).
 const MAX_DECISIONS: u32 = 100;
@@ -73,7 +74,7 @@ fn parse_body<T: DeserializeOwned>(
 /// unless `"pinned": false` is given; `{"pinned": false}` releases it.
 pub async fn update_agent(
     State(state): State<ApiState>,
-    Path(agent_type): Path<String>,
+    ApiPath(agent_type): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let update: AgentUpdate = parse_body(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use herd_protocol::defaults::{DEFAULT_RETRY_FACTOR, DEFAULT_RETRY_INITIAL_S, DEFAULT_RETRY_MAX_S};
 use herd_protocol::limits::{MAX_CONFIGURABLE_PAYLOAD_BYTES, MIB};
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::extract::ApiPath;
 
 /// One task in a submission body.
 #[derive(Deserialize)]
@@ -266,7 +267,7 @@ fn parse_wait(text: &str) -> Result<Duration, ApiError> {
 /// `GET /v1/tasks/{id}`, optionally `?wait=30s` to wait for a terminal state.
 pub async fn get_one(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
     let id = parse_id(&id)?;
@@ -342,7 +343,7 @@ pub async fn list(
 /// `POST /v1/tasks/{id}/cancel`.
 pub async fn cancel(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     match state.node.cancel(id).await? {

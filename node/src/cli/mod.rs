@@ -100,7 +100,7 @@ pub struct NodeArgs {
     /// Worker slots on this node. [env: HERD_WORKERS] [file: node.workers] [default: 4]
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
-    /// Shared cluster secret; required, no default. [env: HERD_COOKIE] [file: node.cookie]
+    /// Shared cluster secret; required, no default. Prefer HERD_COOKIE: a flag's value is visible to every user of the machine in `ps`. [env: HERD_COOKIE] [file: node.cookie]
     #[arg(long, value_name = "SECRET")]
     pub cookie: Option<String>,
     /// TOML config file (supports ${VAR} and ${VAR:-default}). [env: HERD_CONFIG]
