@@ -138,74 +138,59 @@ pub fn main() -> ExitCode {
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
-    let settings = crate::bench::BenchSettings {
-        tasks: args.tasks.max(1),
-        batch: args.batch.max(1),
-        workers: args.workers.max(1),
-        latency_samples: args.latency_samples.max(1),
-        submitters: args.submitters.max(1),
-        data_dir: args.data_dir.clone(),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime builds");
-    if args.scenario == "llm" {
-        let settings = crate::bench_llm::LlmBenchSettings {
-            tasks: args.tasks.max(1),
-            latency_samples: args.latency_samples.max(1),
-            requests_per_minute: args.requests_per_minute,
-            workers: args.workers.max(1),
-        };
-        return match runtime.block_on(crate::bench_llm::run(settings)) {
-            Ok(figures) if args.json => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&figures).expect("figures serialise")
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(figures) => {
-                crate::bench_llm::print(&figures);
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("herd bench llm: {error:#}");
-                ExitCode::FAILURE
-            }
-        };
+    match args.scenario.as_str() {
+        "llm" => {
+            let settings = crate::bench_llm::LlmBenchSettings {
+                tasks: args.tasks.max(1),
+                latency_samples: args.latency_samples.max(1),
+                requests_per_minute: args.requests_per_minute,
+                workers: args.workers.max(1),
+            };
+            report(
+                &args,
+                runtime.block_on(crate::bench_llm::run(settings)),
+                crate::bench_llm::print,
+            )
+        }
+        "failover" => report(
+            &args,
+            runtime.block_on(crate::bench_failover::run(args.rounds.max(1))),
+            |phases| crate::bench_failover::print(crate::bench_failover::TITLE, phases),
+        ),
+        "scaling" => report(
+            &args,
+            runtime.block_on(crate::bench_scaling::run(args.rounds.max(1))),
+            |phases| crate::bench_failover::print(crate::bench_scaling::TITLE, phases),
+        ),
+        _ => {
+            let settings = crate::bench::BenchSettings {
+                tasks: args.tasks.max(1),
+                batch: args.batch.max(1),
+                workers: args.workers.max(1),
+                latency_samples: args.latency_samples.max(1),
+                submitters: args.submitters.max(1),
+                data_dir: args.data_dir.clone(),
+            };
+            report(
+                &args,
+                runtime.block_on(crate::bench::run(settings.clone())),
+                |figures| crate::bench::print(&settings, figures),
+            )
+        }
     }
-    if args.scenario == "failover" || args.scenario == "scaling" {
-        let rounds = args.rounds.max(1);
-        let figures = if args.scenario == "failover" {
-            runtime.block_on(crate::bench_failover::run(rounds))
-        } else {
-            runtime.block_on(crate::bench_scaling::run(rounds))
-        };
-        return match figures {
-            Ok(phases) if args.json => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&phases).expect("figures serialise")
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(phases) => {
-                let title = if args.scenario == "failover" {
-                    crate::bench_failover::TITLE
-                } else {
-                    crate::bench_scaling::TITLE
-                };
-                crate::bench_failover::print(title, &phases);
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("herd bench {}: {error:#}", args.scenario);
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match runtime.block_on(crate::bench::run(settings.clone())) {
+}
+
+/// Prints a bench's figures (as JSON with `--json`) or its error.
+fn report<T: serde::Serialize>(
+    args: &BenchArgs,
+    figures: anyhow::Result<T>,
+    print: impl FnOnce(&T),
+) -> ExitCode {
+    match figures {
         Ok(figures) if args.json => {
             println!(
                 "{}",
@@ -214,11 +199,11 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(figures) => {
-            crate::bench::print(&settings, &figures);
+            print(&figures);
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("herd bench: {error:#}");
+            eprintln!("herd bench {}: {error:#}", args.scenario);
             ExitCode::FAILURE
         }
     }
