@@ -35,6 +35,17 @@ impl OrchestratorState {
     pub(super) fn dispatch(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         self.dispatch_scheduled = false;
         let now = Instant::now();
+        if self
+            .agent_types
+            .keys()
+            .all(|agent_type| self.book.queue_depth(agent_type) == 0)
+        {
+            // Nothing waits: skip gathering the pools' loads (the common case
+            // on a busy cluster, where every report asks for a dispatch).
+            self.providers.begin_round(|_, _| true);
+            self.schedule_reopening(myself);
+            return;
+        }
         let mut loads = self.serving_loads();
         // A provider is asked for no more calls than free slots can start,
         // so a task waiting for a slot is not shown as waiting for it.
