@@ -25,7 +25,7 @@ impl OrchestratorState {
         for effect in effects {
             match effect {
                 Effect::Forgotten(id) => {
-                    debug!(task_id = %id, "finished task forgotten (beyond tasks.retain_finished)")
+                    debug!(task_id = %id, "finished task forgotten (beyond tasks.retain_finished or limits.max_held_bytes)")
                 }
                 Effect::Dispatch { member, assignment } => {
                     direct.entry(member).or_default().push(assignment)
@@ -92,6 +92,7 @@ impl OrchestratorState {
         }
         let counts = self.book.counts();
         metrics::gauge!("herd_pending_tasks").set(counts.pending as f64);
+        metrics::gauge!("herd_task_book_bytes").set(self.book.held_bytes() as f64);
         self.schedule_dispatch(myself);
         // A failed attempt schedules a retry: make sure a tick comes for it.
         self.schedule_tick(myself);

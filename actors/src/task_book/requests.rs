@@ -81,11 +81,17 @@ impl TaskBook {
             Some(TaskState::Dead) => {}
             Some(state) => return RetryOutcome::NotDead(state),
         }
+        let was_finished = self.finished.len();
         self.finished.retain(|finished| *finished != id);
+        if self.finished.len() < was_finished {
+            self.bytes_finished(id, false);
+        }
         let record = self.tasks.get_mut(&id).expect("checked above");
+        let before = super::bytes::record_bytes(record);
         if let Some(payload) = payload {
             record.payload = payload;
         }
+        self.bytes_changed(id, before);
         // A fresh budget: the operator decided the task deserves new tries.
         record.attempts = 0;
         record.crashes = 0;
