@@ -64,7 +64,12 @@ fn a_submission_over_the_byte_budget_is_refused_until_tasks_finish() {
         now: at(2),
     });
     // Finished tasks can be forgotten to make room, so they do not count.
-    submit(&mut book, vec![sized(500)]);
+    let submission = book
+        .validate_submission(vec![(TaskId::new_v7(), sized(500))], at(3))
+        .unwrap();
+    let applied = book.submit(submission);
+    assert!(matches!(applied.effects[..], [Effect::Forgotten(_)]));
+    assert_eq!(book.held_bytes(), 500);
     book.check_invariants();
 }
 

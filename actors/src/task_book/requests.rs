@@ -91,13 +91,13 @@ impl TaskBook {
         if let Some(payload) = payload {
             record.payload = payload;
         }
-        self.bytes_changed(id, before);
         // A fresh budget: the operator decided the task deserves new tries.
         record.attempts = 0;
         record.crashes = 0;
         record.state = TaskState::Pending;
         record.finished_at = None;
         record.updated_at = now;
+        self.bytes_changed(id, before);
         self.counts.dead -= 1;
         self.counts.pending += 1;
         self.enqueue(id, false, now);

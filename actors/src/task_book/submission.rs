@@ -156,7 +156,7 @@ impl TaskBook {
                 limit: self.settings.max_unfinished,
             });
         }
-        let new_bytes = tasks
+        let new_bytes: u64 = tasks
             .iter()
             .filter(|(_, spec)| {
                 spec.idempotency_key
