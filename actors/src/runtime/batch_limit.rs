@@ -53,7 +53,7 @@ mod tests {
 
     fn spec(payload_bytes: usize) -> TaskSpec {
         let text = format!("\"{}\"", "x".repeat(payload_bytes));
-        TaskSpec::new("echo", JsonText::parse(&text).unwrap())
+        TaskSpec::new("echo", JsonText::parse(text).unwrap())
     }
 
     #[test]

@@ -5,12 +5,12 @@ use super::*;
 /// A spec whose payload is a JSON string of exactly `bytes` bytes.
 fn sized(bytes: usize) -> TaskSpec {
     let text = format!("\"{}\"", "x".repeat(bytes - 2));
-    TaskSpec::new("echo", JsonText::parse(&text).unwrap())
+    TaskSpec::new("echo", JsonText::parse(text).unwrap())
 }
 
 fn sized_result(bytes: usize) -> Outcome {
     Outcome::Succeeded {
-        result: JsonText::parse(&format!("\"{}\"", "r".repeat(bytes - 2))).unwrap(),
+        result: JsonText::parse(format!("\"{}\"", "r".repeat(bytes - 2))).unwrap(),
         score: None,
     }
 }
