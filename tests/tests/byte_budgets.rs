@@ -71,9 +71,14 @@ async fn every_node_is_up(api: &ApiClient) {
 /// The orchestrator's `herd_task_book_bytes` gauge.
 async fn task_book_bytes(orchestrator: &ApiClient) -> Option<u64> {
     let (_, text) = orchestrator.get_text("/metrics").await.ok()?;
+    // Lines carry the node's global labels: `herd_task_book_bytes{…} 123`.
     text.lines()
-        .find_map(|line| line.strip_prefix("herd_task_book_bytes "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
+        .find(|line| {
+            line.strip_prefix("herd_task_book_bytes")
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
         .map(|value| value as u64)
 }
 
@@ -93,13 +98,21 @@ async fn a_20_mb_batch_through_a_non_orchestrator_node_gets_413_and_no_node_goes
         let (status, body, _) = post_raw(n2.base(), "/v1/tasks", big).await;
         assert_eq!(status, 413, "{body}");
         assert_eq!(body["code"], "batch_too_large", "{body}");
-        assert_eq!(body["limits"]["max_batch_bytes"], 12 * 1024 * 1024, "{body}");
+        assert_eq!(
+            body["limits"]["max_batch_bytes"],
+            12 * 1024 * 1024,
+            "{body}"
+        );
         assert_eq!(body["limits"]["max_batch_tasks"], 10_000, "{body}");
         assert_eq!(body["batch"]["tasks"], 25, "{body}");
-        assert!(body["batch"]["bytes"].as_u64().unwrap() > 20_000_000, "{body}");
+        assert!(
+            body["batch"]["bytes"].as_u64().unwrap() > 20_000_000,
+            "{body}"
+        );
         let message = body["error"].as_str().unwrap();
         assert!(
-            message.contains("limits.max_batch_bytes") && message.contains("limits.max_batch_tasks"),
+            message.contains("limits.max_batch_bytes")
+                && message.contains("limits.max_batch_tasks"),
             "{message}"
         );
 
@@ -126,9 +139,8 @@ async fn a_20_mb_batch_through_a_non_orchestrator_node_gets_413_and_no_node_goes
             "{sleeping:?}"
         );
         assert!(
-            sleeping
-                .iter()
-                .any(|t| t.state == TaskState::Running && t.node.as_ref().is_some_and(|n| n.as_str() == "n2")),
+            sleeping.iter().any(|t| t.state == TaskState::Running
+                && t.node.as_ref().is_some_and(|n| n.as_str() == "n2")),
             "{sleeping:?}"
         );
         assert_eq!(n2.cluster().await.unwrap().tasks.dead, 0);
@@ -161,7 +173,11 @@ async fn a_72_mb_listing_through_a_non_orchestrator_node_comes_in_pages_under_a_
             };
             let page = n2.list(&query).await.expect("a page through n2");
             pages += 1;
-            assert!(page.tasks.len() <= 5, "{} tasks in one page", page.tasks.len());
+            assert!(
+                page.tasks.len() <= 5,
+                "{} tasks in one page",
+                page.tasks.len()
+            );
             listed.extend(page.tasks);
             match page.next_after {
                 Some(next) => after = Some(next),
@@ -202,8 +218,12 @@ async fn the_task_book_refuses_and_evicts_by_bytes_to_stay_under_max_held_bytes(
         let mut refused = None;
         let mut sleepers = 0;
         for _ in 0..80 {
-            let (status, body, retry_after) =
-                post_raw(n2.base(), "/v1/tasks", task("sleep", MB, 120_000).into_bytes()).await;
+            let (status, body, retry_after) = post_raw(
+                n2.base(),
+                "/v1/tasks",
+                task("sleep", MB, 120_000).into_bytes(),
+            )
+            .await;
             if status == 202 {
                 sleepers += 1;
                 continue;
@@ -229,18 +249,23 @@ async fn the_task_book_refuses_and_evicts_by_bytes_to_stay_under_max_held_bytes(
         // on 429 as Retry-After asks.
         let mut first = None;
         for _ in 0..200 {
-            let id = eventually(Duration::from_secs(60), "an echo submission is accepted", || {
-                let n2 = n2.clone();
-                async move {
-                    let (status, body, _) =
-                        post_raw(n2.base(), "/v1/tasks", task("echo", MB, 0).into_bytes()).await;
-                    match status {
-                        202 => body["id"].as_str().map(str::to_string),
-                        429 => None,
-                        other => panic!("{other}: {body}"),
+            let id = eventually(
+                Duration::from_secs(60),
+                "an echo submission is accepted",
+                || {
+                    let n2 = n2.clone();
+                    async move {
+                        let (status, body, _) =
+                            post_raw(n2.base(), "/v1/tasks", task("echo", MB, 0).into_bytes())
+                                .await;
+                        match status {
+                            202 => body["id"].as_str().map(str::to_string),
+                            429 => None,
+                            other => panic!("{other}: {body}"),
+                        }
                     }
-                }
-            })
+                },
+            )
             .await;
             first.get_or_insert(id);
             let held = task_book_bytes(&n1).await.unwrap_or(0);
@@ -250,7 +275,10 @@ async fn the_task_book_refuses_and_evicts_by_bytes_to_stay_under_max_held_bytes(
         let held = task_book_bytes(&n1).await.unwrap();
         assert!(held <= BUDGET, "the task book holds {held} bytes");
         let status = n1.cluster().await.unwrap();
-        assert_eq!(status.tasks.succeeded + status.tasks.cancelled, 200 + sleepers as u64);
+        assert_eq!(
+            status.tasks.succeeded + status.tasks.cancelled,
+            200 + sleepers as u64
+        );
         let (code, _) = n1
             .get_json(&format!("/v1/tasks/{}", first.unwrap()))
             .await

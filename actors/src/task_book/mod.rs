@@ -75,8 +75,9 @@ pub struct TaskBookSettings {
 impl Default for TaskBookSettings {
     fn default() -> Self {
         use herd_protocol::defaults::{
-            DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS,
-            DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED, DEFAULT_TIMEOUT_S,
+            DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+            DEFAULT_MAX_UNFINISHED_TASKS, DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED,
+            DEFAULT_TIMEOUT_S,
         };
         TaskBookSettings {
             default_timeout_s: DEFAULT_TIMEOUT_S,
