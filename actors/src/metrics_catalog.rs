@@ -38,6 +38,11 @@ pub fn describe() {
         "Tasks waiting for a worker (the HPA metric)."
     );
     describe_gauge!(
+        "herd_task_book_bytes",
+        Unit::Bytes,
+        "Payload and result bytes the orchestrator's task book holds (bounded by limits.max_held_bytes)."
+    );
+    describe_gauge!(
         "herd_queue_depth",
         "Tasks waiting for a worker or a retry, by agent_type."
     );

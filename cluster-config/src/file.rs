@@ -155,6 +155,12 @@ pub struct LimitsSection {
     pub max_payload_bytes: Option<i64>,
     /// Unfinished tasks the orchestrator holds before answering 429.
     pub max_unfinished_tasks: Option<i64>,
+    /// Largest encoded size of one submitted batch, in bytes.
+    pub max_batch_bytes: Option<i64>,
+    /// Most tasks in one submitted batch.
+    pub max_batch_tasks: Option<i64>,
+    /// Payload and result bytes the task book holds.
+    pub max_held_bytes: Option<i64>,
 }
 
 /// `[tasks]`.

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_protocol::defaults::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS,
-    DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED, DEFAULT_RETRY, DEFAULT_TIMEOUT_S,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_TASKS, DEFAULT_MAX_HELD_BYTES,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS, DEFAULT_POISON_CRASHES,
+    DEFAULT_RETAIN_FINISHED, DEFAULT_RETRY, DEFAULT_TIMEOUT_S,
 };
 use herd_protocol::messages::membership::Role;
 use herd_protocol::{AgentType, NodeName, RetrySpec};
@@ -106,6 +107,15 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Unfinished tasks the orchestrator holds before refusing more (429).
     pub max_unfinished_tasks: u64,
+    /// Largest encoded size of one submitted batch, in bytes (at most 12 MiB,
+    /// so an all-or-none batch fits one cluster frame); larger ones get 413.
+    pub max_batch_bytes: usize,
+    /// Most tasks in one submitted batch; more get 413.
+    pub max_batch_tasks: usize,
+    /// Payload and result bytes the task book holds: submissions that would
+    /// push unfinished payloads past it get 429, and the oldest finished
+    /// tasks are forgotten to stay under it.
+    pub max_held_bytes: u64,
 }
 
 impl Default for Limits {
@@ -113,6 +123,9 @@ impl Default for Limits {
         Limits {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_unfinished_tasks: DEFAULT_MAX_UNFINISHED_TASKS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_tasks: DEFAULT_MAX_BATCH_TASKS,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
     }
 }

@@ -31,6 +31,15 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> 
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
+/// The number of bytes [`encode`] would produce, counted without building
+/// them, so a request can be measured against a frame budget before it is
+/// sent. Not capped by the frame limit: an oversized value reports its size.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, EncodeError> {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())?;
+    Ok(counter.bytes_written)
+}
+
 /// Decodes a value from the cluster wire; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, read) = bincode::serde::decode_from_slice(bytes, config())
@@ -47,6 +56,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_len_counts_what_encode_writes() {
+        let value = ("hello".to_string(), vec![7u64; 300], Some(1.5f64));
+        assert_eq!(encoded_len(&value).unwrap(), encode(&value).unwrap().len());
+    }
 
     #[test]
     fn garbage_and_truncation_are_errors_not_panics() {

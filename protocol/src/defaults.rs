@@ -5,14 +5,28 @@
 //! [`crate::limits`], so a default can never be a value the config refuses.
 
 use crate::limits::{
-    ATTEMPTS_RANGE, MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB, POISON_CRASHES_RANGE,
-    PROVIDER_MAX_WAIT_S_RANGE, RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE,
-    TIMEOUT_S_RANGE,
+    ATTEMPTS_RANGE, MAX_BATCH_BYTES_RANGE, MAX_BATCH_TASKS_RANGE, MAX_CONFIGURABLE_BATCH_BYTES,
+    MAX_HELD_BYTES_RANGE, MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB,
+    POISON_CRASHES_RANGE, PROVIDER_MAX_WAIT_S_RANGE, RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE,
+    RETRY_FACTOR_RANGE, TIMEOUT_S_RANGE,
 };
 use crate::task::RetrySpec;
 
 /// Largest accepted task payload or result unless configured: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = MIB;
+
+/// Largest encoded size of one submitted batch unless configured: 12 MiB,
+/// the most one cluster frame carries with room to spare (a batch is all or
+/// none, so it is never split across frames).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = MAX_CONFIGURABLE_BATCH_BYTES;
+
+/// Most tasks in one submitted batch unless configured.
+pub const DEFAULT_MAX_BATCH_TASKS: usize = 10_000;
+
+/// Payload and result bytes the task book holds unless configured: 256 MiB,
+/// a quarter of the 1 GiB memory limit of the Kubernetes manifests, since
+/// each held byte is also copied into views, journal entries and frames.
+pub const DEFAULT_MAX_HELD_BYTES: u64 = 256 * MIB as u64;
 
 /// Per-attempt time limit, in seconds, for tasks and agent types that do not
 /// say: five minutes.
@@ -65,6 +79,9 @@ macro_rules! assert_within {
 }
 
 assert_within!(DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES_RANGE);
+assert_within!(DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_BYTES_RANGE);
+assert_within!(DEFAULT_MAX_BATCH_TASKS, MAX_BATCH_TASKS_RANGE);
+assert_within!(DEFAULT_MAX_HELD_BYTES, MAX_HELD_BYTES_RANGE);
 assert_within!(DEFAULT_TIMEOUT_S, TIMEOUT_S_RANGE);
 assert_within!(DEFAULT_MAX_ATTEMPTS, ATTEMPTS_RANGE);
 assert_within!(DEFAULT_POISON_CRASHES, POISON_CRASHES_RANGE);

@@ -66,6 +66,33 @@ pub fn chunk_by_budget<T>(
     batches
 }
 
+/// The most bytes an operator may let one submitted batch encode to: 12 MiB.
+/// A batch is accepted all or none, so it travels to the orchestrator as one
+/// cluster frame and cannot be split; this leaves 4 MiB of the frame limit
+/// for the request's envelope.
+pub const MAX_CONFIGURABLE_BATCH_BYTES: usize = 12 * MIB;
+
+/// The values `limits.max_batch_bytes` may take: 1 KiB up to
+/// [`MAX_CONFIGURABLE_BATCH_BYTES`].
+pub const MAX_BATCH_BYTES_RANGE: RangeInclusive<usize> = 1024..=MAX_CONFIGURABLE_BATCH_BYTES;
+
+const _: () = assert!(MAX_CONFIGURABLE_BATCH_BYTES + 4 * MIB <= CLUSTER_FRAME_LIMIT_BYTES);
+
+/// The values `limits.max_batch_tasks` may take: tasks in one submitted batch.
+pub const MAX_BATCH_TASKS_RANGE: RangeInclusive<usize> = 1..=100_000;
+
+/// The values `limits.max_held_bytes` may take: the payload and result bytes
+/// the task book may hold, from 16 MiB (more than one batch) up to 1 TiB.
+pub const MAX_HELD_BYTES_RANGE: RangeInclusive<u64> = (16 * MIB as u64)..=(1 << 40);
+
+const _: () = assert!(MAX_CONFIGURABLE_BATCH_BYTES as u64 <= *MAX_HELD_BYTES_RANGE.start());
+
+/// A page of tasks (`GET /v1/tasks`, `GET /v1/dead-letters`) stops growing
+/// before its estimated encoded size passes this budget, so a page forwarded
+/// between nodes stays well under the frame limit. A single task larger than
+/// the budget still comes alone in its page.
+pub const PAGE_BYTE_BUDGET: usize = 8 * MIB;
+
 /// The per-attempt time limits, in seconds, a task, an agent type or the
 /// config may set: one second to one day.
 pub const TIMEOUT_S_RANGE: RangeInclusive<u32> = 1..=86_400;

@@ -25,7 +25,7 @@ impl OrchestratorState {
         for effect in effects {
             match effect {
                 Effect::Forgotten(id) => {
-                    debug!(task_id = %id, "finished task forgotten (beyond tasks.retain_finished)")
+                    debug!(task_id = %id, "finished task forgotten (beyond tasks.retain_finished or limits.max_held_bytes)")
                 }
                 Effect::Dispatch { member, assignment } => {
                     direct.entry(member).or_default().push(assignment)
@@ -92,9 +92,16 @@ impl OrchestratorState {
         }
         let counts = self.book.counts();
         metrics::gauge!("herd_pending_tasks").set(counts.pending as f64);
+        self.held_bytes_gauge();
         self.schedule_dispatch(myself);
         // A failed attempt schedules a retry: make sure a tick comes for it.
         self.schedule_tick(myself);
+    }
+
+    /// Exports the bytes the book holds; called after every change that can
+    /// move them (effects carried out, submissions, which have none).
+    pub(super) fn held_bytes_gauge(&self) {
+        metrics::gauge!("herd_task_book_bytes").set(self.book.held_bytes() as f64);
     }
 
     fn wake_waiters(&mut self, id: TaskId) {

@@ -146,6 +146,7 @@ impl OrchestratorState {
         // A submission's only effects are finished tasks forgotten beyond
         // retention: nothing to carry out.
         debug_assert!(effects.iter().all(|e| matches!(e, Effect::Forgotten(_))));
+        self.held_bytes_gauge();
         self.schedule_dispatch(myself);
         // 202 means durable: the answer waits for the journal.
         let answer = OrchestratorReply::Submitted(Ok(acks));

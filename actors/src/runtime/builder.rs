@@ -306,6 +306,7 @@ impl HerdNode {
             default_max_attempts: config.tasks.max_attempts,
             retain_finished: config.tasks.retain_finished,
             max_unfinished: config.limits.max_unfinished_tasks,
+            max_held_bytes: config.limits.max_held_bytes,
             max_payload_bytes: config.limits.max_payload_bytes,
             retry: RetryPolicy::from(&config.tasks.retry),
             poison_crashes: config.tasks.poison_crashes,

@@ -43,6 +43,9 @@ pub enum ClientError {
     /// The submission was refused.
     #[error(transparent)]
     Rejected(#[from] SubmitRejection),
+    /// The batch is too large to send to the orchestrator; nothing was sent.
+    #[error(transparent)]
+    BatchTooLarge(#[from] super::BatchTooLarge),
     /// The orchestrator could not serve the request.
     #[error(transparent)]
     Failed(#[from] RequestFailure),
@@ -130,13 +133,16 @@ impl NodeHandle {
         }
     }
 
-    /// Submits a batch of tasks, all or none; acks are in order. While traces
+    /// Submits a batch of tasks, all or none; acks are in order. A batch over
+    /// the configured task count or encoded size is refused with
+    /// [`ClientError::BatchTooLarge`] before anything is sent. While traces
     /// are exported, the batch gets a `herd.submit` span (a child of the
     /// first task's trace context, if any) that its tasks' spans descend from.
     pub async fn submit_batch(
         &self,
         mut specs: Vec<TaskSpec>,
     ) -> Result<Vec<SubmitAck>, ClientError> {
+        super::batch_limit::check_batch(&specs, &self.config.limits)?;
         let span = task_trace::enabled().then(|| {
             let span = task_trace::TaskSpan::start(
                 "herd.submit",

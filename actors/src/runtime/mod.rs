@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch_limit;
 mod builder;
 mod fatal;
 mod handle;
@@ -27,6 +28,7 @@ mod supervisor;
 
 pub use crate::journal::StoreError as JournalError;
 pub use crate::membership::{ClusterView, MemberInfo};
+pub use batch_limit::BatchTooLarge;
 pub use builder::{HerdNode, HerdNodeBuilder, StartError};
 pub use fatal::{FatalError, NodeEvent};
 pub use handle::{ClientError, NodeHandle};

@@ -113,9 +113,11 @@ impl TaskBook {
         });
         match report.outcome {
             Outcome::Succeeded { result, score } => {
+                let before = super::bytes::record_bytes(record);
                 record.result = Some(result);
                 record.score = score;
                 record.error = None;
+                self.bytes_changed(id, before);
                 self.finish(id, TaskState::Succeeded, now, effects);
             }
             Outcome::Failed { kind, message } => {

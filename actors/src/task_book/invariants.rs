@@ -46,6 +46,15 @@ impl TaskBook {
                 );
             }
         }
+        let held: u64 = self.tasks.values().map(super::bytes::record_bytes).sum();
+        assert_eq!(held, self.held_bytes, "held bytes disagree with records");
+        let finished: u64 = self
+            .finished
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(super::bytes::record_bytes)
+            .sum();
+        assert_eq!(finished, self.finished_bytes, "finished bytes disagree");
         // Forgotten tasks leave the counts with them.
         assert_eq!(counts, self.counts, "state counts disagree with records");
         for (agent_type, queue) in &self.queues {

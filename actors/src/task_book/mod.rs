@@ -17,6 +17,7 @@
 //!   request.
 
 mod attempts;
+mod bytes;
 mod command;
 #[cfg(test)]
 mod invariants;
@@ -56,6 +57,10 @@ pub struct TaskBookSettings {
     pub retain_finished: usize,
     /// Unfinished tasks accepted before submissions are refused.
     pub max_unfinished: u64,
+    /// Payload and result bytes held: submissions whose payloads would push
+    /// unfinished tasks past it are refused, and the oldest finished tasks
+    /// are forgotten to stay under it.
+    pub max_held_bytes: u64,
     /// Largest payload, in bytes.
     pub max_payload_bytes: usize,
     /// Delay between attempts.
@@ -70,14 +75,16 @@ pub struct TaskBookSettings {
 impl Default for TaskBookSettings {
     fn default() -> Self {
         use herd_protocol::defaults::{
-            DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS,
-            DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED, DEFAULT_TIMEOUT_S,
+            DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+            DEFAULT_MAX_UNFINISHED_TASKS, DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED,
+            DEFAULT_TIMEOUT_S,
         };
         TaskBookSettings {
             default_timeout_s: DEFAULT_TIMEOUT_S,
             default_max_attempts: DEFAULT_MAX_ATTEMPTS,
             retain_finished: DEFAULT_RETAIN_FINISHED,
             max_unfinished: DEFAULT_MAX_UNFINISHED_TASKS,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             retry: RetryPolicy::default(),
             poison_crashes: DEFAULT_POISON_CRASHES,
@@ -123,6 +130,12 @@ pub struct TaskBook {
     counts: TaskCounts,
     /// Terminal tasks dropped by retention, so totals stay cumulative.
     forgotten: TaskCounts,
+    /// Payload and result bytes of every record (derived: see `bytes`).
+    #[serde(skip)]
+    held_bytes: u64,
+    /// The part of `held_bytes` in finished tasks (derived: see `bytes`).
+    #[serde(skip)]
+    finished_bytes: u64,
     next_epoch: u64,
     next_ticket: u64,
 }
@@ -149,14 +162,17 @@ impl TaskBook {
             finished: VecDeque::new(),
             counts: TaskCounts::default(),
             forgotten: TaskCounts::default(),
+            held_bytes: 0,
+            finished_bytes: 0,
             next_epoch: 1,
             next_ticket: 1,
         }
     }
 
     /// Replaces the settings and agent types (after loading a snapshot, or
-    /// when the configuration changes). Queues of types no longer configured
-    /// are kept, so their tasks are not lost.
+    /// when the configuration changes), and rebuilds the byte counters a
+    /// snapshot does not carry. Queues of types no longer configured are
+    /// kept, so their tasks are not lost.
     pub fn reconfigure(
         &mut self,
         settings: TaskBookSettings,
@@ -167,6 +183,7 @@ impl TaskBook {
         for agent_type in self.agent_types.keys() {
             self.queues.entry(agent_type.clone()).or_default();
         }
+        self.recount_bytes();
     }
 
     /// Takes the settings and agent types of `other` (a freshly configured

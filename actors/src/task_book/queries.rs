@@ -1,6 +1,8 @@
 //! What the book answers without changing: task views and pages, counts,
 //! queue depths and per-node load.
 
+use herd_protocol::codec;
+use herd_protocol::limits::PAGE_BYTE_BUDGET;
 use herd_protocol::messages::orchestrator::{TaskCounts, TaskPage, TaskQuery};
 use herd_protocol::{
     AgentType, AssignmentEpoch, MemberId, TaskId, TaskState, TaskView, UnixMillis,
@@ -26,7 +28,11 @@ impl TaskBook {
         self.tasks.get(&id)
     }
 
-    /// A page of tasks in creation order.
+    /// A page of tasks in creation order, cut by count (`query.limit`) and by
+    /// bytes: it stops before the tasks' encoded size would pass
+    /// [`PAGE_BYTE_BUDGET`], so a page forwarded to another node stays well
+    /// under the cluster frame limit. Its first task is always included,
+    /// however large, so paging with `next_after` always moves on.
     pub fn list(&self, query: &TaskQuery) -> TaskPage {
         let limit = query.limit.clamp(1, 10_000) as usize;
         let start = match query.after {
@@ -34,7 +40,7 @@ impl TaskBook {
             None => std::ops::Bound::Unbounded,
         };
         let mut tasks = Vec::with_capacity(limit.min(256));
-        let mut matching = self
+        let matching = self
             .tasks
             .range((start, std::ops::Bound::Unbounded))
             .map(|(_, record)| record)
@@ -45,10 +51,25 @@ impl TaskBook {
                     .as_ref()
                     .is_none_or(|agent_type| &record.agent_type == agent_type)
             });
-        for record in matching.by_ref().take(limit) {
-            tasks.push(record.view());
+        let mut page_bytes = 0usize;
+        let mut more = false;
+        for record in matching {
+            if tasks.len() == limit {
+                more = true;
+                break;
+            }
+            let view = record.view();
+            // An unencodable view cannot be forwarded either: count it as
+            // full so it comes alone.
+            let view_bytes = codec::encoded_len(&view).unwrap_or(PAGE_BYTE_BUDGET);
+            if !tasks.is_empty() && page_bytes + view_bytes > PAGE_BYTE_BUDGET {
+                more = true;
+                break;
+            }
+            page_bytes += view_bytes;
+            tasks.push(view);
         }
-        let next_after = if tasks.len() == limit && matching.next().is_some() {
+        let next_after = if more {
             tasks.last().map(|view| view.id)
         } else {
             None

@@ -81,8 +81,13 @@ impl TaskBook {
             Some(TaskState::Dead) => {}
             Some(state) => return RetryOutcome::NotDead(state),
         }
+        let was_finished = self.finished.len();
         self.finished.retain(|finished| *finished != id);
+        if self.finished.len() < was_finished {
+            self.bytes_finished(id, false);
+        }
         let record = self.tasks.get_mut(&id).expect("checked above");
+        let before = super::bytes::record_bytes(record);
         if let Some(payload) = payload {
             record.payload = payload;
         }
@@ -92,6 +97,7 @@ impl TaskBook {
         record.state = TaskState::Pending;
         record.finished_at = None;
         record.updated_at = now;
+        self.bytes_changed(id, before);
         self.counts.dead -= 1;
         self.counts.pending += 1;
         self.enqueue(id, false, now);

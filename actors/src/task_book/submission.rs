@@ -114,6 +114,7 @@ impl TaskBook {
             };
             self.counts.pending += 1;
             self.tasks.insert(id, record);
+            self.bytes_added(id);
             self.enqueue(id, false, now);
             acks.push(SubmitAck {
                 id,
@@ -155,6 +156,16 @@ impl TaskBook {
                 limit: self.settings.max_unfinished,
             });
         }
+        let new_bytes: u64 = tasks
+            .iter()
+            .filter(|(_, spec)| {
+                spec.idempotency_key
+                    .as_ref()
+                    .is_none_or(|key| !self.idempotency.contains_key(key))
+            })
+            .map(|(_, spec)| spec.payload.len() as u64)
+            .sum();
+        self.batch_fits_byte_budget(new_bytes)?;
         for (index, (id, spec)) in tasks.iter().enumerate() {
             let invalid = |field: &str, message: String| SubmitRejection::InvalidField {
                 index,

@@ -14,6 +14,9 @@ use proptest::prelude::*;
 
 use super::*;
 
+#[path = "bytes_tests.rs"]
+mod bytes_tests;
+
 fn member(name: &str) -> MemberId {
     MemberId {
         name: NodeName::parse(name).unwrap(),

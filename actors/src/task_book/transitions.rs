@@ -1,6 +1,6 @@
 //! The transitions every command shares: queueing a pending task, releasing
 //! a running attempt from its node, finishing a task, and forgetting finished
-//! tasks beyond the retention limit.
+//! tasks beyond the retention limits (by count and by bytes).
 
 use herd_protocol::{MemberId, TaskId, TaskState, UnixMillis};
 
@@ -54,6 +54,7 @@ impl TaskBook {
         record.updated_at = now;
         let agent_type = record.agent_type.clone();
         self.finished.push_back(id);
+        self.bytes_finished(id, true);
         effects.push(Effect::StateChanged {
             id,
             agent_type,
@@ -62,11 +63,14 @@ impl TaskBook {
     }
 
     pub(super) fn forget_beyond_retention(&mut self, effects: &mut Vec<Effect>) {
-        while self.finished.len() > self.settings.retain_finished {
+        while self.finished.len() > self.settings.retain_finished || self.over_byte_budget() {
             let Some(id) = self.finished.pop_front() else {
                 break;
             };
             if let Some(record) = self.tasks.remove(&id) {
+                let bytes = super::bytes::record_bytes(&record);
+                self.held_bytes -= bytes;
+                self.finished_bytes -= bytes;
                 *self.counts.get_mut(record.state) -= 1;
                 *self.forgotten.get_mut(record.state) += 1;
                 if let Some(key) = &record.idempotency_key {

@@ -118,7 +118,34 @@ impl From<ClientError> for ApiError {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
                         .retry_after(1)
                 }
+                SubmitRejection::OverByteBudget {
+                    held_bytes,
+                    batch_bytes,
+                    limit,
+                } => {
+                    let mut error =
+                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "over_byte_budget", message)
+                            .retry_after(1);
+                    error.details = Some(json!({
+                        "held_bytes": held_bytes,
+                        "batch_bytes": batch_bytes,
+                        "max_held_bytes": limit,
+                    }));
+                    error
+                }
             },
+            ClientError::BatchTooLarge(too_large) => {
+                let mut error =
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message);
+                error.details = Some(json!({
+                    "batch": { "tasks": too_large.tasks, "bytes": too_large.bytes },
+                    "limits": {
+                        "max_batch_tasks": too_large.max_tasks,
+                        "max_batch_bytes": too_large.max_bytes,
+                    },
+                }));
+                error
+            }
         }
     }
 }

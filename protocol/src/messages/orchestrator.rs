@@ -240,6 +240,19 @@ pub enum SubmitRejection {
         /// The configured bound.
         limit: u64,
     },
+    /// The payloads of unfinished tasks plus this batch's would exceed the
+    /// task book's byte budget; try again once tasks finish.
+    #[error(
+        "the orchestrator holds {held_bytes} bytes of unfinished task payloads and this batch adds {batch_bytes}, over its budget of {limit} bytes (limits.max_held_bytes); retry after tasks finish"
+    )]
+    OverByteBudget {
+        /// Payload bytes of unfinished tasks now.
+        held_bytes: u64,
+        /// Payload bytes the batch would add.
+        batch_bytes: u64,
+        /// The configured budget.
+        limit: u64,
+    },
 }
 
 /// Result of a cancel request.
