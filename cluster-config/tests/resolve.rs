@@ -161,7 +161,10 @@ fn a_cookie_shorter_than_sixteen_characters_is_refused_with_how_to_make_one() {
     let message = errors.to_string();
     assert!(message.contains("15 characters"), "{message}");
     assert!(message.contains("openssl rand -hex 32"), "{message}");
-    assert!(!message.contains("fifteen-chars"), "the cookie leaked: {message}");
+    assert!(
+        !message.contains("fifteen-chars"),
+        "the cookie leaked: {message}"
+    );
 
     let sixteen = Environment::from_pairs([("HERD_COOKIE", "sixteen-chars!!!")]);
     let overrides = Overrides {
@@ -586,4 +589,35 @@ fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
             "missing {expected:?} in:\n{message}"
         );
     }
+}
+
+#[test]
+fn http_server_bounds_come_from_the_http_section_and_are_range_checked() {
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n[http]\nmax_connections = 100\nheader_timeout_s = 2\n",
+    );
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(config.http_server.max_connections, 100);
+    assert_eq!(config.http_server.header_timeout.as_secs(), 2);
+    assert_eq!(config.http_server.request_timeout.as_secs(), 60);
+
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n[http]\nbody_timeout_s = 0\n",
+    );
+    let errors = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(errors.mentions("http.body_timeout_s"), "{errors}");
 }

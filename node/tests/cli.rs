@@ -240,7 +240,15 @@ fn the_http_port_in_use_is_reported() {
         .to_string();
     let output = herd(
         &[
-            "node", "--name", "n1", "--cookie", "c-cookie-for-this-test", "--http", &http, "--listen", &cluster,
+            "node",
+            "--name",
+            "n1",
+            "--cookie",
+            "c-cookie-for-this-test",
+            "--http",
+            &http,
+            "--listen",
+            &cluster,
         ],
         &[],
     );

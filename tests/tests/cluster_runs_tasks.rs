@@ -77,7 +77,8 @@ async fn two_thousand_echo_tasks_each_run_once_spread_over_all_three_nodes() {
 async fn nodes_started_together_see_each_other_within_five_seconds() {
     with_deadline(DEADLINE, async {
         let started = Instant::now();
-        let mut cluster = LocalCluster::spawn(NodeSpec::three_nodes(2), "same-cookie-for-three-nodes").unwrap();
+        let mut cluster =
+            LocalCluster::spawn(NodeSpec::three_nodes(2), "same-cookie-for-three-nodes").unwrap();
         cluster
             .wait_ready(Duration::from_secs(5))
             .await

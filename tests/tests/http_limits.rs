@@ -25,10 +25,7 @@ const FLOOD: usize = 20_000;
 const NODE_FD_LIMIT: usize = 4096;
 
 /// One node with every role, reading `config`, started under `wrapper`.
-async fn one_node_under(
-    config: &str,
-    wrapper: Vec<String>,
-) -> (LocalCluster, herd_tests::TempDir) {
+async fn one_node_under(config: &str, wrapper: Vec<String>) -> (LocalCluster, herd_tests::TempDir) {
     let dir = temp_dir("http-limits").unwrap();
     let path = write_config(dir.path(), "herd.toml", config);
     let spec = NodeSpec {

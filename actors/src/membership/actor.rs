@@ -133,14 +133,15 @@ impl Actor for Membership {
         let config = args.config;
         // herd's gate owns the cluster port (see `gate`); ractor_cluster's
         // own listener gets an ephemeral loopback port nobody is told of.
-        let cluster_listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|error| {
-                format!(
-                    "cannot listen for cluster peers on {}: {error}",
-                    config.listen
-                )
-            })?;
+        let cluster_listener =
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| {
+                    format!(
+                        "cannot listen for cluster peers on {}: {error}",
+                        config.listen
+                    )
+                })?;
         let cluster_port = cluster_listener.local_addr()?.port();
         let loopback: std::net::IpAddr = if config.listen.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServerMessage};
+use ractor_cluster::{
+    BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServerMessage,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::{debug, warn};
@@ -106,7 +108,16 @@ pub fn start(
                 debug!(%peer, "too many unauthenticated cluster connections; closing this one");
                 continue;
             };
-            if admit(stream, peer, permit, &node_server, &waiting, limits.deadline).is_err() {
+            if admit(
+                stream,
+                peer,
+                permit,
+                &node_server,
+                &waiting,
+                limits.deadline,
+            )
+            .is_err()
+            {
                 // The NodeServer stopped: the node is shutting down.
                 return;
             }

@@ -48,7 +48,7 @@ fn fd_limit() -> Option<usize> {
     };
     // SAFETY: getrlimit only writes the struct it is given.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    (read && limit.rlim_cur != libc::RLIM_INFINITY).then(|| limit.rlim_cur as usize)
+    (read && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests
