@@ -59,7 +59,7 @@ async fn an_embedded_node_runs_custom_handlers_through_the_handle() {
     std::fs::write(&config, "[agents.picky]\nhandler = \"custom\"\n").unwrap();
     let missing = HerdNode::builder()
         .name("lib-0")
-        .cookie("c")
+        .cookie("c-cookie-for-this-test")
         .listen("127.0.0.1:0")
         .config_file(&config)
         .start()
@@ -82,7 +82,7 @@ async fn an_embedded_node_runs_custom_handlers_through_the_handle() {
         .port();
     let node = HerdNode::builder()
         .name("lib-1")
-        .cookie("library-test")
+        .cookie("library-test-cookie")
         .listen(&format!("127.0.0.1:{port}"))
         .workers(3)
         .handler("flaky", Flaky(flaky_calls.clone()))

@@ -24,6 +24,9 @@ pub struct FileConfig {
     /// `[limits]`: payload and queue bounds.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[http]`: the API server's connection cap and timeouts.
+    #[serde(default)]
+    pub http: HttpSection,
     /// `[tasks]`: defaults for tasks that do not say.
     #[serde(default)]
     pub tasks: TasksSection,
@@ -161,6 +164,20 @@ pub struct LimitsSection {
     pub max_batch_tasks: Option<i64>,
     /// Payload and result bytes the task book holds.
     pub max_held_bytes: Option<i64>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Most connections open at once.
+    pub max_connections: Option<i64>,
+    /// Seconds to receive a request's line and headers.
+    pub header_timeout_s: Option<i64>,
+    /// Seconds a request body may go without data.
+    pub body_timeout_s: Option<i64>,
+    /// Seconds from a request's headers to its answer.
+    pub request_timeout_s: Option<i64>,
 }
 
 /// `[tasks]`.

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_protocol::defaults::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_TASKS, DEFAULT_MAX_HELD_BYTES,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNFINISHED_TASKS, DEFAULT_POISON_CRASHES,
-    DEFAULT_RETAIN_FINISHED, DEFAULT_RETRY, DEFAULT_TIMEOUT_S,
+    DEFAULT_HTTP_BODY_TIMEOUT_S, DEFAULT_HTTP_HEADER_TIMEOUT_S, DEFAULT_HTTP_MAX_CONNECTIONS,
+    DEFAULT_HTTP_REQUEST_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_TASKS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_UNFINISHED_TASKS, DEFAULT_POISON_CRASHES, DEFAULT_RETAIN_FINISHED, DEFAULT_RETRY,
+    DEFAULT_TIMEOUT_S,
 };
 use herd_protocol::messages::membership::Role;
 use herd_protocol::{AgentType, NodeName, RetrySpec};
@@ -74,6 +76,8 @@ pub struct NodeConfig {
     pub config_file: Option<PathBuf>,
     /// Payload and queue bounds.
     pub limits: Limits,
+    /// The HTTP API server's connection cap and timeouts.
+    pub http_server: HttpServerSettings,
     /// Defaults for tasks that do not say.
     pub tasks: TaskDefaults,
     /// Membership tuning.
@@ -126,6 +130,33 @@ impl Default for Limits {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_tasks: DEFAULT_MAX_BATCH_TASKS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+        }
+    }
+}
+
+/// The HTTP API server's bounds (`[http]`): what keeps slow or idle clients
+/// from holding a node's file descriptors or handlers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpServerSettings {
+    /// Most connections open at once (before the file-descriptor cap the
+    /// server applies at run time).
+    pub max_connections: u32,
+    /// Time a client has to send a request's line and headers.
+    pub header_timeout: Duration,
+    /// Longest a request body may go without sending data.
+    pub body_timeout: Duration,
+    /// Longest from a request's headers to its answer (a `?wait=` long-poll
+    /// gets its wait on top).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpServerSettings {
+    fn default() -> Self {
+        HttpServerSettings {
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs(DEFAULT_HTTP_HEADER_TIMEOUT_S.into()),
+            body_timeout: Duration::from_secs(DEFAULT_HTTP_BODY_TIMEOUT_S.into()),
+            request_timeout: Duration::from_secs(DEFAULT_HTTP_REQUEST_TIMEOUT_S.into()),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use herd_protocol::NodeName;
+use herd_protocol::limits::MIN_COOKIE_CHARS;
 use herd_protocol::messages::membership::Role;
 
 use crate::model::Secret;
@@ -22,6 +23,12 @@ pub(crate) fn cookie(text: &str) -> Result<Secret, String> {
     }
     if text.chars().any(char::is_control) {
         return Err("contains control characters; use printable characters only".into());
+    }
+    let chars = text.chars().count();
+    if chars < MIN_COOKIE_CHARS {
+        return Err(format!(
+            "is {chars} characters, fewer than the {MIN_COOKIE_CHARS} required; use 32 or more random characters, e.g. the output of `openssl rand -hex 32`"
+        ));
     }
     Ok(Secret::new(text))
 }

@@ -23,7 +23,7 @@ fn resolve_text(text: &str, env: &Environment) -> (Result<NodeConfig, ConfigErro
     let result = resolve(
         &Overrides {
             name: Some("n1".into()),
-            cookie: Some("c".into()),
+            cookie: Some("c-cookie-for-this-test".into()),
             config: Some(path.clone()),
             ..Overrides::default()
         },
@@ -126,7 +126,7 @@ fn the_api_key_is_read_from_a_file_next_to_the_config() {
     let config = resolve(
         &Overrides {
             name: Some("n1".into()),
-            cookie: Some("c".into()),
+            cookie: Some("c-cookie-for-this-test".into()),
             config: Some(path),
             ..Overrides::default()
         },

@@ -19,7 +19,7 @@ fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
 fn minimal() -> Overrides {
     Overrides {
         name: Some("n1".into()),
-        cookie: Some("secret".into()),
+        cookie: Some("secret-cookie-for-tests".into()),
         ..Overrides::default()
     }
 }
@@ -48,7 +48,7 @@ fn defaults_apply_when_nothing_else_is_given() {
 #[test]
 fn flag_beats_env_beats_file_beats_default() {
     let (_dir, path) = write_config(
-        "[node]\nname = \"from-file\"\nworkers = 7\nhttp = \"127.0.0.1:9001\"\nlisten = \"127.0.0.1:9002\"\ncookie = \"c\"\n",
+        "[node]\nname = \"from-file\"\nworkers = 7\nhttp = \"127.0.0.1:9001\"\nlisten = \"127.0.0.1:9002\"\ncookie = \"c-cookie-for-this-test\"\n",
     );
     let env = Environment::from_pairs([
         ("HERD_CONFIG", path.to_str().unwrap()),
@@ -115,7 +115,7 @@ fn file_values_expand_environment_references() {
     let (_dir, path) = write_config(
         "[node]\nname = \"${NODE:-n9}\"\ncookie = \"${SECRET}\"\nworkers = ${SLOTS:-3}\n",
     );
-    let env = Environment::from_pairs([("SECRET", "s3cr3t\"x")]);
+    let env = Environment::from_pairs([("SECRET", "s3cr3t\"x-long-enough-cookie")]);
     let config = resolve(
         &Overrides {
             config: Some(path),
@@ -125,7 +125,7 @@ fn file_values_expand_environment_references() {
     )
     .unwrap();
     assert_eq!(config.name.as_str(), "n9");
-    assert_eq!(config.cookie.expose(), "s3cr3t\"x");
+    assert_eq!(config.cookie.expose(), "s3cr3t\"x-long-enough-cookie");
     assert_eq!(config.workers, 3);
 }
 
@@ -147,6 +147,34 @@ fn missing_cookie_is_refused_and_the_message_says_how_to_set_it() {
 }
 
 #[test]
+fn a_cookie_shorter_than_sixteen_characters_is_refused_with_how_to_make_one() {
+    let env = Environment::from_pairs([("HERD_COOKIE", "fifteen-chars!!")]);
+    let errors = resolve(
+        &Overrides {
+            name: Some("n1".into()),
+            ..Overrides::default()
+        },
+        &env,
+    )
+    .unwrap_err();
+    assert!(errors.mentions("node.cookie"));
+    let message = errors.to_string();
+    assert!(message.contains("15 characters"), "{message}");
+    assert!(message.contains("openssl rand -hex 32"), "{message}");
+    assert!(
+        !message.contains("fifteen-chars"),
+        "the cookie leaked: {message}"
+    );
+
+    let sixteen = Environment::from_pairs([("HERD_COOKIE", "sixteen-chars!!!")]);
+    let overrides = Overrides {
+        name: Some("n1".into()),
+        ..Overrides::default()
+    };
+    assert!(resolve(&overrides, &sixteen).is_ok());
+}
+
+#[test]
 fn invalid_values_name_their_source_and_the_fix() {
     let env = Environment::from_pairs([("HERD_WORKERS", "lots"), ("HERD_ROLES", "worker,boss")]);
     let errors = resolve(
@@ -154,7 +182,7 @@ fn invalid_values_name_their_source_and_the_fix() {
             name: Some("Node_1".into()),
             listen: Some("localhost".into()),
             seeds: Some(vec!["10.0.0.2".into()]),
-            cookie: Some("c".into()),
+            cookie: Some("c-cookie-for-this-test".into()),
             ..Overrides::default()
         },
         &env,
@@ -179,7 +207,7 @@ fn invalid_values_name_their_source_and_the_fix() {
 #[test]
 fn file_errors_point_at_file_and_line() {
     let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[limits]\nmax_payload_bytes = 20000000\n\n[agents.summarize]\nhandler = \"exec\"\nweight = 1.5\n\n[agents.fetch]\nhandler = \"http\"\ncommand = [\"x\"]\n",
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[limits]\nmax_payload_bytes = 20000000\n\n[agents.summarize]\nhandler = \"exec\"\nweight = 1.5\n\n[agents.fetch]\nhandler = \"http\"\ncommand = [\"x\"]\n",
     );
     let errors = resolve(
         &Overrides {
@@ -480,7 +508,7 @@ fn mismatched_retry_fields_are_rejected_with_the_fix() {
 fn scaling_presets_apply_and_explicit_keys_override_them() {
     use herd_config::DeploymentMode;
     let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[scaling]\nmode = \"trusted-tester\"\nmax_workers = 20\nmax_cpu_per_worker = 2.0\n",
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nmode = \"trusted-tester\"\nmax_workers = 20\nmax_cpu_per_worker = 2.0\n",
     );
     let with_file = Overrides {
         config: Some(path.clone()),
@@ -520,7 +548,7 @@ fn scaling_presets_apply_and_explicit_keys_override_them() {
 #[test]
 fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
     let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c\"\n\n[scaling]\nmode = \"turbo\"\nmin_workers = 500\nmax_workers = 2000\nscale_up_threshold = 0.2\nscale_down_threshold = 0.6\nworker_timeout_seconds = 10\nmax_weight_step = 0.9\nmax_cpu_per_worker = nan\n",
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nmode = \"turbo\"\nmin_workers = 500\nmax_workers = 2000\nscale_up_threshold = 0.2\nscale_down_threshold = 0.6\nworker_timeout_seconds = 10\nmax_weight_step = 0.9\nmax_cpu_per_worker = nan\n",
     );
     let errors = resolve(
         &Overrides {
@@ -561,4 +589,35 @@ fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
             "missing {expected:?} in:\n{message}"
         );
     }
+}
+
+#[test]
+fn http_server_bounds_come_from_the_http_section_and_are_range_checked() {
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n[http]\nmax_connections = 100\nheader_timeout_s = 2\n",
+    );
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(config.http_server.max_connections, 100);
+    assert_eq!(config.http_server.header_timeout.as_secs(), 2);
+    assert_eq!(config.http_server.request_timeout.as_secs(), 60);
+
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n[http]\nbody_timeout_s = 0\n",
+    );
+    let errors = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(errors.mentions("http.body_timeout_s"), "{errors}");
 }

@@ -11,6 +11,7 @@ pub mod bench_failover;
 pub mod bench_llm;
 pub mod bench_scaling;
 pub mod cli;
+pub mod http_server;
 pub mod json_log;
 pub mod llm_stub;
 pub mod llm_stub_process;

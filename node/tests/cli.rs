@@ -60,6 +60,18 @@ fn a_node_without_a_cookie_refuses_to_start_and_says_how_to_set_one() {
 }
 
 #[test]
+fn a_node_with_a_short_cookie_refuses_to_start_with_exit_2() {
+    let output = herd(
+        &["node", "--name", "n1", "--check-config"],
+        &[("HERD_COOKIE", "short-cookie")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("node.cookie"), "{message}");
+    assert!(message.contains("openssl rand -hex 32"), "{message}");
+}
+
+#[test]
 fn the_cookie_flag_help_says_to_prefer_the_environment_variable() {
     for help_flag in ["-h", "--help"] {
         let output = herd(&["node", help_flag], &[]);
@@ -104,7 +116,7 @@ fn every_problem_is_reported_with_its_source() {
             "--check-config",
         ],
         &[
-            ("HERD_COOKIE", "x"),
+            ("HERD_COOKIE", "x-cookie-for-this-test"),
             ("HERD_WORKERS", "-3"),
             ("HERD_ROLES", "worker,chief"),
         ],
@@ -154,7 +166,7 @@ fn config_file_errors_name_the_file_and_line() {
 
     std::fs::write(
         &path,
-        "[node]\nname = \"n1\"\ncookie = \"c\"\n[limits]\nmax_payload_bytes = 99999999\n",
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n[limits]\nmax_payload_bytes = 99999999\n",
     )
     .unwrap();
     let output = herd(
@@ -177,7 +189,7 @@ fn config_file_errors_name_the_file_and_line() {
 fn flags_beat_environment_beats_file_beats_defaults() {
     let dir = temp_dir("cli").unwrap();
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, "[node]\nname = \"file-name\"\ncookie = \"c\"\nworkers = 3\nhttp = \"127.0.0.1:9003\"\nlisten = \"127.0.0.1:9004\"\n").unwrap();
+    std::fs::write(&path, "[node]\nname = \"file-name\"\ncookie = \"c-cookie-for-this-test\"\nworkers = 3\nhttp = \"127.0.0.1:9003\"\nlisten = \"127.0.0.1:9004\"\n").unwrap();
     let output = herd(
         &["node", "--workers", "7", "--check-config"],
         &[
@@ -210,7 +222,7 @@ fn flags_beat_environment_beats_file_beats_defaults() {
 #[test]
 fn bad_logging_variables_are_configuration_errors() {
     let output = herd(
-        &["node", "--name", "n1", "--cookie", "c"],
+        &["node", "--name", "n1", "--cookie", "c-cookie-for-this-test"],
         &[("LOG_FORMAT", "yaml")],
     );
     assert_eq!(output.status.code(), Some(2));
@@ -228,7 +240,15 @@ fn the_http_port_in_use_is_reported() {
         .to_string();
     let output = herd(
         &[
-            "node", "--name", "n1", "--cookie", "c", "--http", &http, "--listen", &cluster,
+            "node",
+            "--name",
+            "n1",
+            "--cookie",
+            "c-cookie-for-this-test",
+            "--http",
+            &http,
+            "--listen",
+            &cluster,
         ],
         &[],
     );

@@ -5,10 +5,11 @@
 //! [`crate::limits`], so a default can never be a value the config refuses.
 
 use crate::limits::{
-    ATTEMPTS_RANGE, MAX_BATCH_BYTES_RANGE, MAX_BATCH_TASKS_RANGE, MAX_CONFIGURABLE_BATCH_BYTES,
-    MAX_HELD_BYTES_RANGE, MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB,
-    POISON_CRASHES_RANGE, PROVIDER_MAX_WAIT_S_RANGE, RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE,
-    RETRY_FACTOR_RANGE, TIMEOUT_S_RANGE,
+    ATTEMPTS_RANGE, HTTP_MAX_CONNECTIONS_RANGE, HTTP_TIMEOUT_S_RANGE, MAX_BATCH_BYTES_RANGE,
+    MAX_BATCH_TASKS_RANGE, MAX_CONFIGURABLE_BATCH_BYTES, MAX_HELD_BYTES_RANGE,
+    MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB, POISON_CRASHES_RANGE,
+    PROVIDER_MAX_WAIT_S_RANGE, RETAIN_FINISHED_RANGE, RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE,
+    TIMEOUT_S_RANGE,
 };
 use crate::task::RetrySpec;
 
@@ -70,6 +71,21 @@ pub const DEFAULT_LINEAR_RETRY_DELAY_S: f64 = 30.0;
 /// next provider of its fallback list, when the provider does not say.
 pub const DEFAULT_PROVIDER_MAX_WAIT_S: u32 = 5;
 
+/// Most HTTP connections a node holds open at once unless configured. A
+/// node also never uses more than a quarter of its file-descriptor limit for
+/// them, so tasks, journal files and cluster links always have descriptors.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 4096;
+
+/// Seconds a client has to send a request's line and headers: ten.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_S: u32 = 10;
+
+/// Seconds a request body may go without sending data: thirty.
+pub const DEFAULT_HTTP_BODY_TIMEOUT_S: u32 = 30;
+
+/// Seconds a request may take from its headers to its answer: sixty. A
+/// `?wait=` long-poll gets its wait on top.
+pub const DEFAULT_HTTP_REQUEST_TIMEOUT_S: u32 = 60;
+
 /// Fails the build when `$value` lies outside `$range` (a `RangeInclusive`
 /// const; its `contains` is not usable in const context).
 macro_rules! assert_within {
@@ -92,4 +108,8 @@ assert_within!(DEFAULT_RETRY_MAX_S, RETRY_DELAY_S_RANGE);
 assert_within!(DEFAULT_RETRY_FACTOR, RETRY_FACTOR_RANGE);
 assert_within!(DEFAULT_LINEAR_RETRY_DELAY_S, RETRY_DELAY_S_RANGE);
 assert_within!(DEFAULT_PROVIDER_MAX_WAIT_S, PROVIDER_MAX_WAIT_S_RANGE);
+assert_within!(DEFAULT_HTTP_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS_RANGE);
+assert_within!(DEFAULT_HTTP_HEADER_TIMEOUT_S, HTTP_TIMEOUT_S_RANGE);
+assert_within!(DEFAULT_HTTP_BODY_TIMEOUT_S, HTTP_TIMEOUT_S_RANGE);
+assert_within!(DEFAULT_HTTP_REQUEST_TIMEOUT_S, HTTP_TIMEOUT_S_RANGE);
 const _: () = assert!(DEFAULT_RETRY_INITIAL_S <= DEFAULT_RETRY_MAX_S);

@@ -93,6 +93,19 @@ const _: () = assert!(MAX_CONFIGURABLE_BATCH_BYTES as u64 <= *MAX_HELD_BYTES_RAN
 /// the budget still comes alone in its page.
 pub const PAGE_BYTE_BUDGET: usize = 8 * MIB;
 
+/// The fewest characters a cluster cookie may have. The cookie is the only
+/// thing between a stranger and running code on the cluster, so a short
+/// guessable one is refused; 32+ random characters are advised.
+pub const MIN_COOKIE_CHARS: usize = 16;
+
+/// The HTTP API's connection cap may be set to: one connection up to a
+/// million (the file-descriptor limit lowers it further at run time).
+pub const HTTP_MAX_CONNECTIONS_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+
+/// The seconds the HTTP API's header, body and request timeouts may be set
+/// to: one second to one hour.
+pub const HTTP_TIMEOUT_S_RANGE: RangeInclusive<u32> = 1..=3_600;
+
 /// The per-attempt time limits, in seconds, a task, an agent type or the
 /// config may set: one second to one day.
 pub const TIMEOUT_S_RANGE: RangeInclusive<u32> = 1..=86_400;

@@ -77,7 +77,8 @@ async fn two_thousand_echo_tasks_each_run_once_spread_over_all_three_nodes() {
 async fn nodes_started_together_see_each_other_within_five_seconds() {
     with_deadline(DEADLINE, async {
         let started = Instant::now();
-        let mut cluster = LocalCluster::spawn(NodeSpec::three_nodes(2), "same-cookie").unwrap();
+        let mut cluster =
+            LocalCluster::spawn(NodeSpec::three_nodes(2), "same-cookie-for-three-nodes").unwrap();
         cluster
             .wait_ready(Duration::from_secs(5))
             .await
@@ -105,7 +106,7 @@ async fn nodes_whose_seeds_are_down_keep_retrying_and_join_later() {
         // Start the two workers first; their only seeds (n1 and each other) are
         // not listening for a while. n1, the orchestrator, starts last.
         let specs = NodeSpec::three_nodes(2);
-        let mut cluster = LocalCluster::spawn(specs, "late-seed-cookie").unwrap();
+        let mut cluster = LocalCluster::spawn(specs, "late-seed-cookie-for-this-test").unwrap();
         cluster.kill("n1").await;
         let worker_api = cluster.api("n2");
         eventually(

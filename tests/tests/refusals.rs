@@ -13,7 +13,7 @@ async fn a_node_with_the_wrong_cookie_cannot_join_nor_see_nor_run_tasks() {
         let mut cluster = three_node_cluster(2).await;
         let mut intruder = LocalCluster::spawn(
             vec![NodeSpec::new("n4", "worker,monitor", 4)],
-            "not-the-cookie",
+            "not-the-cookie-of-this-cluster",
         )
         .unwrap();
         // Point the intruder at the real cluster: restart it with real seeds.
@@ -86,7 +86,7 @@ async fn a_node_with_the_wrong_cookie_cannot_join_nor_see_nor_run_tasks() {
         for node in cluster.nodes.iter().chain(intruder.nodes.iter()) {
             let text = node.log_text();
             assert!(
-                !text.contains(&cluster.cookie) && !text.contains("not-the-cookie"),
+                !text.contains(&cluster.cookie) && !text.contains("not-the-cookie-of-this-cluster"),
                 "a cookie leaked into {}",
                 node.log.display()
             );

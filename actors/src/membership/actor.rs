@@ -24,6 +24,15 @@ use super::sessions::{SessionEvent, SessionRelay};
 use super::view::{ClusterView, MemberInfo};
 use crate::runtime::NodeEvent;
 
+/// Longest an inbound cluster connection may take to authenticate before
+/// the gate closes it.
+const CLUSTER_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Most inbound cluster connections that may be unauthenticated at once;
+/// more are closed on accept. Far above what a cluster's own nodes open at
+/// once (each dials each other node once), far below the descriptor limit.
+const CLUSTER_MAX_UNAUTHENTICATED: usize = 64;
+
 /// How often due dials are started.
 pub(super) const DIAL_TICK: Duration = Duration::from_millis(100);
 
@@ -91,6 +100,8 @@ pub struct MembershipState {
     pub(super) config: Arc<NodeConfig>,
     pub(super) greeting: Greeting,
     pub(super) node_server: ActorRef<NodeServerMessage>,
+    /// The cluster port's accept loop; aborted when membership stops.
+    pub(super) gate: tokio::task::AbortHandle,
     pub(super) sessions: HashMap<NodeId, SessionRecord>,
     pub(super) dialer: Dialer,
     pub(super) resolved: HashMap<String, SocketAddr>,
@@ -120,23 +131,51 @@ impl Actor for Membership {
         args: MembershipArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let config = args.config;
+        // herd's gate owns the cluster port (see `gate`); ractor_cluster's
+        // own listener gets an ephemeral loopback port nobody is told of.
+        let cluster_listener =
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| {
+                    format!(
+                        "cannot listen for cluster peers on {}: {error}",
+                        config.listen
+                    )
+                })?;
+        let cluster_port = cluster_listener.local_addr()?.port();
+        let loopback: std::net::IpAddr = if config.listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
         let server = NodeServer::new(
-            config.listen.port(),
+            0,
             config.cookie.expose().to_string(),
             config.name.to_string(),
             config.advertise_host.clone(),
             None,
             Some(NodeConnectionMode::Transitive),
         )
-        .with_listen_addr(config.listen.ip());
+        .with_listen_addr(loopback);
         let (node_server, _) = Actor::spawn_linked(None, server, (), myself.get_cell())
             .await
-            .map_err(|error| {
-                format!(
-                    "cannot listen for cluster peers on {}: {error}",
-                    config.listen
-                )
-            })?;
+            .map_err(|error| format!("cannot start the cluster node server: {error}"))?;
+        // Peers learn this node's address from its handshake: the gate's
+        // port, not the loopback one (this lands after the listener's own
+        // port notice, which it sent while the server started).
+        node_server.cast(NodeServerMessage::PortChanged { port: cluster_port })?;
+        let (gate_relay, gate) = super::gate::start(
+            cluster_listener,
+            node_server.clone(),
+            super::gate::GateLimits {
+                deadline: CLUSTER_HANDSHAKE_DEADLINE,
+                max_pending: CLUSTER_MAX_UNAUTHENTICATED,
+            },
+        );
+        node_server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "herd-gate".to_string(),
+            subscription: Box::new(gate_relay),
+        })?;
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: "herd-membership".to_string(),
             subscription: Box::new(SessionRelay {
@@ -167,6 +206,7 @@ impl Actor for Membership {
             config,
             greeting: args.greeting,
             node_server,
+            gate,
             sessions: HashMap::new(),
             dialer,
             resolved: HashMap::new(),
@@ -190,6 +230,7 @@ impl Actor for Membership {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         ractor::pg::demonitor(groups::MEMBERSHIP.to_string(), myself.get_id());
+        state.gate.abort();
         state.node_server.stop(Some("node stopping".to_string()));
         Ok(())
     }

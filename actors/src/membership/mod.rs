@@ -16,6 +16,7 @@ mod actor;
 mod connections;
 mod dialer;
 mod failure_detector;
+mod gate;
 mod greetings;
 mod liveness;
 mod sessions;

@@ -8,7 +8,7 @@
 //!
 //! let node = HerdNode::builder()
 //!     .name("embedded-1")
-//!     .cookie("change-me")
+//!     .cookie("change-me-to-32-random-characters")
 //!     .listen("127.0.0.1:7300")
 //!     .start()
 //!     .await?;

@@ -6,6 +6,7 @@
 
 mod agents;
 mod cluster;
+mod http;
 mod limits;
 mod node_keys;
 mod policy;
@@ -20,6 +21,7 @@ use herd_protocol::messages::membership::Role;
 
 use self::agents::resolve_agents;
 use self::cluster::resolve_cluster;
+use self::http::resolve_http;
 use self::limits::resolve_limits;
 use self::node_keys::{ADVERTISE, LISTEN, WORKERS, resolve_node_keys};
 use self::providers::resolve_providers;
@@ -107,6 +109,7 @@ pub fn resolve_with_file(
     };
 
     let limits = resolve_limits(file.as_ref(), &mut errors);
+    let http_server = resolve_http(file.as_ref(), &mut errors);
     let tasks = resolve_task_defaults(file.as_ref(), &mut errors);
     let cluster = resolve_cluster(file.as_ref(), &mut errors);
     let providers = resolve_providers(file.as_ref(), &tasks, &mut errors);
@@ -154,6 +157,7 @@ pub fn resolve_with_file(
         drain_grace: node.drain_grace.expect("drain grace validated"),
         config_file: file.as_ref().map(|f| f.path().to_path_buf()),
         limits,
+        http_server,
         tasks,
         cluster,
         agents,

@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.listen(listen);
     }
     if unset("HERD_COOKIE") {
-        builder = builder.cookie("embedded-demo-cookie");
+        builder = builder.cookie("embedded-demo-cookie-not-secret");
     }
     if unset("HERD_WORKERS") {
         builder = builder.workers(4);
@@ -198,13 +198,19 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&http).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let config = handle.config();
+    // herd's server, not bare axum::serve: it caps connections and drops
+    // clients that never finish their headers ([http] in the config).
+    let http_settings = config.http_server.clone();
     println!(
         "embedded herd node {} up (cluster {}); POST {url}/summarize",
         config.name, config.listen
     );
 
     if flags.demo {
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(async move {
+            herd_node::http_server::serve(listener, app, &http_settings, std::future::pending())
+                .await
+        });
         for text in [
             "the quick brown fox jumps over the lazy dog",
             "herd runs agents on a cluster",
@@ -221,11 +227,10 @@ async fn main() -> anyhow::Result<()> {
         );
         server.abort();
     } else {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        herd_node::http_server::serve(listener, app, &http_settings, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     }
     node.shutdown().await;
     Ok(())

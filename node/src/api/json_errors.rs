@@ -79,6 +79,8 @@ fn code_for(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        // tower-http's request timeout answers an empty 408.
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
         status if status.is_client_error() => "client_error",
         _ => "internal_error",
     }

@@ -18,12 +18,14 @@ mod tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{MethodRouter, get, post, put};
 use herd_actors::NodeHandle;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -67,11 +69,17 @@ impl ApiState {
 /// single request may pin unbounded memory.
 pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-/// The API routes.
+/// The API routes. Every request must be answered within the configured
+/// request timeout (`[http] request_timeout_s`; `GET /v1/tasks/{id}` gets
+/// its longest `?wait=` on top) or it is answered 408 `request_timeout`; a
+/// body that sends no data for `body_timeout_s` is answered 408
+/// `body_timeout`.
 pub fn router(state: ApiState) -> Router {
-    let routes = RouteTable::default()
+    let http = state.node.config().http_server.clone();
+    let routes = RouteTable::new(http.request_timeout)
         .route("/v1/tasks", post(tasks::submit).get(tasks::list))
-        .route("/v1/tasks/{id}", get(tasks::get_one))
+        // A long-poll may wait up to its cap before it answers.
+        .long_poll("/v1/tasks/{id}", get(tasks::get_one), tasks::MAX_WAIT)
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/nodes/{name}/drain", post(cluster::drain))
@@ -95,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
         })
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(http.body_timeout))
         .with_state(state);
     // A router's layers wrap each route, inside the step that adds `Allow`
     // to a 405; wrapping the whole router lets json_errors see it.
@@ -104,16 +113,40 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// A router that remembers the paths it serves, so the 404 answer lists
-/// exactly the routes that exist.
-#[derive(Default)]
+/// exactly the routes that exist, and that gives every route the request
+/// timeout.
 struct RouteTable {
     router: Router<ApiState>,
     paths: Vec<&'static str>,
+    request_timeout: Duration,
 }
 
 impl RouteTable {
-    fn route(mut self, path: &'static str, handlers: MethodRouter<ApiState>) -> Self {
-        self.router = self.router.route(path, handlers);
+    fn new(request_timeout: Duration) -> Self {
+        RouteTable {
+            router: Router::new(),
+            paths: Vec::new(),
+            request_timeout,
+        }
+    }
+
+    fn route(self, path: &'static str, handlers: MethodRouter<ApiState>) -> Self {
+        self.long_poll(path, handlers, Duration::ZERO)
+    }
+
+    /// A route whose handler may wait up to `wait` before it answers: its
+    /// timeout is the request timeout plus `wait`.
+    fn long_poll(
+        mut self,
+        path: &'static str,
+        handlers: MethodRouter<ApiState>,
+        wait: Duration,
+    ) -> Self {
+        let timeout = TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            self.request_timeout + wait,
+        );
+        self.router = self.router.route(path, handlers.layer(timeout));
         self.paths.push(path);
         self
     }

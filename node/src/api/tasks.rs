@@ -157,6 +157,12 @@ fn body_error(rejection: BytesRejection) -> ApiError {
                 super::MAX_REQUEST_BODY_BYTES
             ),
         )
+    } else if is_body_timeout(&rejection) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body stopped arriving before it was complete; send the whole body without pausing",
+        )
     } else {
         ApiError::bad_request(
             "unreadable_body",
@@ -166,6 +172,18 @@ fn body_error(rejection: BytesRejection) -> ApiError {
             ),
         )
     }
+}
+
+/// True when the body failed because the router's body timeout fired.
+fn is_body_timeout(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn parse_error(error: serde_json::Error) -> ApiError {

@@ -104,13 +104,13 @@ async fn serve(config: NodeConfig) -> ExitCode {
     let api = ApiState::new(node.handle()).with_metrics(metrics);
     let draining = api.draining.clone();
     let app = router(api);
+    let http_settings = node.handle().config().http_server.clone();
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .await
+        crate::http_server::serve(listener, app, &http_settings, async {
+            let _ = http_stopped.await;
+        })
+        .await
     });
     info!(http = %http_addr, "api listening");
 

@@ -1,0 +1,106 @@
+//! The cluster port against strangers: connections that never authenticate
+//! are closed within the handshake deadline, a flood beyond the cap of
+//! unauthenticated connections is closed at once, and neither keeps a real
+//! node from joining and running tasks.
+
+use std::time::{Duration, Instant};
+
+use herd_protocol::messages::orchestrator::MemberState;
+use herd_tests::{
+    DEADLINE, LocalCluster, NodeSpec, eventually, node_state, start_cluster, wait_finished,
+    with_deadline,
+};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// More than the node's cap of 64 unauthenticated connections.
+const STRANGERS: usize = 100;
+
+/// The node closes an unauthenticated connection after 5 s; allow for a
+/// loaded machine.
+const CLOSED_WITHIN: Duration = Duration::from_secs(15);
+
+/// Opens `count` connections to `addr`; every other one sends garbage.
+async fn strangers(addr: &str, count: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            // Not a frame the handshake can finish on: a small length
+            // prefix and junk.
+            let _ = stream.write_all(&[0, 0, 0, 0, 0, 0, 0, 4, 1, 2, 3]).await;
+        }
+        streams.push(stream);
+    }
+    streams
+}
+
+/// True once the node has closed `stream` (end of stream or reset).
+async fn closed_by_node(mut stream: TcpStream) -> bool {
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(CLOSED_WITHIN, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_on_the_cluster_port_are_closed_and_a_real_node_still_joins_and_runs_tasks() {
+    with_deadline(DEADLINE, async {
+        let cluster = start_cluster(vec![NodeSpec::new("n1", "orchestrator,monitor", 0)]).await;
+        let addr = cluster.node("n1").cluster_addr();
+
+        let started = Instant::now();
+        let held = strangers(&addr, STRANGERS).await;
+        let closed = futures_join(held).await;
+        assert_eq!(
+            closed,
+            STRANGERS,
+            "the node left {} of {STRANGERS} unauthenticated connections open after {CLOSED_WITHIN:?}",
+            STRANGERS - closed
+        );
+        assert!(started.elapsed() < CLOSED_WITHIN + Duration::from_secs(5));
+
+        // A new flood, held while a real worker node joins through it.
+        let flood = strangers(&addr, STRANGERS).await;
+        let spec = NodeSpec {
+            extra_args: vec!["--seed".to_string(), addr.clone()],
+            ..NodeSpec::new("n2", "worker,monitor", 2)
+        };
+        let _joiner = LocalCluster::spawn(vec![spec], &cluster.cookie).unwrap();
+        let api = cluster.api("n1");
+        eventually(Duration::from_secs(60), "n2 joins through the flood", || {
+            let api = api.clone();
+            async move { (node_state(&api, "n2").await == Some(MemberState::Up)).then_some(()) }
+        })
+        .await;
+        // n1 has no workers: these run on n2.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| json!({ "agent_type": "echo", "payload": i }))
+            .collect();
+        api.submit_batch(&tasks).await.unwrap();
+        let status = wait_finished(&api, 20, Duration::from_secs(60)).await;
+        assert_eq!(status.tasks.succeeded, 20, "{status:?}");
+        drop(flood);
+    })
+    .await;
+}
+
+/// How many of `streams` the node closes within [`CLOSED_WITHIN`].
+async fn futures_join(streams: Vec<TcpStream>) -> usize {
+    let waits: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(closed_by_node(stream)))
+        .collect();
+    let mut closed = 0;
+    for wait in waits {
+        if wait.await.unwrap() {
+            closed += 1;
+        }
+    }
+    closed
+}
