@@ -103,61 +103,18 @@ pub(super) fn without_url(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use herd_config::Secret;
     use herd_protocol::{AgentType, TaskId};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use serde_json::json;
 
     use super::*;
+    use crate::handlers::stand_in::{Log, Reply, reply};
 
-    /// A stand-in endpoint: answers each request with the next canned
-    /// response and records what it received.
-    async fn stand_in(
-        responses: Vec<(u16, &'static str)>,
-    ) -> (String, Arc<tokio::sync::Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let received = Arc::new(tokio::sync::Mutex::new(Vec::new()));
-        let log = received.clone();
-        let next = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let (status, body) =
-                    responses[next.fetch_add(1, Ordering::SeqCst).min(responses.len() - 1)];
-                let mut request = vec![0u8; 65536];
-                let mut read = 0;
-                // Read until the headers and the declared body have arrived.
-                loop {
-                    let n = socket.read(&mut request[read..]).await.unwrap();
-                    read += n;
-                    let text = String::from_utf8_lossy(&request[..read]).to_string();
-                    if let Some(split) = text.find("\r\n\r\n") {
-                        let length = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length: ")
-                                    .map(|v| v.trim().parse::<usize>().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if read >= split + 4 + length || n == 0 {
-                            log.lock().await.push(text);
-                            break;
-                        }
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                socket.write_all(reply.as_bytes()).await.unwrap();
-            }
-        });
-        (format!("http://{address}/run"), received)
+    /// The stand-in's URL for the handler to POST to.
+    async fn stand_in(replies: Vec<Reply>) -> (String, Log) {
+        let (address, log) = crate::handlers::stand_in::stand_in(replies).await;
+        (format!("{address}/run"), log)
     }
 
     fn handler(url: String) -> HttpHandler {
@@ -189,28 +146,24 @@ mod tests {
 
     #[tokio::test]
     async fn posts_the_payload_and_returns_the_json_body() {
-        let (url, received) = stand_in(vec![(200, "{\"text\":\"hello\"}")]).await;
+        let (url, received) = stand_in(vec![reply(200, "{\"text\":\"hello\"}")]).await;
         let output = handler(url).handle(input()).await.unwrap();
         assert_eq!(output.result.as_str(), "{\"text\":\"hello\"}");
         let request = received.lock().await[0].clone();
-        assert!(request.starts_with("POST /run"), "{request}");
-        assert!(request.contains("{\"prompt\":\"hi\"}"), "{request}");
-        assert!(
-            request
-                .to_ascii_lowercase()
-                .contains("authorization: bearer t0ken"),
-            "{request}"
-        );
-        assert!(request.contains("x-herd-attempt: 2"), "{request}");
+        assert!(request.head.starts_with("POST /run"), "{request:?}");
+        assert_eq!(request.body, json!({"prompt": "hi"}), "{request:?}");
+        let head = request.head.to_ascii_lowercase();
+        assert!(head.contains("authorization: bearer t0ken"), "{request:?}");
+        assert!(head.contains("x-herd-attempt: 2"), "{request:?}");
     }
 
     #[tokio::test]
     async fn rate_limits_and_server_errors_are_retryable_client_errors_fatal() {
         let (url, _) = stand_in(vec![
-            (429, "{\"error\":\"slow down\"}"),
-            (503, "{}"),
-            (400, "{\"error\":\"bad prompt\"}"),
-            (200, "not json"),
+            reply(429, "{\"error\":\"slow down\"}"),
+            reply(503, "{}"),
+            reply(400, "{\"error\":\"bad prompt\"}"),
+            reply(200, "not json"),
         ])
         .await;
         let handler = handler(url);

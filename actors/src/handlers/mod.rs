@@ -12,6 +12,8 @@ mod http;
 mod llm;
 mod registry;
 mod sleep;
+#[cfg(test)]
+mod stand_in;
 
 use std::time::Duration;
 

@@ -46,12 +46,6 @@ impl ProviderCallSink {
         ProviderCallSink(sender)
     }
 
-    /// A sink whose calls go nowhere (tests, tools).
-    pub fn discard() -> Self {
-        let (sender, _) = tokio::sync::mpsc::channel(1);
-        ProviderCallSink(sender)
-    }
-
     /// Records a finished call; never waits.
     pub fn record(&self, call: ProviderCall) {
         if self.0.try_send(call).is_err() {

@@ -1,34 +1,20 @@
 //! The handler against an in-test stand-in for an OpenAI-compatible API.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use herd_config::CircuitSettings;
 use herd_protocol::{AgentType, AssignmentEpoch, JsonText, TaskId};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 use super::*;
+use crate::handlers::stand_in::{Reply, reply};
+
+/// The stand-in's base URL as a provider's `base_url`.
+async fn stand_in(replies: Vec<Reply>) -> (String, crate::handlers::stand_in::Log) {
+    let (address, log) = crate::handlers::stand_in::stand_in(replies).await;
+    (format!("{address}/v1"), log)
+}
 
 const KEY: &str = "sk-stand-in-5ecret";
-
-/// One scripted answer; `{auth}` in the body becomes the request's
-/// Authorization header, as a careless provider might echo it.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: String,
-}
-
-fn reply(status: u16, body: impl Into<String>) -> Reply {
-    Reply {
-        status,
-        headers: Vec::new(),
-        body: body.into(),
-    }
-}
 
 fn completion_body(content: &str) -> String {
     json!({
@@ -38,87 +24,6 @@ fn completion_body(content: &str) -> String {
         "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
     })
     .to_string()
-}
-
-/// A request as the stand-in received it.
-#[derive(Clone, Debug)]
-struct Received {
-    at: Instant,
-    head: String,
-    body: Value,
-}
-
-type Log = Arc<Mutex<Vec<Received>>>;
-
-/// Serves `replies` in order (the last one repeats) on 127.0.0.1; returns
-/// the base URL (`…/v1`) and the log of requests.
-async fn stand_in(replies: Vec<Reply>) -> (String, Log) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let log: Log = Arc::default();
-    let received = log.clone();
-    let next = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buffer = Vec::new();
-            let mut chunk = vec![0u8; 65536];
-            let (head, body) = loop {
-                let n = socket.read(&mut chunk).await.unwrap_or(0);
-                buffer.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buffer).to_string();
-                if let Some(split) = text.find("\r\n\r\n") {
-                    let length = text[..split]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if buffer.len() >= split + 4 + length || n == 0 {
-                        break (text[..split].to_string(), text[split + 4..].to_string());
-                    }
-                }
-                if n == 0 {
-                    break (text, String::new());
-                }
-            };
-            let auth = head
-                .lines()
-                .find_map(|l| {
-                    l.split_once(':')
-                        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-                        .map(|(_, value)| value.trim().to_string())
-                })
-                .unwrap_or_default();
-            received.lock().await.push(Received {
-                at: Instant::now(),
-                head,
-                body: serde_json::from_str(&body).unwrap_or(Value::Null),
-            });
-            let index = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
-            let Reply {
-                status,
-                headers,
-                body,
-            } = replies[index].clone();
-            let body = body.replace("{auth}", &auth);
-            let mut answer = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                body.len()
-            );
-            for (name, value) in headers {
-                answer.push_str(&format!("{name}: {value}\r\n"));
-            }
-            answer.push_str("\r\n");
-            answer.push_str(&body);
-            let _ = socket.write_all(answer.as_bytes()).await;
-        }
-    });
-    (format!("http://{address}/v1"), log)
 }
 
 fn provider(base_url: &str) -> ProviderConfig {
@@ -467,7 +372,7 @@ async fn after_a_429_the_next_call_waits_out_the_retry_after_or_gives_up_at_once
 
 #[tokio::test]
 async fn a_provider_that_does_not_answer_in_time_is_retryable_and_recorded() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     // Accepts connections and never answers.
     tokio::spawn(async move {
