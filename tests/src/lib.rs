@@ -222,6 +222,72 @@ pub async fn wait_until_busy(api: &ApiClient, name: &str, limit: Duration) {
     .await
 }
 
+/// One HTTP answer read off a raw socket.
+pub struct RawAnswer {
+    /// The status code.
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body's JSON object (`null` if there is none).
+    pub body: serde_json::Value,
+}
+
+impl RawAnswer {
+    /// The first header called `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Sends `method path` with `body` over a raw socket, so tests can send what
+/// an HTTP client library would refuse or normalise (bytes like `%FF`).
+pub async fn send_raw(base: &str, method: &str, path: &str, body: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let _ = socket.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    // Bodies may be chunked; take the JSON object inside.
+    let json_text = body
+        .find('{')
+        .map(|start| &body[start..body.rfind('}').unwrap() + 1])
+        .unwrap_or("null");
+    RawAnswer {
+        status: status.parse().unwrap(),
+        headers,
+        body: serde_json::from_str(json_text).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// `POST` of raw bytes (so payloads keep their exact size); returns status,
+/// JSON body and `Retry-After`.
+pub async fn post_raw(
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let answer = send_raw(base, "POST", path, &body).await;
+    let retry_after = answer.header("retry-after").map(str::to_string);
+    (answer.status, answer.body, retry_after)
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);

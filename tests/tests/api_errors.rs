@@ -3,61 +3,21 @@
 
 use std::time::Duration;
 
-use herd_tests::{ApiClientError, DEADLINE, three_node_cluster, with_deadline};
-use serde_json::{Value, json};
-
-/// Minimal HTTP POST over a raw socket, so tests can send any bytes.
-async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let path = format!(
-        "/{}",
-        url.trim_start_matches("http://")
-            .split_once('/')
-            .map_or("", |(_, p)| p)
-    );
-    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let _ = socket.write_all(&body).await;
-    let mut answer = Vec::new();
-    let _ = socket.read_to_end(&mut answer).await;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
-    let retry_after = headers.lines().find_map(|line| {
-        line.to_ascii_lowercase()
-            .strip_prefix("retry-after: ")
-            .map(str::to_string)
-    });
-    // Bodies may be chunked; take the JSON object inside.
-    let json_text = body
-        .find('{')
-        .map(|start| &body[start..body.rfind('}').unwrap() + 1])
-        .unwrap_or("null");
-    (
-        status,
-        serde_json::from_str(json_text).unwrap_or(Value::Null),
-        retry_after,
-    )
-}
+use herd_tests::{ApiClientError, DEADLINE, post_raw, send_raw, three_node_cluster, with_deadline};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_that_say_what_to_fix() {
     with_deadline(DEADLINE, async {
         let mut cluster = three_node_cluster(2).await;
-        let url = format!("{}/v1/tasks", cluster.node("n2").api_url());
+        let base = cluster.node("n2").api_url();
 
-        let (status, body, _) =
-            post_raw(&url, b"{\"agent_type\": \"echo\", \"payload\": ".to_vec()).await;
+        let (status, body, _) = post_raw(
+            &base,
+            "/v1/tasks",
+            b"{\"agent_type\": \"echo\", \"payload\": ".to_vec(),
+        )
+        .await;
         assert_eq!(status, 400);
         assert_eq!(body["code"], "malformed_json");
         assert!(
@@ -69,7 +29,8 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
         );
 
         let (status, body, _) = post_raw(
-            &url,
+            &base,
+            "/v1/tasks",
             br#"{"agent_type": "echo", "payload": 1, "priorty": 3}"#.to_vec(),
         )
         .await;
@@ -83,7 +44,8 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
         );
 
         let (status, body, _) = post_raw(
-            &url,
+            &base,
+            "/v1/tasks",
             br#"{"agent_type": "translate", "payload": {}}"#.to_vec(),
         )
         .await;
@@ -96,7 +58,8 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
         assert_eq!(body["known_agent_types"], json!(["echo", "sleep"]));
 
         let (status, body, _) = post_raw(
-            &url,
+            &base,
+            "/v1/tasks",
             br#"{"agent_type": "echo", "payload": {}, "priority": 12}"#.to_vec(),
         )
         .await;
@@ -110,7 +73,7 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
             r#"{{"agent_type": "echo", "payload": "{}"}}"#,
             "x".repeat(1024 * 1024 + 1)
         );
-        let (status, body, _) = post_raw(&url, big.into_bytes()).await;
+        let (status, body, _) = post_raw(&base, "/v1/tasks", big.into_bytes()).await;
         assert_eq!(status, 413);
         assert_eq!(body["code"], "payload_too_large");
         assert!(
@@ -123,7 +86,8 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
 
         // A batch with one bad task is refused whole: nothing was accepted.
         let (status, body, _) = post_raw(
-            &url,
+            &base,
+            "/v1/tasks",
             br#"[{"agent_type": "echo", "payload": 1}, {"agent_type": "nope", "payload": 2}]"#
                 .to_vec(),
         )
@@ -142,7 +106,7 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
             0
         );
 
-        let (status, body, _) = post_raw(&url, b"[]".to_vec()).await;
+        let (status, body, _) = post_raw(&base, "/v1/tasks", b"[]".to_vec()).await;
         assert_eq!((status, body["code"].as_str()), (400, Some("empty_batch")));
 
         // Reading and cancelling.
@@ -295,57 +259,6 @@ async fn idempotency_keys_priorities_listing_and_cancellation_work_over_http() {
         cluster.stop().await;
     })
     .await;
-}
-
-/// One HTTP answer read off a raw socket.
-struct RawAnswer {
-    status: u16,
-    /// Header names lower-cased.
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl RawAnswer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-/// Sends `method path` with `body` over a raw socket, so tests can send what
-/// an HTTP client library would refuse or normalise (bytes like `%FF`).
-async fn send_raw(base: &str, method: &str, path: &str, body: &[u8]) -> RawAnswer {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = base.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let _ = socket.write_all(body).await;
-    let mut answer = Vec::new();
-    let _ = socket.read_to_end(&mut answer).await;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    // Bodies may be chunked; take the JSON object inside.
-    let json_text = body
-        .find('{')
-        .map(|start| &body[start..body.rfind('}').unwrap() + 1])
-        .unwrap_or("null");
-    RawAnswer {
-        status: status.parse().unwrap(),
-        headers,
-        body: serde_json::from_str(json_text).unwrap_or(Value::Null),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,43 +6,9 @@ use std::time::Duration;
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_tests::{
-    ApiClient, DEADLINE, all_tasks, eventually, temp_dir, three_node_cluster,
+    ApiClient, DEADLINE, all_tasks, eventually, post_raw, temp_dir, three_node_cluster,
     three_node_cluster_with, wait_finished, wait_until_busy, with_deadline, write_config,
 };
-use serde_json::Value;
-
-/// `POST` of raw bytes (so payloads keep their exact size); returns status,
-/// JSON body and `Retry-After`.
-async fn post_raw(base: &str, path: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = base.trim_start_matches("http://").to_string();
-    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let _ = socket.write_all(&body).await;
-    let mut answer = Vec::new();
-    let _ = socket.read_to_end(&mut answer).await;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
-    let retry_after = headers.lines().find_map(|line| {
-        line.to_ascii_lowercase()
-            .strip_prefix("retry-after: ")
-            .map(str::to_string)
-    });
-    let json_text = body
-        .find('{')
-        .map(|start| &body[start..body.rfind('}').unwrap() + 1])
-        .unwrap_or("null");
-    (
-        status,
-        serde_json::from_str(json_text).unwrap_or(Value::Null),
-        retry_after,
-    )
-}
 
 /// A task object whose payload is exactly `payload_bytes` of JSON text: a
 /// string for `echo`, `{"ms": …}` padded with spaces for `sleep`.

@@ -19,7 +19,10 @@ async fn a_wait_that_runs_out_answers_the_current_view_through_every_node() {
             .unwrap();
         // n1 runs the orchestrator; n2 and n3 forward to it over the cluster.
         for node in ["n1", "n2", "n3"] {
-            for wait in ["2s", "1500ms"] {
+            for (wait, wanted) in [
+                ("2s", Duration::from_secs(2)),
+                ("1500ms", Duration::from_millis(1500)),
+            ] {
                 let api = cluster.api(node);
                 let asked = Instant::now();
                 let (status, body) = api
@@ -34,7 +37,6 @@ async fn a_wait_that_runs_out_answers_the_current_view_through_every_node() {
                     matches!(state, TaskState::Pending | TaskState::Running),
                     "through {node}: {body}"
                 );
-                let wanted = humantime_ms(wait);
                 assert!(
                     took >= wanted,
                     "?wait={wait} through {node} answered after {took:?}, before the wait ran out"
@@ -64,13 +66,4 @@ async fn a_task_that_finishes_during_the_wait_is_answered_at_once_through_every_
         cluster.stop().await;
     })
     .await;
-}
-
-/// The two waits the test uses, as durations.
-fn humantime_ms(wait: &str) -> Duration {
-    match wait {
-        "2s" => Duration::from_secs(2),
-        "1500ms" => Duration::from_millis(1500),
-        other => panic!("no duration for {other}"),
-    }
 }
