@@ -260,6 +260,26 @@ fn the_http_port_in_use_is_reported() {
     );
 }
 
+/// Runs `herd node` as an orchestrator on `data_dir` (to its refusal).
+fn orchestrator_on(data_dir: &std::path::Path) -> std::process::Output {
+    herd(
+        &[
+            "node",
+            "--name",
+            "n1",
+            "--roles",
+            "orchestrator,worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
+    )
+}
+
 #[test]
 fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versions() {
     let data = tempfile::tempdir().unwrap();
@@ -275,23 +295,7 @@ fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versi
             .unwrap();
         transaction.commit().unwrap();
     }
-    let data_dir = data.path().to_str().unwrap();
-    let output = herd(
-        &[
-            "node",
-            "--name",
-            "n1",
-            "--roles",
-            "orchestrator,worker",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir,
-        ],
-        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
-    );
+    let output = orchestrator_on(data.path());
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(message.contains("orchestrator.redb"), "{message}");
@@ -307,23 +311,7 @@ fn a_zero_length_journal_is_refused_naming_the_file_and_left_untouched() {
     let data = tempfile::tempdir().unwrap();
     let journal = data.path().join("orchestrator.redb");
     std::fs::File::create(&journal).unwrap();
-    let data_dir = data.path().to_str().unwrap();
-    let output = herd(
-        &[
-            "node",
-            "--name",
-            "n1",
-            "--roles",
-            "orchestrator,worker",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir,
-        ],
-        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
-    );
+    let output = orchestrator_on(data.path());
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(

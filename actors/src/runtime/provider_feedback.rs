@@ -34,21 +34,17 @@ pub(super) fn forward_provider_calls(
                     Err(_) => break,
                 }
             }
-            let orchestrator = find_orchestrator(&view.borrow());
-            let sent = orchestrator.is_some_and(|orchestrator| {
-                orchestrator
-                    .cast(Mailbox::Cast(OrchestratorCast::ProviderCalls {
-                        member: member.clone(),
-                        calls: batch.clone(),
-                    }))
-                    .is_ok()
+            let count = batch.len() as u64;
+            let message = Mailbox::Cast(OrchestratorCast::ProviderCalls {
+                member: member.clone(),
+                calls: std::mem::take(&mut batch),
             });
-            if !sent {
+            let orchestrator = find_orchestrator(&view.borrow());
+            if orchestrator.is_none_or(|orchestrator| orchestrator.cast(message).is_err()) {
                 // Without an orchestrator there is no budget to settle; the
                 // next one starts its windows afresh.
-                metrics::counter!("herd_llm_feedback_dropped_total").increment(batch.len() as u64);
+                metrics::counter!("herd_llm_feedback_dropped_total").increment(count);
             }
-            batch.clear();
         }
     });
 }
