@@ -43,6 +43,15 @@ pub fn describe() {
         "Payload and result bytes the orchestrator's task book holds (bounded by limits.max_held_bytes)."
     );
     describe_gauge!(
+        "herd_tenant_unfinished_tasks",
+        "Unfinished tasks of each tenant (bounded by limits.tenant_max_unfinished_tasks)."
+    );
+    describe_gauge!(
+        "herd_tenant_held_bytes",
+        Unit::Bytes,
+        "Payload and result bytes of each tenant's unfinished tasks (bounded by limits.tenant_max_held_bytes)."
+    );
+    describe_gauge!(
         "herd_queue_depth",
         "Tasks waiting for a worker or a retry, by agent_type."
     );

@@ -42,6 +42,49 @@ pub struct FileConfig {
     /// `[providers.NAME]`: the LLM APIs `llm` agent types call.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSection>,
+    /// `[api]`: tokens and which endpoints are open.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// `[tenants.NAME]`: per-tenant limits.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantSection>,
+}
+
+/// `[api]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// `/metrics` without a token (default true).
+    pub open_metrics: Option<bool>,
+    /// `/health` without a token (default true).
+    pub open_health: Option<bool>,
+    /// `[[api.tokens]]`.
+    #[serde(default)]
+    pub tokens: Vec<TokenSection>,
+}
+
+/// `[[api.tokens]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// A label for logs.
+    pub name: Option<String>,
+    /// Hex SHA-256 digest of the token (`herd token new` prints one).
+    pub sha256: Option<String>,
+    /// `admin`, `submit` or `read`.
+    pub role: Option<String>,
+    /// The tenant (default `default`).
+    pub tenant: Option<String>,
+}
+
+/// `[tenants.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// Unfinished tasks the tenant may hold.
+    pub max_unfinished_tasks: Option<i64>,
+    /// Unfinished payload and result bytes the tenant may hold.
+    pub max_held_bytes: Option<i64>,
 }
 
 /// `[providers.NAME]`.
@@ -164,6 +207,10 @@ pub struct LimitsSection {
     pub max_batch_tasks: Option<i64>,
     /// Payload and result bytes the task book holds.
     pub max_held_bytes: Option<i64>,
+    /// Unfinished tasks one tenant may hold.
+    pub tenant_max_unfinished_tasks: Option<i64>,
+    /// Unfinished payload and result bytes one tenant may hold.
+    pub tenant_max_held_bytes: Option<i64>,
 }
 
 /// `[http]`.

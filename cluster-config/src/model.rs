@@ -14,7 +14,7 @@ use herd_protocol::defaults::{
     DEFAULT_TIMEOUT_S,
 };
 use herd_protocol::messages::membership::Role;
-use herd_protocol::{AgentType, NodeName, RetrySpec};
+use herd_protocol::{AgentType, NodeName, RetrySpec, Tenant};
 
 use crate::origin::Origin;
 
@@ -88,6 +88,10 @@ pub struct NodeConfig {
     pub scaling: ScalingSettings,
     /// LLM providers (`[providers.NAME]`) that `llm` agent types call.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[api]` and `--api-token`: who may use the HTTP API.
+    pub api: ApiSettings,
+    /// `[tenants.NAME]`: tenants with limits of their own.
+    pub tenants: BTreeMap<Tenant, TenantLimitSettings>,
     /// Where each `node.*` value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -120,6 +124,12 @@ pub struct Limits {
     /// push unfinished payloads past it get 429, and the oldest finished
     /// tasks are forgotten to stay under it.
     pub max_held_bytes: u64,
+    /// Unfinished tasks one tenant may hold (`None`: only the cluster-wide
+    /// limit applies).
+    pub tenant_max_unfinished_tasks: Option<u64>,
+    /// Unfinished payload and result bytes one tenant may hold (`None`: only
+    /// the cluster-wide budget applies).
+    pub tenant_max_held_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -130,6 +140,8 @@ impl Default for Limits {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_tasks: DEFAULT_MAX_BATCH_TASKS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            tenant_max_unfinished_tasks: None,
+            tenant_max_held_bytes: None,
         }
     }
 }
@@ -559,4 +571,101 @@ pub fn default_agents() -> BTreeMap<AgentType, AgentConfig> {
         )
     })
     .collect()
+}
+
+/// What an API token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ApiRole {
+    /// Read only: its tenant's tasks and dead letters, the cluster summary.
+    Read,
+    /// Read, plus submit, cancel and retry its own tenant's tasks.
+    Submit,
+    /// Everything, for every tenant: drains, weights, scaling.
+    Admin,
+}
+
+impl ApiRole {
+    /// The name used in config files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Read => "read",
+            ApiRole::Submit => "submit",
+            ApiRole::Admin => "admin",
+        }
+    }
+
+    /// Parses `read`, `submit` or `admin`.
+    pub fn parse(text: &str) -> Option<ApiRole> {
+        match text {
+            "read" => Some(ApiRole::Read),
+            "submit" => Some(ApiRole::Submit),
+            "admin" => Some(ApiRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// How a token is known: its SHA-256 digest (`[[api.tokens]]`), or the
+/// token itself (`--api-token`), which the node digests at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSecret {
+    /// The SHA-256 digest of the token.
+    Sha256([u8; 32]),
+    /// The token.
+    Plain(Secret),
+}
+
+/// One accepted API token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// A label for logs and metrics (never the token).
+    pub name: String,
+    /// The token, or its digest.
+    pub secret: TokenSecret,
+    /// What it may do.
+    pub role: ApiRole,
+    /// Whose tasks it submits and sees.
+    pub tenant: Tenant,
+}
+
+/// Who may use the HTTP API (`[api]`, `--api-token`, `--insecure-no-auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Accepted tokens; empty means the API is open (allowed only on a
+    /// loopback address, or with `insecure_no_auth`).
+    pub tokens: Vec<ApiToken>,
+    /// `/metrics` answers without a token.
+    pub open_metrics: bool,
+    /// `/health` answers without a token.
+    pub open_health: bool,
+    /// The operator accepted an open API on a non-loopback address.
+    pub insecure_no_auth: bool,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            tokens: Vec::new(),
+            open_metrics: true,
+            open_health: true,
+            insecure_no_auth: false,
+        }
+    }
+}
+
+impl ApiSettings {
+    /// True when requests must carry a token.
+    pub fn requires_token(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+}
+
+/// Limits of one tenant (`[tenants.NAME]`); `None` inherits
+/// `limits.tenant_*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantLimitSettings {
+    /// Unfinished tasks.
+    pub max_unfinished_tasks: Option<u64>,
+    /// Unfinished payload and result bytes.
+    pub max_held_bytes: Option<u64>,
 }

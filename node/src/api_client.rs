@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::{ClusterStatus, TaskPage};
 use herd_protocol::{TaskId, TaskView};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -39,6 +40,17 @@ pub enum ApiClientError {
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    token: Option<BearerToken>,
+}
+
+/// An API token; `Debug` hides it.
+#[derive(Clone)]
+struct BearerToken(std::sync::Arc<str>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl ApiClient {
@@ -57,7 +69,32 @@ impl ApiClient {
         ApiClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` as `Authorization: Bearer` (an
+    /// empty token sends none).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .map(|token| BearerToken(token.into()));
+        self
+    }
+
+    /// A request to `path` with the token, and for `POST`/`PUT` the JSON
+    /// content type the API requires even of an empty body.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let sends_body = method == Method::POST || method == Method::PUT;
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(&*token.0);
+        }
+        if sends_body {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        request
     }
 
     /// The API base URL.
@@ -106,7 +143,7 @@ impl ApiClient {
 
     /// `POST /v1/tasks` with any JSON body; returns the JSON answer.
     pub async fn submit_raw(&self, body: &Value) -> Result<Value, ApiClientError> {
-        self.fetch(self.http.post(format!("{}/v1/tasks", self.base)).json(body))
+        self.fetch(self.request(Method::POST, "/v1/tasks").json(body))
             .await
     }
 
@@ -135,39 +172,37 @@ impl ApiClient {
         id: TaskId,
         wait: Option<Duration>,
     ) -> Result<TaskView, ApiClientError> {
-        let mut url = format!("{}/v1/tasks/{id}", self.base);
+        let mut path = format!("/v1/tasks/{id}");
         if let Some(wait) = wait {
-            url.push_str(&format!("?wait={}ms", wait.as_millis()));
+            path.push_str(&format!("?wait={}ms", wait.as_millis()));
         }
-        self.fetch(self.http.get(url)).await
+        self.fetch(self.request(Method::GET, &path)).await
     }
 
     /// `GET /v1/tasks?...`.
     pub async fn list(&self, query: &str) -> Result<TaskPage, ApiClientError> {
-        self.fetch(self.http.get(format!("{}/v1/tasks?{query}", self.base)))
+        self.fetch(self.request(Method::GET, &format!("/v1/tasks?{query}")))
             .await
     }
 
     /// `POST /v1/tasks/{id}/cancel`.
     pub async fn cancel(&self, id: TaskId) -> Result<Value, ApiClientError> {
         self.fetch(
-            self.http
-                .post(format!("{}/v1/tasks/{id}/cancel", self.base)),
+            self.request(Method::POST, &format!("/v1/tasks/{id}/cancel")),
         )
         .await
     }
 
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterStatus, ApiClientError> {
-        self.fetch(self.http.get(format!("{}/v1/cluster", self.base)))
+        self.fetch(self.request(Method::GET, "/v1/cluster"))
             .await
     }
 
     /// `GET /v1/dead-letters?...`.
     pub async fn dead_letters(&self, query: &str) -> Result<TaskPage, ApiClientError> {
         self.fetch(
-            self.http
-                .get(format!("{}/v1/dead-letters?{query}", self.base)),
+            self.request(Method::GET, &format!("/v1/dead-letters?{query}")),
         )
         .await
     }
@@ -178,9 +213,7 @@ impl ApiClient {
         id: TaskId,
         payload: Option<Value>,
     ) -> Result<Value, ApiClientError> {
-        let mut request = self
-            .http
-            .post(format!("{}/v1/dead-letters/{id}/retry", self.base));
+        let mut request = self.request(Method::POST, &format!("/v1/dead-letters/{id}/retry"));
         if let Some(payload) = payload {
             request = request.json(&serde_json::json!({ "payload": payload }));
         }
@@ -190,8 +223,7 @@ impl ApiClient {
     /// `POST /v1/nodes/{name}/drain`.
     pub async fn drain(&self, node: &str) -> Result<Value, ApiClientError> {
         self.fetch(
-            self.http
-                .post(format!("{}/v1/nodes/{node}/drain", self.base)),
+            self.request(Method::POST, &format!("/v1/nodes/{node}/drain")),
         )
         .await
     }
@@ -202,8 +234,7 @@ impl ApiClient {
         limit: u32,
     ) -> Result<Vec<herd_protocol::messages::scaling::ScalingDecision>, ApiClientError> {
         self.fetch(
-            self.http
-                .get(format!("{}/v1/scaling/decisions?limit={limit}", self.base)),
+            self.request(Method::GET, &format!("/v1/scaling/decisions?limit={limit}")),
         )
         .await
     }
@@ -212,7 +243,7 @@ impl ApiClient {
     pub async fn health_report(
         &self,
     ) -> Result<herd_protocol::messages::scaling::SystemHealthReport, ApiClientError> {
-        self.fetch(self.http.get(format!("{}/v1/health/report", self.base)))
+        self.fetch(self.request(Method::GET, "/v1/health/report"))
             .await
     }
 
@@ -223,8 +254,7 @@ impl ApiClient {
         update: &Value,
     ) -> Result<Value, ApiClientError> {
         self.fetch(
-            self.http
-                .put(format!("{}/v1/agents/{agent_type}", self.base))
+            self.request(Method::PUT, &format!("/v1/agents/{agent_type}"))
                 .json(update),
         )
         .await
@@ -233,8 +263,7 @@ impl ApiClient {
     /// `PUT /v1/scaling` with `update` (e.g. `{"max_workers": 20}`).
     pub async fn update_scaling(&self, update: &Value) -> Result<Value, ApiClientError> {
         self.fetch(
-            self.http
-                .put(format!("{}/v1/scaling", self.base))
+            self.request(Method::PUT, "/v1/scaling")
                 .json(update),
         )
         .await
@@ -247,7 +276,7 @@ impl ApiClient {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> Result<(u16, Value), ApiClientError> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        let mut request = self.request(Method::POST, path).json(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -256,9 +285,7 @@ impl ApiClient {
 
     /// `GET` of any path, returning status and body text (e.g. `/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<(u16, String), ApiClientError> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
+        let response = self.request(Method::GET, path)
             .send()
             .await
             .map_err(|e| self.transport(e))?;
@@ -269,7 +296,7 @@ impl ApiClient {
 
     /// `GET` of any path, returning status and JSON body (for probes).
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
-        self.status_and_json(self.http.get(format!("{}{path}", self.base)))
+        self.status_and_json(self.request(Method::GET, path))
             .await
     }
 

@@ -89,9 +89,16 @@ impl NodeProcess {
         format!("http://{}:{}", self.spec.host, self.http_port)
     }
 
-    /// A client of its HTTP API.
+    /// A client of its HTTP API, with the admin token the node was given
+    /// (`HERD_API_TOKEN` in its environment), if any.
     pub fn api(&self) -> ApiClient {
-        ApiClient::new(&self.api_url())
+        let token = self
+            .spec
+            .env
+            .iter()
+            .find(|(name, _)| name == "HERD_API_TOKEN")
+            .map(|(_, token)| token.as_str());
+        ApiClient::new(&self.api_url()).with_token(token)
     }
 
     /// The log written so far.

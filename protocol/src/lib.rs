@@ -13,6 +13,7 @@ pub mod limits;
 pub mod mailbox;
 pub mod messages;
 pub mod task;
+pub mod tenant;
 pub mod time;
 
 pub use ids::{AgentType, AssignmentEpoch, Incarnation, MemberId, NodeName, TaskId, WorkerId};
@@ -22,12 +23,13 @@ pub use task::{
     FailureKind, Outcome, Priority, RetrySpec, TaskAssignment, TaskReport, TaskSpec, TaskState,
     TaskView, TokenUsage,
 };
+pub use tenant::Tenant;
 pub use time::UnixMillis;
 
 /// Version of the herd wire protocol. Nodes refuse peers with a different
 /// version: message layouts are positional (bincode), so a mismatch would
 /// decode into garbage rather than fail loudly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The herd release this crate belongs to, reported in node greetings.
 pub const HERD_VERSION: &str = env!("CARGO_PKG_VERSION");

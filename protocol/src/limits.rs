@@ -85,6 +85,10 @@ pub const MAX_BATCH_TASKS_RANGE: RangeInclusive<usize> = 1..=100_000;
 /// the task book may hold, from 16 MiB (more than one batch) up to 1 TiB.
 pub const MAX_HELD_BYTES_RANGE: RangeInclusive<u64> = (16 * MIB as u64)..=(1 << 40);
 
+/// Range of one tenant's byte budget (`limits.tenant_max_held_bytes`,
+/// `tenants.NAME.max_held_bytes`): 1 MiB to 1 TiB.
+pub const TENANT_MAX_HELD_BYTES_RANGE: RangeInclusive<u64> = (MIB as u64)..=(1 << 40);
+
 const _: () = assert!(MAX_CONFIGURABLE_BATCH_BYTES as u64 <= *MAX_HELD_BYTES_RANGE.start());
 
 /// A page of tasks (`GET /v1/tasks`, `GET /v1/dead-letters`) stops growing

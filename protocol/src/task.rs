@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{AgentType, AssignmentEpoch, NodeName, TaskId, WorkerId};
 use crate::json::JsonText;
 use crate::limits::{RETRY_DELAY_S_RANGE, RETRY_FACTOR_RANGE};
+use crate::tenant::Tenant;
 use crate::time::UnixMillis;
 
 /// Scheduling priority, 0 (lowest) to 9 (highest); 5 by default. Within one
@@ -62,6 +63,8 @@ pub struct TaskSpec {
     pub trace_context: Option<String>,
     /// Backoff between attempts; `None` uses the agent type's policy.
     pub retry: Option<RetrySpec>,
+    /// Who the task belongs to: the submitting token's tenant.
+    pub tenant: Tenant,
 }
 
 /// How long to wait between attempts of one task. (Externally tagged, as
@@ -135,6 +138,7 @@ impl TaskSpec {
             idempotency_key: None,
             trace_context: None,
             retry: None,
+            tenant: Tenant::default(),
         }
     }
 }
@@ -258,6 +262,9 @@ pub struct TaskView {
     pub id: TaskId,
     /// Its agent type.
     pub agent_type: AgentType,
+    /// Who it belongs to.
+    #[serde(default)]
+    pub tenant: Tenant,
     /// Handler input.
     pub payload: JsonText,
     /// Scheduling priority (0–9).

@@ -3,27 +3,45 @@
 //! records its version too, so a release never misreads data written by
 //! another one. The payload after the version is the codec's encoding of a
 //! [`crate::task_book::Command`] or of the [`crate::task_book::TaskBook`].
+//!
+//! Versions:
+//! - 1: before tenants. Still read: [`decode`] reads a version 1 value in
+//!   herd-protocol's `without_tenants` mode, where every task
+//!   belongs to the default tenant. Values are rewritten in version 2 as the
+//!   journal snapshots, so a migrated file holds no version 1 value for long.
+//! - 2: tasks carry their tenant; pending queues are per tenant.
 
-/// The version this release writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+use serde::de::DeserializeOwned;
+
+/// The version this release writes.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest version this release reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// Bytes of the version prefix.
 const PREFIX: usize = 2;
 
 /// `payload` with the current version in front.
 pub fn seal(payload: &[u8]) -> Vec<u8> {
+    seal_as(FORMAT_VERSION, payload)
+}
+
+/// `payload` with `version` in front (for values migrated from files that
+/// predate version prefixes, whose payloads are version 1's).
+pub fn seal_as(version: u16, payload: &[u8]) -> Vec<u8> {
     let mut sealed = Vec::with_capacity(PREFIX + payload.len());
-    sealed.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    sealed.extend_from_slice(&version.to_le_bytes());
     sealed.extend_from_slice(payload);
     sealed
 }
 
-/// Why a stored value cannot be read by this release.
+/// A stored value, split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsealed<'a> {
-    /// Written in [`FORMAT_VERSION`]: the payload.
-    Current(&'a [u8]),
-    /// Written in another version.
+    /// Written in a version this release reads: which, and the payload.
+    Readable { version: u16, payload: &'a [u8] },
+    /// Written in a version this release does not read.
     Version(u16),
     /// Too short to hold a version.
     Truncated,
@@ -34,10 +52,29 @@ pub fn unseal(stored: &[u8]) -> Unsealed<'_> {
     match stored.split_first_chunk::<PREFIX>() {
         None => Unsealed::Truncated,
         Some((version, payload)) => match u16::from_le_bytes(*version) {
-            FORMAT_VERSION => Unsealed::Current(payload),
+            version @ OLDEST_READABLE_VERSION..=FORMAT_VERSION => {
+                Unsealed::Readable { version, payload }
+            }
             other => Unsealed::Version(other),
         },
     }
+}
+
+/// Decodes a payload written in `version` into today's types.
+pub fn decode<T: DeserializeOwned>(
+    version: u16,
+    payload: &[u8],
+) -> Result<T, herd_protocol::codec::DecodeError> {
+    if version == 1 {
+        herd_protocol::tenant::without_tenants(|| herd_protocol::codec::decode(payload))
+    } else {
+        herd_protocol::codec::decode(payload)
+    }
+}
+
+/// True when a file marked `version` can be opened by this release.
+pub fn is_readable(version: u16) -> bool {
+    (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version)
 }
 
 /// The file-level version marker, stored big-endian under the `format` key.
@@ -57,7 +94,20 @@ mod tests {
     #[test]
     fn sealed_values_open_to_their_payload_and_other_versions_are_named() {
         let sealed = seal(b"payload");
-        assert_eq!(unseal(&sealed), Unsealed::Current(b"payload"));
+        assert_eq!(
+            unseal(&sealed),
+            Unsealed::Readable {
+                version: FORMAT_VERSION,
+                payload: b"payload"
+            }
+        );
+        assert_eq!(
+            unseal(&seal_as(1, b"old")),
+            Unsealed::Readable {
+                version: 1,
+                payload: b"old"
+            }
+        );
         let mut future = sealed.clone();
         future[..2].copy_from_slice(&7u16.to_le_bytes());
         assert_eq!(unseal(&future), Unsealed::Version(7));

@@ -323,7 +323,10 @@ mod tests {
         {
             let mut journal = transaction.open_table(store::JOURNAL).unwrap();
             for (index, command) in commands.iter().enumerate() {
-                let bytes = herd_protocol::codec::encode(command).unwrap();
+                // Encoded as format 1 wrote it: no tenants.
+                let bytes = herd_protocol::tenant::without_tenants(|| {
+                    herd_protocol::codec::encode(command).unwrap()
+                });
                 journal.insert(index as u64 + 1, bytes.as_slice()).unwrap();
             }
             transaction.open_table(store::META).unwrap();
@@ -386,7 +389,7 @@ mod tests {
             .to_string();
         assert!(error.contains("orchestrator.redb"), "{error}");
         assert!(error.contains("format version 9"), "{error}");
-        assert!(error.contains("reads format version 1"), "{error}");
+        assert!(error.contains("reads format versions 1 to 2"), "{error}");
         assert!(!error.contains("delete"), "{error}");
 
         // One record of another version inside a current file is refused too.

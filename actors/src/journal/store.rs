@@ -54,7 +54,8 @@ pub enum StoreError {
     /// The file or a record was written in a format this release does not
     /// read (by another herd release).
     #[error(
-        "the orchestrator journal at {path} holds {what} in format version {found}, but this herd release reads format version {expected}; start the herd release that wrote it (format {found}) on this data directory, or a release that reads that format"
+        "the orchestrator journal at {path} holds {what} in format version {found}, but this herd release reads format versions {} to {expected}; start the herd release that wrote it (format {found}) on this data directory, or a release that reads that format",
+        super::format::OLDEST_READABLE_VERSION
     )]
     UnsupportedVersion {
         /// The file.
@@ -243,8 +244,18 @@ impl JournalStore {
                 Some(stored) => {
                     let found = format::decode_file_version(&stored)
                         .ok_or_else(|| self.corrupt("format marker", "wrong length"))?;
-                    if found != FORMAT_VERSION {
+                    if !format::is_readable(found) {
                         return Err(self.unsupported("the file", found));
+                    }
+                    if found != FORMAT_VERSION {
+                        // Its values keep their own versions and are read as
+                        // such; the next snapshot rewrites them.
+                        meta.insert(
+                            "format",
+                            format::encode_file_version(FORMAT_VERSION).as_slice(),
+                        )
+                        .map_err(io)?;
+                        info!(path = %self.path.display(), from = found, to = FORMAT_VERSION, "migrating the orchestrator journal: tasks written before tenants belong to the default tenant");
                     }
                 }
                 None => {
@@ -257,14 +268,16 @@ impl JournalStore {
                         let entries: Vec<(u64, Vec<u8>)> = journal
                             .iter()
                             .map_err(io)?
-                            .map(|entry| entry.map(|(k, v)| (k.value(), format::seal(v.value()))))
+                            .map(|entry| {
+                                entry.map(|(k, v)| (k.value(), format::seal_as(1, v.value())))
+                            })
                             .collect::<Result<_, _>>()
                             .map_err(io)?;
                         for (sequence, sealed) in &entries {
                             journal.insert(*sequence, sealed.as_slice()).map_err(io)?;
                         }
                         if let Some(snapshot) = legacy_snapshot {
-                            meta.insert("snapshot", format::seal(&snapshot).as_slice())
+                            meta.insert("snapshot", format::seal_as(1, &snapshot).as_slice())
                                 .map_err(io)?;
                         }
                         info!(path = %self.path.display(), entries = legacy_entries, version = FORMAT_VERSION, "migrated the orchestrator journal to the versioned format");
@@ -296,8 +309,8 @@ impl JournalStore {
         };
         let mut book = match meta.get("snapshot").map_err(io)? {
             Some(bytes) => {
-                let payload = self.unseal("the snapshot", bytes.value())?;
-                let mut book: TaskBook = herd_protocol::codec::decode(payload)
+                let (version, payload) = self.unseal("the snapshot", bytes.value())?;
+                let mut book: TaskBook = format::decode(version, payload)
                     .map_err(|e| self.corrupt("snapshot", &e.to_string()))?;
                 book.reconfigure_like(&empty);
                 book
@@ -310,8 +323,8 @@ impl JournalStore {
         for entry in journal.range((snapshot_sequence + 1)..).map_err(io)? {
             let (sequence, bytes) = entry.map_err(io)?;
             let what = format!("journal entry {}", sequence.value());
-            let payload = self.unseal(&what, bytes.value())?;
-            let command: Command = herd_protocol::codec::decode(payload).map_err(|e| {
+            let (version, payload) = self.unseal(&what, bytes.value())?;
+            let command: Command = format::decode(version, payload).map_err(|e| {
                 self.corrupt(
                     &format!("journal entry {}", sequence.value()),
                     &e.to_string(),
@@ -367,9 +380,9 @@ impl JournalStore {
     }
 
     /// The payload of a stored value, if this release reads its version.
-    fn unseal<'a>(&self, what: &str, stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    fn unseal<'a>(&self, what: &str, stored: &'a [u8]) -> Result<(u16, &'a [u8]), StoreError> {
         match format::unseal(stored) {
-            Unsealed::Current(payload) => Ok(payload),
+            Unsealed::Readable { version, payload } => Ok((version, payload)),
             Unsealed::Version(found) => Err(self.unsupported(what, found)),
             Unsealed::Truncated => Err(self.corrupt(what, "shorter than its version prefix")),
         }

@@ -15,6 +15,7 @@
 //! | `scaling_control`, `scaling_updates` | the scaling loop ([`crate::scaling`] decides) and operator updates |
 //! | `health_report` | seed 004's SystemHealthReport |
 //! | `status` | the cluster summary of `GET /v1/cluster` |
+//! | `tenants` | per-tenant figures: the summary's `tenants` and the `herd_tenant_*` gauges |
 //! | `traces` | the orchestrator's spans of a task's trace |
 //! | `process_groups` | finding the orchestrator and pools through ractor's process groups |
 //! | `pools`, `circuits` | the registered pools and their slot quotas; per-type circuit breakers |
@@ -37,6 +38,7 @@ mod scaling_control;
 mod scaling_updates;
 mod state;
 mod status;
+mod tenants;
 mod traces;
 
 use herd_protocol::Mailbox;

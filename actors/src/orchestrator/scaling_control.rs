@@ -397,6 +397,7 @@ impl OrchestratorState {
     /// record the decision.
     pub(super) fn scaling_step(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         self.providers.publish(Instant::now());
+        super::tenants::publish_tenant_gauges(&self.book, &mut self.tenant_gauges);
         if !self.view.borrow().discovery_complete {
             return;
         }

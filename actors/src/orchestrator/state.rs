@@ -52,6 +52,8 @@ pub struct OrchestratorState {
     pub(super) scaling: ScalingControl,
     pub(super) llm_types: BTreeSet<AgentType>,
     pub(super) providers: ProviderBudgets,
+    /// Tenants whose gauges were last set non-zero.
+    pub(super) tenant_gauges: std::collections::BTreeSet<herd_protocol::Tenant>,
 }
 
 impl OrchestratorState {
@@ -169,6 +171,7 @@ impl OrchestratorState {
             scaling,
             llm_types,
             providers,
+            tenant_gauges: Default::default(),
         };
         state.schedule_tick(&myself);
         Ok(state)

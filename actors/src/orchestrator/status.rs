@@ -106,5 +106,6 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         scaling: scaling.status(),
         recent_decisions: scaling.decisions(RECENT_DECISIONS),
         providers,
+        tenants: super::tenants::tenant_statuses(book),
     }
 }

@@ -20,7 +20,7 @@ use crate::handlers::{HandlerRegistry, RegistryError, TaskHandler};
 use crate::membership::{ClusterView, MemberInfo, MembershipLocal, MembershipMsg};
 use crate::orchestrator::{AgentTypeEntry, LlmRoute};
 use crate::pool::{PoolLocal, PoolMsg};
-use crate::task_book::{RetryPolicy, TaskBookSettings};
+use crate::task_book::{RetryPolicy, TaskBookSettings, TenantLimit, TenantLimits};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +314,7 @@ impl HerdNode {
                 .scaling
                 .worker_timeout
                 .map_or(herd_protocol::limits::MAX_TIMEOUT_S, |t| t.as_secs() as u32),
+            tenant_limits: tenant_limits(&config),
         };
         let args = SupervisorArgs {
             config: config.clone(),
@@ -401,4 +402,27 @@ fn local_actor<M: ractor::Message>(group: &str) -> Option<ActorRef<M>> {
         .into_iter()
         .next()
         .map(ActorRef::from)
+}
+
+/// The task book's per-tenant limits: `[tenants.NAME]` key by key over
+/// `limits.tenant_*`; unset means only the cluster-wide limit applies.
+fn tenant_limits(config: &NodeConfig) -> TenantLimits {
+    let default = TenantLimit {
+        max_unfinished: config.limits.tenant_max_unfinished_tasks.unwrap_or(u64::MAX),
+        max_held_bytes: config.limits.tenant_max_held_bytes.unwrap_or(u64::MAX),
+    };
+    TenantLimits {
+        default,
+        by_tenant: config
+            .tenants
+            .iter()
+            .map(|(tenant, limits)| {
+                let limit = TenantLimit {
+                    max_unfinished: limits.max_unfinished_tasks.unwrap_or(default.max_unfinished),
+                    max_held_bytes: limits.max_held_bytes.unwrap_or(default.max_held_bytes),
+                };
+                (tenant.clone(), limit)
+            })
+            .collect(),
+    }
 }

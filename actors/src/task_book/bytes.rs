@@ -49,6 +49,7 @@ impl TaskBook {
             .filter_map(|id| self.tasks.get(id))
             .map(record_bytes)
             .sum();
+        self.recount_tenants();
     }
 
     /// Refuses a batch whose new payloads would push unfinished tasks past
@@ -69,17 +70,20 @@ impl TaskBook {
     /// Accounts for a task entering the book.
     pub(super) fn bytes_added(&mut self, id: TaskId) {
         self.held_bytes += record_bytes(&self.tasks[&id]);
+        self.tenant_task_counted(id, true);
     }
 
     /// Accounts for a change of a live record's payload or result: `before`
     /// is [`record_bytes`] of the record before the change.
     pub(super) fn bytes_changed(&mut self, id: TaskId, before: u64) {
         self.held_bytes = self.held_bytes - before + record_bytes(&self.tasks[&id]);
+        self.tenant_bytes_changed(id, before);
     }
 
     /// Accounts for a task joining (`true`) or leaving (`false`) the
     /// finished tasks that may be forgotten.
     pub(super) fn bytes_finished(&mut self, id: TaskId, finished: bool) {
+        self.tenant_task_counted(id, !finished);
         let bytes = record_bytes(&self.tasks[&id]);
         if finished {
             self.finished_bytes += bytes;

@@ -27,6 +27,7 @@ mod record;
 mod requests;
 mod retry;
 mod submission;
+mod tenants;
 #[cfg(test)]
 mod tests;
 mod transitions;
@@ -45,6 +46,7 @@ pub use record::TaskRecord;
 pub use retry::Backoff;
 pub use retry::RetryPolicy;
 pub use submission::Submission;
+pub use tenants::{TenantLimit, TenantLimits, TenantUsage};
 
 /// Limits and defaults the book enforces.
 #[derive(Clone, Debug)]
@@ -70,6 +72,8 @@ pub struct TaskBookSettings {
     /// Longest per-attempt time limit (the pool's `worker_timeout_seconds`):
     /// longer requests are refused, longer defaults are cut to it.
     pub max_timeout_s: u32,
+    /// What each tenant may hold.
+    pub tenant_limits: TenantLimits,
 }
 
 impl Default for TaskBookSettings {
@@ -89,6 +93,7 @@ impl Default for TaskBookSettings {
             retry: RetryPolicy::default(),
             poison_crashes: DEFAULT_POISON_CRASHES,
             max_timeout_s: herd_protocol::limits::MAX_TIMEOUT_S,
+            tenant_limits: TenantLimits::unlimited(),
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct TaskBook {
     /// The part of `held_bytes` in finished tasks (derived: see `bytes`).
     #[serde(skip)]
     finished_bytes: u64,
+    /// What each tenant holds (derived: see `tenants`).
+    #[serde(skip)]
+    tenant_usage: HashMap<herd_protocol::Tenant, TenantUsage>,
     next_epoch: u64,
     next_ticket: u64,
 }
@@ -164,6 +172,7 @@ impl TaskBook {
             forgotten: TaskCounts::default(),
             held_bytes: 0,
             finished_bytes: 0,
+            tenant_usage: HashMap::new(),
             next_epoch: 1,
             next_ticket: 1,
         }

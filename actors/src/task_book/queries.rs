@@ -47,6 +47,12 @@ impl TaskBook {
             .filter(|record| query.state.is_none_or(|state| record.state == state))
             .filter(|record| {
                 query
+                    .tenant
+                    .as_ref()
+                    .is_none_or(|tenant| &record.tenant == tenant)
+            })
+            .filter(|record| {
+                query
                     .agent_type
                     .as_ref()
                     .is_none_or(|agent_type| &record.agent_type == agent_type)
@@ -97,6 +103,22 @@ impl TaskBook {
         self.queues
             .get(agent_type)
             .map_or(0, |queue| queue.len() as u64)
+    }
+
+    /// The configured agent types.
+    pub fn agent_types(&self) -> impl Iterator<Item = &AgentType> {
+        self.agent_types.keys()
+    }
+
+    /// Pending tasks of one type, by tenant with waiting work.
+    pub fn queue_depth_by_tenant(
+        &self,
+        agent_type: &AgentType,
+    ) -> impl Iterator<Item = (&herd_protocol::Tenant, usize)> {
+        self.queues
+            .get(agent_type)
+            .into_iter()
+            .flat_map(|queue| queue.len_by_tenant())
     }
 
     /// Tasks of `agent_type` running on `member`.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::retry::RetryPolicy;
 use herd_protocol::{
-    AgentType, AssignmentEpoch, JsonText, MemberId, Priority, TaskId, TaskState, TaskView,
+    AgentType, AssignmentEpoch, JsonText, MemberId, Priority, TaskId, TaskState, TaskView, Tenant,
     UnixMillis, WorkerId,
 };
 
@@ -48,6 +48,9 @@ pub struct TaskRecord {
     /// The attempt whose report was last applied: a report of that attempt
     /// arriving again is a harmless re-send, any other stale one a duplicate.
     pub reported_epoch: Option<AssignmentEpoch>,
+    /// Who the task belongs to (journal format 1 records read as the
+    /// default tenant).
+    pub tenant: Tenant,
 }
 
 impl TaskRecord {
@@ -56,6 +59,7 @@ impl TaskRecord {
         TaskView {
             id: self.id,
             agent_type: self.agent_type.clone(),
+            tenant: self.tenant.clone(),
             payload: self.payload.clone(),
             priority: self.priority,
             timeout_s: self.timeout_s,

@@ -43,7 +43,7 @@ impl TaskBook {
             TaskState::Pending => {
                 let agent_type = record.agent_type.clone();
                 if let Some(queue) = self.queues.get_mut(&agent_type) {
-                    queue.forget_one();
+                    queue.forget_one(&record.tenant);
                 }
             }
             TaskState::Running => {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use herd_protocol::limits::{ATTEMPTS_RANGE, MAX_IDEMPOTENCY_KEY_BYTES, TIMEOUT_S_RANGE};
 
+use super::tenants::idempotency_key;
 use super::{Applied, RetryPolicy, TaskBook, TaskRecord};
 
 /// A batch of tasks the book has accepted, all or none. Made only by
@@ -56,8 +57,11 @@ impl TaskBook {
         let Submission { tasks, now } = submission;
         let mut acks = Vec::with_capacity(tasks.len());
         for (id, spec) in tasks {
-            if let Some(existing) = spec
+            let scoped_key = spec
                 .idempotency_key
+                .as_ref()
+                .map(|key| idempotency_key(&spec.tenant, key));
+            if let Some(existing) = scoped_key
                 .as_ref()
                 .and_then(|key| self.idempotency.get(key))
             {
@@ -81,8 +85,8 @@ impl TaskBook {
                 .max_attempts
                 .or(type_settings.max_attempts)
                 .unwrap_or(self.settings.default_max_attempts);
-            if let Some(key) = &spec.idempotency_key {
-                self.idempotency.insert(key.clone(), id);
+            if let Some(key) = scoped_key {
+                self.idempotency.insert(key, id);
             }
             let record = TaskRecord {
                 id,
@@ -111,6 +115,7 @@ impl TaskBook {
                 queue_ticket: 0,
                 queued_at: now,
                 reported_epoch: None,
+                tenant: spec.tenant,
             };
             self.counts.pending += 1;
             self.tasks.insert(id, record);
@@ -141,14 +146,14 @@ impl TaskBook {
     }
 
     fn validate_batch(&self, tasks: &[(TaskId, TaskSpec)]) -> Result<(), SubmitRejection> {
-        let new_tasks = tasks
-            .iter()
-            .filter(|(_, spec)| {
-                spec.idempotency_key
-                    .as_ref()
-                    .is_none_or(|key| !self.idempotency.contains_key(key))
+        let is_new = |spec: &TaskSpec| {
+            spec.idempotency_key.as_ref().is_none_or(|key| {
+                !self
+                    .idempotency
+                    .contains_key(&idempotency_key(&spec.tenant, key))
             })
-            .count() as u64;
+        };
+        let new_tasks = tasks.iter().filter(|(_, spec)| is_new(spec)).count() as u64;
         let unfinished = self.counts.unfinished();
         if new_tasks > 0 && unfinished + new_tasks > self.settings.max_unfinished {
             return Err(SubmitRejection::Overloaded {
@@ -158,14 +163,16 @@ impl TaskBook {
         }
         let new_bytes: u64 = tasks
             .iter()
-            .filter(|(_, spec)| {
-                spec.idempotency_key
-                    .as_ref()
-                    .is_none_or(|key| !self.idempotency.contains_key(key))
-            })
+            .filter(|(_, spec)| is_new(spec))
             .map(|(_, spec)| spec.payload.len() as u64)
             .sum();
         self.batch_fits_byte_budget(new_bytes)?;
+        self.batch_fits_tenant_limits(
+            tasks
+                .iter()
+                .map(|(_, spec)| spec)
+                .filter(|spec| is_new(spec)),
+        )?;
         for (index, (id, spec)) in tasks.iter().enumerate() {
             let invalid = |field: &str, message: String| SubmitRejection::InvalidField {
                 index,

@@ -17,9 +17,9 @@ impl TaskBook {
         record.queued_at = now;
         let queue = self.queues.entry(record.agent_type.clone()).or_default();
         if front {
-            queue.push_front(id, record.priority, ticket);
+            queue.push_front(id, record.priority, ticket, &record.tenant);
         } else {
-            queue.push(id, record.priority, ticket);
+            queue.push(id, record.priority, ticket, &record.tenant);
         }
     }
 
@@ -74,7 +74,8 @@ impl TaskBook {
                 *self.counts.get_mut(record.state) -= 1;
                 *self.forgotten.get_mut(record.state) += 1;
                 if let Some(key) = &record.idempotency_key {
-                    self.idempotency.remove(key);
+                    self.idempotency
+                        .remove(&super::tenants::idempotency_key(&record.tenant, key));
                 }
                 effects.push(Effect::Forgotten(id));
             }

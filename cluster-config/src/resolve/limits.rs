@@ -4,7 +4,7 @@
 use herd_protocol::limits::{
     CLUSTER_FRAME_LIMIT_BYTES, MAX_BATCH_BYTES_RANGE, MAX_BATCH_TASKS_RANGE,
     MAX_CONFIGURABLE_BATCH_BYTES, MAX_CONFIGURABLE_PAYLOAD_BYTES, MAX_HELD_BYTES_RANGE,
-    MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB,
+    MAX_PAYLOAD_BYTES_RANGE, MAX_UNFINISHED_TASKS_RANGE, MIB, TENANT_MAX_HELD_BYTES_RANGE,
 };
 
 use super::range_check::{as_file_range, file_integer};
@@ -69,11 +69,31 @@ pub(super) fn resolve_limits(file: Option<&LoadedFile>, errors: &mut Vec<ConfigE
         errors,
     )
     .map_or(defaults.max_held_bytes, |v| v as u64);
+    let tenant_max_unfinished_tasks = file_integer(
+        file,
+        "limits.tenant_max_unfinished_tasks",
+        section.and_then(|s| s.tenant_max_unfinished_tasks),
+        as_file_range(MAX_UNFINISHED_TASKS_RANGE),
+        "set how many unfinished tasks one tenant may hold before its submissions get 429",
+        errors,
+    )
+    .map(|v| v as u64);
+    let tenant_max_held_bytes = file_integer(
+        file,
+        "limits.tenant_max_held_bytes",
+        section.and_then(|s| s.tenant_max_held_bytes),
+        as_file_range(TENANT_MAX_HELD_BYTES_RANGE),
+        "set how many bytes of unfinished payloads and results one tenant may hold before its submissions get 429",
+        errors,
+    )
+    .map(|v| v as u64);
     Limits {
         max_payload_bytes,
         max_unfinished_tasks,
         max_batch_bytes,
         max_batch_tasks,
         max_held_bytes,
+        tenant_max_unfinished_tasks,
+        tenant_max_held_bytes,
     }
 }

@@ -5,6 +5,7 @@
 //! its own module.
 
 mod agents;
+mod api;
 mod cluster;
 mod http;
 mod limits;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use herd_protocol::messages::membership::Role;
 
 use self::agents::resolve_agents;
+use self::api::{resolve_api, resolve_tenants};
 use self::cluster::resolve_cluster;
 use self::http::resolve_http;
 use self::limits::resolve_limits;
@@ -63,6 +65,10 @@ pub struct Overrides {
     pub drain_grace: Option<String>,
     /// `--mode`: the deployment-mode preset.
     pub mode: Option<String>,
+    /// `--api-token`: an admin token for the HTTP API.
+    pub api_token: Option<String>,
+    /// `--insecure-no-auth`: serve an API without tokens beyond loopback.
+    pub insecure_no_auth: bool,
 }
 
 /// Builds a validated [`NodeConfig`] from command-line overrides, the
@@ -123,6 +129,15 @@ pub fn resolve_with_file(
                 .map(|m| (m, Origin::Env(MODE_ENV)))
         });
     let scaling = resolve_scaling(file.as_ref(), mode, &mut errors);
+    let api = resolve_api(
+        overrides.api_token.as_deref(),
+        overrides.insecure_no_auth,
+        env,
+        file.as_ref(),
+        node.http,
+        &mut errors,
+    );
+    let tenants = resolve_tenants(file.as_ref(), &mut errors);
 
     let roles = node.roles.unwrap_or_default();
     let workers = match (node.workers, roles.contains(&Role::Worker)) {
@@ -163,6 +178,8 @@ pub fn resolve_with_file(
         agents,
         scaling,
         providers,
+        api,
+        tenants,
         origins: node.origins,
     })
 }

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use herd_config::ApiRole;
+
 use super::ApiState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::ApiPath;
 
@@ -28,8 +31,10 @@ pub struct DeadLetterQuery {
 /// first, each with the error that killed it.
 pub async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<TaskPage>, ApiError> {
+    caller.require(ApiRole::Read, "listing dead letters")?;
     let Query(query) = query.map_err(|error| {
         ApiError::bad_request(
             "invalid_query",
@@ -58,6 +63,7 @@ pub async fn list(
             agent_type: query.agent_type.map(|t| herd_protocol::AgentType::new(&t)),
             limit,
             after,
+            tenant: caller.list_scope(),
         })
         .await?;
     Ok(Json(page))
@@ -75,10 +81,13 @@ struct RetryRequest {
 /// with modifications"). The task is pending again with a fresh budget.
 pub async fn retry(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(ApiRole::Submit, "retrying a dead letter")?;
     let id: TaskId = super::tasks::parse_id(&id)?;
+    super::tasks::owned_task(&state, &caller, id).await?;
     let body = body.map_err(|error| ApiError::bad_request("unreadable_body", error.body_text()))?;
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
         None

@@ -133,6 +133,29 @@ impl From<ClientError> for ApiError {
                     }));
                     error
                 }
+                SubmitRejection::TenantOverLimit {
+                    tenant,
+                    key,
+                    held,
+                    adding,
+                    limit,
+                    ..
+                } => {
+                    let mut error = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "tenant_over_limit",
+                        message,
+                    )
+                    .retry_after(1);
+                    error.details = Some(json!({
+                        "tenant": tenant.as_str(),
+                        "limit_key": key,
+                        "held": held,
+                        "adding": adding,
+                        "limit": limit,
+                    }));
+                    error
+                }
             },
             ClientError::BatchTooLarge(too_large) => {
                 let mut error =

@@ -6,6 +6,7 @@
 //! and [`extract`] answer `ApiError`s, and [`json_errors`] rewrites whatever
 //! axum answers by itself (405, rejections).
 
+pub mod auth;
 mod cluster;
 mod dead_letters;
 pub mod error;
@@ -40,13 +41,17 @@ pub struct ApiState {
     pub draining: Arc<AtomicBool>,
     /// Renders `/metrics` (`None` when another recorder is installed).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The tokens the API accepts.
+    pub auth: Arc<auth::Authenticator>,
 }
 
 impl ApiState {
     /// State for a node's API.
     pub fn new(node: NodeHandle) -> Self {
         let max_payload_bytes = node.config().limits.max_payload_bytes;
+        let auth = Arc::new(auth::Authenticator::new(&node.config().api));
         ApiState {
+            auth,
             node,
             max_payload_bytes,
             started: Instant::now(),
@@ -69,7 +74,9 @@ impl ApiState {
 /// single request may pin unbounded memory.
 pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-/// The API routes. Every request must be answered within the configured
+/// The API routes. Every request is authenticated first ([`auth`]: 401
+/// without a token when tokens are configured, 415 for a `POST`/`PUT` that
+/// is not JSON). Every request must be answered within the configured
 /// request timeout (`[http] request_timeout_s`; `GET /v1/tasks/{id}` gets
 /// its longest `?wait=` on top) or it is answered 408 `request_timeout`; a
 /// body that sends no data for `body_timeout_s` is answered 408
@@ -101,6 +108,11 @@ pub fn router(state: ApiState) -> Router {
             let paths = paths.clone();
             async move { error::not_found(uri.path(), &paths) }
         })
+        .layer(axum::middleware::from_fn(auth::require_json))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(http.body_timeout))

@@ -7,10 +7,22 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use herd_config::ApiRole;
+
 use super::ApiState;
+use super::auth::Caller;
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
-pub async fn metrics(State(state): State<ApiState>) -> Response {
+/// Unless `[api] open_metrics`, only admins read it: it shows every
+/// tenant's figures.
+pub async fn metrics(State(state): State<ApiState>, caller: Option<Caller>) -> Response {
+    if !state.auth.metrics_open()
+        && let Err(error) = caller
+            .ok_or_else(super::auth::unauthorized)
+            .and_then(|caller| caller.require(ApiRole::Admin, "reading /metrics"))
+    {
+        return error.into_response();
+    }
     match &state.metrics {
         Some(handle) => (
             [(

@@ -13,7 +13,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use herd_config::ApiRole;
+
 use super::ApiState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::ApiPath;
 
@@ -31,8 +34,10 @@ pub struct DecisionQuery {
 /// newest first (default 20). A run of "maintain" decisions shows once.
 pub async fn decisions(
     State(state): State<ApiState>,
+    caller: Caller,
     query: Result<Query<DecisionQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ScalingDecision>>, ApiError> {
+    caller.require(ApiRole::Read, "reading scaling decisions")?;
     let Query(query) = query.map_err(|error| {
         ApiError::bad_request(
             "invalid_query",
@@ -52,7 +57,9 @@ pub async fn decisions(
 /// `GET /v1/health/report`: seed 004's SystemHealthReport.
 pub async fn health_report(
     State(state): State<ApiState>,
+    caller: Caller,
 ) -> Result<Json<SystemHealthReport>, ApiError> {
+    caller.require(ApiRole::Read, "reading the health report")?;
     Ok(Json(state.node.health_report().await?))
 }
 
@@ -74,9 +81,11 @@ fn parse_body<T: DeserializeOwned>(
 /// unless `"pinned": false` is given; `{"pinned": false}` releases it.
 pub async fn update_agent(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(agent_type): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(ApiRole::Admin, "changing an agent type's weight")?;
     let update: AgentUpdate = parse_body(
         body,
         "an agent update; send {\"weight\": 0.0–1.0, \"pinned\": true|false}",
@@ -107,8 +116,10 @@ pub async fn update_agent(
 /// `scale_up_threshold`, `scale_down_threshold`.
 pub async fn update_scaling(
     State(state): State<ApiState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(ApiRole::Admin, "changing the pool bounds")?;
     let update: ScalingUpdate = parse_body(
         body,
         "a scaling update; send any of min_workers, max_workers, scale_up_threshold, scale_down_threshold",

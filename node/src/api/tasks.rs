@@ -17,7 +17,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use herd_config::ApiRole;
+
 use super::ApiState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::ApiPath;
 
@@ -122,6 +125,8 @@ impl TaskRequest {
             max_attempts: positive("max_attempts", self.max_attempts)?,
             idempotency_key: self.idempotency_key,
             trace_context,
+            // The caller's tenant; set by `submit`.
+            tenant: herd_protocol::Tenant::default(),
             retry: match self.retry {
                 None => None,
                 Some(request) => {
@@ -199,9 +204,11 @@ fn parse_error(error: serde_json::Error) -> ApiError {
 /// `{"ids"}` in the same order. A batch is accepted whole or not at all.
 pub async fn submit(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(ApiRole::Submit, "submitting tasks")?;
     let body = body.map_err(body_error)?;
     let trace_context = headers
         .get("traceparent")
@@ -225,9 +232,12 @@ pub async fn submit(
         .into_iter()
         .enumerate()
         .map(|(index, request)| {
-            request.into_spec(index, state.max_payload_bytes, trace_context.clone())
+            let mut spec =
+                request.into_spec(index, state.max_payload_bytes, trace_context.clone())?;
+            spec.tenant = caller.tenant.clone();
+            Ok(spec)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let acks = state.node.submit_batch(specs).await?;
     let body = if is_batch {
         json!({ "ids": acks.iter().map(|ack| ack.id.to_string()).collect::<Vec<_>>() })
@@ -285,22 +295,48 @@ fn parse_wait(text: &str) -> Result<Duration, ApiError> {
 /// `GET /v1/tasks/{id}`, optionally `?wait=30s` to wait for a terminal state.
 pub async fn get_one(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
+    caller.require(ApiRole::Read, "reading a task")?;
     let id = parse_id(&id)?;
     let Query(query) =
         query.map_err(|error| ApiError::bad_request("invalid_query", error.body_text()))?;
-    let view = match query.wait.as_deref().map(parse_wait).transpose()? {
-        Some(wait) if !wait.is_zero() => match state.node.wait_for(id, wait).await {
-            Ok(view) => Some(view),
-            // Not finished in time: answer with its current state.
-            Err(herd_actors::ClientError::Timeout(_)) => state.node.task(id).await?,
-            Err(error) => return Err(error.into()),
-        },
-        _ => state.node.task(id).await?,
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    // The tenant is checked before any wait, so a wait reveals nothing.
+    let view = owned_task(&state, &caller, id).await?;
+    let view = match wait {
+        Some(wait) if !wait.is_zero() && !view.state.is_terminal() => {
+            match state.node.wait_for(id, wait).await {
+                Ok(view) => Some(view),
+                // Not finished in time: answer with its current state.
+                Err(herd_actors::ClientError::Timeout(_)) => state.node.task(id).await?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        _ => Some(view),
     };
-    view.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "task_not_found", format!("no task {id}; it never existed, or it finished long ago and was forgotten (see tasks.retain_finished)")))
+    view.map(Json).ok_or_else(|| task_not_found(id))
+}
+
+fn task_not_found(id: TaskId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "task_not_found",
+        format!("no task {id}; it never existed, or it finished long ago and was forgotten (see tasks.retain_finished)"),
+    )
+}
+
+/// The task, if it exists and the caller may see it (404, 403 otherwise).
+pub(super) async fn owned_task(
+    state: &ApiState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<TaskView, ApiError> {
+    let view = state.node.task(id).await?.ok_or_else(|| task_not_found(id))?;
+    caller.require_tenant(&view.tenant, &format!("task {id}"))?;
+    Ok(view)
 }
 
 /// Query of `GET /v1/tasks`.
@@ -319,8 +355,10 @@ pub const MAX_PAGE: u32 = 1000;
 /// `GET /v1/tasks?state=&agent_type=&limit=&after=`: a page, oldest first.
 pub async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskPage>, ApiError> {
+    caller.require(ApiRole::Read, "listing tasks")?;
     let Query(query) = query.map_err(|error| {
         ApiError::bad_request(
             "invalid_query",
@@ -353,6 +391,7 @@ pub async fn list(
             agent_type: query.agent_type.map(|t| AgentType::new(&t)),
             limit,
             after,
+            tenant: caller.list_scope(),
         })
         .await?;
     Ok(Json(page))
@@ -361,9 +400,12 @@ pub async fn list(
 /// `POST /v1/tasks/{id}/cancel`.
 pub async fn cancel(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(ApiRole::Submit, "cancelling a task")?;
     let id = parse_id(&id)?;
+    owned_task(&state, &caller, id).await?;
     match state.node.cancel(id).await? {
         CancelOutcome::Cancelled => Ok(Json(json!({ "id": id.to_string(), "state": "cancelled" }))),
         CancelOutcome::AlreadyFinished(task_state) => Err(ApiError::new(

@@ -26,6 +26,16 @@ pub struct ApiArg {
         value_name = "URL"
     )]
     api: String,
+    /// API token (needed when the cluster has tokens). Prefer HERD_TOKEN: a flag's value shows in `ps`. [env: HERD_TOKEN]
+    #[arg(long, env = "HERD_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl ApiArg {
+    /// A client of the API, with the token if one was given.
+    fn client(&self) -> ApiClient {
+        ApiClient::new(&self.api).with_token(self.token.as_deref())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -151,7 +161,7 @@ fn task_object(args: &SubmitArgs, agent_type: &str, payload: Value) -> Value {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(&args.api.api);
+    let client = args.api.client();
     let tasks: Vec<Value> = match (&args.file, &args.payload) {
         (Some(path), _) => read_task_file(path, &args)?,
         (None, Some(payload)) => {
@@ -319,7 +329,7 @@ fn print_summary(views: &[TaskView]) {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(&args.api.api);
+    let client = args.api.client();
     let status = client.cluster().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -459,7 +469,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(&args.api.api);
+    let client = args.api.client();
     let id: TaskId = args
         .id
         .parse()
@@ -477,7 +487,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let client = ApiClient::new(&api.api);
+            let client = api.client();
             let mut query = format!("limit={limit}");
             if let Some(agent) = agent {
                 query.push_str(&format!("&agent_type={agent}"));
@@ -517,7 +527,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Retry { api, id, payload } => {
-            let client = ApiClient::new(&api.api);
+            let client = api.client();
             let id: TaskId = id
                 .parse()
                 .with_context(|| format!("{id:?} is not a task id"))?;
@@ -533,7 +543,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn drain(args: DrainArgs) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(&args.api.api);
+    let client = args.api.client();
     client.drain(&args.node).await?;
     println!(
         "{} is draining: it takes no new work, lets running tasks finish, hands back the rest and leaves",
@@ -571,7 +581,9 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     } else {
         format!("http://{}", args.http)
     };
-    let client = ApiClient::new(&base);
+    // /health may be closed to callers without a token ([api] open_health).
+    let token = std::env::var("HERD_TOKEN").ok();
+    let client = ApiClient::new(&base).with_token(token.as_deref());
     let probe = format!("/{}", args.probe);
     match tokio::time::timeout(args.timeout, client.get_json(&probe)).await {
         Ok(Ok((status, body))) => {

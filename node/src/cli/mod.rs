@@ -3,6 +3,7 @@
 mod client;
 mod dev;
 mod node;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
     Health(client::HealthArgs),
     /// Benchmark a local three-node cluster (throughput and latency).
     Bench(BenchArgs),
+    /// API tokens: make one and print its SHA-256 digest for [[api.tokens]].
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Development tools (a stand-in LLM provider); never for production.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -115,6 +119,12 @@ pub struct NodeArgs {
     /// Deployment mode preset: static (fixed slots), development (2–5 workers), trusted-tester (5–50), production (10–1000). [env: HERD_MODE] [file: scaling.mode] [default: static]
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
+    /// An admin token for the HTTP API (more tokens, with roles and tenants: [[api.tokens]] in the config file). Prefer HERD_API_TOKEN: a flag's value shows in `ps`. [env: HERD_API_TOKEN]
+    #[arg(long = "api-token", value_name = "TOKEN")]
+    pub api_token: Option<String>,
+    /// Serve the HTTP API without tokens on a non-loopback address (refused otherwise). [env: HERD_INSECURE_NO_AUTH=1]
+    #[arg(long = "insecure-no-auth")]
+    pub insecure_no_auth: bool,
     /// Validate the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -133,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Drain(args) => client::run(client::drain(args)),
         Command::Health(args) => client::run(client::health(args)),
         Command::Bench(args) => run_bench(args),
+        Command::Token(command) => token::run(command),
         Command::Dev(command) => dev::run(command),
     }
 }

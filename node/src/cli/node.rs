@@ -32,6 +32,8 @@ pub fn run(args: NodeArgs) -> ExitCode {
         data_dir: args.data_dir,
         drain_grace: args.drain_grace,
         mode: args.mode,
+        api_token: args.api_token,
+        insecure_no_auth: args.insecure_no_auth,
     };
     let config = match herd_config::resolve(&overrides, &env) {
         Ok(config) => config,
@@ -186,6 +188,29 @@ fn print_config(config: &NodeConfig) {
     );
     for (key, origin) in &config.origins {
         println!("  {key:<15} from {origin}");
+    }
+    let api = &config.api;
+    if api.tokens.is_empty() {
+        println!(
+            "api        = open, no tokens{}",
+            if api.insecure_no_auth {
+                " (--insecure-no-auth)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let tokens: Vec<String> = api
+            .tokens
+            .iter()
+            .map(|t| format!("{} ({}, tenant {})", t.name, t.role.as_str(), t.tenant))
+            .collect();
+        println!(
+            "api        = tokens: {} · /metrics {} · /health {}",
+            tokens.join(", "),
+            if api.open_metrics { "open" } else { "admin token" },
+            if api.open_health { "open" } else { "any token" }
+        );
     }
     let s = &config.scaling;
     println!(

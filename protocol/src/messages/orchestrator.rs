@@ -107,6 +107,8 @@ pub struct TaskQuery {
     pub limit: u32,
     /// Continue after this id (ids sort by creation time).
     pub after: Option<TaskId>,
+    /// Only this tenant's tasks (`None`: every tenant's, for admins).
+    pub tenant: Option<crate::Tenant>,
 }
 
 /// Requests to the orchestrator.
@@ -253,6 +255,24 @@ pub enum SubmitRejection {
         /// The configured budget.
         limit: u64,
     },
+    /// The batch would take its tenant over one of the tenant's limits.
+    #[error(
+        "tenant {tenant:?} holds {held} {what} and this batch adds {adding}, over the tenant's limit of {limit} ({key}); retry after some of its tasks finish"
+    )]
+    TenantOverLimit {
+        /// The tenant.
+        tenant: crate::Tenant,
+        /// What is limited, for a person: "unfinished tasks" or "bytes of payloads and results".
+        what: String,
+        /// The config key that sets the limit.
+        key: String,
+        /// The tenant's current use.
+        held: u64,
+        /// What the batch would add.
+        adding: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Result of a cancel request.
@@ -397,6 +417,25 @@ pub struct ClusterStatus {
     pub recent_decisions: Vec<super::scaling::ScalingDecision>,
     /// Every LLM provider's cluster-wide budget, by name.
     pub providers: Vec<ProviderStatus>,
+    /// Every tenant with unfinished tasks, by name (shown to admins only).
+    pub tenants: Vec<TenantStatus>,
+}
+
+/// One tenant's use of the cluster, in the cluster summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantStatus {
+    /// The tenant.
+    pub tenant: crate::Tenant,
+    /// Its unfinished tasks (pending, running, failed awaiting a retry).
+    pub unfinished: u64,
+    /// Those waiting for a slot.
+    pub pending: u64,
+    /// Payload and result bytes of its unfinished tasks.
+    pub held_bytes: u64,
+    /// Its limit on unfinished tasks, if any.
+    pub max_unfinished: Option<u64>,
+    /// Its limit on held bytes, if any.
+    pub max_held_bytes: Option<u64>,
 }
 
 /// One LLM provider's budget in the cluster summary.
