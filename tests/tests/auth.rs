@@ -292,14 +292,16 @@ async fn one_tenants_backlog_does_not_starve_another_and_limits_answer_429() {
         .await;
         assert_eq!((status, body["code"].as_str()), (429, Some("tenant_over_limit")), "{body}");
         assert_eq!(body["limit_key"], "tenants.team-b.max_unfinished_tasks");
-        let big = json!({"agent_type": "echo", "payload": "x".repeat(1_100_000)});
+        let big: Vec<Value> = (0..3)
+            .map(|_| json!({"agent_type": "sleep", "payload": {"ms": 1, "pad": "x".repeat(400_000)}}))
+            .collect();
         let (status, body) = call(
             &cluster.node("n1").api_url(),
             "POST",
             "/v1/tasks",
             Some(TEAM_B),
             JSON,
-            &big.to_string(),
+            &Value::Array(big).to_string(),
         )
         .await;
         assert_eq!(status, 429, "{body}");
