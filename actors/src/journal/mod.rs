@@ -370,6 +370,67 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_journal_with_a_snapshot_opens_with_every_task_in_the_default_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = book();
+        let submit = |book: &TaskBook, at: u64| {
+            let tasks = (0..3)
+                .map(|i| {
+                    let agent_type = if i == 0 { "echo" } else { "sleep" };
+                    (TaskId::new_v7(), TaskSpec::new(agent_type, JsonText::null()))
+                })
+                .collect();
+            Command::Submit(book.validate_submission(tasks, UnixMillis(at)).unwrap())
+        };
+        let before_snapshot = submit(&original, 5);
+        let _ = original.apply(before_snapshot);
+        // Written as format 1 wrote it: a snapshot, then one later entry.
+        let old_snapshot = herd_protocol::tenant::without_tenants(|| {
+            herd_protocol::codec::encode(&original).unwrap()
+        });
+        let after_snapshot = submit(&original, 6);
+        let old_entry = herd_protocol::tenant::without_tenants(|| {
+            herd_protocol::codec::encode(&after_snapshot).unwrap()
+        });
+        let _ = original.apply(after_snapshot);
+        drop(JournalStore::open(dir.path()).unwrap());
+        {
+            let database = redb::Database::create(dir.path().join("orchestrator.redb")).unwrap();
+            let transaction = database.begin_write().unwrap();
+            {
+                let mut meta = transaction.open_table(store::META).unwrap();
+                meta.insert("format", 1u16.to_be_bytes().as_slice()).unwrap();
+                meta.insert("snapshot", format::seal_as(1, &old_snapshot).as_slice())
+                    .unwrap();
+                meta.insert("snapshot_seq", 1u64.to_be_bytes().as_slice())
+                    .unwrap();
+                let mut journal = transaction.open_table(store::JOURNAL).unwrap();
+                journal
+                    .insert(2u64, format::seal_as(1, &old_entry).as_slice())
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+        }
+        let store = JournalStore::open(dir.path()).unwrap();
+        let mut recovered = store.recover(book()).unwrap().book;
+        assert_eq!(observe(&recovered), observe(&original));
+        let page = recovered.list(&TaskQuery {
+            limit: 100,
+            ..TaskQuery::default()
+        });
+        assert_eq!(page.tasks.len(), 6);
+        assert!(page.tasks.iter().all(|t| t.tenant == herd_protocol::Tenant::default()));
+        // The migrated queues dispatch.
+        let effects = recovered.apply(Command::Assign {
+            member: member("n1"),
+            agent_type: AgentType::new("sleep"),
+            max: 10,
+            now: UnixMillis(7),
+        });
+        assert_eq!(effects.len(), 4, "{effects:?}");
+    }
+
+    #[test]
     fn a_journal_of_another_format_version_is_refused_naming_file_and_versions() {
         let dir = tempfile::tempdir().unwrap();
         drop(JournalStore::open(dir.path()).unwrap());
