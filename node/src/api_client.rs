@@ -187,24 +187,19 @@ impl ApiClient {
 
     /// `POST /v1/tasks/{id}/cancel`.
     pub async fn cancel(&self, id: TaskId) -> Result<Value, ApiClientError> {
-        self.fetch(
-            self.request(Method::POST, &format!("/v1/tasks/{id}/cancel")),
-        )
-        .await
+        self.fetch(self.request(Method::POST, &format!("/v1/tasks/{id}/cancel")))
+            .await
     }
 
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterStatus, ApiClientError> {
-        self.fetch(self.request(Method::GET, "/v1/cluster"))
-            .await
+        self.fetch(self.request(Method::GET, "/v1/cluster")).await
     }
 
     /// `GET /v1/dead-letters?...`.
     pub async fn dead_letters(&self, query: &str) -> Result<TaskPage, ApiClientError> {
-        self.fetch(
-            self.request(Method::GET, &format!("/v1/dead-letters?{query}")),
-        )
-        .await
+        self.fetch(self.request(Method::GET, &format!("/v1/dead-letters?{query}")))
+            .await
     }
 
     /// `POST /v1/dead-letters/{id}/retry`, optionally with a new payload.
@@ -222,10 +217,8 @@ impl ApiClient {
 
     /// `POST /v1/nodes/{name}/drain`.
     pub async fn drain(&self, node: &str) -> Result<Value, ApiClientError> {
-        self.fetch(
-            self.request(Method::POST, &format!("/v1/nodes/{node}/drain")),
-        )
-        .await
+        self.fetch(self.request(Method::POST, &format!("/v1/nodes/{node}/drain")))
+            .await
     }
 
     /// `GET /v1/scaling/decisions?limit=N`: newest first.
@@ -233,10 +226,8 @@ impl ApiClient {
         &self,
         limit: u32,
     ) -> Result<Vec<herd_protocol::messages::scaling::ScalingDecision>, ApiClientError> {
-        self.fetch(
-            self.request(Method::GET, &format!("/v1/scaling/decisions?limit={limit}")),
-        )
-        .await
+        self.fetch(self.request(Method::GET, &format!("/v1/scaling/decisions?limit={limit}")))
+            .await
     }
 
     /// `GET /v1/health/report`.
@@ -262,11 +253,8 @@ impl ApiClient {
 
     /// `PUT /v1/scaling` with `update` (e.g. `{"max_workers": 20}`).
     pub async fn update_scaling(&self, update: &Value) -> Result<Value, ApiClientError> {
-        self.fetch(
-            self.request(Method::PUT, "/v1/scaling")
-                .json(update),
-        )
-        .await
+        self.fetch(self.request(Method::PUT, "/v1/scaling").json(update))
+            .await
     }
 
     /// `POST` of a JSON body with extra headers, returning status and JSON.
@@ -285,7 +273,8 @@ impl ApiClient {
 
     /// `GET` of any path, returning status and body text (e.g. `/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<(u16, String), ApiClientError> {
-        let response = self.request(Method::GET, path)
+        let response = self
+            .request(Method::GET, path)
             .send()
             .await
             .map_err(|e| self.transport(e))?;
@@ -296,8 +285,7 @@ impl ApiClient {
 
     /// `GET` of any path, returning status and JSON body (for probes).
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), ApiClientError> {
-        self.status_and_json(self.request(Method::GET, path))
-            .await
+        self.status_and_json(self.request(Method::GET, path)).await
     }
 
     /// Sends `request`; returns the status and the body as JSON (`null` if

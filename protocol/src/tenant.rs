@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn names_follow_the_rule() {
-        assert_eq!(Tenant::parse("team-a.prod_1").unwrap().as_str(), "team-a.prod_1");
+        assert_eq!(
+            Tenant::parse("team-a.prod_1").unwrap().as_str(),
+            "team-a.prod_1"
+        );
         assert!(Tenant::parse("").is_err());
         assert!(Tenant::parse("has space").is_err());
         assert!(Tenant::parse(&"x".repeat(65)).is_err());
@@ -152,9 +155,8 @@ mod tests {
             .unwrap()
         });
         assert_eq!(again_old, old);
-        let (decoded, _): (After, _) = without_tenants(|| {
-            bincode::serde::decode_from_slice(&old, config).unwrap()
-        });
+        let (decoded, _): (After, _) =
+            without_tenants(|| bincode::serde::decode_from_slice(&old, config).unwrap());
         assert_eq!(
             decoded,
             After {

@@ -56,7 +56,11 @@ async fn call(
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
-    let response = request.body(body.to_string()).send().await.expect("answers");
+    let response = request
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("answers");
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -69,8 +73,7 @@ async fn tokens_roles_and_tenants_hold_through_every_node() {
     with_deadline(DEADLINE, async {
         let dir = temp_dir("auth-tenants").unwrap();
         let path = config(dir.path(), "");
-        let mut cluster =
-            three_node_cluster_with(2, &path, &[("HERD_API_TOKEN", ADMIN)]).await;
+        let mut cluster = three_node_cluster_with(2, &path, &[("HERD_API_TOKEN", ADMIN)]).await;
         // n3 forwards to the orchestrator on n1: scoping must hold there too.
         let base = cluster.node("n3").api_url();
 
@@ -80,15 +83,32 @@ async fn tokens_roles_and_tenants_hold_through_every_node() {
             assert_ne!(status, 401, "{probe} is open by default");
         }
         let (status, body) = call(&base, "GET", "/v1/tasks", None, None, "").await;
-        assert_eq!((status, body["code"].as_str()), (401, Some("missing_token")));
-        let (status, body) =
-            call(&base, "GET", "/v1/cluster", Some("not-a-token-at-all"), None, "").await;
-        assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("missing_token"))
+        );
+        let (status, body) = call(
+            &base,
+            "GET",
+            "/v1/cluster",
+            Some("not-a-token-at-all"),
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_token"))
+        );
         assert!(!body.to_string().contains("not-a-token-at-all"), "{body}");
 
         // Bodies must be JSON, even empty ones: 415 before anything runs.
         let task = r#"{"agent_type": "echo", "payload": {"n": 1}}"#;
-        for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
             let (status, body) =
                 call(&base, "POST", "/v1/tasks", Some(TEAM_A), content_type, task).await;
             assert_eq!(status, 415, "{content_type:?}: {body}");
@@ -111,13 +131,27 @@ async fn tokens_roles_and_tenants_hold_through_every_node() {
             "",
         )
         .await;
-        assert_eq!((status, view["tenant"].as_str()), (200, Some("team-a")), "{view}");
+        assert_eq!(
+            (status, view["tenant"].as_str()),
+            (200, Some("team-a")),
+            "{view}"
+        );
         assert_eq!(view["state"], "succeeded");
 
         // Another tenant can neither read nor cancel it, nor find it listed.
-        let (status, body) =
-            call(&base, "GET", &format!("/v1/tasks/{a_id}"), Some(TEAM_B), None, "").await;
-        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden_tenant")));
+        let (status, body) = call(
+            &base,
+            "GET",
+            &format!("/v1/tasks/{a_id}"),
+            Some(TEAM_B),
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("forbidden_tenant"))
+        );
         let (status, _) = call(
             &base,
             "POST",
@@ -138,7 +172,15 @@ async fn tokens_roles_and_tenants_hold_through_every_node() {
         };
         let (_, page) = call(&base, "GET", "/v1/tasks?limit=1000", Some(TEAM_B), None, "").await;
         assert_eq!(listed(&page), vec![b_id.clone()]);
-        let (_, page) = call(&base, "GET", "/v1/tasks?limit=1000", Some(READER_A), None, "").await;
+        let (_, page) = call(
+            &base,
+            "GET",
+            "/v1/tasks?limit=1000",
+            Some(READER_A),
+            None,
+            "",
+        )
+        .await;
         assert_eq!(listed(&page), vec![a_id.clone()]);
         let (_, page) = call(&base, "GET", "/v1/tasks?limit=1000", Some(ADMIN), None, "").await;
         let all = listed(&page);
@@ -146,12 +188,21 @@ async fn tokens_roles_and_tenants_hold_through_every_node() {
 
         // Roles: read only reads; submit cannot run the cluster.
         let (status, body) = call(&base, "POST", "/v1/tasks", Some(READER_A), JSON, task).await;
-        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden_role")));
-        let (status, _) =
-            call(&base, "GET", &format!("/v1/tasks/{a_id}"), Some(READER_A), None, "").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("forbidden_role"))
+        );
+        let (status, _) = call(
+            &base,
+            "GET",
+            &format!("/v1/tasks/{a_id}"),
+            Some(READER_A),
+            None,
+            "",
+        )
+        .await;
         assert_eq!(status, 200);
-        let (status, _) =
-            call(&base, "POST", "/v1/nodes/n2/drain", Some(TEAM_A), JSON, "").await;
+        let (status, _) = call(&base, "POST", "/v1/nodes/n2/drain", Some(TEAM_A), JSON, "").await;
         assert_eq!(status, 403);
         let (status, _) = call(
             &base,
@@ -196,10 +247,19 @@ async fn tokens_roles_and_tenants_hold_through_every_node() {
             .find(|t| t.tenant.as_str() == "team-b")
             .expect("team-b listed for the admin");
         assert_eq!(team_b.unfinished, 3);
-        eventually_exported(&cluster, "herd_tenant_unfinished_tasks", "tenant=\"team-b\"", "3").await;
+        eventually_exported(
+            &cluster,
+            "herd_tenant_unfinished_tasks",
+            "tenant=\"team-b\"",
+            "3",
+        )
+        .await;
         for token in [ADMIN, TEAM_A, TEAM_B, READER_A] {
             for node in ["n1", "n2", "n3"] {
-                assert!(!cluster.node(node).log_text().contains(token), "a token reached {node}'s log");
+                assert!(
+                    !cluster.node(node).log_text().contains(token),
+                    "a token reached {node}'s log"
+                );
             }
         }
         cluster.stop().await;
@@ -333,17 +393,33 @@ async fn a_node_refuses_an_open_api_beyond_loopback() {
         let refused = run(&["--check-config"]).output().unwrap();
         assert_eq!(refused.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(stderr.contains("--insecure-no-auth") && stderr.contains("HERD_API_TOKEN"), "{stderr}");
-        let accepted = run(&["--check-config", "--insecure-no-auth"]).output().unwrap();
-        assert_eq!(accepted.status.code(), Some(0), "{}", String::from_utf8_lossy(&accepted.stderr));
+        assert!(
+            stderr.contains("--insecure-no-auth") && stderr.contains("HERD_API_TOKEN"),
+            "{stderr}"
+        );
+        let accepted = run(&["--check-config", "--insecure-no-auth"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            accepted.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&accepted.stderr)
+        );
         let with_token = run(&["--check-config"])
             .env("HERD_API_TOKEN", ADMIN)
             .output()
             .unwrap();
         assert_eq!(with_token.status.code(), Some(0));
         let printed = String::from_utf8_lossy(&with_token.stdout);
-        assert!(printed.contains("admin (admin, tenant default)"), "{printed}");
-        assert!(!printed.contains(ADMIN), "the token is never printed: {printed}");
+        assert!(
+            printed.contains("admin (admin, tenant default)"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains(ADMIN),
+            "the token is never printed: {printed}"
+        );
     })
     .await;
 }

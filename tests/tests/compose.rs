@@ -172,16 +172,18 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
         eprintln!("{}", String::from_utf8_lossy(&build.stdout).trim());
 
         let port = free_ports(1)[0];
+        let token = random_cookie();
         let stack = Stack {
             compose,
             project: format!("herdtest{}", std::process::id()),
             env: vec![
                 ("HERD_COOKIE".into(), random_cookie()),
+                ("HERD_API_TOKEN".into(), token.clone()),
                 ("HERD_IMAGE".into(), tag.clone()),
                 ("HERD_API_PORT".into(), port.to_string()),
                 ("HERD_WORKERS".into(), "2".into()),
             ],
-            api: ApiClient::new(&format!("http://127.0.0.1:{port}")),
+            api: ApiClient::new(&format!("http://127.0.0.1:{port}")).with_token(Some(&token)),
         };
         stack.run(&["up", "-d", "n1", "n2", "n3"]);
         let api = stack.api.clone();

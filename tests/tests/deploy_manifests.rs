@@ -41,7 +41,7 @@ fn render(overlay: &str) -> String {
     assert!(ok, "{output}");
     std::fs::write(
         copy.join(format!("overlays/{overlay}/secrets.env")),
-        "HERD_COOKIE=rendered-for-validation-only\n",
+        "HERD_COOKIE=rendered-for-validation-only\nHERD_API_TOKEN=rendered-for-validation-only\n",
     )
     .unwrap();
     let dir = copy.join(format!("overlays/{overlay}"));
@@ -113,6 +113,10 @@ fn every_overlay_renders_and_passes_the_kubernetes_schemas() {
         // The cookie comes from the generated Secret, never from the config.
         assert!(rendered.contains("secretKeyRef"));
         assert!(
+            rendered.contains("key: HERD_API_TOKEN"),
+            "the API token comes from the secret"
+        );
+        assert!(
             !rendered.contains("cookie ="),
             "{overlay} bakes a cookie into the config"
         );
@@ -146,11 +150,31 @@ fn the_compose_file_passes_compose_config() {
     let (ok, output) = run(
         compose[0],
         &args,
-        &[("HERD_COOKIE", "checked-only-never-deployed")],
+        &[
+            ("HERD_COOKIE", "checked-only-never-deployed"),
+            ("HERD_API_TOKEN", "checked-only-never-deployed"),
+        ],
     );
     assert!(ok, "compose config failed:\n{output}");
     // Without a cookie the stack refuses to start, saying how to set one.
     args.retain(|a| *a != "--quiet");
-    let (ok, output) = run(compose[0], &args, &[("HERD_COOKIE", "")]);
+    let (ok, output) = run(
+        compose[0],
+        &args,
+        &[
+            ("HERD_COOKIE", ""),
+            ("HERD_API_TOKEN", "x".repeat(32).as_str()),
+        ],
+    );
     assert!(!ok && output.contains("set HERD_COOKIE"), "{output}");
+    // Nor without the API's admin token: its API listens beyond loopback.
+    let (ok, output) = run(
+        compose[0],
+        &args,
+        &[
+            ("HERD_COOKIE", "checked-only-never-deployed"),
+            ("HERD_API_TOKEN", ""),
+        ],
+    );
+    assert!(!ok && output.contains("set HERD_API_TOKEN"), "{output}");
 }

@@ -377,7 +377,10 @@ mod tests {
             let tasks = (0..3)
                 .map(|i| {
                     let agent_type = if i == 0 { "echo" } else { "sleep" };
-                    (TaskId::new_v7(), TaskSpec::new(agent_type, JsonText::null()))
+                    (
+                        TaskId::new_v7(),
+                        TaskSpec::new(agent_type, JsonText::null()),
+                    )
                 })
                 .collect();
             Command::Submit(book.validate_submission(tasks, UnixMillis(at)).unwrap())
@@ -399,7 +402,8 @@ mod tests {
             let transaction = database.begin_write().unwrap();
             {
                 let mut meta = transaction.open_table(store::META).unwrap();
-                meta.insert("format", 1u16.to_be_bytes().as_slice()).unwrap();
+                meta.insert("format", 1u16.to_be_bytes().as_slice())
+                    .unwrap();
                 meta.insert("snapshot", format::seal_as(1, &old_snapshot).as_slice())
                     .unwrap();
                 meta.insert("snapshot_seq", 1u64.to_be_bytes().as_slice())
@@ -419,7 +423,11 @@ mod tests {
             ..TaskQuery::default()
         });
         assert_eq!(page.tasks.len(), 6);
-        assert!(page.tasks.iter().all(|t| t.tenant == herd_protocol::Tenant::default()));
+        assert!(
+            page.tasks
+                .iter()
+                .all(|t| t.tenant == herd_protocol::Tenant::default())
+        );
         // The migrated queues dispatch.
         let effects = recovered.apply(Command::Assign {
             member: member("n1"),

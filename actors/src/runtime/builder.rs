@@ -408,7 +408,10 @@ fn local_actor<M: ractor::Message>(group: &str) -> Option<ActorRef<M>> {
 /// `limits.tenant_*`; unset means only the cluster-wide limit applies.
 fn tenant_limits(config: &NodeConfig) -> TenantLimits {
     let default = TenantLimit {
-        max_unfinished: config.limits.tenant_max_unfinished_tasks.unwrap_or(u64::MAX),
+        max_unfinished: config
+            .limits
+            .tenant_max_unfinished_tasks
+            .unwrap_or(u64::MAX),
         max_held_bytes: config.limits.tenant_max_held_bytes.unwrap_or(u64::MAX),
     };
     TenantLimits {
@@ -418,7 +421,9 @@ fn tenant_limits(config: &NodeConfig) -> TenantLimits {
             .iter()
             .map(|(tenant, limits)| {
                 let limit = TenantLimit {
-                    max_unfinished: limits.max_unfinished_tasks.unwrap_or(default.max_unfinished),
+                    max_unfinished: limits
+                        .max_unfinished_tasks
+                        .unwrap_or(default.max_unfinished),
                     max_held_bytes: limits.max_held_bytes.unwrap_or(default.max_held_bytes),
                 };
                 (tenant.clone(), limit)

@@ -70,9 +70,15 @@ impl PendingQueue {
     pub fn pop(&mut self, mut is_live: impl FnMut(TaskId, u64) -> bool) -> Option<TaskId> {
         while self.live > 0 {
             let tenant = self.next_tenant()?;
-            let queue = self.tenants.get_mut(&tenant).expect("next_tenant names a key");
+            let queue = self
+                .tenants
+                .get_mut(&tenant)
+                .expect("next_tenant names a key");
             let popped = queue.pop(&mut is_live);
-            debug_assert!(popped.is_some(), "tenant {tenant} counted live entries it lacks");
+            debug_assert!(
+                popped.is_some(),
+                "tenant {tenant} counted live entries it lacks"
+            );
             if popped.is_none() {
                 // Counts drifted (a bug): drop the tenant rather than spin.
                 self.live -= queue.live;
@@ -123,7 +129,9 @@ impl PendingQueue {
 
     /// Live entries of each tenant with waiting work.
     pub fn len_by_tenant(&self) -> impl Iterator<Item = (&Tenant, usize)> {
-        self.tenants.iter().map(|(tenant, queue)| (tenant, queue.live))
+        self.tenants
+            .iter()
+            .map(|(tenant, queue)| (tenant, queue.live))
     }
 
     /// True when no live entry remains.
@@ -263,7 +271,11 @@ mod tests {
         let small_served = first.iter().filter(|task| task.0 >= 100_000).count();
         assert_eq!(small_served, 10, "{first:?}");
         assert_eq!(queue.len(), 20_000 - 10);
-        assert_eq!(queue.len_by_tenant().count(), 1, "the emptied tenant is dropped");
+        assert_eq!(
+            queue.len_by_tenant().count(),
+            1,
+            "the emptied tenant is dropped"
+        );
     }
 
     #[test]

@@ -89,7 +89,13 @@ pub(super) fn resolve_api(
                 Some(hex) => match parse_sha256(hex) {
                     Some(digest) => Some(digest),
                     None => {
-                        fail("sha256", format!("is {} characters, not a SHA-256 digest; give 64 hex characters (the digest of the token, never the token itself)", hex.len()));
+                        fail(
+                            "sha256",
+                            format!(
+                                "is {} characters, not a SHA-256 digest; give 64 hex characters (the digest of the token, never the token itself)",
+                                hex.len()
+                            ),
+                        );
                         None
                     }
                 },
@@ -105,7 +111,12 @@ pub(super) fn resolve_api(
                 Some(text) => match ApiRole::parse(text) {
                     Some(role) => Some(role),
                     None => {
-                        fail("role", format!("is {text:?}; give admin (everything), submit (submit, read and cancel its tenant's tasks) or read (read only)"));
+                        fail(
+                            "role",
+                            format!(
+                                "is {text:?}; give admin (everything), submit (submit, read and cancel its tenant's tasks) or read (read only)"
+                            ),
+                        );
                         None
                     }
                 },
@@ -225,11 +236,7 @@ mod tests {
     use crate::file::parse_text;
     use std::path::Path;
 
-    fn resolve(
-        text: &str,
-        flag: Option<&str>,
-        http: &str,
-    ) -> (ApiSettings, Vec<ConfigError>) {
+    fn resolve(text: &str, flag: Option<&str>, http: &str) -> (ApiSettings, Vec<ConfigError>) {
         let env = Environment::default();
         let file = parse_text(Path::new("herd.toml"), text, &env).unwrap();
         let mut errors = Vec::new();
@@ -248,7 +255,9 @@ mod tests {
     fn file_tokens_are_digests_with_a_role_and_tenant() {
         let digest = "ab".repeat(32);
         let (api, errors) = resolve(
-            &format!("[[api.tokens]]\nname = \"ci\"\nsha256 = \"{digest}\"\nrole = \"submit\"\ntenant = \"team-a\"\n"),
+            &format!(
+                "[[api.tokens]]\nname = \"ci\"\nsha256 = \"{digest}\"\nrole = \"submit\"\ntenant = \"team-a\"\n"
+            ),
             None,
             "0.0.0.0:8100",
         );
@@ -268,8 +277,14 @@ mod tests {
         );
         let text = format!("{errors:?}");
         assert!(text.contains("api.tokens[0].sha256"), "{text}");
-        assert!(!text.contains("my-secret-token"), "the value is never echoed: {text}");
-        assert!(text.contains("give admin, submit or read") || text.contains("give admin (everything)"), "{text}");
+        assert!(
+            !text.contains("my-secret-token"),
+            "the value is never echoed: {text}"
+        );
+        assert!(
+            text.contains("give admin, submit or read") || text.contains("give admin (everything)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -285,7 +300,14 @@ mod tests {
         assert!(format!("{errors:?}").contains("at least 16"));
         let env = Environment::default();
         let mut errors = Vec::new();
-        resolve_api(None, true, &env, None, Some("0.0.0.0:1".parse().unwrap()), &mut errors);
+        resolve_api(
+            None,
+            true,
+            &env,
+            None,
+            Some("0.0.0.0:1".parse().unwrap()),
+            &mut errors,
+        );
         assert!(errors.is_empty());
     }
 }

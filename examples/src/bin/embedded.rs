@@ -239,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
 async fn post_text(url: &str, text: &str) -> anyhow::Result<Value> {
     let response = reqwest::Client::new()
         .post(url)
+        .header("content-type", "application/json")
         .body(text.to_string())
         .send()
         .await?;

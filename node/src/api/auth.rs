@@ -259,7 +259,10 @@ pub async fn require_json(request: Request, next: Next) -> Response {
             let shown = if content_type.is_empty() {
                 "no Content-Type".to_string()
             } else {
-                format!("Content-Type {:?}", content_type.chars().take(100).collect::<String>())
+                format!(
+                    "Content-Type {:?}",
+                    content_type.chars().take(100).collect::<String>()
+                )
             };
             return ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -300,7 +303,10 @@ mod tests {
     #[test]
     fn tokens_map_to_their_callers_and_nothing_else_does() {
         let auth = Authenticator::new(&settings());
-        assert_eq!(auth.caller_of("admin-token-0123456789").unwrap().role, ApiRole::Admin);
+        assert_eq!(
+            auth.caller_of("admin-token-0123456789").unwrap().role,
+            ApiRole::Admin
+        );
         let team = auth.caller_of("team-a-token-0123456789").unwrap();
         assert_eq!(team.tenant.as_str(), "team-a");
         assert!(auth.caller_of("team-a-token-012345678").is_none());
@@ -317,7 +323,11 @@ mod tests {
         assert!(team.require_tenant(&Tenant::default(), "task x").is_err());
         assert_eq!(team.list_scope(), Some(Tenant::parse("team-a").unwrap()));
         let admin = auth.caller_of("admin-token-0123456789").unwrap();
-        assert!(admin.require_tenant(&Tenant::parse("team-a").unwrap(), "task x").is_ok());
+        assert!(
+            admin
+                .require_tenant(&Tenant::parse("team-a").unwrap(), "task x")
+                .is_ok()
+        );
         assert_eq!(admin.list_scope(), None);
     }
 }

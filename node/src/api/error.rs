@@ -141,12 +141,9 @@ impl From<ClientError> for ApiError {
                     limit,
                     ..
                 } => {
-                    let mut error = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "tenant_over_limit",
-                        message,
-                    )
-                    .retry_after(1);
+                    let mut error =
+                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "tenant_over_limit", message)
+                            .retry_after(1);
                     error.details = Some(json!({
                         "tenant": tenant.as_str(),
                         "limit_key": key,

@@ -324,7 +324,9 @@ fn task_not_found(id: TaskId) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "task_not_found",
-        format!("no task {id}; it never existed, or it finished long ago and was forgotten (see tasks.retain_finished)"),
+        format!(
+            "no task {id}; it never existed, or it finished long ago and was forgotten (see tasks.retain_finished)"
+        ),
     )
 }
 
@@ -334,7 +336,11 @@ pub(super) async fn owned_task(
     caller: &Caller,
     id: TaskId,
 ) -> Result<TaskView, ApiError> {
-    let view = state.node.task(id).await?.ok_or_else(|| task_not_found(id))?;
+    let view = state
+        .node
+        .task(id)
+        .await?
+        .ok_or_else(|| task_not_found(id))?;
     caller.require_tenant(&view.tenant, &format!("task {id}"))?;
     Ok(view)
 }

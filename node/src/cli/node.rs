@@ -208,7 +208,11 @@ fn print_config(config: &NodeConfig) {
         println!(
             "api        = tokens: {} · /metrics {} · /health {}",
             tokens.join(", "),
-            if api.open_metrics { "open" } else { "admin token" },
+            if api.open_metrics {
+                "open"
+            } else {
+                "admin token"
+            },
             if api.open_health { "open" } else { "any token" }
         );
     }

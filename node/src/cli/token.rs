@@ -41,7 +41,9 @@ pub fn run(command: TokenCommand) -> ExitCode {
             let digest = hex(&digest_of(&token));
             println!("token: {token}");
             println!();
-            println!("# give the token to the client (HERD_TOKEN for the CLI, `Authorization: Bearer` for HTTP);");
+            println!(
+                "# give the token to the client (HERD_TOKEN for the CLI, `Authorization: Bearer` for HTTP);"
+            );
             println!("# put this entry in every node's config file (it holds only the digest):");
             println!("[[api.tokens]]");
             println!("name = {name:?}");
@@ -58,7 +60,9 @@ pub fn run(command: TokenCommand) -> ExitCode {
             }
             let token = token.trim();
             if token.is_empty() {
-                eprintln!("herd token hash: standard input held no token; pipe one in: printf %s \"$TOKEN\" | herd token hash");
+                eprintln!(
+                    "herd token hash: standard input held no token; pipe one in: printf %s \"$TOKEN\" | herd token hash"
+                );
                 return ExitCode::from(2);
             }
             println!("{}", hex(&digest_of(token)));
