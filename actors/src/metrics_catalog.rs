@@ -42,6 +42,10 @@ pub fn describe() {
         Unit::Bytes,
         "Payload and result bytes the orchestrator's task book holds (bounded by limits.max_held_bytes)."
     );
+    describe_counter!(
+        "herd_api_auth_failures_total",
+        "API requests with a bearer token the cluster does not accept."
+    );
     describe_gauge!(
         "herd_tenant_unfinished_tasks",
         "Unfinished tasks of each tenant (bounded by limits.tenant_max_unfinished_tasks)."
