@@ -4,7 +4,12 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
-use herd_tests::{DEADLINE, LocalCluster, NodeSpec, eventually, three_node_cluster, with_deadline};
+use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::{TaskState, UnixMillis};
+use herd_tests::{
+    DEADLINE, LocalCluster, NodeSpec, all_tasks, eventually, node_state, three_node_cluster,
+    wait_finished, wait_until_busy, with_deadline,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,6 +182,114 @@ async fn garbage_on_the_cluster_port_breaks_nothing() {
                 .count(),
             3
         );
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_taken_name_exits_two_and_the_real_one_keeps_running_its_tasks() {
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(2).await;
+        let api = cluster.api("n1");
+        // Two waves of sleepers over the six slots: n2 is busy while the
+        // impostor tries to join, and more of its work follows.
+        let tasks: Vec<_> = (0..12)
+            .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": 4000 } }))
+            .collect();
+        let ids = api.submit_batch(&tasks).await.unwrap();
+        wait_until_busy(&api, "n2", Duration::from_secs(30)).await;
+
+        let real_addr = cluster.node("n2").cluster_addr();
+        let mut impostor_spec = NodeSpec::new("n2", "worker,monitor", 2);
+        impostor_spec.extra_args = cluster
+            .nodes
+            .iter()
+            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
+            .collect();
+        let impostor_started = UnixMillis::now();
+        let mut impostor = LocalCluster::spawn(vec![impostor_spec], &cluster.cookie).unwrap();
+        assert_ne!(impostor.node("n2").cluster_addr(), real_addr);
+
+        // Every node's view of n2, polled until the impostor is gone.
+        let watchers: Vec<_> = ["n1", "n2", "n3"]
+            .map(|name| (name, cluster.api(name)))
+            .into_iter()
+            .collect();
+        let watch = async {
+            loop {
+                for (name, api) in &watchers {
+                    // An unanswered request says nothing about n2.
+                    if let Some(state) = node_state(api, "n2").await
+                        && state != MemberState::Up
+                    {
+                        return (*name, state);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let code = tokio::select! {
+            code = impostor.wait_exit("n2", Duration::from_secs(30)) => code,
+            (seen_by, state) = watch => panic!("{seen_by} saw n2 {state:?} while the impostor tried to join\n{}", cluster.log_tails()),
+        };
+        assert_eq!(
+            code,
+            Some(2),
+            "the impostor did not exit with code 2:\n{}\n{}",
+            impostor.log_tails(),
+            cluster.log_tails()
+        );
+        let log = impostor.node("n2").log_text();
+        assert!(
+            log.contains("another node named n2")
+                && log.contains(&real_addr)
+                && log.contains("node names must be unique"),
+            "the impostor's log does not say why it stopped:\n{log}"
+        );
+        let refusal = cluster.node("n1").log_text();
+        assert!(
+            refusal.contains("node names must be unique"),
+            "n1 does not log the refusal:\n{refusal}"
+        );
+
+        // The real n2 was never disturbed: it stays up everywhere, every
+        // task ran once and succeeded, some of them on n2 across the attempt.
+        for name in ["n1", "n2", "n3"] {
+            assert_eq!(
+                node_state(&cluster.api(name), "n2").await,
+                Some(MemberState::Up),
+                "n2 as {name} sees it"
+            );
+        }
+        let status = wait_finished(&api, ids.len() as u64, Duration::from_secs(60)).await;
+        assert_eq!(status.tasks.succeeded, ids.len() as u64, "{status:?}");
+        let tasks = all_tasks(&api).await;
+        for task in &tasks {
+            assert_eq!(task.state, TaskState::Succeeded, "{task:?}");
+            assert_eq!(task.attempts, 1, "a task was re-queued: {task:?}");
+        }
+        assert!(
+            tasks.iter().any(|task| task.node.as_ref().is_some_and(|n| n.as_str() == "n2")
+                && task.started_at.is_some_and(|at| at < impostor_started)
+                && task.finished_at.is_some_and(|at| at > impostor_started)),
+            "no task was running on n2 while the impostor tried to join: {tasks:?}"
+        );
+        let (_, metrics) = api.get_text("/metrics").await.unwrap();
+        assert!(
+            !metrics.contains("herd_tasks_requeued_total"),
+            "the orchestrator re-queued tasks"
+        );
+        for node in &cluster.nodes {
+            let text = node.log_text();
+            assert!(
+                !text.contains("declaring peer down")
+                    && !text.contains("rejoined with a new incarnation")
+                    && !text.contains("rejoining under a new incarnation"),
+                "{} saw n2 leave or rejoin:\n{text}",
+                node.spec.name
+            );
+        }
         cluster.stop().await;
     })
     .await;

@@ -33,6 +33,11 @@ const CLUSTER_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// once (each dials each other node once), far below the descriptor limit.
 const CLUSTER_MAX_UNAUTHENTICATED: usize = 64;
 
+/// Largest frame an inbound cluster connection may send before it
+/// authenticates. The handshake's frames take a few hundred bytes; the
+/// 16 MiB ractor_cluster otherwise accepts is for authenticated peers.
+const CLUSTER_MAX_FRAME_BEFORE_AUTH: u64 = 64 * 1024;
+
 /// How often due dials are started.
 pub(super) const DIAL_TICK: Duration = Duration::from_millis(100);
 
@@ -151,7 +156,7 @@ impl Actor for Membership {
         let server = NodeServer::new(
             0,
             config.cookie.expose().to_string(),
-            config.name.to_string(),
+            super::sessions::session_name(&args.greeting.member),
             config.advertise_host.clone(),
             None,
             Some(NodeConnectionMode::Transitive),
@@ -170,6 +175,7 @@ impl Actor for Membership {
             super::gate::GateLimits {
                 deadline: CLUSTER_HANDSHAKE_DEADLINE,
                 max_pending: CLUSTER_MAX_UNAUTHENTICATED,
+                max_frame_before_auth: CLUSTER_MAX_FRAME_BEFORE_AUTH,
             },
         );
         node_server.cast(NodeServerMessage::SubscribeToEvents {

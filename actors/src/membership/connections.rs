@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use herd_protocol::Mailbox;
+use herd_protocol::{Mailbox, NodeName};
 use herd_protocol::messages::orchestrator::MemberState;
 use ractor::ActorRef;
 use ractor_cluster::{NodeId, NodeServerMessage};
@@ -12,7 +12,7 @@ use rand::RngExt;
 use tracing::{debug, info, warn};
 
 use super::actor::{MembershipLocal, MembershipMsg, MembershipState, SessionRecord};
-use super::sessions::{SessionChange, SessionEvent};
+use super::sessions::{SessionChange, SessionEvent, herd_name_of};
 
 /// How long after an unauthenticated close the cause is judged.
 const HANDSHAKE_GRACE: Duration = Duration::from_millis(500);
@@ -69,7 +69,7 @@ impl MembershipState {
         else {
             return;
         };
-        let herd_name = name.split('@').next().unwrap_or_default().to_string();
+        let herd_name = herd_name_of(&name).to_string();
         let peer = self.view.peers.values_mut().find(|peer| {
             peer.member.name.as_str() == herd_name
                 && peer.state == MemberState::Up
@@ -235,20 +235,33 @@ impl MembershipState {
         }
     }
 
-    /// The session authenticated as the node called `name`.
-    pub(super) fn session_named(&self, name: &str) -> Option<NodeId> {
-        let prefix = format!("{name}@");
-        self.sessions
+    /// The session of the node called `name` that advertises `address`:
+    /// two processes may claim one name, and a refusal must reach (and
+    /// close) the right one. Without a session at that address, the only
+    /// session under that name, if there is exactly one.
+    pub(super) fn session_of(&self, name: &NodeName, address: &str) -> Option<NodeId> {
+        let named: Vec<&SessionRecord> = self
+            .sessions
             .values()
-            .filter(|record| record.authenticated)
-            .find(|record| {
-                record
-                    .event
-                    .peer_name
-                    .as_deref()
-                    .is_some_and(|peer| peer.starts_with(&prefix))
+            .filter(|record| {
+                record.authenticated
+                    && record
+                        .event
+                        .peer_name
+                        .as_deref()
+                        .is_some_and(|peer| herd_name_of(peer) == name.as_str())
             })
+            .collect();
+        named
+            .iter()
+            .filter(|record| record.event.connection_string.as_deref() == Some(address))
             .map(|record| record.event.node_id)
+            // The newest: an older one is a restarted process's last link.
+            .max()
+            .or(match named.as_slice() {
+                [only] => Some(only.event.node_id),
+                _ => None,
+            })
     }
 }
 

@@ -12,7 +12,10 @@
 //!   beyond that is closed at once (the peer's dialer retries), so a flood
 //!   costs descriptors only briefly;
 //! - a connection that has not authenticated within `deadline` is shut
-//!   down (its session then sees end of stream and stops).
+//!   down (its session then sees end of stream and stops);
+//! - until it authenticates, a connection may send no frame larger than
+//!   `max_frame_before_auth` (see [`super::preauth_frames`]), so a stranger
+//!   cannot make the node buffer ractor_cluster's 16 MiB per connection.
 //!
 //! Authenticated connections are untouched: the gate lets go of them. The
 //! `NodeServer`'s own listener is bound to an ephemeral loopback port that
@@ -29,8 +32,10 @@ use ractor_cluster::{
     BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServerMessage,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, warn};
+
+use super::preauth_frames::PreauthFrames;
 
 /// The bounds of the gate.
 #[derive(Clone, Copy, Debug)]
@@ -39,11 +44,14 @@ pub struct GateLimits {
     pub deadline: Duration,
     /// Most unauthenticated connections at once.
     pub max_pending: usize,
+    /// Largest frame, in bytes, a connection may send before it authenticates.
+    pub max_frame_before_auth: u64,
 }
 
 /// Connections waiting for authentication, by peer address (the label the
-/// `NodeServer` reports back in its session events).
-type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+/// `NodeServer` reports back in its session events). The sender turns true
+/// when the connection authenticates and is dropped when it closes.
+type Waiting = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
 
 /// Subscription that tells the gate a connection authenticated or closed.
 pub struct GateRelay {
@@ -51,7 +59,7 @@ pub struct GateRelay {
 }
 
 impl GateRelay {
-    fn release(&self, info: &NodeServerSessionInformation) {
+    fn release(&self, info: &NodeServerSessionInformation, authenticated: bool) {
         if !info.is_server {
             return;
         }
@@ -60,8 +68,10 @@ impl GateRelay {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&info.peer_addr);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(());
+        if let Some(waiter) = waiter
+            && authenticated
+        {
+            waiter.send_replace(true);
         }
     }
 }
@@ -70,11 +80,11 @@ impl NodeEventSubscription for GateRelay {
     fn node_session_opened(&self, _info: NodeServerSessionInformation) {}
 
     fn node_session_disconnected(&self, info: NodeServerSessionInformation) {
-        self.release(&info);
+        self.release(&info, false);
     }
 
     fn node_session_authenticated(&self, info: NodeServerSessionInformation) {
-        self.release(&info);
+        self.release(&info, true);
     }
 
     fn node_session_ready(&self, _info: NodeServerSessionInformation) {}
@@ -108,15 +118,7 @@ pub fn start(
                 debug!(%peer, "too many unauthenticated cluster connections; closing this one");
                 continue;
             };
-            if admit(
-                stream,
-                peer,
-                permit,
-                &node_server,
-                &waiting,
-                limits.deadline,
-            )
-            .is_err()
+            if admit(stream, peer, permit, &node_server, &waiting, limits).is_err()
             {
                 // The NodeServer stopped: the node is shutting down.
                 return;
@@ -133,7 +135,7 @@ fn admit(
     permit: OwnedSemaphorePermit,
     node_server: &ActorRef<NodeServerMessage>,
     waiting: &Waiting,
-    deadline: Duration,
+    limits: GateLimits,
 ) -> Result<(), ()> {
     let _ = stream.set_nodelay(true);
     // A second descriptor for the same socket: shutting it down ends the
@@ -149,7 +151,7 @@ fn admit(
         return Ok(());
     };
     let label = peer.to_string();
-    let (authenticated_tx, authenticated) = oneshot::channel();
+    let (authenticated_tx, mut authenticated) = watch::channel(false);
     waiting
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -159,13 +161,18 @@ fn admit(
             stream: Box::new(GatedStream {
                 stream,
                 label: label.clone(),
+                authenticated: authenticated.clone(),
+                max_frame_before_auth: limits.max_frame_before_auth,
             }),
             is_server: true,
         })
         .map_err(|_| ())?;
     let waiting = waiting.clone();
+    let deadline = limits.deadline;
     tokio::spawn(async move {
-        if tokio::time::timeout(deadline, authenticated).await.is_err() {
+        // Ends early when the connection authenticates or closes.
+        let settled = authenticated.wait_for(|authenticated| *authenticated);
+        if tokio::time::timeout(deadline, settled).await.is_err() {
             waiting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -179,15 +186,24 @@ fn admit(
 }
 
 /// An accepted socket as ractor_cluster's external transport, labelled with
-/// the peer's address (what session events report as `peer_addr`).
+/// the peer's address (what session events report as `peer_addr`); its
+/// reads are limited to small frames until it authenticates.
 struct GatedStream {
     stream: TcpStream,
     label: String,
+    authenticated: watch::Receiver<bool>,
+    max_frame_before_auth: u64,
 }
 
 impl ClusterBidiStream for GatedStream {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
         let (read, write) = self.stream.into_split();
+        let read = PreauthFrames::new(
+            read,
+            self.label,
+            self.max_frame_before_auth,
+            self.authenticated,
+        );
         (Box::new(read), Box::new(write))
     }
 

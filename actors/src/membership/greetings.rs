@@ -37,7 +37,7 @@ impl MembershipState {
         if greeting.member == local || self.leaving {
             return;
         }
-        let session = self.session_named(greeting.member.name.as_str());
+        let session = self.session_of(&greeting.member.name, &greeting.cluster_addr);
         if greeting.protocol_version != herd_protocol::PROTOCOL_VERSION {
             error!(peer = %greeting.member, theirs = greeting.protocol_version, ours = herd_protocol::PROTOCOL_VERSION, "refusing a peer that speaks another protocol version; run the same herd release on every node");
             self.refuse(
@@ -51,21 +51,47 @@ impl MembershipState {
             );
             return;
         }
+        // Two processes with this node's name: both apply the same rule, so
+        // exactly one stays — the one that started first.
         if greeting.member.name == local.name {
             if greeting.member.incarnation > local.incarnation {
-                error!(peer = %greeting.member, "refusing a second node named {}; node names must be unique", local.name);
+                error!(refused = %greeting.member, addr = %greeting.cluster_addr, "refusing a second node named {}; node names must be unique", local.name);
                 self.refuse(
                     &greeting.member,
                     session,
-                    Refusal::DuplicateName { existing: local },
+                    Refusal::DuplicateName {
+                        existing: local,
+                        address: self.greeting.cluster_addr.clone(),
+                    },
                     true,
                 );
             } else {
                 self.fail(FatalError::DuplicateName {
                     name: local.name.to_string(),
                     existing: greeting.member.to_string(),
+                    address: greeting.cluster_addr.clone(),
                 });
             }
+            return;
+        }
+        // The name belongs to a live node elsewhere: the greeter is a second
+        // node with that name, not a restart (a restart comes back at the
+        // same address, and one on a new address waits until the old one
+        // is suspect or down). Taking it for a rejoin would re-queue the real
+        // node's tasks and make the two displace each other in turn.
+        if let Some(holder) = self.view.peers.get(&greeting.member.name).filter(|known| {
+            known.state == MemberState::Up
+                && known.member != greeting.member
+                && known.cluster_addr != greeting.cluster_addr
+        }) {
+            let (existing, address) = (holder.member.clone(), holder.cluster_addr.clone());
+            error!(refused = %greeting.member, addr = %greeting.cluster_addr, %existing, existing_addr = %address, "refusing a second node named {}: node names must be unique", greeting.member.name);
+            self.refuse(
+                &greeting.member,
+                session,
+                Refusal::DuplicateName { existing, address },
+                true,
+            );
             return;
         }
         if self.refused.contains(&greeting.member) {
@@ -74,6 +100,7 @@ impl MembershipState {
                 session,
                 Refusal::DuplicateName {
                     existing: greeting.member.clone(),
+                    address: greeting.cluster_addr.clone(),
                 },
                 true,
             );
@@ -183,6 +210,7 @@ impl MembershipState {
         }
         if close {
             self.refused.insert(member.clone());
+            // Only this incarnation: another node may hold the name.
             if let Some(peer) = self
                 .view
                 .peers
@@ -192,8 +220,8 @@ impl MembershipState {
                 peer.state = MemberState::Left;
                 peer.session = None;
                 peer.state_since = UnixMillis::now();
+                self.detectors.remove(&member.name);
             }
-            self.detectors.remove(&member.name);
             self.publish();
         }
     }
@@ -209,10 +237,13 @@ impl MembershipState {
                     existing: existing.to_string(),
                 });
             }
-            Refusal::DuplicateName { existing } if existing.name == self.greeting.member.name => {
+            Refusal::DuplicateName { existing, address }
+                if existing.name == self.greeting.member.name =>
+            {
                 self.fail(FatalError::DuplicateName {
                     name: existing.name.to_string(),
                     existing: existing.to_string(),
+                    address,
                 });
             }
             Refusal::ProtocolVersion { ours, theirs } => {

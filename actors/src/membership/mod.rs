@@ -19,6 +19,7 @@ mod failure_detector;
 mod gate;
 mod greetings;
 mod liveness;
+mod preauth_frames;
 mod sessions;
 mod view;
 

@@ -5,7 +5,22 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeId, NodeSessionMessage};
 
 use super::actor::{MembershipLocal, MembershipMsg};
-use herd_protocol::Mailbox;
+use herd_protocol::{Mailbox, MemberId};
+
+/// The name this process gives ractor_cluster: its herd name and the
+/// incarnation it started with (`n2#1712…`; ractor_cluster appends
+/// `@host`). ractor_cluster keeps one session per peer *name* and stops the
+/// others, so a second process claiming a herd name, even on the same host,
+/// would have its session displace the real node's before herd could refuse
+/// it; with a name per process, both sessions stand and herd decides.
+pub fn session_name(member: &MemberId) -> String {
+    member.to_string()
+}
+
+/// The herd node name inside a ractor_cluster peer name (`n2#1712…@host`).
+pub fn herd_name_of(peer_name: &str) -> &str {
+    peer_name.split(['#', '@']).next().unwrap_or_default()
+}
 
 /// What happened to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,5 +94,24 @@ impl NodeEventSubscription for SessionRelay {
 
     fn node_session_ready(&self, info: NodeServerSessionInformation) {
         self.relay(SessionChange::Ready, info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_protocol::{Incarnation, NodeName};
+
+    #[test]
+    fn the_herd_name_is_read_back_from_the_session_name_ractor_reports() {
+        let member = MemberId {
+            name: NodeName::parse("worker-2").unwrap(),
+            incarnation: Incarnation(1_712_345_678_901),
+        };
+        let reported = format!("{}@10.0.0.7", session_name(&member));
+        assert_eq!(reported, "worker-2#1712345678901@10.0.0.7");
+        assert_eq!(herd_name_of(&reported), "worker-2");
+        // A peer of an older release names itself `name@host`.
+        assert_eq!(herd_name_of("n2@127.0.0.1"), "n2");
     }
 }

@@ -22,13 +22,15 @@ pub enum FatalError {
     },
     /// Another live node uses this node's name.
     #[error(
-        "another node named {name} ({existing}) is already in the cluster; give every node a unique --name"
+        "another node named {name} ({existing} at {address}) is already in the cluster; node names must be unique: give this node another --name / HERD_NAME"
     )]
     DuplicateName {
         /// The contested name.
         name: String,
         /// The other node.
         existing: String,
+        /// The other node's cluster address.
+        address: String,
     },
     /// A peer speaks another protocol version.
     #[error(

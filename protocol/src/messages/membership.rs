@@ -96,6 +96,8 @@ pub enum Refusal {
     DuplicateName {
         /// The node holding the name.
         existing: MemberId,
+        /// Its cluster address, for the refused node's error message.
+        address: String,
     },
     /// The orchestrator declared this incarnation down (its tasks were
     /// re-queued): the peer must rejoin under a new incarnation.
