@@ -104,3 +104,71 @@ async fn futures_join(streams: Vec<TcpStream>) -> usize {
     }
     closed
 }
+
+/// Sooner than this, the frame limit closed the connection: the handshake
+/// deadline (5 s) would have closed it only later.
+const CLOSED_BY_THE_FRAME_LIMIT_WITHIN: Duration = Duration::from_millis(2500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_announcing_a_large_frame_is_closed_at_once_and_the_cluster_runs_on() {
+    with_deadline(DEADLINE, async {
+        let cluster = start_cluster(vec![
+            NodeSpec::new("n1", "orchestrator,worker,monitor", 2),
+            NodeSpec::new("n2", "worker,monitor", 2),
+        ])
+        .await;
+        let n1 = cluster.node("n1");
+        let mut stranger = TcpStream::connect(n1.cluster_addr()).await.unwrap();
+        let started = Instant::now();
+        // A 10 MiB frame, dribbled: ractor_cluster alone would keep reading
+        // it into memory until the handshake deadline.
+        stranger
+            .write_all(&(10u64 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        let closed_after = loop {
+            if stranger.write_all(&[0u8; 512]).await.is_err() {
+                break started.elapsed();
+            }
+            match tokio::time::timeout(Duration::from_millis(20), stranger.read(&mut buffer)).await
+            {
+                Ok(Ok(0) | Err(_)) => break started.elapsed(),
+                Err(_) | Ok(Ok(_)) => {}
+            }
+            assert!(
+                started.elapsed() < CLOSED_WITHIN,
+                "the node kept the connection open"
+            );
+        };
+        assert!(
+            closed_after < CLOSED_BY_THE_FRAME_LIMIT_WITHIN,
+            "closed only after {closed_after:?}, by the handshake deadline rather than the frame limit"
+        );
+        eventually(
+            Duration::from_secs(10),
+            "n1 logs why it closed the connection",
+            || {
+                let log = n1.log_text();
+                async move {
+                    log.contains("a frame before authentication announced more bytes")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+
+        // The cluster is unaffected: both nodes up, tasks run on both.
+        let api = cluster.api("n1");
+        for name in ["n1", "n2"] {
+            assert_eq!(node_state(&api, name).await, Some(MemberState::Up));
+        }
+        let tasks: Vec<_> = (0..20)
+            .map(|i| json!({ "agent_type": "echo", "payload": i }))
+            .collect();
+        api.submit_batch(&tasks).await.unwrap();
+        let status = wait_finished(&api, 20, Duration::from_secs(60)).await;
+        assert_eq!(status.tasks.succeeded, 20, "{status:?}");
+    })
+    .await;
+}
