@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use herd_protocol::{Mailbox, NodeName};
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::{Mailbox, NodeName};
 use ractor::ActorRef;
 use ractor_cluster::{NodeId, NodeServerMessage};
 use rand::RngExt;

@@ -118,8 +118,7 @@ pub fn start(
                 debug!(%peer, "too many unauthenticated cluster connections; closing this one");
                 continue;
             };
-            if admit(stream, peer, permit, &node_server, &waiting, limits).is_err()
-            {
+            if admit(stream, peer, permit, &node_server, &waiting, limits).is_err() {
                 // The NodeServer stopped: the node is shutting down.
                 return;
             }

@@ -271,7 +271,10 @@ mod tests {
         let error = reader.read_u64().await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
         assert!(started.elapsed() >= AUTHENTICATION_GRACE);
-        assert!(reader.read_u8().await.is_err(), "the connection stays failed");
+        assert!(
+            reader.read_u8().await.is_err(),
+            "the connection stays failed"
+        );
     }
 
     #[tokio::test]
