@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub scaling: ScalingSettings,
     /// LLM providers (`[providers.NAME]`) that `llm` agent types call.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// TLS for the HTTP API and the cluster transport (`[tls]`).
+    pub tls: crate::TlsSettings,
     /// Where each `node.*` value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }

@@ -14,6 +14,7 @@ mod providers;
 mod range_check;
 mod scaling;
 mod tasks;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,7 @@ use self::node_keys::{ADVERTISE, LISTEN, WORKERS, resolve_node_keys};
 use self::providers::resolve_providers;
 use self::scaling::{MODE_ENV, MODE_FLAG, resolve_scaling};
 use self::tasks::resolve_task_defaults;
+use self::tls::resolve_tls;
 use crate::environment::Environment;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::file::{LoadedFile, load_file};
@@ -63,6 +65,8 @@ pub struct Overrides {
     pub drain_grace: Option<String>,
     /// `--mode`: the deployment-mode preset.
     pub mode: Option<String>,
+    /// `--tls-*` and `--cluster-tls-*`: certificate and key paths.
+    pub tls: crate::TlsOverrides,
 }
 
 /// Builds a validated [`NodeConfig`] from command-line overrides, the
@@ -123,6 +127,7 @@ pub fn resolve_with_file(
                 .map(|m| (m, Origin::Env(MODE_ENV)))
         });
     let scaling = resolve_scaling(file.as_ref(), mode, &mut errors);
+    let tls = resolve_tls(&overrides.tls, env, file.as_ref(), &mut errors);
 
     let roles = node.roles.unwrap_or_default();
     let workers = match (node.workers, roles.contains(&Role::Worker)) {
@@ -163,6 +168,7 @@ pub fn resolve_with_file(
         agents,
         scaling,
         providers,
+        tls,
         origins: node.origins,
     })
 }
