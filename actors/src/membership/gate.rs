@@ -12,7 +12,10 @@
 //!   beyond that is closed at once (the peer's dialer retries), so a flood
 //!   costs descriptors only briefly;
 //! - a connection that has not authenticated within `deadline` is shut
-//!   down (its session then sees end of stream and stops).
+//!   down (its session then sees end of stream and stops);
+//! - with cluster TLS, nothing reaches ractor_cluster before a mutual-TLS
+//!   handshake succeeds, and that handshake counts against the same
+//!   deadline and cap.
 //!
 //! Authenticated connections are untouched: the gate lets go of them. The
 //! `NodeServer`'s own listener is bound to an ephemeral loopback port that
@@ -30,7 +33,10 @@ use ractor_cluster::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
+
+use super::gate_tls::{self, ClusterTransport, RefusalWarnings};
 
 /// The bounds of the gate.
 #[derive(Clone, Copy, Debug)]
@@ -81,19 +87,23 @@ impl NodeEventSubscription for GateRelay {
 }
 
 /// Starts accepting on `listener` (already bound to the cluster address),
-/// handing connections to `node_server`. Returns the subscription to
+/// handing connections to `node_server`. With `tls`, each connection must
+/// first complete a mutual-TLS handshake (see [`super::gate_tls`]) within
+/// the same deadline and under the same permit. Returns the subscription to
 /// register with the `NodeServer` and the accept loop's handle: aborting it
 /// closes the cluster port.
 pub fn start(
     listener: TcpListener,
     node_server: ActorRef<NodeServerMessage>,
     limits: GateLimits,
+    tls: Option<TlsAcceptor>,
 ) -> (GateRelay, tokio::task::AbortHandle) {
     let waiting: Waiting = Arc::default();
     let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
     let relay = GateRelay {
         waiting: waiting.clone(),
     };
+    let warnings = RefusalWarnings::default();
     let accept_loop = tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -108,87 +118,129 @@ pub fn start(
                 debug!(%peer, "too many unauthenticated cluster connections; closing this one");
                 continue;
             };
-            if admit(
-                stream,
+            let Some((stream, watch)) = watched(stream) else {
+                continue;
+            };
+            let admission = Admission {
                 peer,
+                watch,
                 permit,
-                &node_server,
-                &waiting,
-                limits.deadline,
-            )
-            .is_err()
-            {
-                // The NodeServer stopped: the node is shutting down.
-                return;
-            }
+                node_server: node_server.clone(),
+                waiting: waiting.clone(),
+                deadline: tokio::time::Instant::now() + limits.deadline,
+                limit: limits.deadline,
+            };
+            let tls = tls.clone();
+            let warnings = warnings.clone();
+            // Each connection in its own task: a slow handshake never holds
+            // up the accept loop.
+            tokio::spawn(async move {
+                let transport = match tls {
+                    None => ClusterTransport::Plain(stream),
+                    Some(acceptor) => {
+                        let handshake = gate_tls::accept(&acceptor, stream, peer, &warnings);
+                        match tokio::time::timeout_at(admission.deadline, handshake).await {
+                            Ok(Some(transport)) => transport,
+                            Ok(None) => return,
+                            Err(_) => {
+                                admission.expired("no TLS handshake");
+                                return;
+                            }
+                        }
+                    }
+                };
+                admission.admit(transport).await;
+            });
         }
     });
     (relay, accept_loop.abort_handle())
 }
 
-/// Hands one connection to the `NodeServer` and arms its deadline.
-fn admit(
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    node_server: &ActorRef<NodeServerMessage>,
-    waiting: &Waiting,
-    deadline: Duration,
-) -> Result<(), ()> {
+/// The socket, and a second descriptor for it: shutting that one down ends
+/// the session's reads without reaching into ractor_cluster (or into the
+/// TLS stream wrapped around the socket).
+fn watched(stream: TcpStream) -> Option<(TcpStream, std::net::TcpStream)> {
     let _ = stream.set_nodelay(true);
-    // A second descriptor for the same socket: shutting it down ends the
-    // session's reads without reaching into ractor_cluster.
-    let Ok(watch) = stream
-        .into_std()
-        .and_then(|std| std.try_clone().map(|clone| (std, clone)))
-    else {
-        return Ok(());
-    };
-    let (socket, watch) = watch;
-    let Ok(stream) = TcpStream::from_std(socket) else {
-        return Ok(());
-    };
-    let label = peer.to_string();
-    let (authenticated_tx, authenticated) = oneshot::channel();
-    waiting
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(label.clone(), authenticated_tx);
-    node_server
-        .cast(NodeServerMessage::ConnectionOpenedExternal {
-            stream: Box::new(GatedStream {
-                stream,
-                label: label.clone(),
-            }),
-            is_server: true,
-        })
-        .map_err(|_| ())?;
-    let waiting = waiting.clone();
-    tokio::spawn(async move {
-        if tokio::time::timeout(deadline, authenticated).await.is_err() {
-            waiting
+    let socket = stream.into_std().ok()?;
+    let watch = socket.try_clone().ok()?;
+    let stream = TcpStream::from_std(socket).ok()?;
+    Some((stream, watch))
+}
+
+/// One accepted connection on its way to authentication; holds its permit
+/// until it authenticates, closes or runs out of time.
+struct Admission {
+    peer: SocketAddr,
+    watch: std::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+    node_server: ActorRef<NodeServerMessage>,
+    waiting: Waiting,
+    /// When the connection must have authenticated (counted from accept).
+    deadline: tokio::time::Instant,
+    /// The gate's deadline, for the log line.
+    limit: Duration,
+}
+
+impl Admission {
+    /// Hands the connection to the `NodeServer` and waits for it to
+    /// authenticate, shutting it down at the deadline.
+    async fn admit(self, transport: ClusterTransport) {
+        let label = self.peer.to_string();
+        let (authenticated_tx, authenticated) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(label.clone(), authenticated_tx);
+        let local = transport.local_addr().map(|addr| addr.to_string());
+        let opened = self
+            .node_server
+            .cast(NodeServerMessage::ConnectionOpenedExternal {
+                stream: Box::new(GatedStream {
+                    stream: transport,
+                    label: label.clone(),
+                    local,
+                }),
+                is_server: true,
+            });
+        if opened.is_err() {
+            // The NodeServer stopped: the node is shutting down.
+            self.waiting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&label);
-            warn!(peer = %label, deadline_s = deadline.as_secs_f64(), "cluster connection closed: no authentication within the deadline");
-            let _ = watch.shutdown(std::net::Shutdown::Both);
+            return;
         }
-        drop(permit);
-    });
-    Ok(())
+        if tokio::time::timeout_at(self.deadline, authenticated)
+            .await
+            .is_err()
+        {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&label);
+            self.expired("no authentication");
+        }
+    }
+
+    /// Closes a connection that missed the deadline.
+    fn expired(self, missing: &str) {
+        warn!(peer = %self.peer, deadline_s = self.limit.as_secs_f64(), "cluster connection closed: {missing} within the deadline");
+        let _ = self.watch.shutdown(std::net::Shutdown::Both);
+        drop(self.permit);
+    }
 }
 
-/// An accepted socket as ractor_cluster's external transport, labelled with
-/// the peer's address (what session events report as `peer_addr`).
+/// An accepted connection as ractor_cluster's external transport, labelled
+/// with the peer's address (what session events report as `peer_addr`).
 struct GatedStream {
-    stream: TcpStream,
+    stream: ClusterTransport,
     label: String,
+    local: Option<String>,
 }
 
 impl ClusterBidiStream for GatedStream {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
-        let (read, write) = self.stream.into_split();
-        (Box::new(read), Box::new(write))
+        self.stream.split()
     }
 
     fn peer_label(&self) -> Option<String> {
@@ -196,6 +248,6 @@ impl ClusterBidiStream for GatedStream {
     }
 
     fn local_label(&self) -> Option<String> {
-        self.stream.local_addr().ok().map(|addr| addr.to_string())
+        self.local.clone()
     }
 }

@@ -231,6 +231,16 @@ impl HerdNode {
             HandlerRegistry::default()
         };
         let handlers = Arc::new(handlers);
+        // Loaded before anything listens: a bad certificate is a
+        // configuration error, not a node that cannot reach its peers.
+        crate::tls::install_default_crypto_provider();
+        let cluster_tls = match &config.tls.cluster {
+            Some(files) => Some(
+                crate::tls::ClusterTls::load(files, &config.advertise_host)
+                    .map_err(ConfigErrors::from)?,
+            ),
+            None => None,
+        };
         let mut config = config;
         let pool_capacity = {
             let (cores, memory_gb) = crate::pool::host_resources();
@@ -327,6 +337,7 @@ impl HerdNode {
             data_dir: config.data_dir.clone(),
             drain_grace: config.drain_grace,
             pool_capacity,
+            cluster_tls,
         };
         if config.has_role(Role::Orchestrator)
             && let Some(dir) = &config.data_dir
