@@ -143,13 +143,13 @@ impl MembershipState {
         // Over TLS a peer refuses a client certificate only after the
         // handshake completed on this side, so that shows up here too.
         let tls = if self.cluster_tls.is_some() {
-            " or refused this node's TLS certificate (its log says which)"
+            "refused this node's TLS certificate (its log says why)"
         } else {
-            ""
+            "requires cluster TLS (--cluster-tls-*)"
         };
         warn!(
             peer = %event.peer_addr,
-            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie{tls} or is not a herd node; every node must share the same HERD_COOKIE",
+            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie, {tls}, or is not a herd node; every node must share the same HERD_COOKIE",
             event.peer_addr
         );
     }

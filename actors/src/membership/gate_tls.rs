@@ -82,7 +82,7 @@ pub(super) async fn accept(
         Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
             metrics::counter!("herd_cluster_tls_refusals_total", "reason" => "plaintext")
                 .increment(1);
-            warnings.warn(peer, |peer| {
+            warnings.warn(peer, Refusal::Plaintext, |peer| {
                 warn!(
                     %peer,
                     "refused a plaintext cluster connection: this node requires cluster TLS; give every node of the cluster --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca (HERD_CLUSTER_TLS_*) with certificates from the same CA"
@@ -97,7 +97,7 @@ pub(super) async fn accept(
         Err(error) => {
             metrics::counter!("herd_cluster_tls_refusals_total", "reason" => "handshake")
                 .increment(1);
-            warnings.warn(peer, |peer| {
+            warnings.warn(peer, Refusal::Handshake, |peer| {
                 warn!(
                     %peer,
                     %error,
@@ -109,26 +109,35 @@ pub(super) async fn accept(
     }
 }
 
-/// Remembers when each peer host was last warned about.
+/// Why a connection was refused, for warning suppression.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Refusal {
+    Plaintext,
+    Handshake,
+}
+
+/// Remembers when each peer host was last warned about, per reason (nodes
+/// on one host share its address, and a second misconfigured one must
+/// still be reported).
 #[derive(Clone, Default)]
 pub(super) struct RefusalWarnings {
-    last: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+    last: Arc<Mutex<HashMap<(IpAddr, Refusal), Instant>>>,
 }
 
 impl RefusalWarnings {
     /// Calls `log` unless `peer`'s host was warned about within
     /// [`WARN_EVERY`]; logs at debug level otherwise.
-    fn warn(&self, peer: SocketAddr, log: impl FnOnce(SocketAddr)) {
+    fn warn(&self, peer: SocketAddr, refusal: Refusal, log: impl FnOnce(SocketAddr)) {
         let now = Instant::now();
         let due = {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             if last.len() >= MAX_REMEMBERED_PEERS {
                 last.clear();
             }
-            match last.get(&peer.ip()) {
+            match last.get(&(peer.ip(), refusal)) {
                 Some(at) if now.duration_since(*at) < WARN_EVERY => false,
                 _ => {
-                    last.insert(peer.ip(), now);
+                    last.insert((peer.ip(), refusal), now);
                     true
                 }
             }

@@ -1,8 +1,10 @@
 //! The `herd` command line.
 
+mod certs;
 mod client;
 mod dev;
 mod node;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,8 @@ enum Command {
     /// Development tools (a stand-in LLM provider); never for production.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// Make a development CA and node certificates for TLS (--tls-*, --cluster-tls-*).
+    Certs(certs::CertsArgs),
 }
 
 /// Flags of `herd bench`.
@@ -118,12 +122,16 @@ pub struct NodeArgs {
     /// Validate the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     pub check_config: bool,
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// Runs the command line and returns the process exit code: 0 on success,
 /// 1 on runtime failure, 2 on a usage or configuration error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any TLS client or server is built (see install_default_crypto_provider).
+    herd_actors::tls::install_default_crypto_provider();
     match cli.command {
         Command::Node(args) => node::run(args),
         Command::Submit(args) => client::run(client::submit(args)),
@@ -134,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Health(args) => client::run(client::health(args)),
         Command::Bench(args) => run_bench(args),
         Command::Dev(command) => dev::run(command),
+        Command::Certs(args) => certs::run(args),
     }
 }
 
