@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -16,6 +16,9 @@ use tracing::debug;
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Most bytes of a plain-HTTP request read (and dropped) after answering it.
+const MAX_DISCARDED_BYTES: usize = 64 * 1024;
 
 /// Runs the server side of the handshake; `None` when the connection ends
 /// instead (logged at debug: a client's mistake, not the node's).
@@ -31,6 +34,17 @@ pub(super) async fn handshake(
             debug!(%peer, "plain http request on the https port; answering 400");
             let _ = stream.write_all(PLAIN_HTTP_ANSWER.as_bytes()).await;
             let _ = stream.shutdown().await;
+            // Closing with the request unread would reset the connection,
+            // and the client could lose the answer: read the rest (the
+            // caller's timeout bounds how long) until the client closes.
+            let mut discard = [0u8; 4096];
+            let mut budget = MAX_DISCARDED_BYTES;
+            while budget > 0 {
+                match stream.read(&mut discard).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => budget = budget.saturating_sub(read),
+                }
+            }
             return None;
         }
         Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
