@@ -12,10 +12,10 @@
 use std::sync::Arc;
 
 use herd_config::{ClusterTlsFiles, ConfigError, ConfigErrors, TlsFile, TlsIdentityFiles};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::client::danger::ServerCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -280,10 +280,12 @@ fn check_own_certificate(
                 ),
             )
         })?;
-    let as_server =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|error| TlsFileError::new(&files.ca, error.to_string()))?;
+    let as_server = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|error| TlsFileError::new(&files.ca, error.to_string()))?;
     let name = server_name_of(advertise_host)
         .map_err(|error| TlsFileError::new(cert, error.to_string()))?;
     as_server

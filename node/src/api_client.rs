@@ -73,7 +73,8 @@ impl ApiClient {
         if certificates.is_empty() {
             return Err(failed("it holds no PEM certificate".to_string()));
         }
-        let http = Self::http_client(Some(certificates)).map_err(|error| failed(error.to_string()))?;
+        let http =
+            Self::http_client(Some(certificates)).map_err(|error| failed(error.to_string()))?;
         Ok(Self::with_http(base, http))
     }
 

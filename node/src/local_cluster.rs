@@ -103,10 +103,15 @@ impl NodeProcess {
     /// file that cannot be read makes every call fail, saying why).
     pub fn api(&self) -> ApiClient {
         match &self.spec.api_ca {
-            Some(ca) => ApiClient::with_ca_certificate(&self.api_url(), ca).unwrap_or_else(|error| {
-                eprintln!("local cluster: {error}; calls to {} will fail", self.spec.name);
-                ApiClient::new(&self.api_url())
-            }),
+            Some(ca) => {
+                ApiClient::with_ca_certificate(&self.api_url(), ca).unwrap_or_else(|error| {
+                    eprintln!(
+                        "local cluster: {error}; calls to {} will fail",
+                        self.spec.name
+                    );
+                    ApiClient::new(&self.api_url())
+                })
+            }
             None => ApiClient::new(&self.api_url()),
         }
     }

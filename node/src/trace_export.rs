@@ -13,7 +13,9 @@
 use opentelemetry::KeyValue;
 use std::time::Duration;
 
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -29,7 +31,9 @@ pub enum TraceExportError {
         value: String,
     },
     /// The CA certificate to trust cannot be used.
-    #[error("{var}={path}: {reason}; give the PEM file of the CA that signed the collector's certificate")]
+    #[error(
+        "{var}={path}: {reason}; give the PEM file of the CA that signed the collector's certificate"
+    )]
     Certificate {
         /// The variable.
         var: &'static str,
@@ -75,7 +79,9 @@ impl TraceExport {
         };
         herd_actors::tls::install_default_crypto_provider();
         let certificate = certificate(&set)?;
-        let https = endpoint.as_deref().is_some_and(|e| e.trim().starts_with("https://"));
+        let https = endpoint
+            .as_deref()
+            .is_some_and(|e| e.trim().starts_with("https://"));
         // The builders read the endpoint, headers and timeout from the
         // environment themselves.
         let exporter = match protocol.trim() {
@@ -130,16 +136,13 @@ impl TraceExport {
 
 /// The PEM of `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, if set.
-fn certificate(
-    set: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Vec<u8>>, TraceExportError> {
+fn certificate(set: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vec<u8>>, TraceExportError> {
     let Some((var, path)) = [
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
         "OTEL_EXPORTER_OTLP_CERTIFICATE",
     ]
     .into_iter()
-    .find_map(|var| set(var).map(|path| (var, path)))
-    else {
+    .find_map(|var| set(var).map(|path| (var, path))) else {
         return Ok(None);
     };
     let failed = |reason: String| TraceExportError::Certificate {
@@ -161,10 +164,13 @@ fn certificate(
 /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s by default), which
 /// the exporter applies only to a client it builds itself.
 fn timeout(set: &dyn Fn(&str) -> Option<String>) -> Duration {
-    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
-        .into_iter()
-        .find_map(|var| set(var).and_then(|ms| ms.trim().parse::<u64>().ok()))
-        .map_or(Duration::from_secs(10), Duration::from_millis)
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .into_iter()
+    .find_map(|var| set(var).and_then(|ms| ms.trim().parse::<u64>().ok()))
+    .map_or(Duration::from_secs(10), Duration::from_millis)
 }
 
 /// The OTLP/HTTP client, trusting `pem`'s CA certificates besides the

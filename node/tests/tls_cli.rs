@@ -82,7 +82,10 @@ fn certs_writes_a_ca_and_node_certificates_with_private_keys_only_for_the_owner(
             assert_eq!(mode, 0o644, "{file}: {mode:o}");
         }
     }
-    assert!(text.contains("--cluster-tls-ca"), "prints the flags: {text}");
+    assert!(
+        text.contains("--cluster-tls-ca"),
+        "prints the flags: {text}"
+    );
     assert!(text.contains("--ca-cert"), "prints the client flag: {text}");
 
     // A second run reuses the CA: the first nodes' certificates stay valid
@@ -166,7 +169,12 @@ fn a_missing_certificate_file_exits_2_naming_the_flag_and_the_path() {
     let dir = temp_dir("tls-missing").unwrap();
     certs(dir.path(), &["n1"]);
     let missing = path(dir.path(), "nope.pem");
-    let output = check(&["--tls-cert", &missing, "--tls-key", &path(dir.path(), "n1.key")]);
+    let output = check(&[
+        "--tls-cert",
+        &missing,
+        "--tls-key",
+        &path(dir.path(), "n1.key"),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     assert!(
@@ -270,14 +278,22 @@ fn tls_paths_can_come_from_the_config_file() {
     )
     .unwrap();
     let output = herd(
-        &["node", "--config", &config.display().to_string(), "--check-config"],
+        &[
+            "node",
+            "--config",
+            &config.display().to_string(),
+            "--check-config",
+        ],
         &[COOKIE],
     );
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     // The error points at the line that set the bad path.
     assert!(
-        message.contains(&format!("{}:8: tls.cluster_key: cannot read", config.display())),
+        message.contains(&format!(
+            "{}:8: tls.cluster_key: cannot read",
+            config.display()
+        )),
         "{message}"
     );
 }

@@ -482,7 +482,10 @@ pub fn dev_certs(dir: &std::path::Path, nodes: &[&str]) -> std::path::PathBuf {
 /// that CA for the API.
 pub fn with_tls(spec: NodeSpec, certs: &std::path::Path) -> NodeSpec {
     let file = |name: String| certs.join(name).display().to_string();
-    let (cert, key) = (file(format!("{}.pem", spec.name)), file(format!("{}.key", spec.name)));
+    let (cert, key) = (
+        file(format!("{}.pem", spec.name)),
+        file(format!("{}.key", spec.name)),
+    );
     let mut extra_args = spec.extra_args.clone();
     extra_args.extend([
         "--tls-cert".to_string(),

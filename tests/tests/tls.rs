@@ -73,13 +73,22 @@ async fn three_tls_nodes_form_a_cluster_run_tasks_and_answer_only_https() {
 
         // The CLI: herd status over https with --ca-cert.
         let output = tokio::process::Command::new(herd_node::local_cluster::herd_binary().unwrap())
-            .args(["status", "--api", &cluster.node("n3").api_url(), "--ca-cert"])
+            .args([
+                "status",
+                "--api",
+                &cluster.node("n3").api_url(),
+                "--ca-cert",
+            ])
             .arg(certs.join("ca.pem"))
             .output()
             .await
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert!(stdout.contains("orchestrator: n1"), "{stdout}");
         assert!(stdout.contains("60 succeeded"), "{stdout}");
         cluster.stop().await;
@@ -94,7 +103,10 @@ async fn nodes_without_the_clusters_ca_tls_or_cookie_cannot_join() {
         let certs = dev_certs(&dir.path().join("cluster"), &["n1", "n2", "x3"]);
         let foreign = dev_certs(&dir.path().join("foreign"), &["x1"]);
         let specs = vec![
-            with_tls(NodeSpec::new("n1", "orchestrator,worker,monitor", 1), &certs),
+            with_tls(
+                NodeSpec::new("n1", "orchestrator,worker,monitor", 1),
+                &certs,
+            ),
             with_tls(NodeSpec::new("n2", "worker,monitor", 1), &certs),
         ];
         let mut cluster = start_cluster(specs).await;
@@ -126,23 +138,35 @@ async fn nodes_without_the_clusters_ca_tls_or_cookie_cannot_join() {
             let index = ["x1", "x2", "x3"].iter().position(|x| *x == name).unwrap();
             intruders[index].node(name).log_text()
         };
-        eventually(Duration::from_secs(30), "x1 is refused for its CA", || async {
-            (log_of("x1").contains("UnknownIssuer")
-                && n1().contains("the TLS handshake failed"))
-            .then_some(())
-        })
-        .await;
-        eventually(Duration::from_secs(30), "x2 is refused as plaintext", || async {
-            (n1().contains("refused a plaintext cluster connection")
-                && log_of("x2").contains("closed before authentication"))
-            .then_some(())
-        })
-        .await;
-        eventually(Duration::from_secs(30), "x3 is refused for its cookie", || async {
-            log_of("x3")
-                .contains("closed before authentication")
+        eventually(
+            Duration::from_secs(30),
+            "x1 is refused for its CA",
+            || async {
+                (log_of("x1").contains("UnknownIssuer")
+                    && n1().contains("the TLS handshake failed"))
                 .then_some(())
-        })
+            },
+        )
+        .await;
+        eventually(
+            Duration::from_secs(30),
+            "x2 is refused as plaintext",
+            || async {
+                (n1().contains("refused a plaintext cluster connection")
+                    && log_of("x2").contains("closed before authentication"))
+                .then_some(())
+            },
+        )
+        .await;
+        eventually(
+            Duration::from_secs(30),
+            "x3 is refused for its cookie",
+            || async {
+                log_of("x3")
+                    .contains("closed before authentication")
+                    .then_some(())
+            },
+        )
         .await;
 
         let status = cluster.api("n1").cluster().await.unwrap();
@@ -154,11 +178,14 @@ async fn nodes_without_the_clusters_ca_tls_or_cookie_cannot_join() {
     .await;
 }
 
+/// The bytes one direction of one relayed connection carried.
+type Recording = Arc<Mutex<Vec<u8>>>;
+
 /// A TCP relay that records every byte it passes, per connection and
 /// direction.
 struct Relay {
     address: SocketAddr,
-    streams: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    streams: Arc<Mutex<Vec<Recording>>>,
 }
 
 impl Relay {
@@ -166,7 +193,7 @@ impl Relay {
     async fn start(target: String) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let streams: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let streams: Arc<Mutex<Vec<Recording>>> = Arc::default();
         let recorded = streams.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
@@ -176,7 +203,10 @@ impl Relay {
                 let (in_read, in_write) = inbound.into_split();
                 let (out_read, out_write) = outbound.into_split();
                 for (read, write) in [
-                    (Box::new(in_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(out_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>),
+                    (
+                        Box::new(in_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(out_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
                     (Box::new(out_read), Box::new(in_write)),
                 ] {
                     let record = Arc::new(Mutex::new(Vec::new()));
@@ -214,7 +244,7 @@ impl Relay {
 async fn pump(
     mut read: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
     mut write: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-    record: Arc<Mutex<Vec<u8>>>,
+    record: Recording,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -241,12 +271,16 @@ async fn marker_crosses_relay_in_clear(certs: Option<&std::path::Path>) -> bool 
         None => spec,
     };
     let cookie = herd_node::local_cluster::random_cookie();
-    let mut orchestrator =
-        LocalCluster::spawn(vec![secure(NodeSpec::new("hub", "orchestrator,monitor", 0))], &cookie)
-            .unwrap();
+    let mut orchestrator = LocalCluster::spawn(
+        vec![secure(NodeSpec::new("hub", "orchestrator,monitor", 0))],
+        &cookie,
+    )
+    .unwrap();
     let relay = Relay::start(orchestrator.node("hub").cluster_addr()).await;
     let mut worker_spec = secure(NodeSpec::new("spoke", "worker,monitor", 2));
-    worker_spec.extra_args.extend(["--seed".into(), relay.address.to_string()]);
+    worker_spec
+        .extra_args
+        .extend(["--seed".into(), relay.address.to_string()]);
     let mut worker = LocalCluster::spawn(vec![worker_spec], &cookie).unwrap();
     {
         let _step = waiting_for("spoke to join hub through the relay");
@@ -256,7 +290,10 @@ async fn marker_crosses_relay_in_clear(certs: Option<&std::path::Path>) -> bool 
             .unwrap_or_else(|error| panic!("spoke did not join: {error}"));
     }
 
-    let marker = format!("payload-marker-{}", herd_node::local_cluster::random_cookie());
+    let marker = format!(
+        "payload-marker-{}",
+        herd_node::local_cluster::random_cookie()
+    );
     let api = orchestrator.api("hub");
     let tasks: Vec<_> = (0..20)
         .map(|i| json!({ "agent_type": "echo", "payload": { "secret": marker, "i": i } }))

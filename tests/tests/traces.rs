@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use herd_node::local_cluster::free_ports;
-use herd_tests::{DEADLINE, NodeSpec, dev_certs, eventually, start_cluster, temp_dir, with_deadline};
+use herd_tests::{
+    DEADLINE, NodeSpec, dev_certs, eventually, start_cluster, temp_dir, with_deadline,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -379,7 +381,10 @@ async fn traces_reach_https_collectors_over_grpc_and_http_trusting_a_private_ca(
             }];
             let mut cluster = start_cluster(specs).await;
             let api = cluster.api("n1");
-            let id = api.submit("echo", json!({ "over": protocol })).await.unwrap();
+            let id = api
+                .submit("echo", json!({ "over": protocol }))
+                .await
+                .unwrap();
             let task_id = id.to_string();
             eventually(
                 Duration::from_secs(20),

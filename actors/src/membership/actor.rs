@@ -183,9 +183,7 @@ impl Actor for Membership {
                 deadline: CLUSTER_HANDSHAKE_DEADLINE,
                 max_pending: CLUSTER_MAX_UNAUTHENTICATED,
             },
-            args.cluster_tls
-                .as_ref()
-                .map(|tls| tls.acceptor().clone()),
+            args.cluster_tls.as_ref().map(|tls| tls.acceptor().clone()),
         );
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: "herd-gate".to_string(),

@@ -143,13 +143,13 @@ impl MembershipState {
         // Over TLS a peer refuses a client certificate only after the
         // handshake completed on this side, so that shows up here too.
         let tls = if self.cluster_tls.is_some() {
-            "refused this node's TLS certificate (its log says why)"
+            "or the peer refused this node's TLS certificate: its log says why"
         } else {
-            "requires cluster TLS (--cluster-tls-*)"
+            "or the peer requires cluster TLS: --cluster-tls-*"
         };
         warn!(
             peer = %event.peer_addr,
-            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie, {tls}, or is not a herd node; every node must share the same HERD_COOKIE",
+            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie or is not a herd node; every node must share the same HERD_COOKIE ({tls})",
             event.peer_addr
         );
     }
@@ -323,7 +323,9 @@ async fn dial(
     connected
         .map_err(|_| unreachable("connection timed out"))?
         .map_err(|error| match error {
-            ractor_cluster::ClientConnectErr::Socket(io) => DialFailure::Unreachable(io.to_string()),
+            ractor_cluster::ClientConnectErr::Socket(io) => {
+                DialFailure::Unreachable(io.to_string())
+            }
             ractor_cluster::ClientConnectErr::Encryption(io) => {
                 DialFailure::Tls(format!("TLS handshake failed: {io}"))
             }

@@ -15,8 +15,8 @@
 mod actor;
 mod connections;
 mod dialer;
-mod failure_detector;
 mod discovery;
+mod failure_detector;
 mod gate;
 mod gate_tls;
 mod greetings;

@@ -126,6 +126,22 @@ impl HerdNodeBuilder {
         self
     }
 
+    /// Runs the cluster transport over mutual TLS (like `--cluster-tls-cert`,
+    /// `--cluster-tls-key`, `--cluster-tls-ca`): PEM files of this node's
+    /// certificate, its key, and the cluster CA. For HTTPS on an embedded
+    /// API, see [`crate::tls::api_server_config`].
+    pub fn cluster_tls(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        ca: impl Into<PathBuf>,
+    ) -> Self {
+        self.overrides.tls.cluster_cert = Some(cert.into());
+        self.overrides.tls.cluster_key = Some(key.into());
+        self.overrides.tls.cluster_ca = Some(ca.into());
+        self
+    }
+
     /// Lets `HERD_*` variables of this process fill settings not set here.
     pub fn with_process_env(mut self) -> Self {
         self.env = Environment::from_process();

@@ -75,8 +75,7 @@ impl TlsKey {
             .or_else(|| {
                 let file = file?;
                 let text = (self.from_file)(&file.config.tls)?;
-                (!text.trim().is_empty())
-                    .then(|| (PathBuf::from(text), file.origin_of(self.key)))
+                (!text.trim().is_empty()).then(|| (PathBuf::from(text), file.origin_of(self.key)))
             })?;
         Some(TlsFile {
             path,

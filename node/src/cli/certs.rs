@@ -226,7 +226,9 @@ fn print_usage(dir: &Path, node: Option<&str>) {
     println!(
         "and call its API with:\n  herd status --api https://127.0.0.1:8100 --ca-cert {dir}/ca.pem"
     );
-    println!("\nfor development only: in production, issue certificates from your own CA (README, TLS)");
+    println!(
+        "\nfor development only: in production, issue certificates from your own CA (README, TLS)"
+    );
 }
 
 fn read_text(path: &Path) -> Result<String, CertsError> {

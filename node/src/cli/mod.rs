@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a cluster node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Submit tasks through a node's HTTP API.
     Submit(client::SubmitArgs),
     /// Show the cluster: nodes, agent types, task counts.
@@ -133,7 +133,7 @@ pub fn main() -> ExitCode {
     // Before any TLS client or server is built (see install_default_crypto_provider).
     herd_actors::tls::install_default_crypto_provider();
     match cli.command {
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(*args),
         Command::Submit(args) => client::run(client::submit(args)),
         Command::Status(args) => client::run(client::status(args)),
         Command::Task(args) => client::run(client::task(args)),
