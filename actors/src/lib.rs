@@ -30,6 +30,7 @@ mod scheduling;
 mod task_book;
 mod task_trace;
 pub mod telemetry;
+pub mod tls;
 
 pub use handlers::{HandlerError, TaskHandler, TaskInput, TaskOutput};
 pub use herd_config as config;

@@ -142,6 +142,10 @@ pub fn describe() {
         "Cluster connections refused (wrong cookie, version, name clash, ...)."
     );
     describe_counter!(
+        "herd_cluster_tls_refusals_total",
+        "Inbound cluster connections refused by cluster TLS, by reason (plaintext, handshake)."
+    );
+    describe_counter!(
         "herd_undecodable_frames_total",
         "Cluster frames that did not decode, by protocol."
     );

@@ -42,12 +42,31 @@ pub struct FileConfig {
     /// `[providers.NAME]`: the LLM APIs `llm` agent types call.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSection>,
+    /// `[tls]`: certificate and key files for the API and the cluster port.
+    #[serde(default)]
+    pub tls: TlsSection,
     /// `[api]`: tokens and which endpoints are open.
     #[serde(default)]
     pub api: ApiSection,
     /// `[tenants.NAME]`: per-tenant limits.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantSection>,
+}
+
+/// `[tls]`: paths to PEM files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The HTTP API's certificate chain.
+    pub cert: Option<String>,
+    /// The HTTP API's private key.
+    pub key: Option<String>,
+    /// This node's certificate on the cluster port.
+    pub cluster_cert: Option<String>,
+    /// Its private key.
+    pub cluster_key: Option<String>,
+    /// The CA every cluster peer's certificate must chain to.
+    pub cluster_ca: Option<String>,
 }
 
 /// `[api]`.

@@ -18,6 +18,7 @@ mod model;
 mod origin;
 mod resolve;
 mod rules;
+mod tls;
 
 pub use environment::Environment;
 pub use error::{ConfigError, ConfigErrors};
@@ -29,3 +30,4 @@ pub use resolve::{
     DEFAULT_HTTP, DEFAULT_LISTEN, DEFAULT_WORKERS, Overrides, resolve, resolve_with_file,
 };
 pub use rules::MAX_WORKERS_PER_NODE;
+pub use tls::{ClusterTlsFiles, TlsFile, TlsIdentityFiles, TlsOverrides, TlsSettings};

@@ -92,6 +92,8 @@ pub struct NodeConfig {
     pub api: ApiSettings,
     /// `[tenants.NAME]`: tenants with limits of their own.
     pub tenants: BTreeMap<Tenant, TenantLimitSettings>,
+    /// TLS for the HTTP API and the cluster transport (`[tls]`).
+    pub tls: crate::TlsSettings,
     /// Where each `node.*` value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }

@@ -1,6 +1,7 @@
 //! A typed client of the HTTP API, used by the CLI, the sample cluster, the
 //! benchmark and the tests.
 
+use std::path::Path;
 use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::{ClusterStatus, TaskPage};
@@ -33,6 +34,14 @@ pub enum ApiClientError {
     /// The answer was not what the API documents.
     #[error("unexpected answer from the herd API: {0}")]
     Decode(String),
+    /// The CA certificate to trust cannot be used.
+    #[error("cannot use the CA certificate {path}: {reason}")]
+    CaCertificate {
+        /// The file given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A client of one node's HTTP API.
@@ -54,18 +63,39 @@ impl std::fmt::Debug for BearerToken {
 }
 
 impl ApiClient {
-    /// A client for the API at `base` (e.g. `http://127.0.0.1:8100`).
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8100`, or
+    /// `https://…`, verified against the system's trusted CAs).
     pub fn new(base: &str) -> Self {
+        let http = Self::http_client(None).expect("a default reqwest client builds");
+        Self::with_http(base, http)
+    }
+
+    /// A client for the API at `base` that trusts only the CA
+    /// certificate(s) in the PEM file `ca_path` for `https://` (like curl's
+    /// `--cacert`): for a node whose certificate comes from a private CA,
+    /// such as `herd certs`' development CA.
+    pub fn with_ca_certificate(base: &str, ca_path: &Path) -> Result<Self, ApiClientError> {
+        let failed = |reason: String| ApiClientError::CaCertificate {
+            path: ca_path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(ca_path).map_err(|error| failed(error.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|error| failed(format!("not a PEM certificate: {error}")))?;
+        if certificates.is_empty() {
+            return Err(failed("it holds no PEM certificate".to_string()));
+        }
+        let http =
+            Self::http_client(Some(certificates)).map_err(|error| failed(error.to_string()))?;
+        Ok(Self::with_http(base, http))
+    }
+
+    fn with_http(base: &str, http: reqwest::Client) -> Self {
         let base = if base.starts_with("http://") || base.starts_with("https://") {
             base.to_string()
         } else {
             format!("http://{base}")
         };
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .timeout(Duration::from_secs(330))
-            .build()
-            .expect("a default reqwest client builds");
         ApiClient {
             base: base.trim_end_matches('/').to_string(),
             http,
@@ -95,6 +125,18 @@ impl ApiClient {
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
         request
+    }
+
+    fn http_client(
+        trust_only: Option<Vec<reqwest::Certificate>>,
+    ) -> reqwest::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(330));
+        if let Some(certificates) = trust_only {
+            builder = builder.tls_certs_only(certificates);
+        }
+        builder.build()
     }
 
     /// The API base URL.

@@ -33,6 +33,10 @@ pub struct NodeSpec {
     pub host: String,
     /// A command the node runs under, e.g. `ip netns exec herd-n3`.
     pub wrapper: Vec<String>,
+    /// Set when the node serves its API over HTTPS (`--tls-cert` among its
+    /// arguments or config): the CA its certificate chains to. The launcher
+    /// then talks to it over `https://`, trusting only that CA.
+    pub api_ca: Option<PathBuf>,
 }
 impl NodeSpec {
     /// A node with the given roles and worker slots.
@@ -46,6 +50,7 @@ impl NodeSpec {
             env: Vec::new(),
             host: "127.0.0.1".to_string(),
             wrapper: Vec::new(),
+            api_ca: None,
         }
     }
 
@@ -84,13 +89,20 @@ impl NodeProcess {
         format!("{}:{}", self.spec.host, self.cluster_port)
     }
 
-    /// Its HTTP API base URL.
+    /// Its HTTP API base URL (`https://` when [`NodeSpec::api_ca`] is set).
     pub fn api_url(&self) -> String {
-        format!("http://{}:{}", self.spec.host, self.http_port)
+        let scheme = if self.spec.api_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}:{}", self.spec.host, self.http_port)
     }
 
-    /// A client of its HTTP API, with the admin token the node was given
-    /// (`HERD_API_TOKEN` in its environment), if any.
+    /// A client of its HTTP API (trusting [`NodeSpec::api_ca`] if set; a CA
+    /// file that cannot be read makes every call fail, saying why), with the
+    /// admin token the node was given (`HERD_API_TOKEN` in its environment),
+    /// if any.
     pub fn api(&self) -> ApiClient {
         let token = self
             .spec
@@ -98,7 +110,19 @@ impl NodeProcess {
             .iter()
             .find(|(name, _)| name == "HERD_API_TOKEN")
             .map(|(_, token)| token.as_str());
-        ApiClient::new(&self.api_url()).with_token(token)
+        let client = match &self.spec.api_ca {
+            Some(ca) => {
+                ApiClient::with_ca_certificate(&self.api_url(), ca).unwrap_or_else(|error| {
+                    eprintln!(
+                        "local cluster: {error}; calls to {} will fail",
+                        self.spec.name
+                    );
+                    ApiClient::new(&self.api_url())
+                })
+            }
+            None => ApiClient::new(&self.api_url()),
+        };
+        client.with_token(token)
     }
 
     /// The log written so far.

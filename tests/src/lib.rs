@@ -459,6 +459,53 @@ fn ip(arguments: &[String]) -> Result<(), String> {
     }
 }
 
+/// Runs `herd certs --out DIR --node NAME…` (a development CA and one
+/// certificate per node, for both HTTPS and cluster TLS) and returns `DIR`.
+pub fn dev_certs(dir: &std::path::Path, nodes: &[&str]) -> std::path::PathBuf {
+    let binary = herd_node::local_cluster::herd_binary().expect("the herd binary");
+    let mut command = std::process::Command::new(binary);
+    command.arg("certs").arg("--out").arg(dir);
+    for node in nodes {
+        command.args(["--node", node]);
+    }
+    let output = command.output().expect("herd certs runs");
+    assert!(
+        output.status.success(),
+        "herd certs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir.to_path_buf()
+}
+
+/// `spec` with HTTPS and cluster TLS from a [`dev_certs`] directory (the
+/// node's own `NAME.pem`/`NAME.key`, and `ca.pem`), the launcher trusting
+/// that CA for the API.
+pub fn with_tls(spec: NodeSpec, certs: &std::path::Path) -> NodeSpec {
+    let file = |name: String| certs.join(name).display().to_string();
+    let (cert, key) = (
+        file(format!("{}.pem", spec.name)),
+        file(format!("{}.key", spec.name)),
+    );
+    let mut extra_args = spec.extra_args.clone();
+    extra_args.extend([
+        "--tls-cert".to_string(),
+        cert.clone(),
+        "--tls-key".to_string(),
+        key.clone(),
+        "--cluster-tls-cert".to_string(),
+        cert,
+        "--cluster-tls-key".to_string(),
+        key,
+        "--cluster-tls-ca".to_string(),
+        file("ca.pem".to_string()),
+    ]);
+    NodeSpec {
+        extra_args,
+        api_ca: Some(certs.join("ca.pem")),
+        ..spec
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

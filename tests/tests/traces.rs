@@ -5,12 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use herd_node::local_cluster::free_ports;
-use herd_tests::{DEADLINE, NodeSpec, eventually, start_cluster, with_deadline};
+use herd_tests::{
+    DEADLINE, NodeSpec, dev_certs, eventually, start_cluster, temp_dir, with_deadline,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -117,8 +120,15 @@ async fn start_http_collector() -> (Collector, SocketAddr) {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let app = http_collector_routes(&collector);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (collector, addr)
+}
+
+/// `POST /v1/traces` (OTLP/HTTP protobuf) into `collector`.
+fn http_collector_routes(collector: &Collector) -> axum::Router {
     let sink = collector.clone();
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/v1/traces",
         axum::routing::post(move |body: Bytes| {
             let sink = sink.clone();
@@ -131,9 +141,68 @@ async fn start_http_collector() -> (Collector, SocketAddr) {
                 .encode_to_vec()
             }
         }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    )
+}
+
+/// The OTLP/HTTP collector over TLS, with `herd certs`' certificate for
+/// `collector` (it names 127.0.0.1), served by herd's own HTTPS server.
+async fn start_https_collector(certs: &Path) -> (Collector, SocketAddr) {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = http_collector_routes(&collector);
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_server_config(certs)));
+    tokio::spawn(async move {
+        herd_node::http_server::serve_with_tls(
+            listener,
+            app,
+            &herd_config::HttpServerSettings::default(),
+            Some(tls),
+            std::future::pending(),
+        )
+        .await
+        .unwrap()
+    });
     (collector, addr)
+}
+
+/// The gRPC collector over TLS, with the same certificate.
+fn start_grpcs_collector(certs: &Path) -> (Collector, SocketAddr) {
+    let collector = Collector::default();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_ports(1)[0]).parse().unwrap();
+    let service = TraceServiceServer::new(collector.clone());
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(certs.join("collector.pem")).unwrap(),
+        std::fs::read(certs.join("collector.key")).unwrap(),
+    );
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .expect("tls config")
+            .add_service(service)
+            .serve(addr)
+            .await
+            .expect("collector serves");
+    });
+    (collector, addr)
+}
+
+fn tls_server_config(certs: &Path) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(certs.join("collector.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.join("collector.key")).unwrap();
+    rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap()
 }
 
 fn otel_env(endpoint: &str, protocol: &str) -> Vec<(String, String)> {
@@ -288,6 +357,55 @@ async fn traces_also_go_over_otlp_http_and_continue_the_callers_trace() {
         let execute = find(&spans, "herd.execute", &trace).unwrap();
         assert_eq!(execute.parent_span_id, submit.span_id);
         cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_https_collectors_over_grpc_and_http_trusting_a_private_ca() {
+    with_deadline(DEADLINE, async {
+        let dir = temp_dir("otlp-tls").unwrap();
+        let certs = dev_certs(dir.path(), &["collector"]);
+        let ca = certs.join("ca.pem").display().to_string();
+        let (grpc, grpc_addr) = start_grpcs_collector(&certs);
+        let (http, http_addr) = start_https_collector(&certs).await;
+        for (collector, endpoint, protocol) in [
+            (grpc, format!("https://{grpc_addr}"), "grpc"),
+            (http, format!("https://{http_addr}"), "http/protobuf"),
+        ] {
+            let mut env = otel_env(&endpoint, protocol);
+            env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE".into(), ca.clone()));
+            let specs = vec![NodeSpec {
+                env,
+                ..NodeSpec::new("n1", "orchestrator,worker,monitor", 1)
+            }];
+            let mut cluster = start_cluster(specs).await;
+            let api = cluster.api("n1");
+            let id = api
+                .submit("echo", json!({ "over": protocol }))
+                .await
+                .unwrap();
+            let task_id = id.to_string();
+            eventually(
+                Duration::from_secs(20),
+                &format!("the task's spans reach the {protocol} collector over TLS"),
+                || {
+                    let spans = collector.spans();
+                    let task_id = task_id.clone();
+                    async move {
+                        spans
+                            .iter()
+                            .any(|s| {
+                                s.name == "herd.execute"
+                                    && s.attributes.get("herd.task_id") == Some(&task_id)
+                            })
+                            .then_some(())
+                    }
+                },
+            )
+            .await;
+            cluster.stop().await;
+        }
     })
     .await;
 }

@@ -23,6 +23,7 @@ use super::failure_detector::PhiAccrualDetector;
 use super::sessions::{SessionEvent, SessionRelay};
 use super::view::{ClusterView, MemberInfo};
 use crate::runtime::NodeEvent;
+use crate::tls::ClusterTls;
 
 /// Longest an inbound cluster connection may take to authenticate before
 /// the gate closes it.
@@ -71,7 +72,7 @@ pub enum MembershipLocal {
         /// The address dialed.
         address: String,
         /// The resolved socket address, or why it failed.
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, super::connections::DialFailure>,
     },
     /// Send heartbeats and judge silent peers.
     HeartbeatTick,
@@ -89,6 +90,8 @@ pub struct MembershipArgs {
     pub view: watch::Sender<ClusterView>,
     /// Where fatal refusals are reported (the node must stop).
     pub events: mpsc::UnboundedSender<NodeEvent>,
+    /// Mutual TLS for the cluster port and every dial, if configured.
+    pub cluster_tls: Option<ClusterTls>,
 }
 
 /// The membership actor.
@@ -105,6 +108,8 @@ pub struct MembershipState {
     pub(super) config: Arc<NodeConfig>,
     pub(super) greeting: Greeting,
     pub(super) node_server: ActorRef<NodeServerMessage>,
+    /// Set when the cluster transport runs over mutual TLS.
+    pub(super) cluster_tls: Option<ClusterTls>,
     /// The cluster port's accept loop; aborted when membership stops.
     pub(super) gate: tokio::task::AbortHandle,
     pub(super) sessions: HashMap<NodeId, SessionRecord>,
@@ -153,13 +158,20 @@ impl Actor for Membership {
         } else {
             std::net::Ipv6Addr::LOCALHOST.into()
         };
+        // ractor_cluster's transitive mode dials the peers of a peer itself,
+        // always in plain text; with cluster TLS herd passes peer addresses
+        // on and dials them (see `discovery`).
+        let connection_mode = match args.cluster_tls {
+            Some(_) => NodeConnectionMode::Isolated,
+            None => NodeConnectionMode::Transitive,
+        };
         let server = NodeServer::new(
             0,
             config.cookie.expose().to_string(),
             super::sessions::session_name(&args.greeting.member),
             config.advertise_host.clone(),
             None,
-            Some(NodeConnectionMode::Transitive),
+            Some(connection_mode),
         )
         .with_listen_addr(loopback);
         let (node_server, _) = Actor::spawn_linked(None, server, (), myself.get_cell())
@@ -177,6 +189,7 @@ impl Actor for Membership {
                 max_pending: CLUSTER_MAX_UNAUTHENTICATED,
                 max_frame_before_auth: CLUSTER_MAX_FRAME_BEFORE_AUTH,
             },
+            args.cluster_tls.as_ref().map(|tls| tls.acceptor().clone()),
         );
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: "herd-gate".to_string(),
@@ -207,11 +220,12 @@ impl Actor for Membership {
             Mailbox::Local(MembershipLocal::HeartbeatTick)
         });
         myself.cast(Mailbox::Local(MembershipLocal::DialTick))?;
-        info!(listen = %config.listen, advertise = %config.advertise_addr(), seeds = ?config.seeds, "membership started");
+        info!(listen = %config.listen, advertise = %config.advertise_addr(), seeds = ?config.seeds, tls = args.cluster_tls.is_some(), "membership started");
         Ok(MembershipState {
             config,
             greeting: args.greeting,
             node_server,
+            cluster_tls: args.cluster_tls,
             gate,
             sessions: HashMap::new(),
             dialer,
@@ -256,7 +270,12 @@ impl Actor for Membership {
             }
             Mailbox::Local(MembershipLocal::HeartbeatTick) => state.heartbeat_tick(),
             Mailbox::Local(MembershipLocal::Leave(done)) => state.leave(done),
-            Mailbox::Cast(MembershipCast::Hello(greeting)) => state.on_hello(greeting),
+            Mailbox::Cast(MembershipCast::Hello(greeting)) => {
+                let member = greeting.member.clone();
+                state.on_hello(greeting);
+                state.share_peers(&member);
+            }
+            Mailbox::Cast(MembershipCast::Peers { addresses }) => state.on_peers(addresses),
             Mailbox::Cast(MembershipCast::Refused { by, reason }) => state.on_refused(by, reason),
             Mailbox::Cast(MembershipCast::Heartbeat { from, sequence }) => {
                 state.on_heartbeat(from, sequence)

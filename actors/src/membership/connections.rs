@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::actor::{MembershipLocal, MembershipMsg, MembershipState, SessionRecord};
 use super::sessions::{SessionChange, SessionEvent, herd_name_of};
+use crate::tls::ClusterTls;
 
 /// How long after an unauthenticated close the cause is judged.
 const HANDSHAKE_GRACE: Duration = Duration::from_millis(500);
@@ -139,9 +140,16 @@ impl MembershipState {
         }
         self.handshake_warnings.insert(key, now);
         let direction = if event.inbound { "from" } else { "to" };
+        // Over TLS a peer refuses a client certificate only after the
+        // handshake completed on this side, so that shows up here too.
+        let tls = if self.cluster_tls.is_some() {
+            "or the peer refused this node's TLS certificate: its log says why"
+        } else {
+            "or the peer requires cluster TLS: --cluster-tls-*"
+        };
         warn!(
             peer = %event.peer_addr,
-            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie or is not a herd node; every node must share the same HERD_COOKIE",
+            "cluster connection {direction} {} closed before authentication: the peer uses a different cookie or is not a herd node; every node must share the same HERD_COOKIE ({tls})",
             event.peer_addr
         );
     }
@@ -172,8 +180,9 @@ impl MembershipState {
         {
             let node_server = self.node_server.clone();
             let membership = myself.clone();
+            let tls = self.cluster_tls.clone();
             tokio::spawn(async move {
-                let result = dial(&node_server, &address).await;
+                let result = dial(&node_server, &address, tls.as_ref()).await;
                 let _ = membership.cast(Mailbox::Local(MembershipLocal::DialFinished {
                     address,
                     result,
@@ -197,7 +206,11 @@ impl MembershipState {
             .collect()
     }
 
-    pub(super) fn on_dial_finished(&mut self, address: String, result: Result<SocketAddr, String>) {
+    pub(super) fn on_dial_finished(
+        &mut self,
+        address: String,
+        result: Result<SocketAddr, DialFailure>,
+    ) {
         let jitter = rand::rng().random::<f64>();
         let now = Instant::now();
         match result {
@@ -206,13 +219,22 @@ impl MembershipState {
                 self.resolved.insert(address.clone(), resolved);
                 self.dialer.finished(&address, true, jitter, now);
             }
-            Err(reason) => {
+            Err(DialFailure::Unreachable(reason)) => {
                 self.dialer.finished(&address, false, jitter, now);
                 let failures = self.dialer.failures(&address);
                 if failures == 1 || failures.is_multiple_of(20) {
                     info!(%address, failures, %reason, "peer not reachable yet; retrying with backoff");
                 } else {
                     debug!(%address, failures, %reason, "peer still not reachable");
+                }
+            }
+            Err(DialFailure::Tls(reason)) => {
+                self.dialer.finished(&address, false, jitter, now);
+                let failures = self.dialer.failures(&address);
+                if failures == 1 || failures.is_multiple_of(20) {
+                    warn!(%address, failures, %reason, "cannot join the peer over cluster TLS; retrying with backoff. The peer must run cluster TLS with a certificate from this cluster's CA that names the host dialed");
+                } else {
+                    debug!(%address, failures, %reason, "cluster TLS handshake with the peer failed again");
                 }
             }
         }
@@ -265,26 +287,62 @@ impl MembershipState {
     }
 }
 
-/// Resolves `address` and opens a cluster connection to it.
+/// Why a dial failed.
+#[derive(Debug)]
+pub enum DialFailure {
+    /// The address did not resolve or did not accept a connection.
+    Unreachable(String),
+    /// The TLS handshake failed: a configuration problem on one side, not
+    /// a peer that is not up yet.
+    Tls(String),
+}
+
+/// Resolves `address` and opens a cluster connection to it, over mutual TLS
+/// when `tls` is set (the peer's certificate must name `address`'s host).
 async fn dial(
     node_server: &ActorRef<NodeServerMessage>,
     address: &str,
-) -> Result<SocketAddr, String> {
+    tls: Option<&ClusterTls>,
+) -> Result<SocketAddr, DialFailure> {
+    let unreachable = |reason: &str| DialFailure::Unreachable(reason.to_string());
     let resolved = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(address))
         .await
-        .map_err(|_| "name resolution timed out".to_string())?
-        .map_err(|error| format!("cannot resolve: {error}"))?
+        .map_err(|_| unreachable("name resolution timed out"))?
+        .map_err(|error| DialFailure::Unreachable(format!("cannot resolve: {error}")))?
         .next()
-        .ok_or_else(|| "name resolved to no address".to_string())?;
-    tokio::time::timeout(
-        DIAL_TIMEOUT,
-        ractor_cluster::client_connect(node_server, resolved),
-    )
-    .await
-    .map_err(|_| "connection timed out".to_string())?
-    .map_err(|error| match error {
-        ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
-        other => other.to_string(),
-    })?;
+        .ok_or_else(|| unreachable("name resolved to no address"))?;
+    let connected = match tls {
+        None => {
+            tokio::time::timeout(
+                DIAL_TIMEOUT,
+                ractor_cluster::client_connect(node_server, resolved),
+            )
+            .await
+        }
+        Some(tls) => {
+            let name = crate::tls::server_name_of(address).map_err(DialFailure::Tls)?;
+            tokio::time::timeout(
+                DIAL_TIMEOUT,
+                ractor_cluster::client_connect_enc(
+                    node_server,
+                    resolved,
+                    tls.connector().clone(),
+                    name,
+                ),
+            )
+            .await
+        }
+    };
+    connected
+        .map_err(|_| unreachable("connection timed out"))?
+        .map_err(|error| match error {
+            ractor_cluster::ClientConnectErr::Socket(io) => {
+                DialFailure::Unreachable(io.to_string())
+            }
+            ractor_cluster::ClientConnectErr::Encryption(io) => {
+                DialFailure::Tls(format!("TLS handshake failed: {io}"))
+            }
+            other => DialFailure::Unreachable(other.to_string()),
+        })?;
     Ok(resolved)
 }

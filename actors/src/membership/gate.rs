@@ -16,6 +16,9 @@
 //! - until it authenticates, a connection may send no frame larger than
 //!   `max_frame_before_auth` (see [`super::preauth_frames`]), so a stranger
 //!   cannot make the node buffer ractor_cluster's 16 MiB per connection.
+//! - with cluster TLS, nothing reaches ractor_cluster before a mutual-TLS
+//!   handshake succeeds, and that handshake counts against the same
+//!   deadline and cap.
 //!
 //! Authenticated connections are untouched: the gate lets go of them. The
 //! `NodeServer`'s own listener is bound to an ephemeral loopback port that
@@ -33,8 +36,10 @@ use ractor_cluster::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use super::gate_tls::{self, ClusterTransport, RefusalWarnings};
 use super::preauth_frames::PreauthFrames;
 
 /// The bounds of the gate.
@@ -91,19 +96,23 @@ impl NodeEventSubscription for GateRelay {
 }
 
 /// Starts accepting on `listener` (already bound to the cluster address),
-/// handing connections to `node_server`. Returns the subscription to
+/// handing connections to `node_server`. With `tls`, each connection must
+/// first complete a mutual-TLS handshake (see [`super::gate_tls`]) within
+/// the same deadline and under the same permit. Returns the subscription to
 /// register with the `NodeServer` and the accept loop's handle: aborting it
 /// closes the cluster port.
 pub fn start(
     listener: TcpListener,
     node_server: ActorRef<NodeServerMessage>,
     limits: GateLimits,
+    tls: Option<TlsAcceptor>,
 ) -> (GateRelay, tokio::task::AbortHandle) {
     let waiting: Waiting = Arc::default();
     let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
     let relay = GateRelay {
         waiting: waiting.clone(),
     };
+    let warnings = RefusalWarnings::default();
     let accept_loop = tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -118,92 +127,146 @@ pub fn start(
                 debug!(%peer, "too many unauthenticated cluster connections; closing this one");
                 continue;
             };
-            if admit(stream, peer, permit, &node_server, &waiting, limits).is_err() {
-                // The NodeServer stopped: the node is shutting down.
-                return;
-            }
+            let Some((stream, watch)) = watched(stream) else {
+                continue;
+            };
+            let admission = Admission {
+                peer,
+                watch,
+                permit,
+                node_server: node_server.clone(),
+                waiting: waiting.clone(),
+                deadline: tokio::time::Instant::now() + limits.deadline,
+                limit: limits.deadline,
+                max_frame_before_auth: limits.max_frame_before_auth,
+            };
+            let tls = tls.clone();
+            let warnings = warnings.clone();
+            // Each connection in its own task: a slow handshake never holds
+            // up the accept loop.
+            tokio::spawn(async move {
+                let transport = match tls {
+                    None => ClusterTransport::Plain(stream),
+                    Some(acceptor) => {
+                        let handshake = gate_tls::accept(&acceptor, stream, peer, &warnings);
+                        match tokio::time::timeout_at(admission.deadline, handshake).await {
+                            Ok(Some(transport)) => transport,
+                            Ok(None) => return,
+                            Err(_) => {
+                                admission.expired("no TLS handshake");
+                                return;
+                            }
+                        }
+                    }
+                };
+                admission.admit(transport).await;
+            });
         }
     });
     (relay, accept_loop.abort_handle())
 }
 
-/// Hands one connection to the `NodeServer` and arms its deadline.
-fn admit(
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    node_server: &ActorRef<NodeServerMessage>,
-    waiting: &Waiting,
-    limits: GateLimits,
-) -> Result<(), ()> {
+/// The socket, and a second descriptor for it: shutting that one down ends
+/// the session's reads without reaching into ractor_cluster (or into the
+/// TLS stream wrapped around the socket).
+fn watched(stream: TcpStream) -> Option<(TcpStream, std::net::TcpStream)> {
     let _ = stream.set_nodelay(true);
-    // A second descriptor for the same socket: shutting it down ends the
-    // session's reads without reaching into ractor_cluster.
-    let Ok(watch) = stream
-        .into_std()
-        .and_then(|std| std.try_clone().map(|clone| (std, clone)))
-    else {
-        return Ok(());
-    };
-    let (socket, watch) = watch;
-    let Ok(stream) = TcpStream::from_std(socket) else {
-        return Ok(());
-    };
-    let label = peer.to_string();
-    let (authenticated_tx, mut authenticated) = watch::channel(false);
-    waiting
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(label.clone(), authenticated_tx);
-    node_server
-        .cast(NodeServerMessage::ConnectionOpenedExternal {
-            stream: Box::new(GatedStream {
-                stream,
-                label: label.clone(),
-                authenticated: authenticated.clone(),
-                max_frame_before_auth: limits.max_frame_before_auth,
-            }),
-            is_server: true,
-        })
-        .map_err(|_| ())?;
-    let waiting = waiting.clone();
-    let deadline = limits.deadline;
-    tokio::spawn(async move {
-        // Ends early when the connection authenticates or closes.
-        let settled = authenticated.wait_for(|authenticated| *authenticated);
-        if tokio::time::timeout(deadline, settled).await.is_err() {
-            waiting
+    let socket = stream.into_std().ok()?;
+    let watch = socket.try_clone().ok()?;
+    let stream = TcpStream::from_std(socket).ok()?;
+    Some((stream, watch))
+}
+
+/// One accepted connection on its way to authentication; holds its permit
+/// until it authenticates, closes or runs out of time.
+struct Admission {
+    peer: SocketAddr,
+    watch: std::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+    node_server: ActorRef<NodeServerMessage>,
+    waiting: Waiting,
+    /// When the connection must have authenticated (counted from accept).
+    deadline: tokio::time::Instant,
+    /// The gate's deadline, for the log line.
+    limit: Duration,
+    /// Largest frame the connection may send before it authenticates.
+    max_frame_before_auth: u64,
+}
+
+impl Admission {
+    /// Hands the connection to the `NodeServer` and waits for it to
+    /// authenticate, shutting it down at the deadline.
+    async fn admit(self, transport: ClusterTransport) {
+        let label = self.peer.to_string();
+        let (authenticated_tx, mut authenticated) = watch::channel(false);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(label.clone(), authenticated_tx);
+        let local = transport.local_addr().map(|addr| addr.to_string());
+        let opened = self
+            .node_server
+            .cast(NodeServerMessage::ConnectionOpenedExternal {
+                stream: Box::new(GatedStream {
+                    stream: transport,
+                    label: label.clone(),
+                    local,
+                    authenticated: authenticated.clone(),
+                    max_frame_before_auth: self.max_frame_before_auth,
+                }),
+                is_server: true,
+            });
+        if opened.is_err() {
+            // The NodeServer stopped: the node is shutting down.
+            self.waiting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&label);
-            warn!(peer = %label, deadline_s = deadline.as_secs_f64(), "cluster connection closed: no authentication within the deadline");
-            let _ = watch.shutdown(std::net::Shutdown::Both);
+            return;
         }
-        drop(permit);
-    });
-    Ok(())
+        // Ends early when the connection authenticates or closes.
+        let settled = authenticated.wait_for(|authenticated| *authenticated);
+        if tokio::time::timeout_at(self.deadline, settled)
+            .await
+            .is_err()
+        {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&label);
+            self.expired("no authentication");
+        }
+    }
+
+    /// Closes a connection that missed the deadline.
+    fn expired(self, missing: &str) {
+        warn!(peer = %self.peer, deadline_s = self.limit.as_secs_f64(), "cluster connection closed: {missing} within the deadline");
+        let _ = self.watch.shutdown(std::net::Shutdown::Both);
+        drop(self.permit);
+    }
 }
 
 /// An accepted socket as ractor_cluster's external transport, labelled with
 /// the peer's address (what session events report as `peer_addr`); its
 /// reads are limited to small frames until it authenticates.
 struct GatedStream {
-    stream: TcpStream,
+    stream: ClusterTransport,
     label: String,
     authenticated: watch::Receiver<bool>,
     max_frame_before_auth: u64,
+    local: Option<String>,
 }
 
 impl ClusterBidiStream for GatedStream {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
-        let (read, write) = self.stream.into_split();
+        let (read, write) = self.stream.split();
         let read = PreauthFrames::new(
             read,
             self.label,
             self.max_frame_before_auth,
             self.authenticated,
         );
-        (Box::new(read), Box::new(write))
+        (Box::new(read), write)
     }
 
     fn peer_label(&self) -> Option<String> {
@@ -211,6 +274,6 @@ impl ClusterBidiStream for GatedStream {
     }
 
     fn local_label(&self) -> Option<String> {
-        self.stream.local_addr().ok().map(|addr| addr.to_string())
+        self.local.clone()
     }
 }

@@ -15,8 +15,10 @@
 mod actor;
 mod connections;
 mod dialer;
+mod discovery;
 mod failure_detector;
 mod gate;
+mod gate_tls;
 mod greetings;
 mod liveness;
 mod preauth_frames;

@@ -126,6 +126,22 @@ impl HerdNodeBuilder {
         self
     }
 
+    /// Runs the cluster transport over mutual TLS (like `--cluster-tls-cert`,
+    /// `--cluster-tls-key`, `--cluster-tls-ca`): PEM files of this node's
+    /// certificate, its key, and the cluster CA. For HTTPS on an embedded
+    /// API, see [`crate::tls::api_server_config`].
+    pub fn cluster_tls(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        ca: impl Into<PathBuf>,
+    ) -> Self {
+        self.overrides.tls.cluster_cert = Some(cert.into());
+        self.overrides.tls.cluster_key = Some(key.into());
+        self.overrides.tls.cluster_ca = Some(ca.into());
+        self
+    }
+
     /// Lets `HERD_*` variables of this process fill settings not set here.
     pub fn with_process_env(mut self) -> Self {
         self.env = Environment::from_process();
@@ -231,6 +247,16 @@ impl HerdNode {
             HandlerRegistry::default()
         };
         let handlers = Arc::new(handlers);
+        // Loaded before anything listens: a bad certificate is a
+        // configuration error, not a node that cannot reach its peers.
+        crate::tls::install_default_crypto_provider();
+        let cluster_tls = match &config.tls.cluster {
+            Some(files) => Some(
+                crate::tls::ClusterTls::load(files, &config.advertise_host)
+                    .map_err(ConfigErrors::from)?,
+            ),
+            None => None,
+        };
         let mut config = config;
         let pool_capacity = {
             let (cores, memory_gb) = crate::pool::host_resources();
@@ -328,6 +354,7 @@ impl HerdNode {
             data_dir: config.data_dir.clone(),
             drain_grace: config.drain_grace,
             pool_capacity,
+            cluster_tls,
         };
         if config.has_role(Role::Orchestrator)
             && let Some(dir) = &config.data_dir

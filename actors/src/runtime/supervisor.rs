@@ -61,6 +61,8 @@ pub struct SupervisorArgs {
     pub drain_grace: std::time::Duration,
     /// Most slots this node may host.
     pub pool_capacity: u32,
+    /// Mutual TLS for the cluster transport, loaded at startup.
+    pub cluster_tls: Option<crate::tls::ClusterTls>,
 }
 
 /// The supervisor actor.
@@ -208,6 +210,7 @@ impl SupervisorState {
                     greeting,
                     view: args.view_tx.clone(),
                     events: args.events.clone(),
+                    cluster_tls: args.cluster_tls.clone(),
                 };
                 Actor::spawn_linked(None, Membership, membership_args, myself.get_cell())
                     .await?

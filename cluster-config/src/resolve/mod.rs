@@ -15,6 +15,7 @@ mod providers;
 mod range_check;
 mod scaling;
 mod tasks;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,7 @@ use self::node_keys::{ADVERTISE, LISTEN, WORKERS, resolve_node_keys};
 use self::providers::resolve_providers;
 use self::scaling::{MODE_ENV, MODE_FLAG, resolve_scaling};
 use self::tasks::resolve_task_defaults;
+use self::tls::resolve_tls;
 use crate::environment::Environment;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::file::{LoadedFile, load_file};
@@ -69,6 +71,8 @@ pub struct Overrides {
     pub api_token: Option<String>,
     /// `--insecure-no-auth`: serve an API without tokens beyond loopback.
     pub insecure_no_auth: bool,
+    /// `--tls-*` and `--cluster-tls-*`: certificate and key paths.
+    pub tls: crate::TlsOverrides,
 }
 
 /// Builds a validated [`NodeConfig`] from command-line overrides, the
@@ -138,6 +142,7 @@ pub fn resolve_with_file(
         &mut errors,
     );
     let tenants = resolve_tenants(file.as_ref(), &mut errors);
+    let tls = resolve_tls(&overrides.tls, env, file.as_ref(), &mut errors);
 
     let roles = node.roles.unwrap_or_default();
     let workers = match (node.workers, roles.contains(&Role::Worker)) {
@@ -180,6 +185,7 @@ pub fn resolve_with_file(
         providers,
         api,
         tenants,
+        tls,
         origins: node.origins,
     })
 }

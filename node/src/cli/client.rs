@@ -29,13 +29,23 @@ pub struct ApiArg {
     /// API token (needed when the cluster has tokens). Prefer HERD_TOKEN: a flag's value shows in `ps`. [env: HERD_TOKEN]
     #[arg(long, env = "HERD_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
+    /// Trust only this CA certificate (PEM) for an https:// API, e.g. herd certs' ca.pem. [env: HERD_CA_CERT]
+    #[arg(long = "ca-cert", env = "HERD_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl ApiArg {
-    /// A client of the API, with the token if one was given.
-    fn client(&self) -> ApiClient {
-        ApiClient::new(&self.api).with_token(self.token.as_deref())
+    /// A client of the API, trusting `--ca-cert` if given, with the token if one was given.
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        Ok(client_for(&self.api, self.ca_cert.as_deref())?.with_token(self.token.as_deref()))
     }
+}
+
+fn client_for(base: &str, ca_cert: Option<&std::path::Path>) -> anyhow::Result<ApiClient> {
+    Ok(match ca_cert {
+        Some(path) => ApiClient::with_ca_certificate(base, path)?,
+        None => ApiClient::new(base),
+    })
 }
 
 #[derive(Args, Debug)]
@@ -161,7 +171,7 @@ fn task_object(args: &SubmitArgs, agent_type: &str, payload: Value) -> Value {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client();
+    let client = args.api.client()?;
     let tasks: Vec<Value> = match (&args.file, &args.payload) {
         (Some(path), _) => read_task_file(path, &args)?,
         (None, Some(payload)) => {
@@ -329,7 +339,7 @@ fn print_summary(views: &[TaskView]) {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client();
+    let client = args.api.client()?;
     let status = client.cluster().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -469,7 +479,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client();
+    let client = args.api.client()?;
     let id: TaskId = args
         .id
         .parse()
@@ -487,7 +497,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let client = api.client();
+            let client = api.client()?;
             let mut query = format!("limit={limit}");
             if let Some(agent) = agent {
                 query.push_str(&format!("&agent_type={agent}"));
@@ -527,7 +537,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Retry { api, id, payload } => {
-            let client = api.client();
+            let client = api.client()?;
             let id: TaskId = id
                 .parse()
                 .with_context(|| format!("{id:?} is not a task id"))?;
@@ -543,7 +553,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn drain(args: DrainArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client();
+    let client = args.api.client()?;
     client.drain(&args.node).await?;
     println!(
         "{} is draining: it takes no new work, lets running tasks finish, hands back the rest and leaves",
@@ -571,6 +581,9 @@ pub struct HealthArgs {
     /// Print nothing; only the exit code tells.
     #[arg(long, short)]
     quiet: bool,
+    /// Trust only this CA certificate (PEM) for an https:// address. [env: HERD_CA_CERT]
+    #[arg(long = "ca-cert", env = "HERD_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// `herd health`: exit 0 when the probe answers 200, 1 otherwise (also when
@@ -583,7 +596,15 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     };
     // /health may be closed to callers without a token ([api] open_health).
     let token = std::env::var("HERD_TOKEN").ok();
-    let client = ApiClient::new(&base).with_token(token.as_deref());
+    let client = match client_for(&base, args.ca_cert.as_deref()) {
+        Ok(client) => client.with_token(token.as_deref()),
+        Err(error) => {
+            if !args.quiet {
+                eprintln!("herd health: {error}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
     let probe = format!("/{}", args.probe);
     match tokio::time::timeout(args.timeout, client.get_json(&probe)).await {
         Ok(Ok((status, body))) => {

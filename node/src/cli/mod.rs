@@ -1,8 +1,10 @@
 //! The `herd` command line.
 
+mod certs;
 mod client;
 mod dev;
 mod node;
+mod tls;
 mod token;
 
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a cluster node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Submit tasks through a node's HTTP API.
     Submit(client::SubmitArgs),
     /// Show the cluster: nodes, agent types, task counts.
@@ -43,6 +45,8 @@ enum Command {
     /// Development tools (a stand-in LLM provider); never for production.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// Make a development CA and node certificates for TLS (--tls-*, --cluster-tls-*).
+    Certs(certs::CertsArgs),
 }
 
 /// Flags of `herd bench`.
@@ -128,14 +132,18 @@ pub struct NodeArgs {
     /// Validate the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     pub check_config: bool,
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// Runs the command line and returns the process exit code: 0 on success,
 /// 1 on runtime failure, 2 on a usage or configuration error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any TLS client or server is built (see install_default_crypto_provider).
+    herd_actors::tls::install_default_crypto_provider();
     match cli.command {
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(*args),
         Command::Submit(args) => client::run(client::submit(args)),
         Command::Status(args) => client::run(client::status(args)),
         Command::Task(args) => client::run(client::task(args)),
@@ -145,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args),
         Command::Token(command) => token::run(command),
         Command::Dev(command) => dev::run(command),
+        Command::Certs(args) => certs::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use herd_actors::HerdNode;
 use herd_actors::runtime::NodeEvent;
@@ -34,6 +35,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         mode: args.mode,
         api_token: args.api_token,
         insecure_no_auth: args.insecure_no_auth,
+        tls: args.tls.into_overrides(),
     };
     let config = match herd_config::resolve(&overrides, &env) {
         Ok(config) => config,
@@ -46,6 +48,13 @@ pub fn run(args: NodeArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("herd: {error}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let api_tls = match super::tls::load(&config) {
+        Ok(api_tls) => api_tls,
+        Err(errors) => {
+            eprintln!("herd: {errors}");
             return ExitCode::from(USAGE_ERROR);
         }
     };
@@ -64,10 +73,10 @@ pub fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, api_tls))
 }
 
-async fn serve(config: NodeConfig) -> ExitCode {
+async fn serve(config: NodeConfig, api_tls: Option<Arc<rustls::ServerConfig>>) -> ExitCode {
     // Bind the API first: a port clash should stop the node before it joins.
     let listener = match TcpListener::bind(config.http).await {
         Ok(listener) => listener,
@@ -108,13 +117,15 @@ async fn serve(config: NodeConfig) -> ExitCode {
     let app = router(api);
     let http_settings = node.handle().config().http_server.clone();
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheme = if api_tls.is_some() { "https" } else { "http" };
+    let tls = api_tls.map(tokio_rustls::TlsAcceptor::from);
     let server = tokio::spawn(async move {
-        crate::http_server::serve(listener, app, &http_settings, async {
+        crate::http_server::serve_with_tls(listener, app, &http_settings, tls, async {
             let _ = http_stopped.await;
         })
         .await
     });
-    info!(http = %http_addr, "api listening");
+    info!(http = %http_addr, %scheme, "api listening");
 
     let drain_grace = node.handle().config().drain_grace;
     let exit = tokio::select! {
@@ -186,6 +197,24 @@ fn print_config(config: &NodeConfig) {
             .as_ref()
             .map_or("(none: in memory)".to_string(), |p| p.display().to_string())
     );
+    let tls = &config.tls;
+    match &tls.api {
+        Some(files) => println!(
+            "tls        = api https: cert {} · key {}",
+            files.cert.path.display(),
+            files.key.path.display()
+        ),
+        None => println!("tls        = api plain http"),
+    }
+    match &tls.cluster {
+        Some(files) => println!(
+            "             cluster mutual TLS: cert {} · key {} · ca {}",
+            files.identity.cert.path.display(),
+            files.identity.key.path.display(),
+            files.ca.path.display()
+        ),
+        None => println!("             cluster plain text"),
+    }
     for (key, origin) in &config.origins {
         println!("  {key:<15} from {origin}");
     }

@@ -144,4 +144,21 @@ pub enum MembershipCast {
         /// Who acknowledges.
         from: MemberId,
     },
+    /// Where the sender's other peers listen (`host:port`), so that the
+    /// receiver connects to them too. Sent only with cluster TLS, where
+    /// ractor_cluster's own transitive connections (plain text) are off;
+    /// bounded by [`MAX_SHARED_PEERS`] addresses of at most
+    /// [`MAX_PEER_ADDRESS_LEN`] bytes.
+    Peers {
+        /// The addresses.
+        addresses: Vec<String>,
+    },
 }
+
+/// Most addresses one [`MembershipCast::Peers`] carries (or a receiver
+/// reads).
+pub const MAX_SHARED_PEERS: usize = 1024;
+
+/// Longest address a [`MembershipCast::Peers`] may carry: a DNS name (253)
+/// and a port.
+pub const MAX_PEER_ADDRESS_LEN: usize = 260;
