@@ -35,6 +35,9 @@ pub struct BenchSettings {
     pub submitters: usize,
     /// Journal n1's task book here (durable submissions).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Also measure n1's API over HTTPS with a bearer token, beside plain
+    /// HTTP to n1 alone (`--tls --token`).
+    pub secure: bool,
 }
 /// One measured figure set.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -119,9 +122,93 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
         ran_on,
     });
 
+    if settings.secure {
+        figures.extend(secure_figures(&handle, n1_http, &settings).await?);
+    }
+
     server.abort();
     node.shutdown().await;
     peers.stop().await;
+    Ok(figures)
+}
+
+/// `--tls --token`: n1's API over plain HTTP without a token, then over
+/// HTTPS (a `herd certs` development certificate) with a bearer token every
+/// request is checked against, both through n1 alone so that only TLS and
+/// authentication differ.
+async fn secure_figures(
+    handle: &NodeHandle,
+    n1_http: u16,
+    settings: &BenchSettings,
+) -> anyhow::Result<Vec<Figures>> {
+    let certs = tempfile::tempdir()?;
+    let made = std::process::Command::new(crate::local_cluster::herd_binary()?)
+        .args(["certs", "--node", "n1", "--out"])
+        .arg(certs.path())
+        .output()?;
+    anyhow::ensure!(
+        made.status.success(),
+        "herd certs failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let file = |name: &str, key: &'static str| herd_config::TlsFile {
+        path: certs.path().join(name),
+        key,
+        origin: herd_config::Origin::Default,
+    };
+    let tls = herd_actors::tls::api_server_config(&herd_config::TlsIdentityFiles {
+        cert: file("n1.pem", "tls.cert"),
+        key: file("n1.key", "tls.key"),
+    })?;
+    let token = random_cookie();
+    let mut state = ApiState::new(handle.clone());
+    state.auth = std::sync::Arc::new(crate::api::auth::Authenticator::new(
+        &herd_config::ApiSettings {
+            tokens: vec![herd_config::ApiToken {
+                name: "bench".into(),
+                secret: herd_config::TokenSecret::Plain(herd_config::Secret::new(token.clone())),
+                role: herd_config::ApiRole::Admin,
+                tenant: herd_protocol::Tenant::default(),
+            }],
+            ..herd_config::ApiSettings::default()
+        },
+    ));
+    let https_port = free_ports(1)[0];
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", https_port)).await?;
+    let http_settings = handle.config().http_server.clone();
+    let app = router(state);
+    let server = tokio::spawn(async move {
+        crate::http_server::serve_with_tls(
+            listener,
+            app,
+            &http_settings,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            std::future::pending(),
+        )
+        .await
+    });
+    let plain = vec![ApiClient::new(&format!("127.0.0.1:{n1_http}")); 3];
+    let secure = vec![
+        ApiClient::with_ca_certificate(
+            &format!("https://localhost:{https_port}"),
+            &certs.path().join("ca.pem"),
+        )?
+        .with_token(Some(&token));
+        3
+    ];
+    let mut figures = Vec::new();
+    for (path, apis) in [("HTTP n1", plain), ("HTTPS+token n1", secure)] {
+        let throughput = http_throughput(handle, &apis, settings).await?;
+        let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples).await?;
+        figures.push(Figures {
+            path: path.into(),
+            throughput_per_s: throughput,
+            p50_us: p50,
+            p99_us: p99,
+            ran_on,
+        });
+    }
+    server.abort();
     Ok(figures)
 }
 

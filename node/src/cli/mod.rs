@@ -79,6 +79,12 @@ pub struct BenchArgs {
     /// `llm`: the provider's requests_per_minute in the limit run (a backlog of twice that; takes a minute); 0 skips it.
     #[arg(long, default_value_t = 1_200)]
     requests_per_minute: u32,
+    /// `throughput`: also measure n1's API over HTTPS (a `herd certs` development certificate); give with --token.
+    #[arg(long, requires = "token")]
+    tls: bool,
+    /// `throughput`: ... with a bearer token checked on every request; give with --tls.
+    #[arg(long, requires = "tls")]
+    token: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -194,6 +200,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 latency_samples: args.latency_samples.max(1),
                 submitters: args.submitters.max(1),
                 data_dir: args.data_dir.clone(),
+                secure: args.tls && args.token,
             };
             report(
                 &args,
