@@ -113,7 +113,7 @@ impl NodeConfig {
 /// Payload and queue bounds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
-    /// Largest task payload or result, in bytes (at most 8 MiB).
+    /// Largest task payload or result, in bytes (at most 7 MiB).
     pub max_payload_bytes: usize,
     /// Unfinished tasks the orchestrator holds before refusing more (429).
     pub max_unfinished_tasks: u64,

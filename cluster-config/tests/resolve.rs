@@ -221,7 +221,7 @@ fn file_errors_point_at_file_and_line() {
     let at = |line: usize| format!("{}:{line}", path.display());
     for expected in [
         format!(
-            "{}: limits.max_payload_bytes: is 20000000, outside 1..=8388608",
+            "{}: limits.max_payload_bytes: is 20000000, outside 1..=7340032",
             at(6)
         ),
         format!(

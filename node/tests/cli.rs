@@ -177,7 +177,7 @@ fn config_file_errors_name_the_file_and_line() {
     let message = stderr(&output);
     assert!(
         message.contains(&format!(
-            "{}:5: limits.max_payload_bytes: is 99999999, outside 1..=8388608",
+            "{}:5: limits.max_payload_bytes: is 99999999, outside 1..=7340032",
             path.display()
         )),
         "{message}"

@@ -15,9 +15,11 @@ use std::ops::RangeInclusive;
 /// One mebibyte, the unit payload and frame limits are stated in.
 pub const MIB: usize = 1024 * 1024;
 
-/// The largest payload limit an operator may configure: 8 MiB, half of
-/// ractor_cluster's 16 MiB frame limit, leaving room for framing and batching.
-pub const MAX_CONFIGURABLE_PAYLOAD_BYTES: usize = 8 * MIB;
+/// The largest payload limit an operator may configure: 7 MiB, so that a
+/// task's view — its payload and its result, each up to the limit — still
+/// crosses between nodes in one frame under ractor_cluster's 16 MiB limit,
+/// with room for framing and the other fields.
+pub const MAX_CONFIGURABLE_PAYLOAD_BYTES: usize = 7 * MIB;
 
 /// The values `limits.max_payload_bytes` may take: 1 byte up to
 /// [`MAX_CONFIGURABLE_PAYLOAD_BYTES`].
@@ -37,6 +39,8 @@ pub const MAX_BATCH_ITEMS: usize = 1024;
 const _: () = assert!(
     BATCH_PAYLOAD_BUDGET_BYTES + MAX_CONFIGURABLE_PAYLOAD_BYTES + MIB < CLUSTER_FRAME_LIMIT_BYTES
 );
+// One task view (payload and result at the limit) forwarded to another node.
+const _: () = assert!(2 * MAX_CONFIGURABLE_PAYLOAD_BYTES + MIB < CLUSTER_FRAME_LIMIT_BYTES);
 
 /// Splits items into batches bounded by [`MAX_BATCH_ITEMS`] and by
 /// [`BATCH_PAYLOAD_BUDGET_BYTES`] of payload (`size` of each item), so that

@@ -470,6 +470,29 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{providers}");
     }
+    // Listed for admin tokens only (empty otherwise).
+    if !status.tenants.is_empty() {
+        let limited = |used: u64, limit: Option<u64>| match limit {
+            Some(limit) => format!("{used} / {limit}"),
+            None => used.to_string(),
+        };
+        let mut tenants = Table::new();
+        tenants.load_style(UTF8_FULL_CONDENSED).set_header([
+            "tenant",
+            "unfinished",
+            "pending",
+            "held bytes",
+        ]);
+        for t in &status.tenants {
+            tenants.add_row([
+                t.tenant.to_string(),
+                limited(t.unfinished, t.max_unfinished),
+                t.pending.to_string(),
+                limited(t.held_bytes, t.max_held_bytes),
+            ]);
+        }
+        println!("{tenants}");
+    }
     let t = status.tasks;
     println!(
         "tasks: {} pending, {} running, {} succeeded, {} failed (retrying), {} dead, {} cancelled",
