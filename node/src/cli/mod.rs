@@ -9,6 +9,7 @@ mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -52,8 +53,8 @@ enum Command {
 /// Flags of `herd bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// `throughput` (tasks/s and latency), `failover` (detection and recovery times), `scaling` (decision and reaction times) or `llm` (the llm handler's overhead and how closely a provider limit is used).
-    #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling", "llm"])]
+    /// `throughput` (tasks/s and latency), `failover` (detection and recovery times), `scaling` (decision and reaction times), `llm` (the llm handler's overhead and how closely a provider limit is used) or `idle` (CPU per idle node at several cluster sizes).
+    #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling", "llm", "idle"])]
     scenario: String,
     /// Rounds per failover phase.
     #[arg(long, default_value_t = 5)]
@@ -85,6 +86,12 @@ pub struct BenchArgs {
     /// `throughput`: ... with a bearer token checked on every request; give with --tls.
     #[arg(long, requires = "tls")]
     token: bool,
+    /// `idle`: the cluster sizes measured in turn, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "3,10,30")]
+    sizes: Vec<usize>,
+    /// `idle`: seconds each cluster is measured while idle.
+    #[arg(long, default_value_t = 20)]
+    idle_seconds: u64,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -186,6 +193,14 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             &args,
             runtime.block_on(crate::bench_failover::run(args.rounds.max(1))),
             |phases| crate::bench_failover::print(crate::bench_failover::TITLE, phases),
+        ),
+        "idle" => report(
+            &args,
+            runtime.block_on(crate::bench_idle::run(
+                &args.sizes,
+                Duration::from_secs(args.idle_seconds.max(1)),
+            )),
+            |costs| crate::bench_idle::print(costs),
         ),
         "scaling" => report(
             &args,
