@@ -294,6 +294,8 @@ pub struct ClusterSection {
     pub max_silence_ms: Option<i64>,
     /// Floor of the heartbeat-interval standard deviation.
     pub min_std_dev_ms: Option<i64>,
+    /// Peers each node heartbeats (its ring successors).
+    pub watchers: Option<i64>,
 }
 
 /// `[agents.NAME]`.

@@ -230,7 +230,7 @@ impl Default for CircuitSettings {
 /// How silent peers are detected (phi-accrual with a hard silence cap).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FailureDetectorSettings {
-    /// How often each peer is sent a heartbeat.
+    /// How often each watched peer is sent a heartbeat.
     pub heartbeat_interval: Duration,
     /// Phi above which a peer is declared down (8 ≈ one false alarm in 10^8).
     pub threshold: f64,
@@ -264,7 +264,21 @@ pub struct ClusterSettings {
     pub reconnect_max: Duration,
     /// Heartbeats and failure detection.
     pub failure_detector: FailureDetectorSettings,
+    /// How many peers each node heartbeats: the live members are ordered by
+    /// name on a ring and each watches the next `watchers` of them (all
+    /// others in a smaller cluster), so each node's idle cost does not grow
+    /// with the cluster. A member is declared down once two of its watchers
+    /// report it unreachable. Set the same value on every node.
+    pub watchers: usize,
 }
+
+/// Peers each node watches unless configured: enough that a member stays
+/// watched by two independent nodes through several simultaneous failures.
+pub const DEFAULT_WATCHERS: usize = 5;
+
+/// Accepted `cluster.watchers`: at least two, so that no member depends on a
+/// single watcher (one watcher could declare it down alone).
+pub const WATCHERS_RANGE: std::ops::RangeInclusive<i64> = 2..=16;
 
 impl Default for ClusterSettings {
     fn default() -> Self {
@@ -272,6 +286,7 @@ impl Default for ClusterSettings {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
             failure_detector: FailureDetectorSettings::default(),
+            watchers: DEFAULT_WATCHERS,
         }
     }
 }

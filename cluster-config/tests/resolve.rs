@@ -621,3 +621,36 @@ fn http_server_bounds_come_from_the_http_section_and_are_range_checked() {
     .unwrap_err();
     assert!(errors.mentions("http.body_timeout_s"), "{errors}");
 }
+
+#[test]
+fn each_node_watches_five_peers_unless_configured_and_never_fewer_than_two() {
+    let config = resolve(&minimal(), &Environment::default()).unwrap();
+    assert_eq!(config.cluster.watchers, 5);
+
+    let (_dir, path) = write_config("[cluster]\nwatchers = 3\n");
+    let config = resolve(
+        &Overrides {
+            config: Some(path),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(config.cluster.watchers, 3);
+
+    let (_dir, path) = write_config("[cluster]\nwatchers = 1\n");
+    let errors = resolve(
+        &Overrides {
+            config: Some(path.clone()),
+            ..minimal()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains(&format!("{}:2: cluster.watchers: is 1, outside 2..=16", path.display())),
+        "{errors}"
+    );
+}

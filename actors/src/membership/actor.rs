@@ -1,6 +1,7 @@
 //! The membership actor: state and message routing. The behaviour lives in
-//! `connections` (sessions and dialing), `greetings` (who may join) and
-//! `liveness` (heartbeats and failure detection).
+//! `connections` (sessions and dialing), `greetings` (who may join),
+//! `liveness` (heartbeats to the peers this node watches, declaring down),
+//! `reporting` (unreachability reports and their quorum) and `leaving`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 use super::dialer::Dialer;
 use super::failure_detector::PhiAccrualDetector;
 use super::sessions::{SessionEvent, SessionRelay};
+use super::unreachability::Unreachability;
 use super::view::{ClusterView, MemberInfo};
 use crate::runtime::NodeEvent;
 use crate::tls::ClusterTls;
@@ -74,7 +76,7 @@ pub enum MembershipLocal {
         /// The resolved socket address, or why it failed.
         result: Result<SocketAddr, super::connections::DialFailure>,
     },
-    /// Send heartbeats and judge silent peers.
+    /// Send heartbeats to the peers this node watches and judge them.
     HeartbeatTick,
     /// Tell every peer this node is leaving; answer once told.
     Leave(oneshot::Sender<()>),
@@ -120,7 +122,15 @@ pub struct MembershipState {
     pub(super) events: mpsc::UnboundedSender<NodeEvent>,
     pub(super) refused: HashSet<MemberId>,
     pub(super) handshake_warnings: HashMap<String, Instant>,
-    pub(super) detectors: HashMap<NodeName, PhiAccrualDetector>,
+    /// One failure detector per peer this node watches (its subjects on
+    /// the ring), per incarnation.
+    pub(super) detectors: HashMap<MemberId, PhiAccrualDetector>,
+    /// Unreachability reports, this node's and its peers'.
+    pub(super) unreachability: Unreachability,
+    /// When the last heartbeat tick ran, to notice this node's own pauses.
+    pub(super) last_tick: Instant,
+    /// When a watcher's heartbeat last arrived, to notice being cut off.
+    pub(super) last_heartbeat_in: Instant,
     /// Incarnations this node declared down; as orchestrator it makes them
     /// rejoin under a new incarnation.
     pub(super) declared_down: HashSet<MemberId>,
@@ -221,6 +231,7 @@ impl Actor for Membership {
         });
         myself.cast(Mailbox::Local(MembershipLocal::DialTick))?;
         info!(listen = %config.listen, advertise = %config.advertise_addr(), seeds = ?config.seeds, tls = args.cluster_tls.is_some(), "membership started");
+        let local_member = args.greeting.member.clone();
         Ok(MembershipState {
             config,
             greeting: args.greeting,
@@ -236,6 +247,9 @@ impl Actor for Membership {
             refused: HashSet::new(),
             handshake_warnings: HashMap::new(),
             detectors: HashMap::new(),
+            unreachability: Unreachability::new(local_member),
+            last_tick: Instant::now(),
+            last_heartbeat_in: Instant::now(),
             declared_down: HashSet::new(),
             heartbeat_sequence: 0,
             heartbeats_sent: HashMap::new(),
@@ -282,6 +296,14 @@ impl Actor for Membership {
             }
             Mailbox::Cast(MembershipCast::HeartbeatAck { from, sequence }) => {
                 state.on_heartbeat_ack(from, sequence)
+            }
+            Mailbox::Cast(MembershipCast::Unreachable {
+                subject,
+                by,
+                silence_ms,
+            }) => state.on_unreachable(subject, by, Duration::from_millis(silence_ms)),
+            Mailbox::Cast(MembershipCast::Reachable { subject, by }) => {
+                state.on_reachable(subject, by)
             }
             Mailbox::Cast(MembershipCast::Leaving { member }) => state.on_leaving(member),
             Mailbox::Cast(MembershipCast::LeavingAck { from }) => state.on_leaving_ack(from),
@@ -347,6 +369,18 @@ impl MembershipState {
             metrics::gauge!("herd_cluster_nodes", "state" => label).set(count as f64);
         }
         self.view_tx.send_replace(self.view.clone());
+    }
+
+    /// The membership actors of all peers, by session: one look-up of the
+    /// process group for a round of casts.
+    pub(super) fn peer_memberships(&self) -> HashMap<NodeId, ActorRef<MembershipMsg>> {
+        ractor::pg::get_members(&groups::MEMBERSHIP.to_string())
+            .into_iter()
+            .filter_map(|cell| match cell.get_id() {
+                ractor::ActorId::Remote { node_id, .. } => Some((node_id, ActorRef::from(cell))),
+                ractor::ActorId::Local(_) => None,
+            })
+            .collect()
     }
 
     /// The membership actor of the peer on session `node_id`.

@@ -1,11 +1,13 @@
 //! The phi-accrual failure detector (Hayashibara et al.), with a hard cap.
 //!
 //! ractor_cluster keeps a frozen or partitioned peer "connected" forever, so
-//! herd heartbeats every peer and judges each by how surprising its current
-//! silence is given the gaps seen so far: phi = -log10(P(gap > silence)).
-//! Regular peers are declared down soon after they stop; irregular ones get
-//! more slack. Whatever phi says, a peer silent for `max_silence` is down,
-//! which bounds detection time. Pure: callers pass the time.
+//! each node heartbeats the peers it watches (see `watch_ring`) and judges
+//! each by how surprising its current silence is given the gaps seen so
+//! far: phi = -log10(P(gap > silence)). Regular peers are found unreachable
+//! soon after they stop; irregular ones get more slack. Whatever phi says, a
+//! peer silent for `max_silence` is unreachable, which bounds detection
+//! time. A verdict here is one watcher's opinion: `unreachability` decides
+//! when enough watchers agree. Pure: callers pass the time.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -60,6 +62,13 @@ impl PhiAccrualDetector {
         self.sum_of_squares += gap_ms * gap_ms;
     }
 
+    /// Does not count `pause` against the peer: this node itself was
+    /// stopped or starved that long, so the peer's answers could not be
+    /// heard, whatever it did. Never moves the last contact past `now`.
+    pub fn excuse(&mut self, pause: Duration, now: Instant) {
+        self.last_heard = (self.last_heard + pause).min(now).max(self.last_heard);
+    }
+
     /// How long the peer has been silent.
     pub fn silence(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_heard)
@@ -77,7 +86,7 @@ impl PhiAccrualDetector {
         phi(silence, mean, std_dev)
     }
 
-    /// True when the peer should be declared down.
+    /// True when the peer is unreachable: past the threshold or the cap.
     pub fn is_down(&self, now: Instant) -> bool {
         self.silence(now) >= self.settings.max_silence || self.phi(now) >= self.settings.threshold
     }
@@ -151,6 +160,20 @@ mod tests {
             detector.phi(at + quiet)
         );
         assert!(detector.is_down(at + Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn a_pause_of_this_node_is_not_counted_as_the_peers_silence() {
+        let start = Instant::now();
+        let mut detector = regular_peer(start);
+        let last = start + Duration::from_millis(250 * 40);
+        let resumed = last + Duration::from_millis(3000);
+        assert!(detector.is_down(resumed));
+        detector.excuse(Duration::from_millis(2800), resumed);
+        assert_eq!(detector.silence(resumed), Duration::from_millis(200));
+        assert!(!detector.is_suspect(resumed));
+        detector.excuse(Duration::from_secs(60), resumed);
+        assert_eq!(detector.silence(resumed), Duration::ZERO, "never past now");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use ractor_cluster::NodeId;
 use tracing::{debug, error, info, warn};
 
 use super::actor::{MembershipMsg, MembershipState};
-use super::failure_detector::PhiAccrualDetector;
 use super::view::MemberInfo;
 use crate::runtime::FatalError;
 
@@ -145,10 +144,8 @@ impl MembershipState {
         info!(peer = %greeting.member, roles = ?greeting.roles, addr = %greeting.cluster_addr, "peer joined");
         self.dialer
             .add(&greeting.cluster_addr, false, Instant::now());
-        self.detectors.insert(
-            greeting.member.name.clone(),
-            PhiAccrualDetector::new(self.config.cluster.failure_detector.clone(), Instant::now()),
-        );
+        // Whether this node watches the newcomer is the ring's call, at the
+        // next heartbeat tick.
         self.view.peers.insert(
             greeting.member.name.clone(),
             MemberInfo::from_greeting(&greeting, session, now),
@@ -220,7 +217,8 @@ impl MembershipState {
                 peer.state = MemberState::Left;
                 peer.session = None;
                 peer.state_since = UnixMillis::now();
-                self.detectors.remove(&member.name);
+                self.detectors.remove(member);
+                self.unreachability.forget(member);
             }
             self.publish();
         }
@@ -273,6 +271,7 @@ impl MembershipState {
         warn!(old = %old, new = %new, orchestrator = %by, "this node was declared down while unreachable; rejoining under a new incarnation (its old attempts were re-queued)");
         metrics::counter!("herd_rejoins_total").increment(1);
         self.greeting.member = new.clone();
+        self.unreachability.set_local(new.clone());
         self.view.local.member = new;
         self.view.local.state_since = now;
         self.publish();

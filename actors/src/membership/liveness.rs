@@ -1,4 +1,11 @@
-//! Heartbeats, failure detection and leaving.
+//! Heartbeats to the peers this node watches, and declaring a peer down.
+//!
+//! Each tick this node works out its subjects on the ring of live members
+//! (`watch_ring`), heartbeats them, and judges each with its own
+//! phi-accrual detector. Its verdicts are opinions: a subject past the
+//! threshold is reported unreachable to every node (`reporting`), and is
+//! declared down only when enough watchers agree. A closed connection needs
+//! no opinion and is declared down at once (`connections`).
 
 use std::time::{Duration, Instant};
 
@@ -8,17 +15,126 @@ use herd_protocol::{Mailbox, MemberId, NodeName, UnixMillis};
 use tracing::{info, warn};
 
 use super::actor::MembershipState;
+use super::failure_detector::PhiAccrualDetector;
+use super::unreachability::Announcement;
+use super::watch_ring::WatchRing;
 
 /// Heartbeat send times kept for round-trip measurements.
 const RTT_WINDOW: usize = 1024;
 
 impl MembershipState {
-    /// Sends a heartbeat to every live peer and judges the silent ones.
+    /// Heartbeats this node's subjects, judges them, and declares down the
+    /// members enough watchers report unreachable.
     pub(super) fn heartbeat_tick(&mut self) {
         if self.leaving {
             return;
         }
         let now = Instant::now();
+        self.excuse_own_pause(now);
+        let ring = self.watch_ring();
+        let mut announcements = Vec::new();
+        let subjects = self.sync_subjects(&ring, now, &mut announcements);
+        self.send_heartbeats(&subjects, now);
+        let mut unreachable = 0;
+        for subject in &subjects {
+            let Some(detector) = self.detectors.get(subject) else {
+                continue;
+            };
+            let silence = detector.silence(now);
+            let down = detector.is_down(now);
+            let suspect = down || detector.is_suspect(now);
+            unreachable += usize::from(down);
+            if let Some(announcement) = self.unreachability.judge(subject, down, silence, now) {
+                if down {
+                    warn!(peer = %subject, silence_ms = silence.as_millis() as u64, "peer does not answer heartbeats; reporting it unreachable");
+                    metrics::counter!("herd_unreachable_reports_total").increment(1);
+                } else {
+                    info!(peer = %subject, "peer answers heartbeats again; withdrawing the unreachable report");
+                }
+                announcements.push(announcement);
+            }
+            self.mark_suspect(subject, suspect);
+        }
+        announcements.extend(self.unreachability.due_resends(now));
+        self.announce(announcements);
+        self.unreachability.expire(now);
+        self.apply_quorum(&ring, now);
+        self.check_cut_off(subjects.len(), unreachable, now);
+    }
+
+    /// The ring of live members (up or suspect, this node included).
+    pub(super) fn watch_ring(&self) -> WatchRing {
+        let live = self
+            .view
+            .peers
+            .values()
+            .filter(|peer| matches!(peer.state, MemberState::Up | MemberState::Suspect))
+            .map(|peer| &peer.member.name)
+            .chain(std::iter::once(&self.view.local.member.name));
+        WatchRing::new(live, self.config.cluster.watchers)
+    }
+
+    /// A tick far later than the interval means this node itself did not
+    /// run (SIGSTOP, a starved CPU, a long GC-like stall of the runtime):
+    /// the answers its subjects sent meanwhile are still queued, unread.
+    /// That time is not counted as their silence, nor as its watchers'.
+    fn excuse_own_pause(&mut self, now: Instant) {
+        let settings = &self.config.cluster.failure_detector;
+        let gap = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        let slack = settings
+            .heartbeat_interval
+            .max(settings.acceptable_pause / 2);
+        if gap <= settings.heartbeat_interval + slack {
+            return;
+        }
+        let pause = gap - settings.heartbeat_interval;
+        warn!(
+            pause_ms = pause.as_millis() as u64,
+            "this node did not run for a while; not counting the pause as its peers' silence"
+        );
+        for detector in self.detectors.values_mut() {
+            detector.excuse(pause, now);
+        }
+        self.last_heartbeat_in = (self.last_heartbeat_in + pause).min(now);
+    }
+
+    /// Starts watching this node's subjects on `ring` and stops watching
+    /// the others (withdrawing any report about them). Returns the subjects.
+    fn sync_subjects(
+        &mut self,
+        ring: &WatchRing,
+        now: Instant,
+        announcements: &mut Vec<Announcement>,
+    ) -> Vec<MemberId> {
+        let subjects: Vec<MemberId> = ring
+            .subjects_of(&self.view.local.member.name)
+            .into_iter()
+            .filter_map(|name| self.view.peers.get(name))
+            .map(|peer| peer.member.clone())
+            .collect();
+        let no_longer: Vec<MemberId> = self
+            .detectors
+            .keys()
+            .chain(self.unreachability.own_reports())
+            .filter(|member| !subjects.contains(member))
+            .cloned()
+            .collect();
+        for member in no_longer {
+            self.detectors.remove(&member);
+            announcements.extend(self.unreachability.withdraw(&member));
+            // Suspicion was this node's own; it has no evidence any more.
+            self.mark_suspect(&member, false);
+        }
+        for subject in &subjects {
+            self.detectors.entry(subject.clone()).or_insert_with(|| {
+                PhiAccrualDetector::new(self.config.cluster.failure_detector.clone(), now)
+            });
+        }
+        subjects
+    }
+
+    fn send_heartbeats(&mut self, subjects: &[MemberId], now: Instant) {
         self.heartbeat_sequence += 1;
         let sequence = self.heartbeat_sequence;
         self.heartbeats_sent.insert(sequence, now);
@@ -30,52 +146,42 @@ impl MembershipState {
             from: self.greeting.member.clone(),
             sequence,
         };
-        let mut verdicts: Vec<(NodeName, MemberState, Duration)> = Vec::new();
-        for peer in self.view.peers.values() {
-            if !matches!(peer.state, MemberState::Up | MemberState::Suspect) {
-                continue;
-            }
-            if let Some(membership) = peer
-                .session
-                .and_then(|node_id| self.peer_membership(node_id))
+        let memberships = self.peer_memberships();
+        for subject in subjects {
+            if let Some(membership) = self
+                .view
+                .peers
+                .get(&subject.name)
+                .and_then(|peer| peer.session)
+                .and_then(|node_id| memberships.get(&node_id))
             {
                 let _ = membership.cast(Mailbox::Cast(beat.clone()));
             }
-            let Some(detector) = self.detectors.get(&peer.member.name) else {
-                continue;
-            };
-            let verdict = if detector.is_down(now) {
-                MemberState::Down
-            } else if detector.is_suspect(now) {
-                MemberState::Suspect
-            } else {
-                MemberState::Up
-            };
-            if verdict != peer.state {
-                verdicts.push((peer.member.name.clone(), verdict, detector.silence(now)));
-            }
         }
-        for (name, verdict, silence) in verdicts {
-            match verdict {
-                MemberState::Down => {
-                    self.declare_down(&name, "it stopped answering heartbeats", silence)
-                }
-                MemberState::Suspect => {
-                    if let Some(peer) = self.view.peers.get_mut(&name) {
-                        warn!(peer = %peer.member, silence_ms = silence.as_millis() as u64, "peer is late answering heartbeats; suspect");
-                        peer.state = MemberState::Suspect;
-                        self.publish();
-                    }
-                }
-                _ => {
-                    if let Some(peer) = self.view.peers.get_mut(&name) {
-                        info!(peer = %peer.member, "peer answers again");
-                        peer.state = MemberState::Up;
-                        self.publish();
-                    }
-                }
+    }
+
+    /// Marks `member` suspect (late, by this node's own detector) or up again.
+    fn mark_suspect(&mut self, member: &MemberId, suspect: bool) {
+        let Some(peer) = self
+            .view
+            .peers
+            .get_mut(&member.name)
+            .filter(|peer| &peer.member == member)
+        else {
+            return;
+        };
+        match (peer.state, suspect) {
+            (MemberState::Up, true) => {
+                warn!(peer = %peer.member, "peer is late answering heartbeats; suspect");
+                peer.state = MemberState::Suspect;
             }
+            (MemberState::Suspect, false) => {
+                info!(peer = %peer.member, "peer answers again");
+                peer.state = MemberState::Up;
+            }
+            _ => return,
         }
+        self.publish();
     }
 
     /// Records that `from` is alive, if it is the incarnation this node knows.
@@ -83,16 +189,18 @@ impl MembershipState {
         let current = self.view.peers.get(&from.name).is_some_and(|peer| {
             &peer.member == from && matches!(peer.state, MemberState::Up | MemberState::Suspect)
         });
-        if current && let Some(detector) = self.detectors.get_mut(&from.name) {
+        if current && let Some(detector) = self.detectors.get_mut(from) {
             detector.heard(Instant::now());
         }
         current
     }
 
+    /// A watcher's heartbeat: answer it.
     pub(super) fn on_heartbeat(&mut self, from: MemberId, sequence: u64) {
         if !self.heard_from(&from) {
             return;
         }
+        self.last_heartbeat_in = Instant::now();
         let session = self
             .view
             .peers
@@ -106,6 +214,7 @@ impl MembershipState {
         }
     }
 
+    /// A subject's answer.
     pub(super) fn on_heartbeat_ack(&mut self, from: MemberId, sequence: u64) {
         if self.heard_from(&from)
             && let Some(sent) = self.heartbeats_sent.get(&sequence)
@@ -130,71 +239,14 @@ impl MembershipState {
         peer.state_since = UnixMillis::now();
         let member = peer.member.clone();
         let session = peer.session.take();
-        self.detectors.remove(name);
+        self.detectors.remove(&member);
+        self.unreachability.forget(&member);
         self.declared_down.insert(member);
         if let Some(node_id) = session {
             // Stopping the session makes ractor drop the peer's actors and
             // groups here, and tells the peer (if it can hear) at once.
             self.close_session(node_id, Duration::ZERO, "declared down by herd membership");
         }
-        self.publish();
-    }
-
-    /// Tells every peer this node leaves on purpose (after a drain), so they
-    /// mark it left instead of waiting to detect it.
-    pub(super) fn leave(&mut self, done: tokio::sync::oneshot::Sender<()>) {
-        self.leaving = true;
-        let leaving = MembershipCast::Leaving {
-            member: self.greeting.member.clone(),
-        };
-        let mut waiting = std::collections::HashSet::new();
-        for peer in self.view.peers.values() {
-            if let Some(membership) = peer
-                .session
-                .and_then(|node_id| self.peer_membership(node_id))
-                && membership.cast(Mailbox::Cast(leaving.clone())).is_ok()
-            {
-                waiting.insert(peer.member.name.clone());
-            }
-        }
-        info!(peers = waiting.len(), "leaving the cluster");
-        if waiting.is_empty() {
-            let _ = done.send(());
-        } else {
-            self.leave_waiter = Some((done, waiting));
-        }
-    }
-
-    pub(super) fn on_leaving_ack(&mut self, from: MemberId) {
-        let Some((_, waiting)) = self.leave_waiter.as_mut() else {
-            return;
-        };
-        waiting.remove(&from.name);
-        if waiting.is_empty()
-            && let Some((done, _)) = self.leave_waiter.take()
-        {
-            let _ = done.send(());
-        }
-    }
-    pub(super) fn on_leaving(&mut self, member: MemberId) {
-        let Some(peer) = self
-            .view
-            .peers
-            .get_mut(&member.name)
-            .filter(|peer| peer.member == member)
-        else {
-            return;
-        };
-        info!(peer = %member, "peer left the cluster");
-        let session = peer.session.take();
-        peer.state = MemberState::Left;
-        peer.state_since = UnixMillis::now();
-        if let Some(membership) = session.and_then(|node_id| self.peer_membership(node_id)) {
-            let _ = membership.cast(Mailbox::Cast(MembershipCast::LeavingAck {
-                from: self.greeting.member.clone(),
-            }));
-        }
-        self.detectors.remove(&member.name);
         self.publish();
     }
 }

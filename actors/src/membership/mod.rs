@@ -7,10 +7,21 @@
 //! those: it dials seeds and known peers with backoff, greets every peer
 //! whose membership actor appears in the `herd.membership` group, refuses
 //! peers that must not join (another protocol version, a second orchestrator,
-//! a duplicate name), heartbeats every peer and declares silent ones down
-//! (closing their session), and publishes the result on a `watch` channel.
-//! Failure detection runs on every node, whatever its roles: each node must
-//! notice the peers it depends on.
+//! a duplicate name), watches a bounded set of peers and declares silent ones
+//! down (closing their session), and publishes the result on a `watch`
+//! channel.
+//!
+//! Watching scales: the live members are ordered by name on a ring and each
+//! node heartbeats only the next few (`cluster.watchers`, default 5;
+//! `watch_ring`), so its idle cost stays flat as the cluster grows. A
+//! watcher that finds a subject silent past its phi-accrual threshold
+//! reports it unreachable to every node; each node declares the subject down
+//! once two distinct watchers stand against it (one, in a two-node cluster;
+//! `unreachability`), so a single slow or cut-off watcher cannot take a
+//! healthy node down. A closed connection is still declared down at once,
+//! and a node that hears from nobody at all declares its peers down itself
+//! (it is the one cut off). Detection runs on every node, whatever its
+//! roles, and every node reaches the same verdicts from the same reports.
 
 mod actor;
 mod connections;
@@ -20,10 +31,14 @@ mod failure_detector;
 mod gate;
 mod gate_tls;
 mod greetings;
+mod leaving;
 mod liveness;
 mod preauth_frames;
+mod reporting;
 mod sessions;
+mod unreachability;
 mod view;
+mod watch_ring;
 
 pub use actor::{Membership, MembershipArgs, MembershipLocal, MembershipMsg};
 pub use view::{ClusterView, MemberInfo};

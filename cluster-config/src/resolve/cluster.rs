@@ -1,11 +1,12 @@
-//! `[cluster]`: redial backoff and failure-detector tuning.
+//! `[cluster]`: redial backoff, failure-detector tuning and how many peers
+//! each node watches.
 
 use std::time::Duration;
 
 use super::range_check::file_integer;
 use crate::error::ConfigError;
 use crate::file::LoadedFile;
-use crate::model::{ClusterSettings, FailureDetectorSettings};
+use crate::model::{ClusterSettings, FailureDetectorSettings, WATCHERS_RANGE};
 use crate::origin::Origin;
 
 /// Resolves `[cluster]`; a key that is unset or out of range keeps its
@@ -104,9 +105,19 @@ pub(super) fn resolve_cluster(
             None => detector_defaults.threshold,
         },
     };
+    let watchers = file_integer(
+        file,
+        "cluster.watchers",
+        section.and_then(|s| s.watchers),
+        WATCHERS_RANGE,
+        "set how many peers each node heartbeats (its successors on the ring of members); a member is declared down when two of them report it",
+        errors,
+    )
+    .map_or(defaults.watchers, |v| v as usize);
     ClusterSettings {
         reconnect_initial: initial,
         reconnect_max: max.max(initial),
         failure_detector,
+        watchers,
     }
 }

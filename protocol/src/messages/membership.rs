@@ -153,6 +153,29 @@ pub enum MembershipCast {
         /// The addresses.
         addresses: Vec<String>,
     },
+    /// The sender's failure detector finds `subject`, one of the peers it
+    /// watches, silent past its threshold. Sent to every peer, and again
+    /// every second while it stands; a node declares `subject` down once
+    /// two distinct watchers stand against it (see the membership module).
+    /// A node that has already declared `subject` down answers the sender
+    /// with its own report, so a late joiner reaches the same verdict.
+    Unreachable {
+        /// The peer found silent (this incarnation only).
+        subject: MemberId,
+        /// The watcher reporting it.
+        by: MemberId,
+        /// How long the watcher had heard nothing from it, milliseconds.
+        silence_ms: u64,
+    },
+    /// The sender withdraws its `Unreachable` report about `subject`: its
+    /// heartbeats are answered again, or it is no longer the sender's to
+    /// watch.
+    Reachable {
+        /// The peer the report was about.
+        subject: MemberId,
+        /// The watcher withdrawing it.
+        by: MemberId,
+    },
 }
 
 /// Most addresses one [`MembershipCast::Peers`] carries (or a receiver
