@@ -215,8 +215,47 @@ pub fn temp_dir(label: &str) -> std::io::Result<TempDir> {
 /// which file and seeds each node has.
 const NOT_PASSED_ON: [&str; 2] = ["HERD_CONFIG", "HERD_SEEDS"];
 
-/// Ports that were free a moment ago.
+/// Ports that were free a moment ago, `count` distinct ones.
+///
+/// They are chosen below the kernel's ephemeral range when it can be read:
+/// the kernel takes the local ports of outgoing connections from that range,
+/// so with dozens of nodes dialing each other at start, one node's dial
+/// could otherwise take a port handed to another node before it binds it.
 pub fn free_ports(count: usize) -> Vec<u16> {
+    const LOWEST: u16 = 10_000;
+    let Some(ephemeral_start) = ephemeral_range_start().filter(|start| *start > LOWEST + 1_000)
+    else {
+        return ephemeral_free_ports(count);
+    };
+    let mut rng = rand::rng();
+    let mut ports: Vec<u16> = Vec::with_capacity(count);
+    for _ in 0..count * 100 {
+        if ports.len() == count {
+            break;
+        }
+        let port = rand::RngExt::random_range(&mut rng, LOWEST..ephemeral_start);
+        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < count {
+        return ephemeral_free_ports(count);
+    }
+    ports
+}
+
+/// The first port of the kernel's ephemeral range, on Linux.
+fn ephemeral_range_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Ports the kernel hands out as free, from its ephemeral range.
+fn ephemeral_free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("loopback has free ports"))
         .collect();

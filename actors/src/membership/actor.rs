@@ -67,6 +67,15 @@ pub enum MembershipLocal {
     /// whether it lost ractor's duplicate-connection election (harmless) or
     /// failed the cookie handshake.
     CheckHandshake(SessionEvent),
+    /// The session of a peer closed while other connections were still
+    /// authenticating: one of them may be the same peer's surviving
+    /// session. Declare it down now unless one is.
+    CheckClosedPeer {
+        /// The peer.
+        member: MemberId,
+        /// Its ractor_cluster name (one per process).
+        peer_name: Option<String>,
+    },
     /// Start due dials.
     DialTick,
     /// A dial ended.
@@ -278,6 +287,9 @@ impl Actor for Membership {
         match message {
             Mailbox::Local(MembershipLocal::Session(event)) => state.on_session(&myself, event),
             Mailbox::Local(MembershipLocal::CheckHandshake(event)) => state.check_handshake(event),
+            Mailbox::Local(MembershipLocal::CheckClosedPeer { member, peer_name }) => {
+                state.check_closed_peer(&member, peer_name.as_deref())
+            }
             Mailbox::Local(MembershipLocal::DialTick) => state.dial_due(&myself),
             Mailbox::Local(MembershipLocal::DialFinished { address, result }) => {
                 state.on_dial_finished(address, result)

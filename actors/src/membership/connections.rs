@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use herd_protocol::messages::orchestrator::MemberState;
-use herd_protocol::{Mailbox, NodeName};
+use herd_protocol::{Mailbox, MemberId, NodeName};
 use ractor::ActorRef;
 use ractor_cluster::{NodeId, NodeServerMessage};
 use rand::RngExt;
@@ -91,7 +91,7 @@ impl MembershipState {
             });
             return;
         }
-        let lost: Vec<_> = self
+        let lost: Vec<MemberId> = self
             .view
             .peers
             .values()
@@ -99,12 +99,74 @@ impl MembershipState {
                 peer.session == Some(event.node_id)
                     && matches!(peer.state, MemberState::Up | MemberState::Suspect)
             })
-            .map(|peer| peer.member.name.clone())
+            .map(|peer| peer.member.clone())
             .collect();
-        for name in lost {
+        let peer_name = record.and_then(|closed| closed.event.peer_name);
+        // Other connections still authenticating may include the peer's:
+        // when both sides dial at once, ractor_cluster's election may close
+        // this one before the other authenticates here.
+        let others_pending = self.sessions.values().any(|other| !other.authenticated);
+        for member in lost {
+            if self.move_to_surviving_session(&member, peer_name.as_deref()) {
+                continue;
+            }
+            if others_pending {
+                if let Some(peer) = self.view.peers.get_mut(&member.name) {
+                    peer.session = None;
+                }
+                let peer_name = peer_name.clone();
+                myself.send_after(HANDSHAKE_GRACE, move || {
+                    Mailbox::Local(MembershipLocal::CheckClosedPeer { member, peer_name })
+                });
+                continue;
+            }
             // A closed connection is a certain failure: no detection wait.
-            self.declare_down(&name, "its connection closed", Duration::ZERO);
+            self.declare_down(&member.name, "its connection closed", Duration::ZERO);
         }
+    }
+
+    /// ractor_cluster keeps one session per peer process: when both sides
+    /// dial at once it closes the loser of its election, and the peer lives
+    /// on in the winner. Moves `member` to such a session if there is one.
+    fn move_to_surviving_session(&mut self, member: &MemberId, peer_name: Option<&str>) -> bool {
+        let Some(peer_name) = peer_name else {
+            return false;
+        };
+        let survivor = self
+            .sessions
+            .values()
+            .filter(|other| other.authenticated && other.event.peer_name.as_deref() == Some(peer_name))
+            .map(|other| other.event.node_id)
+            .max();
+        let Some(node_id) = survivor else {
+            return false;
+        };
+        let Some(peer) = self
+            .view
+            .peers
+            .get_mut(&member.name)
+            .filter(|peer| &peer.member == member)
+        else {
+            return false;
+        };
+        debug!(peer = %member, "a duplicate cluster connection closed; the peer stays on the other");
+        peer.session = Some(node_id);
+        self.publish();
+        true
+    }
+
+    /// A grace after a peer's session closed while others were
+    /// authenticating: the peer is down unless one of them is its own.
+    pub(super) fn check_closed_peer(&mut self, member: &MemberId, peer_name: Option<&str>) {
+        let still_waiting = self.view.peers.get(&member.name).is_some_and(|peer| {
+            &peer.member == member
+                && peer.session.is_none()
+                && matches!(peer.state, MemberState::Up | MemberState::Suspect)
+        });
+        if !still_waiting || self.move_to_surviving_session(member, peer_name) {
+            return;
+        }
+        self.declare_down(&member.name, "its connection closed", HANDSHAKE_GRACE);
     }
 
     /// An unauthenticated session closed a while ago. If a session to the

@@ -25,11 +25,18 @@ pub struct PhiAccrualDetector {
     sum: f64,
     sum_of_squares: f64,
     last_heard: Instant,
+    /// False until the peer first answers: a peer that has not yet greeted
+    /// this node back ignores its heartbeats, and while a cluster forms that
+    /// can take seconds on a busy machine.
+    answered: bool,
 }
 
 impl PhiAccrualDetector {
-    /// A detector for a peer heard from at `now`. It starts with one gap of
-    /// the heartbeat interval, so a peer that never speaks is still judged.
+    /// A detector for a peer first probed at `now`. Until the peer first
+    /// answers it is judged only by a silence of twice `max_silence` (as Akka
+    /// waits for a first heartbeat response before monitoring), so a peer
+    /// that never answers is still found unreachable; after that, by phi,
+    /// starting from one gap of the heartbeat interval.
     pub fn new(settings: FailureDetectorSettings, now: Instant) -> Self {
         let first = settings.heartbeat_interval.as_secs_f64() * 1000.0;
         let mut detector = PhiAccrualDetector {
@@ -38,6 +45,7 @@ impl PhiAccrualDetector {
             sum: 0.0,
             sum_of_squares: 0.0,
             last_heard: now,
+            answered: false,
         };
         detector.push_gap(first);
         detector
@@ -47,7 +55,11 @@ impl PhiAccrualDetector {
     pub fn heard(&mut self, now: Instant) {
         let gap = now.saturating_duration_since(self.last_heard).as_secs_f64() * 1000.0;
         self.last_heard = now;
-        self.push_gap(gap);
+        // The wait for the first answer says nothing about the peer's rhythm.
+        if self.answered {
+            self.push_gap(gap);
+        }
+        self.answered = true;
     }
 
     fn push_gap(&mut self, gap_ms: f64) {
@@ -88,12 +100,15 @@ impl PhiAccrualDetector {
 
     /// True when the peer is unreachable: past the threshold or the cap.
     pub fn is_down(&self, now: Instant) -> bool {
+        if !self.answered {
+            return self.silence(now) >= self.settings.max_silence * 2;
+        }
         self.silence(now) >= self.settings.max_silence || self.phi(now) >= self.settings.threshold
     }
 
     /// True when the peer is late enough to be suspect (half the threshold).
     pub fn is_suspect(&self, now: Instant) -> bool {
-        self.phi(now) >= self.settings.threshold / 2.0
+        self.answered && self.phi(now) >= self.settings.threshold / 2.0
     }
 }
 
@@ -114,6 +129,21 @@ fn phi(silence: f64, mean: f64, std_dev: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_never_answered_gets_twice_the_cap_then_phi_once_it_answers() {
+        let start = Instant::now();
+        let mut detector = PhiAccrualDetector::new(FailureDetectorSettings::default(), start);
+        assert!(!detector.is_suspect(start + Duration::from_millis(4900)));
+        assert!(!detector.is_down(start + Duration::from_millis(4900)));
+        assert!(detector.is_down(start + Duration::from_millis(5000)));
+        // A first answer after 4 s: judged by phi from then on, and the wait
+        // is not taken for the peer's rhythm.
+        let answered = start + Duration::from_secs(4);
+        detector.heard(answered);
+        assert!(!detector.is_down(answered + Duration::from_millis(900)));
+        assert!(detector.is_down(answered + Duration::from_millis(2000)));
+    }
 
     fn regular_peer(start: Instant) -> PhiAccrualDetector {
         let mut detector = PhiAccrualDetector::new(FailureDetectorSettings::default(), start);
