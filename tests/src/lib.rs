@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 pub use herd_node::api_client::{ApiClient, ApiClientError};
 pub use herd_node::local_cluster::{LocalCluster, NodeRef, NodeSpec, TempDir, temp_dir};
+pub use link_cut::LinkCut;
+
+mod link_cut;
 
 /// The deadline of a multi-process test, from [`with_deadline`]: well over
 /// what the slowest takes on a loaded two-core machine, far under CI's limit.
