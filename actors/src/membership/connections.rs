@@ -319,6 +319,23 @@ impl MembershipState {
         }
     }
 
+    /// The newest authenticated session of a process that calls itself
+    /// `name`.
+    pub(super) fn authenticated_session_named(&self, name: &NodeName) -> Option<NodeId> {
+        self.sessions
+            .values()
+            .filter(|record| {
+                record.authenticated
+                    && record
+                        .event
+                        .peer_name
+                        .as_deref()
+                        .is_some_and(|peer| herd_name_of(peer) == name.as_str())
+            })
+            .map(|record| record.event.node_id)
+            .max()
+    }
+
     /// The session of the node called `name` that advertises `address`:
     /// two processes may claim one name, and a refusal must reach (and
     /// close) the right one. Without a session at that address, the only

@@ -33,10 +33,11 @@ pub struct PhiAccrualDetector {
 
 impl PhiAccrualDetector {
     /// A detector for a peer first probed at `now`. Until the peer first
-    /// answers it is judged only by a silence of twice `max_silence` (as Akka
-    /// waits for a first heartbeat response before monitoring), so a peer
-    /// that never answers is still found unreachable; after that, by phi,
-    /// starting from one gap of the heartbeat interval.
+    /// answers it is judged only by the `max_silence` cap (as Akka waits for
+    /// a first heartbeat response before monitoring: a joining node may be
+    /// busy for a while), so a peer that never answers is still found
+    /// unreachable; after that, by phi, starting from one gap of the
+    /// heartbeat interval.
     pub fn new(settings: FailureDetectorSettings, now: Instant) -> Self {
         let first = settings.heartbeat_interval.as_secs_f64() * 1000.0;
         let mut detector = PhiAccrualDetector {
@@ -101,7 +102,7 @@ impl PhiAccrualDetector {
     /// True when the peer is unreachable: past the threshold or the cap.
     pub fn is_down(&self, now: Instant) -> bool {
         if !self.answered {
-            return self.silence(now) >= self.settings.max_silence * 2;
+            return self.silence(now) >= self.settings.max_silence;
         }
         self.silence(now) >= self.settings.max_silence || self.phi(now) >= self.settings.threshold
     }
@@ -131,15 +132,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_that_never_answered_gets_twice_the_cap_then_phi_once_it_answers() {
+    fn a_peer_that_never_answered_gets_the_cap_then_phi_once_it_answers() {
         let start = Instant::now();
         let mut detector = PhiAccrualDetector::new(FailureDetectorSettings::default(), start);
-        assert!(!detector.is_suspect(start + Duration::from_millis(4900)));
-        assert!(!detector.is_down(start + Duration::from_millis(4900)));
-        assert!(detector.is_down(start + Duration::from_millis(5000)));
-        // A first answer after 4 s: judged by phi from then on, and the wait
+        assert!(!detector.is_suspect(start + Duration::from_millis(2400)));
+        assert!(!detector.is_down(start + Duration::from_millis(2400)));
+        assert!(detector.is_down(start + Duration::from_millis(2500)));
+        // A first answer after 2 s: judged by phi from then on, and the wait
         // is not taken for the peer's rhythm.
-        let answered = start + Duration::from_secs(4);
+        let answered = start + Duration::from_secs(2);
         detector.heard(answered);
         assert!(!detector.is_down(answered + Duration::from_millis(900)));
         assert!(detector.is_down(answered + Duration::from_millis(2000)));

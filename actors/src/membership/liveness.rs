@@ -195,17 +195,20 @@ impl MembershipState {
         current
     }
 
-    /// A watcher's heartbeat: answer it.
+    /// A watcher's heartbeat: answer it, even before this node has taken
+    /// the watcher's greeting (while a cluster forms, a greeting can lag its
+    /// sender's first heartbeats by seconds, and the watcher must not take
+    /// that for silence).
     pub(super) fn on_heartbeat(&mut self, from: MemberId, sequence: u64) {
-        if !self.heard_from(&from) {
-            return;
-        }
+        self.heard_from(&from);
         self.last_heartbeat_in = Instant::now();
         let session = self
             .view
             .peers
             .get(&from.name)
-            .and_then(|peer| peer.session);
+            .filter(|peer| peer.member == from)
+            .and_then(|peer| peer.session)
+            .or_else(|| self.authenticated_session_named(&from.name));
         if let Some(membership) = session.and_then(|node_id| self.peer_membership(node_id)) {
             let _ = membership.cast(Mailbox::Cast(MembershipCast::HeartbeatAck {
                 from: self.greeting.member.clone(),
