@@ -1,6 +1,6 @@
 //! Sessions and dialing: keeping a connection to every seed and peer.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::actor::{MembershipLocal, MembershipMsg, MembershipState, SessionRecord};
 use super::sessions::{SessionChange, SessionEvent, herd_name_of};
+use super::view::MemberInfo;
 use crate::tls::ClusterTls;
 
 /// How long after an unauthenticated close the cause is judged.
@@ -216,30 +217,25 @@ impl MembershipState {
         );
     }
 
-    fn address_connected(&self, address: &str) -> bool {
-        let resolved = self.resolved.get(address).map(|addr| addr.to_string());
-        self.sessions.values().any(|record| {
-            record.authenticated
-                && (record.event.connection_string.as_deref() == Some(address)
-                    || resolved.as_deref() == Some(record.event.peer_addr.as_str()))
-        }) || self
-            .view
-            .peers
-            .values()
-            .any(|peer| peer.state == MemberState::Up && peer.cluster_addr == address)
-    }
-
     pub(super) fn dial_due(&mut self, myself: &ActorRef<MembershipMsg>) {
         if self.leaving {
             return;
         }
         let now = Instant::now();
         let own = self.config.advertise_addr();
-        let connected: HashSet<String> = self.targets_connected();
-        for address in self
-            .dialer
-            .due(now, |address| address == own || connected.contains(address))
-        {
+        let connected = connected_addresses(&self.sessions, &self.view.peers);
+        let resolved = &self.resolved;
+        // A target given as a name is connected if its resolved socket
+        // address is; formatting that address is looked at last, as most
+        // targets are found by the string they were given as.
+        let is_connected = |address: &str| {
+            address == own
+                || connected.contains(address)
+                || resolved
+                    .get(address)
+                    .is_some_and(|addr| connected.contains(addr.to_string().as_str()))
+        };
+        for address in self.dialer.due(now, is_connected) {
             let node_server = self.node_server.clone();
             let membership = myself.clone();
             let tls = self.cluster_tls.clone();
@@ -254,18 +250,6 @@ impl MembershipState {
         if !self.view.discovery_complete && self.dialer.seeds_tried() {
             self.publish();
         }
-    }
-
-    fn targets_connected(&self) -> HashSet<String> {
-        let candidates = self
-            .resolved
-            .keys()
-            .chain(self.config.seeds.iter())
-            .chain(self.view.peers.values().map(|peer| &peer.cluster_addr));
-        candidates
-            .filter(|address| self.address_connected(address))
-            .cloned()
-            .collect()
     }
 
     pub(super) fn on_dial_finished(
@@ -364,6 +348,31 @@ impl MembershipState {
                 _ => None,
             })
     }
+}
+
+/// Every address with a live session: the advertised address and socket
+/// address of each authenticated session and each up peer's address. Built
+/// in one pass over sessions and peers: it runs every dial tick (ten times a
+/// second) on every node, so it must not cost the square of the cluster's
+/// size.
+fn connected_addresses<'a>(
+    sessions: &'a HashMap<NodeId, SessionRecord>,
+    peers: &'a BTreeMap<NodeName, MemberInfo>,
+) -> HashSet<&'a str> {
+    let mut connected: HashSet<&str> = HashSet::new();
+    for record in sessions.values().filter(|record| record.authenticated) {
+        connected.insert(record.event.peer_addr.as_str());
+        if let Some(address) = record.event.connection_string.as_deref() {
+            connected.insert(address);
+        }
+    }
+    connected.extend(
+        peers
+            .values()
+            .filter(|peer| peer.state == MemberState::Up)
+            .map(|peer| peer.cluster_addr.as_str()),
+    );
+    connected
 }
 
 /// Why a dial failed.
