@@ -87,6 +87,9 @@ pub enum MembershipLocal {
     },
     /// Send heartbeats to the peers this node watches and judge them.
     HeartbeatTick,
+    /// Judge the watched peers now: one is due to cross its detector's
+    /// threshold before the next tick.
+    Judge,
     /// Tell every peer this node is leaving; answer once told.
     Leave(oneshot::Sender<()>),
 }
@@ -140,6 +143,8 @@ pub struct MembershipState {
     pub(super) last_tick: Instant,
     /// When a watcher's heartbeat last arrived, to notice being cut off.
     pub(super) last_heartbeat_in: Instant,
+    /// When a judgement between ticks is scheduled, if one is.
+    pub(super) judge_at: Option<Instant>,
     /// Incarnations this node declared down; as orchestrator it makes them
     /// rejoin under a new incarnation.
     pub(super) declared_down: HashSet<MemberId>,
@@ -259,6 +264,7 @@ impl Actor for Membership {
             unreachability: Unreachability::new(local_member),
             last_tick: Instant::now(),
             last_heartbeat_in: Instant::now(),
+            judge_at: None,
             declared_down: HashSet::new(),
             heartbeat_sequence: 0,
             heartbeats_sent: HashMap::new(),
@@ -294,7 +300,8 @@ impl Actor for Membership {
             Mailbox::Local(MembershipLocal::DialFinished { address, result }) => {
                 state.on_dial_finished(address, result)
             }
-            Mailbox::Local(MembershipLocal::HeartbeatTick) => state.heartbeat_tick(),
+            Mailbox::Local(MembershipLocal::HeartbeatTick) => state.heartbeat_tick(&myself),
+            Mailbox::Local(MembershipLocal::Judge) => state.judge_tick(&myself),
             Mailbox::Local(MembershipLocal::Leave(done)) => state.leave(done),
             Mailbox::Cast(MembershipCast::Hello(greeting)) => {
                 let member = greeting.member.clone();

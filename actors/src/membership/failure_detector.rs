@@ -21,32 +21,28 @@ const WINDOW: usize = 200;
 #[derive(Clone, Debug)]
 pub struct PhiAccrualDetector {
     settings: FailureDetectorSettings,
+    /// How many standard deviations past the mean gap phi reaches the
+    /// threshold (phi depends on nothing else), so the moment a silent peer
+    /// becomes unreachable can be computed ahead.
+    threshold_deviations: f64,
     gaps_ms: VecDeque<f64>,
     sum: f64,
     sum_of_squares: f64,
     last_heard: Instant,
-    /// False until the peer first answers: a peer that has not yet greeted
-    /// this node back ignores its heartbeats, and while a cluster forms that
-    /// can take seconds on a busy machine.
-    answered: bool,
 }
 
 impl PhiAccrualDetector {
-    /// A detector for a peer first probed at `now`. Until the peer first
-    /// answers it is judged only by the `max_silence` cap (as Akka waits for
-    /// a first heartbeat response before monitoring: a joining node may be
-    /// busy for a while), so a peer that never answers is still found
-    /// unreachable; after that, by phi, starting from one gap of the
-    /// heartbeat interval.
+    /// A detector for a peer heard from at `now`. It starts with one gap of
+    /// the heartbeat interval, so a peer that never speaks is still judged.
     pub fn new(settings: FailureDetectorSettings, now: Instant) -> Self {
         let first = settings.heartbeat_interval.as_secs_f64() * 1000.0;
         let mut detector = PhiAccrualDetector {
+            threshold_deviations: deviations_for(settings.threshold),
             settings,
             gaps_ms: VecDeque::with_capacity(WINDOW),
             sum: 0.0,
             sum_of_squares: 0.0,
             last_heard: now,
-            answered: false,
         };
         detector.push_gap(first);
         detector
@@ -56,11 +52,7 @@ impl PhiAccrualDetector {
     pub fn heard(&mut self, now: Instant) {
         let gap = now.saturating_duration_since(self.last_heard).as_secs_f64() * 1000.0;
         self.last_heard = now;
-        // The wait for the first answer says nothing about the peer's rhythm.
-        if self.answered {
-            self.push_gap(gap);
-        }
-        self.answered = true;
+        self.push_gap(gap);
     }
 
     fn push_gap(&mut self, gap_ms: f64) {
@@ -87,39 +79,52 @@ impl PhiAccrualDetector {
         now.saturating_duration_since(self.last_heard)
     }
 
-    /// Suspicion level at `now`.
-    pub fn phi(&self, now: Instant) -> f64 {
+    /// The expected gap (with the acceptable pause) and its deviation, ms.
+    fn distribution(&self) -> (f64, f64) {
         let count = self.gaps_ms.len() as f64;
         let mean = self.sum / count + self.settings.acceptable_pause.as_secs_f64() * 1000.0;
         let variance = (self.sum_of_squares / count - (self.sum / count).powi(2)).max(0.0);
         let std_dev = variance
             .sqrt()
             .max(self.settings.min_std_dev.as_secs_f64() * 1000.0);
+        (mean, std_dev)
+    }
+
+    /// Suspicion level at `now`.
+    pub fn phi(&self, now: Instant) -> f64 {
+        let (mean, std_dev) = self.distribution();
         let silence = self.silence(now).as_secs_f64() * 1000.0;
-        phi(silence, mean, std_dev)
+        phi_at((silence - mean) / std_dev)
     }
 
     /// True when the peer is unreachable: past the threshold or the cap.
     pub fn is_down(&self, now: Instant) -> bool {
-        if !self.answered {
-            return self.silence(now) >= self.settings.max_silence;
-        }
         self.silence(now) >= self.settings.max_silence || self.phi(now) >= self.settings.threshold
+    }
+
+    /// When the peer becomes unreachable if it stays silent: a caller that
+    /// judges on a coarse tick can judge again at this moment instead of
+    /// up to a tick later.
+    pub fn unreachable_at(&self) -> Instant {
+        let (mean, std_dev) = self.distribution();
+        let by_phi = Duration::from_secs_f64(
+            ((mean + self.threshold_deviations * std_dev) / 1000.0).max(0.0),
+        );
+        self.last_heard + by_phi.min(self.settings.max_silence)
     }
 
     /// True when the peer is late enough to be suspect (half the threshold).
     pub fn is_suspect(&self, now: Instant) -> bool {
-        self.answered && self.phi(now) >= self.settings.threshold / 2.0
+        self.phi(now) >= self.settings.threshold / 2.0
     }
 }
 
-/// -log10 of the probability that a normally distributed gap exceeds
-/// `silence`, using the logistic approximation of the normal CDF (as Akka
-/// does), which stays finite far in the tail.
-fn phi(silence: f64, mean: f64, std_dev: f64) -> f64 {
-    let y = (silence - mean) / std_dev;
+/// -log10 of the probability that a normally distributed gap exceeds the
+/// mean by `y` standard deviations, using the logistic approximation of the
+/// normal CDF (as Akka does), which stays finite far in the tail.
+fn phi_at(y: f64) -> f64 {
     let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
-    let p_later = if silence > mean {
+    let p_later = if y > 0.0 {
         e / (1.0 + e)
     } else {
         1.0 - 1.0 / (1.0 + e)
@@ -127,23 +132,40 @@ fn phi(silence: f64, mean: f64, std_dev: f64) -> f64 {
     -p_later.max(f64::MIN_POSITIVE).log10()
 }
 
+/// The `y` at which [`phi_at`] reaches `threshold` (phi grows with `y`), by
+/// bisection to well under a microsecond of silence.
+fn deviations_for(threshold: f64) -> f64 {
+    let (mut low, mut high) = (-10.0_f64, 100.0_f64);
+    for _ in 0..100 {
+        let middle = (low + high) / 2.0;
+        if phi_at(middle) >= threshold {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    high
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_that_never_answered_gets_the_cap_then_phi_once_it_answers() {
+    fn the_moment_a_silent_peer_becomes_unreachable_is_known_ahead() {
         let start = Instant::now();
-        let mut detector = PhiAccrualDetector::new(FailureDetectorSettings::default(), start);
-        assert!(!detector.is_suspect(start + Duration::from_millis(2400)));
-        assert!(!detector.is_down(start + Duration::from_millis(2400)));
-        assert!(detector.is_down(start + Duration::from_millis(2500)));
-        // A first answer after 2 s: judged by phi from then on, and the wait
-        // is not taken for the peer's rhythm.
-        let answered = start + Duration::from_secs(2);
-        detector.heard(answered);
-        assert!(!detector.is_down(answered + Duration::from_millis(900)));
-        assert!(detector.is_down(answered + Duration::from_millis(2000)));
+        let regular = regular_peer(start);
+        let mut irregular = PhiAccrualDetector::new(FailureDetectorSettings::default(), start);
+        let mut at = start;
+        for i in 0..60 {
+            at += Duration::from_millis(if i % 2 == 0 { 50 } else { 900 });
+            irregular.heard(at);
+        }
+        for detector in [regular, irregular] {
+            let moment = detector.unreachable_at();
+            assert!(!detector.is_down(moment - Duration::from_millis(1)));
+            assert!(detector.is_down(moment + Duration::from_millis(1)));
+        }
     }
 
     fn regular_peer(start: Instant) -> PhiAccrualDetector {
@@ -209,14 +231,16 @@ mod tests {
 
     #[test]
     fn phi_grows_with_silence() {
-        let values: Vec<f64> = [0.0, 100.0, 200.0, 400.0, 800.0]
+        let values: Vec<f64> = [-4.0, -2.0, 0.0, 2.0, 4.0, 12.0]
             .iter()
-            .map(|s| phi(*s, 200.0, 50.0))
+            .map(|y| phi_at(*y))
             .collect();
         assert!(values.windows(2).all(|w| w[0] <= w[1]), "{values:?}");
         assert!(
-            (phi(200.0, 200.0, 50.0) - 0.301).abs() < 0.01,
+            (phi_at(0.0) - 0.301).abs() < 0.01,
             "at the mean, P(later) is one half"
         );
+        let y = deviations_for(8.0);
+        assert!((phi_at(y) - 8.0).abs() < 1e-6, "{y}");
     }
 }

@@ -14,7 +14,9 @@ use herd_protocol::messages::orchestrator::MemberState;
 use herd_protocol::{Mailbox, MemberId, NodeName, UnixMillis};
 use tracing::{info, warn};
 
-use super::actor::MembershipState;
+use ractor::ActorRef;
+
+use super::actor::{MembershipLocal, MembershipMsg, MembershipState};
 use super::failure_detector::PhiAccrualDetector;
 use super::unreachability::Announcement;
 use super::watch_ring::WatchRing;
@@ -25,7 +27,7 @@ const RTT_WINDOW: usize = 1024;
 impl MembershipState {
     /// Heartbeats this node's subjects, judges them, and declares down the
     /// members enough watchers report unreachable.
-    pub(super) fn heartbeat_tick(&mut self) {
+    pub(super) fn heartbeat_tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         if self.leaving {
             return;
         }
@@ -35,8 +37,45 @@ impl MembershipState {
         let mut announcements = Vec::new();
         let subjects = self.sync_subjects(&ring, now, &mut announcements);
         self.send_heartbeats(&subjects, now);
+        announcements.extend(self.unreachability.due_resends(now));
+        self.unreachability.expire(now);
+        self.judge(myself, &ring, &subjects, now, announcements);
+    }
+
+    /// A subject is due to cross its detector's threshold between two
+    /// ticks: judge it at that moment rather than up to a tick later.
+    pub(super) fn judge_tick(&mut self, myself: &ActorRef<MembershipMsg>) {
+        self.judge_at = None;
+        if self.leaving {
+            return;
+        }
+        let now = Instant::now();
+        self.excuse_own_pause(now);
+        let ring = self.watch_ring();
+        let subjects: Vec<MemberId> = ring
+            .subjects_of(&self.view.local.member.name)
+            .into_iter()
+            .filter_map(|name| self.view.peers.get(name))
+            .map(|peer| peer.member.clone())
+            .filter(|member| self.detectors.contains_key(member))
+            .collect();
+        self.judge(myself, &ring, &subjects, now, Vec::new());
+    }
+
+    /// Judges each subject with its detector, announces what changed,
+    /// declares down what the quorum says, checks whether this node is cut
+    /// off, and arranges to judge again when a subject is due to cross the
+    /// threshold before the next tick.
+    fn judge(
+        &mut self,
+        myself: &ActorRef<MembershipMsg>,
+        ring: &WatchRing,
+        subjects: &[MemberId],
+        now: Instant,
+        mut announcements: Vec<Announcement>,
+    ) {
         let mut unreachable = 0;
-        for subject in &subjects {
+        for subject in subjects {
             let Some(detector) = self.detectors.get(subject) else {
                 continue;
             };
@@ -55,11 +94,40 @@ impl MembershipState {
             }
             self.mark_suspect(subject, suspect);
         }
-        announcements.extend(self.unreachability.due_resends(now));
         self.announce(announcements);
-        self.unreachability.expire(now);
-        self.apply_quorum(&ring, now);
+        self.apply_quorum(ring, now);
         self.check_cut_off(subjects.len(), unreachable, now);
+        self.schedule_judgement(myself, subjects, now);
+    }
+
+    /// Schedules [`Self::judge_tick`] for the earliest moment a subject not
+    /// yet reported would become unreachable, if that comes before the next
+    /// tick. Healthy subjects are due far later, so an idle cluster
+    /// schedules nothing.
+    fn schedule_judgement(
+        &mut self,
+        myself: &ActorRef<MembershipMsg>,
+        subjects: &[MemberId],
+        now: Instant,
+    ) {
+        let next_tick = now + self.config.cluster.failure_detector.heartbeat_interval;
+        let Some(earliest) = subjects
+            .iter()
+            .filter(|subject| !self.unreachability.has_reported(subject))
+            .filter_map(|subject| self.detectors.get(subject))
+            .map(|detector| detector.unreachable_at())
+            .filter(|at| *at > now && *at < next_tick)
+            .min()
+        else {
+            return;
+        };
+        if self.judge_at.is_some_and(|scheduled| scheduled <= earliest) {
+            return;
+        }
+        self.judge_at = Some(earliest);
+        // A millisecond past the crossing, so the detector agrees.
+        let delay = earliest - now + Duration::from_millis(1);
+        myself.send_after(delay, || Mailbox::Local(MembershipLocal::Judge));
     }
 
     /// The ring of live members (up or suspect, this node included).

@@ -152,6 +152,11 @@ impl Unreachability {
         })
     }
 
+    /// True if this node's own report about `subject` stands.
+    pub fn has_reported(&self, subject: &MemberId) -> bool {
+        self.own.contains_key(subject)
+    }
+
     /// The subjects of this node's standing reports.
     pub fn own_reports(&self) -> impl Iterator<Item = &MemberId> {
         self.own.keys()
