@@ -30,6 +30,12 @@ async fn a_partitioned_node_is_declared_down_its_tasks_finish_elsewhere_and_it_r
         specs[1].host = net.outer_ip.clone();
         specs[2].host = net.inner_ip.clone();
         specs[2].wrapper = net.wrapper();
+        // Beyond loopback the API requires a token; the cluster's clients
+        // send the one each node was given.
+        let token = herd_node::local_cluster::random_cookie();
+        for spec in &mut specs {
+            spec.env.push(("HERD_API_TOKEN".into(), token.clone()));
+        }
         let mut cluster = start_cluster(specs).await;
         let api = cluster.api("n1");
         let tasks: Vec<_> = (0..60)
