@@ -280,7 +280,16 @@ fn ping(monitor: ActorRef<MonitorMsg>, node: NodeName, pid: u64, pool: ActorRef<
             // A wire error is an answer: the pool's mailbox moved.
             Ok(CallResult::Success(PoolReply::Wire(_))) => PingResult::Answered,
             Ok(CallResult::Timeout) => PingResult::Missed,
-            Ok(CallResult::SenderError) | Err(_) => PingResult::Gone,
+            // A remote call's reply port is bridged through the session with
+            // its own copy of the deadline, which may expire first and drop
+            // the port: that is a miss too, unless the actor really is gone.
+            Ok(CallResult::SenderError) | Err(_) => {
+                if pool.get_status() >= ractor::ActorStatus::Stopping {
+                    PingResult::Gone
+                } else {
+                    PingResult::Missed
+                }
+            }
         };
         let _ = monitor.cast(MonitorMsg::PingAnswered { node, pid, result });
     });
