@@ -92,7 +92,10 @@ async fn a_stuck_pool_on_a_live_node_is_restarted_at_a_monitors_request_and_noth
         wait_until_busy(&api, "n2", Duration::from_secs(30)).await;
 
         let (took, tree) = stick_and_await_restart(&cluster.api("n2"), &api, "n2").await;
-        println!("stuck pool on n2 restarted after {:.2} s", took.as_secs_f64());
+        println!(
+            "stuck pool on n2 restarted after {:.2} s",
+            took.as_secs_f64()
+        );
         assert_eq!(tree.monitors, ["n1", "n2", "n3"]);
         let pool = pool_of(&tree, "n2").unwrap();
         assert_eq!(pool.watched_by.as_deref(), Some("monitor@n3"));
@@ -132,13 +135,19 @@ async fn a_stuck_pool_on_a_live_node_is_restarted_at_a_monitors_request_and_noth
         let status = wait_finished(&api, 500, Duration::from_secs(120)).await;
         assert_eq!(status.tasks.succeeded, 500, "{:?}", status.tasks);
         assert_eq!(
-            status.tasks.dead + status.tasks.cancelled + status.tasks.pending + status.tasks.running,
+            status.tasks.dead
+                + status.tasks.cancelled
+                + status.tasks.pending
+                + status.tasks.running,
             0
         );
         let tasks = all_tasks(&api).await;
         assert_eq!(tasks.len(), 500, "no task duplicated or lost");
         let returned: HashSet<_> = tasks.iter().map(|task| task.id).collect();
-        assert!(ids.iter().all(|id| returned.contains(id)), "a task is missing");
+        assert!(
+            ids.iter().all(|id| returned.contains(id)),
+            "a task is missing"
+        );
         assert!(tasks.iter().all(|task| task.state == TaskState::Succeeded));
         let rerun = tasks.iter().filter(|task| task.attempts > 1).count();
         let most = tasks.iter().map(|task| task.attempts).max().unwrap_or(0);
@@ -191,8 +200,19 @@ async fn with_one_monitor_in_the_cluster_it_watches_every_pool_and_restarts_a_st
         assert_eq!(status, 404, "no hook without HERD_TEST_HOOKS=1");
 
         let (took, tree) = stick_and_await_restart(&cluster.api("n3"), &api, "n3").await;
-        println!("stuck pool on n3 restarted by the only monitor after {:.2} s", took.as_secs_f64());
-        assert!(pool_of(&tree, "n3").unwrap().last_failure.as_ref().unwrap().reason.contains("monitor@n1"));
+        println!(
+            "stuck pool on n3 restarted by the only monitor after {:.2} s",
+            took.as_secs_f64()
+        );
+        assert!(
+            pool_of(&tree, "n3")
+                .unwrap()
+                .last_failure
+                .as_ref()
+                .unwrap()
+                .reason
+                .contains("monitor@n1")
+        );
         let n1 = cluster.api("n1");
         eventually(Duration::from_secs(5), "n1 counts its intervention", || {
             let n1 = n1.clone();

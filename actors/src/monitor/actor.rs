@@ -273,7 +273,10 @@ impl Watched {
 fn ping(monitor: ActorRef<MonitorMsg>, node: NodeName, pid: u64, pool: ActorRef<PoolMsg>) {
     tokio::spawn(async move {
         let result = match pool
-            .call(|port| Mailbox::Call(PoolRequest::Ping, port), Some(PING_DEADLINE))
+            .call(
+                |port| Mailbox::Call(PoolRequest::Ping, port),
+                Some(PING_DEADLINE),
+            )
             .await
         {
             Ok(CallResult::Success(PoolReply::Pong { .. })) => PingResult::Answered,

@@ -75,8 +75,8 @@ mod tests {
 
     #[test]
     fn every_pool_has_exactly_one_watcher_and_the_load_is_spread() {
-        let all = names(&["a", "b", "c", "d"]);
-        let pools = names(&["a", "b", "c", "d", "e", "f"]);
+        let all = names(&["node-a", "node-b", "node-c", "node-d"]);
+        let pools = names(&["node-a", "node-b", "node-c", "node-d", "node-e", "node-f"]);
         let mut per_monitor = std::collections::BTreeMap::<NodeName, u32>::new();
         for pool in &pools {
             let watcher = watcher_of(pool, &all).unwrap();

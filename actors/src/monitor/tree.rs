@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use herd_protocol::NodeName;
 use herd_protocol::messages::membership::Role;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_protocol::messages::supervision::{
     ActorTree, ComponentKind, ComponentRecord, NodeSupervision, NodeTree, SupervisionTree,
 };
-use herd_protocol::NodeName;
 
 use super::assignment::{monitors, watcher_of};
 use crate::membership::{ClusterView, MemberInfo};
@@ -227,8 +227,14 @@ mod tests {
         let n1 = &tree.nodes[0];
         assert!(!n1.reported);
         let names: Vec<&str> = n1.actors.iter().map(|a| a.actor.as_str()).collect();
-        assert_eq!(names, ["supervisor", "membership", "orchestrator", "monitor"]);
-        assert_eq!(actor(&tree, "n1", "supervisor").restarted_by, SERVICE_MANAGER);
+        assert_eq!(
+            names,
+            ["supervisor", "membership", "orchestrator", "monitor"]
+        );
+        assert_eq!(
+            actor(&tree, "n1", "supervisor").restarted_by,
+            SERVICE_MANAGER
+        );
         assert_eq!(
             actor(&tree, "n1", "orchestrator").watched_by.as_deref(),
             Some("supervisor@n1")

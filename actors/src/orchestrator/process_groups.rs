@@ -32,7 +32,9 @@ pub(crate) fn find_supervisor(
     view: &ClusterView,
     name: &NodeName,
 ) -> Option<ActorRef<crate::runtime::SupervisorMsg>> {
-    find_in_group(groups::SUPERVISORS, view, |candidate| &candidate.name == name)
+    find_in_group(groups::SUPERVISORS, view, |candidate| {
+        &candidate.name == name
+    })
 }
 
 /// The first member of `group` whose node the view knows and `wanted` accepts.

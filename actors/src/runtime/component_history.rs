@@ -11,8 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use herd_protocol::messages::supervision::{ComponentKind, ComponentRecord, FailureRecord};
 use herd_protocol::UnixMillis;
+use herd_protocol::messages::supervision::{ComponentKind, ComponentRecord, FailureRecord};
 
 /// Restarts allowed per component within [`RESTART_PERIOD`].
 pub const MAX_RESTARTS: usize = 3;

@@ -212,9 +212,10 @@ impl Actor for NodeSupervisor {
         let child = &mut state.children[index];
         child.cell = None;
         let component = child.history.component();
-        let after = child
-            .history
-            .failed(Instant::now(), UnixMillis::now(), reason.clone(), requested);
+        let after =
+            child
+                .history
+                .failed(Instant::now(), UnixMillis::now(), reason.clone(), requested);
         if component == ComponentKind::Membership || after == AfterFailure::StopNode {
             error!(component = component.as_str(), %reason, "component failed; stopping the node");
             let _ = state
@@ -279,7 +280,10 @@ impl SupervisorState {
             return RestartOutcome::RefusedByIntensity { recent_restarts };
         }
         warn!(%monitor, %reason, "a monitor asked to restart the worker pool; killing it");
-        self.requested_kill = Some((cell.get_id(), format!("{reason} (restart requested by monitor@{})", monitor.name)));
+        self.requested_kill = Some((
+            cell.get_id(),
+            format!("{reason} (restart requested by monitor@{})", monitor.name),
+        ));
         // A kill interrupts the handler the pool is stuck in; a stop would
         // wait behind it forever.
         cell.kill();

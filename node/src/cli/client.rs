@@ -523,7 +523,11 @@ fn print_supervision(tree: &herd_protocol::messages::supervision::SupervisionTre
             .filter(|a| a.actor != "supervisor")
             .map(|a| {
                 let slots = a.slots.map(|s| format!(" {s} slots")).unwrap_or_default();
-                let stopped = if a.running == Some(false) { " (down)" } else { "" };
+                let stopped = if a.running == Some(false) {
+                    " (down)"
+                } else {
+                    ""
+                };
                 match a.restarts {
                     0 => format!("{}{slots}{stopped}", a.actor),
                     n => format!("{}{slots}{stopped} ×{n}", a.actor),
@@ -534,7 +538,11 @@ fn print_supervision(tree: &herd_protocol::messages::supervision::SupervisionTre
             .actors
             .iter()
             .find(|a| a.actor == "pool")
-            .map(|a| a.watched_by.clone().unwrap_or_else(|| "no monitor".to_string()))
+            .map(|a| {
+                a.watched_by
+                    .clone()
+                    .unwrap_or_else(|| "no monitor".to_string())
+            })
             .unwrap_or_else(|| "-".to_string());
         let last = node
             .actors
