@@ -553,7 +553,13 @@ fn print_supervision(tree: &herd_protocol::messages::supervision::SupervisionTre
                 let when = humantime::format_rfc3339_seconds(
                     std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.at.0),
                 );
-                format!("{} at {when}: {}", a.actor, f.reason)
+                // The whole reason is in GET /v1/supervision; a table row stays short.
+                let reason: String = if f.reason.chars().count() > 60 {
+                    f.reason.chars().take(59).chain(['…']).collect()
+                } else {
+                    f.reason.clone()
+                };
+                format!("{} at {when}: {reason}", a.actor)
             })
             .unwrap_or_else(|| "-".to_string());
         let name = if node.reported {
