@@ -22,6 +22,7 @@ pub mod handlers;
 mod journal;
 mod membership;
 mod metrics_catalog;
+mod monitor;
 mod orchestrator;
 mod pool;
 pub mod runtime;

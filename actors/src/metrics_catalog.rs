@@ -2,7 +2,8 @@
 //! `/metrics` documents itself and a dashboard author can look them up.
 //!
 //! Labels: `agent_type`, `state`, `outcome`, `reason`, `decision_type`,
-//! `route`, `method`, `status`, `provider`, `kind` as noted; the exporter
+//! `route`, `method`, `status`, `provider`, `kind`, `action`,
+//! `component`, `cause` as noted; the exporter
 //! adds `node` to all.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -99,6 +100,18 @@ pub fn describe() {
     describe_counter!(
         "herd_worker_restarts_total",
         "Workers replaced after a crash, a stuck handler or a cancellation."
+    );
+    describe_counter!(
+        "herd_monitor_interventions_total",
+        "What this node's monitor did about a stuck pool it watches, by action: restart_pool (its node's supervisor restarts it), report_only (the supervisor refused, over its restart intensity, or could not be reached), already_replaced (the pool was replaced before the request arrived)."
+    );
+    describe_gauge!(
+        "herd_monitor_watched_actors",
+        "Pool actors this node's monitor watches (pings) now."
+    );
+    describe_counter!(
+        "herd_component_restarts_total",
+        "Components this node's supervisor restarted, by component (pool, orchestrator, monitor) and cause (failed, monitor_request)."
     );
     describe_histogram!(
         "herd_worker_replacement_seconds",
@@ -227,6 +240,9 @@ pub fn describe() {
         "herd_llm_feedback_dropped_total",
     ] {
         metrics::counter!(counter).increment(0);
+    }
+    for action in ["restart_pool", "report_only", "already_replaced"] {
+        metrics::counter!("herd_monitor_interventions_total", "action" => action).increment(0);
     }
     for histogram in [
         "herd_failover_detect_seconds",

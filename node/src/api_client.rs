@@ -238,6 +238,14 @@ impl ApiClient {
         self.fetch(self.request(Method::GET, "/v1/cluster")).await
     }
 
+    /// `GET /v1/supervision`.
+    pub async fn supervision(
+        &self,
+    ) -> Result<herd_protocol::messages::supervision::SupervisionTree, ApiClientError> {
+        self.fetch(self.request(Method::GET, "/v1/supervision"))
+            .await
+    }
+
     /// `GET /v1/dead-letters?...`.
     pub async fn dead_letters(&self, query: &str) -> Result<TaskPage, ApiClientError> {
         self.fetch(self.request(Method::GET, &format!("/v1/dead-letters?{query}")))

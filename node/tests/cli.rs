@@ -300,7 +300,10 @@ fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versi
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(message.contains("orchestrator.redb"), "{message}");
     assert!(message.contains("format version 9"), "{message}");
-    assert!(message.contains("reads format version 1"), "{message}");
+    assert!(
+        message.contains("reads format versions 1 to 2"),
+        "{message}"
+    );
     assert!(!message.contains("delete"), "{message}");
 }
 

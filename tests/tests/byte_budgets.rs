@@ -116,6 +116,37 @@ async fn a_20_mb_batch_through_a_non_orchestrator_node_gets_413_and_no_node_goes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_at_the_largest_payload_limit_is_read_whole_through_a_non_orchestrator_node() {
+    with_deadline(DEADLINE, async {
+        let dir = temp_dir("byte-budgets-view").unwrap();
+        let limit = herd_protocol::limits::MAX_CONFIGURABLE_PAYLOAD_BYTES;
+        let config = write_config(
+            dir.path(),
+            "herd.toml",
+            &format!("[limits]\nmax_payload_bytes = {limit}\n"),
+        );
+        let mut cluster = three_node_cluster_with(2, &config, &[]).await;
+        // An echo task's view holds its payload and its result: twice the
+        // limit, forwarded from the orchestrator to n2 in one frame.
+        let n2 = cluster.api("n2");
+        let (status, body, _) =
+            post_raw(n2.base(), "/v1/tasks", task("echo", limit, 0).into_bytes()).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["id"].as_str().unwrap().parse().unwrap();
+        let view = n2
+            .task(id, Some(Duration::from_secs(60)))
+            .await
+            .expect("the view through n2");
+        assert_eq!(view.state, TaskState::Succeeded);
+        assert_eq!(view.payload.len(), limit);
+        assert_eq!(view.result.as_ref().map(|r| r.len()), Some(limit));
+        every_node_is_up(&n2).await;
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_72_mb_listing_through_a_non_orchestrator_node_comes_in_pages_under_a_frame() {
     with_deadline(DEADLINE, async {
         let mut cluster = three_node_cluster(2).await;

@@ -103,6 +103,9 @@ async fn the_metrics_exposition_passes_promtool_and_covers_the_catalog() {
             "# HELP herd_failover_detect_seconds",
             "# HELP herd_worker_restarts_total",
             "# HELP herd_duplicate_results_total",
+            "# HELP herd_monitor_interventions_total",
+            "herd_monitor_interventions_total{node=\"n1\",action=\"restart_pool\"} 0",
+            "herd_monitor_watched_actors{node=\"n1\"} 1",
         ] {
             assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
         }

@@ -45,6 +45,7 @@ use herd_protocol::Mailbox;
 
 pub use actor::{AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorProtocol};
 pub use process_groups::find_orchestrator;
+pub(crate) use process_groups::{find_in_group, find_supervisor};
 pub use provider_budgets::LlmRoute;
 pub use scaling_control::{PoolSnapshot, ScalingControl};
 

@@ -27,8 +27,18 @@ pub(super) fn find_pool_named(view: &ClusterView, name: &NodeName) -> Option<Act
     find_in_group(groups::POOLS, view, |candidate| &candidate.name == name)
 }
 
+/// The supervisor of the node called `name`, local or remote.
+pub(crate) fn find_supervisor(
+    view: &ClusterView,
+    name: &NodeName,
+) -> Option<ActorRef<crate::runtime::SupervisorMsg>> {
+    find_in_group(groups::SUPERVISORS, view, |candidate| {
+        &candidate.name == name
+    })
+}
+
 /// The first member of `group` whose node the view knows and `wanted` accepts.
-fn find_in_group<M: ractor::Message>(
+pub(crate) fn find_in_group<M: ractor::Message>(
     group: &str,
     view: &ClusterView,
     wanted: impl Fn(&MemberId) -> bool,

@@ -73,6 +73,9 @@ pub enum PoolLocal {
     DrainDeadline,
     /// Stop waiting for the last acknowledgements.
     DrainAckDeadline,
+    /// Test hook (only with `HERD_TEST_HOOKS=1`, ignored otherwise): block
+    /// the pool's mailbox forever, as a pool stuck in a handler would be.
+    TestHookStuck,
 }
 
 /// Starts a pool.
@@ -218,7 +221,21 @@ impl Actor for WorkerPool {
             }
             Mailbox::Local(PoolLocal::DrainDeadline) => state.drain_deadline(&myself),
             Mailbox::Local(PoolLocal::DrainAckDeadline) => state.finish_drain(),
-            Mailbox::Call(request, _) => match request {},
+            // A monitor's probe: answering at all is the point.
+            Mailbox::Call(PoolRequest::Ping, reply) => {
+                let _ = reply.send(PoolReply::Pong {
+                    slots: state.slots.target(),
+                    busy: state.slots.busy() as u32,
+                });
+            }
+            Mailbox::Local(PoolLocal::TestHookStuck) => {
+                if crate::runtime::test_hooks::enabled() {
+                    warn!("test hook: the worker pool blocks its mailbox until it is killed");
+                    std::future::pending::<()>().await;
+                } else {
+                    warn!("ignored a test hook: this node was not started with HERD_TEST_HOOKS=1");
+                }
+            }
             Mailbox::Undecodable(frame) => {
                 metrics::counter!("herd_undecodable_frames_total", "protocol" => frame.protocol)
                     .increment(1);

@@ -26,12 +26,12 @@ pub(super) struct Registration {
 
 impl Registration {
     /// Sends `message` to the orchestrator registered with. An error means
-    /// the orchestrator's actor is gone.
+    /// the orchestrator's actor is gone (boxed: it carries the message back).
     pub(super) fn send(
         &self,
         message: OrchestratorCast,
-    ) -> Result<(), MessagingErr<OrchestratorMsg>> {
-        self.actor.cast(Mailbox::Cast(message))
+    ) -> Result<(), Box<MessagingErr<OrchestratorMsg>>> {
+        self.actor.cast(Mailbox::Cast(message)).map_err(Box::new)
     }
 }
 

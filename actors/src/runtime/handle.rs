@@ -84,6 +84,33 @@ impl NodeHandle {
         &self.config
     }
 
+    /// The supervision tree of the whole cluster (`GET /v1/supervision`):
+    /// every node's supervisor and pool are asked, each within a deadline;
+    /// a node that does not answer is listed as unreported.
+    pub async fn supervision(&self) -> herd_protocol::messages::supervision::SupervisionTree {
+        let view = self.view.borrow().clone();
+        crate::monitor::supervision_tree(&view).await
+    }
+
+    /// Test hook: makes this node's worker pool block its mailbox forever,
+    /// as a pool stuck in a handler would. Does nothing (and returns false)
+    /// unless the process was started with `HERD_TEST_HOOKS=1`
+    /// ([`super::test_hooks`]); returns false as well without a local pool.
+    #[doc(hidden)]
+    pub fn test_hook_block_pool(&self) -> bool {
+        if !super::test_hooks::enabled() {
+            return false;
+        }
+        ractor::pg::get_local_members(&herd_protocol::messages::groups::POOLS.to_string())
+            .into_iter()
+            .next()
+            .map(ractor::ActorRef::<crate::pool::PoolMsg>::from)
+            .is_some_and(|pool| {
+                pool.cast(Mailbox::Local(crate::pool::PoolLocal::TestHookStuck))
+                    .is_ok()
+            })
+    }
+
     /// Whether the orchestrator the view names can be reached from this node
     /// now (its actor's process-group entry has arrived).
     pub fn orchestrator_reachable(&self) -> bool {

@@ -21,10 +21,12 @@
 
 mod batch_limit;
 mod builder;
+mod component_history;
 mod fatal;
 mod handle;
 mod provider_feedback;
 mod supervisor;
+pub mod test_hooks;
 
 pub use crate::journal::StoreError as JournalError;
 pub use crate::membership::{ClusterView, MemberInfo};
@@ -32,3 +34,4 @@ pub use batch_limit::BatchTooLarge;
 pub use builder::{HerdNode, HerdNodeBuilder, StartError};
 pub use fatal::{FatalError, NodeEvent};
 pub use handle::{ClientError, NodeHandle};
+pub(crate) use supervisor::SupervisorMsg;

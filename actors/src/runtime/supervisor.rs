@@ -1,41 +1,62 @@
 //! The root of a node's supervision tree.
 //!
 //! Starts membership first (every other component reads its view), then the
-//! orchestrator and worker pool according to the node's roles. A failed
-//! orchestrator or pool is restarted (one-for-one), at most
-//! [`MAX_RESTARTS`] times per [`RESTART_PERIOD`]; beyond that, or if
-//! membership fails, the node stops with a [`FatalError`] so that its
-//! service manager can restart the whole process.
+//! orchestrator, worker pool and monitor according to the node's roles. A
+//! failed component is restarted (one-for-one) within the restart intensity
+//! of [`ComponentHistory`]; beyond that, or if membership fails, the node
+//! stops with a [`FatalError`] so that its service manager can restart the
+//! whole process.
+//!
+//! The supervisor is reachable across the cluster (process group
+//! `herd.supervisors`): a monitor on another node may ask it to restart this
+//! node's pool when the pool is stuck, and any node's API asks it for its
+//! record of restarts and failures. Only cookie-authenticated peers reach it,
+//! and a requested restart is refused (the monitor reports instead) when it
+//! would exceed the restart intensity.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use herd_config::NodeConfig;
+use herd_protocol::messages::groups;
 use herd_protocol::messages::membership::{Greeting, Role};
-use herd_protocol::{MemberId, UnixMillis};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use herd_protocol::messages::supervision::{
+    ComponentKind, NodeSupervision, RestartOutcome, SupervisorCast, SupervisorReply,
+    SupervisorRequest,
+};
+use herd_protocol::{Mailbox, MemberId, Protocol, UnixMillis};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::path::PathBuf;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use super::component_history::{AfterFailure, ComponentHistory};
 use super::fatal::{FatalError, NodeEvent};
 use crate::handlers::HandlerRegistry;
 use crate::membership::{ClusterView, Membership, MembershipArgs};
+use crate::monitor::{Monitor, MonitorArgs};
 use crate::orchestrator::{AgentTypeEntry, Orchestrator, OrchestratorArgs};
 use crate::pool::{PoolArgs, WorkerPool};
 use crate::task_book::TaskBookSettings;
 
-/// Restarts allowed per component within [`RESTART_PERIOD`].
-pub const MAX_RESTARTS: usize = 3;
-/// Window for [`MAX_RESTARTS`].
-pub const RESTART_PERIOD: Duration = Duration::from_secs(60);
+/// The supervisor's message vocabulary.
+pub struct SupervisorProtocol;
+
+impl Protocol for SupervisorProtocol {
+    const NAME: &'static str = "supervisor";
+    type Cast = SupervisorCast;
+    type Request = SupervisorRequest;
+    type Reply = SupervisorReply;
+    type Local = SupervisorLocal;
+}
+
+/// The supervisor takes no local messages (its children reach it through
+/// supervision events).
+#[derive(Debug)]
+pub enum SupervisorLocal {}
 
 /// Messages to the supervisor.
-#[derive(Debug)]
-pub enum SupervisorMsg {}
-
-impl ractor::Message for SupervisorMsg {}
+pub type SupervisorMsg = Mailbox<SupervisorProtocol>;
 
 /// Everything the supervision tree needs.
 pub struct SupervisorArgs {
@@ -68,26 +89,20 @@ pub struct SupervisorArgs {
 /// The supervisor actor.
 pub struct NodeSupervisor;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Component {
-    Membership,
-    Orchestrator,
-    Pool,
-}
-
-impl Component {
-    fn name(self) -> &'static str {
-        match self {
-            Component::Membership => "membership",
-            Component::Orchestrator => "orchestrator",
-            Component::Pool => "worker pool",
-        }
-    }
+/// One supervised component: its current actor (if running) and history.
+struct Child {
+    cell: Option<ActorCell>,
+    history: ComponentHistory,
 }
 
 pub struct SupervisorState {
     args: SupervisorArgs,
-    children: Vec<(Component, ActorCell, VecDeque<Instant>)>,
+    /// In start order; entries stay after a failure so their record remains.
+    children: Vec<Child>,
+    /// The pool actor this supervisor killed at a monitor's request, and the
+    /// reason to record when its termination arrives (ractor reports a kill
+    /// only as "killed").
+    requested_kill: Option<(ActorId, String)>,
 }
 
 impl Actor for NodeSupervisor {
@@ -103,14 +118,19 @@ impl Actor for NodeSupervisor {
         let mut state = SupervisorState {
             args,
             children: Vec::new(),
+            requested_kill: None,
         };
-        state.start(&myself, Component::Membership).await?;
+        state.start(&myself, ComponentKind::Membership).await?;
         if state.args.config.has_role(Role::Orchestrator) {
-            state.start(&myself, Component::Orchestrator).await?;
+            state.start(&myself, ComponentKind::Orchestrator).await?;
         }
         if state.args.config.has_role(Role::Worker) {
-            state.start(&myself, Component::Pool).await?;
+            state.start(&myself, ComponentKind::Pool).await?;
         }
+        if state.args.config.has_role(Role::Monitor) {
+            state.start(&myself, ComponentKind::Monitor).await?;
+        }
+        ractor::pg::join(groups::SUPERVISORS.to_string(), vec![myself.get_cell()]);
         info!(member = %state.args.member, roles = ?state.args.config.roles, "node started");
         Ok(state)
     }
@@ -121,8 +141,42 @@ impl Actor for NodeSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Stop dependents before membership, so peers see a clean leave.
-        for (_, cell, _) in state.children.iter().rev() {
-            cell.stop(Some("node stopping".to_string()));
+        for child in state.children.iter().rev() {
+            if let Some(cell) = &child.cell {
+                cell.stop(Some("node stopping".to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            Mailbox::Call(
+                SupervisorRequest::RestartPool {
+                    pool_pid,
+                    monitor,
+                    reason,
+                },
+                reply,
+            ) => {
+                let outcome = state.restart_pool_on_request(pool_pid, &monitor, reason);
+                let _ = reply.send(SupervisorReply::Restart(outcome));
+            }
+            Mailbox::Call(SupervisorRequest::Report, reply) => {
+                let _ = reply.send(SupervisorReply::Report(state.report()));
+            }
+            Mailbox::Cast(cast) => match cast {},
+            Mailbox::Local(local) => match local {},
+            Mailbox::Undecodable(frame) => {
+                metrics::counter!("herd_undecodable_frames_total", "protocol" => frame.protocol)
+                    .increment(1);
+                warn!(bytes = frame.bytes, error = %frame.error, "dropped an undecodable frame addressed to the supervisor");
+            }
         }
         Ok(())
     }
@@ -140,61 +194,123 @@ impl Actor for NodeSupervisor {
             }
             _ => return Ok(()),
         };
-        let Some(index) = state
-            .children
-            .iter()
-            .position(|(_, child, _)| child.get_id() == cell.get_id())
-        else {
+        let Some(index) = state.children.iter().position(|child| {
+            child
+                .cell
+                .as_ref()
+                .is_some_and(|current| current.get_id() == cell.get_id())
+        }) else {
             return Ok(());
         };
-        let (component, _, mut history) = state.children.remove(index);
-        let now = Instant::now();
-        history.retain(|at| now.duration_since(*at) < RESTART_PERIOD);
-        history.push_back(now);
-        if component == Component::Membership || history.len() > MAX_RESTARTS {
-            error!(component = component.name(), %reason, "component failed; stopping the node");
+        let (reason, requested) = match state.requested_kill.take() {
+            Some((killed, requested_reason)) if killed == cell.get_id() => (requested_reason, true),
+            other => {
+                state.requested_kill = other;
+                (reason, false)
+            }
+        };
+        let child = &mut state.children[index];
+        child.cell = None;
+        let component = child.history.component();
+        let after =
+            child
+                .history
+                .failed(Instant::now(), UnixMillis::now(), reason.clone(), requested);
+        if component == ComponentKind::Membership || after == AfterFailure::StopNode {
+            error!(component = component.as_str(), %reason, "component failed; stopping the node");
             let _ = state
                 .args
                 .events
                 .send(NodeEvent::Fatal(FatalError::ComponentFailed {
-                    component: component.name().to_string(),
+                    component: component.as_str().to_string(),
                     reason,
                 }));
             myself.stop(Some("component failed".to_string()));
             return Ok(());
         }
-        warn!(component = component.name(), %reason, restarts = history.len(), "component failed; restarting it");
-        match state.start(&myself, component).await {
-            Ok(()) => {
-                if let Some(entry) = state.children.last_mut() {
-                    entry.2 = history;
-                }
-            }
-            Err(error) => {
-                let _ = state
-                    .args
-                    .events
-                    .send(NodeEvent::Fatal(FatalError::ComponentFailed {
-                        component: component.name().to_string(),
-                        reason: error.to_string(),
-                    }));
-                myself.stop(Some("component failed".to_string()));
-            }
+        let restarts = child.history.record().restarts;
+        metrics::counter!(
+            "herd_component_restarts_total",
+            "component" => component.as_str(),
+            "cause" => if requested { "monitor_request" } else { "failed" }
+        )
+        .increment(1);
+        warn!(component = component.as_str(), %reason, restarts, requested_by_monitor = requested, "component failed; restarting it");
+        if let Err(error) = state.start(&myself, component).await {
+            let _ = state
+                .args
+                .events
+                .send(NodeEvent::Fatal(FatalError::ComponentFailed {
+                    component: component.as_str().to_string(),
+                    reason: error.to_string(),
+                }));
+            myself.stop(Some("component failed".to_string()));
         }
         Ok(())
     }
 }
 
 impl SupervisorState {
+    /// A monitor found the pool stuck: kill it (its workers go with it) and
+    /// let the ordinary failure path start a fresh one, which re-registers
+    /// with the orchestrator without the attempts the old one ran (they are
+    /// retried, as after any pool crash).
+    fn restart_pool_on_request(
+        &mut self,
+        pool_pid: u64,
+        monitor: &MemberId,
+        reason: String,
+    ) -> RestartOutcome {
+        let Some(child) = self
+            .children
+            .iter_mut()
+            .find(|child| child.history.component() == ComponentKind::Pool)
+        else {
+            return RestartOutcome::NoPool;
+        };
+        let Some(cell) = child.cell.clone() else {
+            return RestartOutcome::AlreadyReplaced;
+        };
+        if cell.get_id().pid() != pool_pid {
+            info!(%monitor, requested_pid = pool_pid, running_pid = cell.get_id().pid(), "a monitor asked to restart a pool that was already replaced; nothing to do");
+            return RestartOutcome::AlreadyReplaced;
+        }
+        if let Err(recent_restarts) = child.history.may_restart_on_request(Instant::now()) {
+            error!(%monitor, %reason, recent_restarts, "a monitor asked to restart the worker pool, but it was restarted too often lately; refusing (restarting again would stop the node)");
+            return RestartOutcome::RefusedByIntensity { recent_restarts };
+        }
+        warn!(%monitor, %reason, "a monitor asked to restart the worker pool; killing it");
+        self.requested_kill = Some((
+            cell.get_id(),
+            format!("{reason} (restart requested by monitor@{})", monitor.name),
+        ));
+        // A kill interrupts the handler the pool is stuck in; a stop would
+        // wait behind it forever.
+        cell.kill();
+        RestartOutcome::Restarting
+    }
+
+    /// This node's supervision record.
+    fn report(&self) -> NodeSupervision {
+        NodeSupervision {
+            member: self.args.view_tx.borrow().local.member.clone(),
+            components: self
+                .children
+                .iter()
+                .map(|child| child.history.record())
+                .collect(),
+        }
+    }
+
     async fn start(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
-        component: Component,
+        component: ComponentKind,
     ) -> Result<(), ActorProcessingErr> {
         let args = &self.args;
         let view_rx = args.view_tx.subscribe();
         let cell = match component {
-            Component::Membership => {
+            ComponentKind::Membership => {
                 let greeting = Greeting {
                     member: args.member.clone(),
                     protocol_version: herd_protocol::PROTOCOL_VERSION,
@@ -217,7 +333,7 @@ impl SupervisorState {
                     .0
                     .get_cell()
             }
-            Component::Orchestrator => {
+            ComponentKind::Orchestrator => {
                 let orchestrator_args = OrchestratorArgs {
                     settings: args.book_settings.clone(),
                     agent_types: args.agent_types.clone(),
@@ -232,7 +348,7 @@ impl SupervisorState {
                     .0
                     .get_cell()
             }
-            Component::Pool => {
+            ComponentKind::Pool => {
                 let pool_args = PoolArgs {
                     workers: args.config.workers,
                     handlers: args.handlers.clone(),
@@ -247,8 +363,28 @@ impl SupervisorState {
                     .0
                     .get_cell()
             }
+            ComponentKind::Monitor => {
+                let monitor_args = MonitorArgs { view: view_rx };
+                Actor::spawn_linked(None, Monitor, monitor_args, myself.get_cell())
+                    .await?
+                    .0
+                    .get_cell()
+            }
         };
-        self.children.push((component, cell, VecDeque::new()));
+        match self
+            .children
+            .iter_mut()
+            .find(|child| child.history.component() == component)
+        {
+            Some(child) => {
+                child.cell = Some(cell);
+                child.history.restarted();
+            }
+            None => self.children.push(Child {
+                cell: Some(cell),
+                history: ComponentHistory::new(component),
+            }),
+        }
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ mod health;
 mod json_errors;
 mod observability;
 mod scaling;
+mod supervision;
 mod tasks;
 
 use std::sync::Arc;
@@ -89,6 +90,7 @@ pub fn router(state: ApiState) -> Router {
         .long_poll("/v1/tasks/{id}", get(tasks::get_one), tasks::MAX_WAIT)
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/cluster", get(cluster::status))
+        .route("/v1/supervision", get(supervision::tree))
         .route("/v1/nodes/{name}/drain", post(cluster::drain))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/{id}/retry", post(dead_letters::retry))
@@ -101,6 +103,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/startup", get(health::startup))
         .route("/health", get(health::health))
         .route("/metrics", get(observability::metrics));
+    // Only a process started with HERD_TEST_HOOKS=1 routes the hook; any
+    // other answers 404 as for every unknown path.
+    let routes = if herd_actors::runtime::test_hooks::enabled() {
+        routes.route(
+            "/v1/test-hooks/stuck-pool",
+            post(supervision::make_pool_stuck),
+        )
+    } else {
+        routes
+    };
     let paths: Arc<[&'static str]> = routes.paths.into();
     let api = routes
         .router

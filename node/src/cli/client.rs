@@ -493,12 +493,88 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{tenants}");
     }
+    // A node from before /v1/supervision, or a token that may not read it:
+    // the section is left out rather than failing the whole status.
+    if let Ok(tree) = client.supervision().await {
+        print_supervision(&tree);
+    }
     let t = status.tasks;
     println!(
         "tasks: {} pending, {} running, {} succeeded, {} failed (retrying), {} dead, {} cancelled",
         t.pending, t.running, t.succeeded, t.failed, t.dead, t.cancelled
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One row per node: its actors with restart counts, who watches its pool,
+/// and its latest failure.
+fn print_supervision(tree: &herd_protocol::messages::supervision::SupervisionTree) {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header([
+        "node",
+        "actors (restarts)",
+        "pool watched by",
+        "last failure",
+    ]);
+    for node in &tree.nodes {
+        let actors: Vec<String> = node
+            .actors
+            .iter()
+            .filter(|a| a.actor != "supervisor")
+            .map(|a| {
+                let slots = a.slots.map(|s| format!(" {s} slots")).unwrap_or_default();
+                let stopped = if a.running == Some(false) {
+                    " (down)"
+                } else {
+                    ""
+                };
+                match a.restarts {
+                    0 => format!("{}{slots}{stopped}", a.actor),
+                    n => format!("{}{slots}{stopped} ×{n}", a.actor),
+                }
+            })
+            .collect();
+        let watcher = node
+            .actors
+            .iter()
+            .find(|a| a.actor == "pool")
+            .map(|a| {
+                a.watched_by
+                    .clone()
+                    .unwrap_or_else(|| "no monitor".to_string())
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let last = node
+            .actors
+            .iter()
+            .filter_map(|a| a.last_failure.as_ref().map(|f| (a, f)))
+            .max_by_key(|(_, f)| f.at)
+            .map(|(a, f)| {
+                let when = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.at.0),
+                );
+                // The whole reason is in GET /v1/supervision; a table row stays short.
+                let reason: String = if f.reason.chars().count() > 60 {
+                    f.reason.chars().take(59).chain(['…']).collect()
+                } else {
+                    f.reason.clone()
+                };
+                format!("{} at {when}: {reason}", a.actor)
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let name = if node.reported {
+            node.name.clone()
+        } else {
+            format!("{} (no answer)", node.name)
+        };
+        table.add_row([name, actors.join(", "), watcher, last]);
+    }
+    let monitors = if tree.monitors.is_empty() {
+        "none".to_string()
+    } else {
+        tree.monitors.join(", ")
+    };
+    println!("supervision (monitors: {monitors}):\n{table}");
 }
 
 pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {

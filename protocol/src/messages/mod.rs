@@ -9,6 +9,7 @@ pub mod orchestrator;
 pub mod pool;
 pub mod provider;
 pub mod scaling;
+pub mod supervision;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,4 +38,6 @@ pub mod groups {
     pub const ORCHESTRATOR: &str = "herd.orchestrator";
     /// Every node's worker pool.
     pub const POOLS: &str = "herd.pools";
+    /// Every node's supervisor: monitors ask it to restart a component.
+    pub const SUPERVISORS: &str = "herd.supervisors";
 }

@@ -48,15 +48,30 @@ pub enum PoolCast {
     },
 }
 
-/// Pools accept no requests from peers yet.
-pub type PoolRequest = super::NoRequest;
+/// Requests to a worker pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PoolRequest {
+    /// Are you responsive? A monitor's probe: a pool that does not answer
+    /// within the monitor's deadline several times in a row is stuck.
+    Ping,
+}
 
-/// Reply type for [`PoolRequest`].
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PoolReply(pub WireError);
+/// Replies of a worker pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PoolReply {
+    /// The answer to [`PoolRequest::Ping`].
+    Pong {
+        /// Slots in service.
+        slots: u32,
+        /// Slots running a task now.
+        busy: u32,
+    },
+    /// The request failed on the wire.
+    Wire(WireError),
+}
 
 impl From<WireError> for PoolReply {
     fn from(error: WireError) -> Self {
-        PoolReply(error)
+        PoolReply::Wire(error)
     }
 }

@@ -1,0 +1,334 @@
+//! The monitor actor: see the module docs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use herd_protocol::messages::groups;
+use herd_protocol::messages::membership::Role;
+use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::pool::{PoolReply, PoolRequest};
+use herd_protocol::messages::supervision::{RestartOutcome, SupervisorReply, SupervisorRequest};
+use herd_protocol::{Mailbox, MemberId, NodeName};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use super::assignment::{monitors, watcher_of};
+use super::probe::{MISSES_TO_STUCK, PING_DEADLINE, PROBE_INTERVAL, Probe, Verdict};
+use crate::membership::ClusterView;
+use crate::orchestrator::find_supervisor;
+use crate::pool::PoolMsg;
+
+/// How long a node's supervisor may take to answer a restart request.
+const RESTART_REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts a monitor.
+pub struct MonitorArgs {
+    /// The cluster view (its `local` member is this node).
+    pub view: watch::Receiver<ClusterView>,
+}
+
+/// The monitor actor.
+pub struct Monitor;
+
+/// What a ping came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingResult {
+    /// The pool answered within the deadline.
+    Answered,
+    /// No answer within the deadline.
+    Missed,
+    /// The pool actor is gone (its node's supervisor restarts it).
+    Gone,
+}
+
+/// Messages to the monitor (local only).
+#[derive(Debug)]
+pub enum MonitorMsg {
+    /// Probe the pools this monitor watches.
+    Tick,
+    /// A ping came back (or did not).
+    PingAnswered {
+        /// The pool's node.
+        node: NodeName,
+        /// The pool actor pinged.
+        pid: u64,
+        /// What happened.
+        result: PingResult,
+    },
+    /// A node's supervisor answered a restart request.
+    RestartAnswered {
+        /// The pool's node.
+        node: NodeName,
+        /// The pool actor it was about.
+        pid: u64,
+        /// The supervisor's answer, or why there was none.
+        outcome: Result<RestartOutcome, String>,
+    },
+}
+
+impl ractor::Message for MonitorMsg {}
+
+/// One pool this monitor watches.
+struct Watched {
+    pid: u64,
+    actor: ActorRef<PoolMsg>,
+    probe: Probe,
+    restart_in_flight: bool,
+}
+
+/// The monitor's state.
+pub struct MonitorState {
+    view: watch::Receiver<ClusterView>,
+    watched: BTreeMap<NodeName, Watched>,
+}
+
+impl Actor for Monitor {
+    type Msg = MonitorMsg;
+    type State = MonitorState;
+    type Arguments = MonitorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: MonitorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(PROBE_INTERVAL, || MonitorMsg::Tick);
+        info!(
+            probe_interval_ms = PROBE_INTERVAL.as_millis() as u64,
+            ping_deadline_ms = PING_DEADLINE.as_millis() as u64,
+            misses_to_stuck = MISSES_TO_STUCK,
+            "monitor started"
+        );
+        Ok(MonitorState {
+            view: args.view,
+            watched: BTreeMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MonitorMsg::Tick => state.probe_watched_pools(&myself),
+            MonitorMsg::PingAnswered { node, pid, result } => {
+                state.on_ping(&myself, node, pid, result)
+            }
+            MonitorMsg::RestartAnswered { node, pid, outcome } => {
+                state.on_restart_answer(node, pid, outcome)
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MonitorState {
+    /// Follows the assignment (pools come and go, monitors join and leave)
+    /// and pings each watched pool that has no ping in flight.
+    fn probe_watched_pools(&mut self, myself: &ActorRef<MonitorMsg>) {
+        let view = self.view.borrow().clone();
+        let me = view.local.member.name.clone();
+        let monitors = monitors(&view);
+        let mut seen = BTreeSet::new();
+        for cell in ractor::pg::get_members(&groups::POOLS.to_string()) {
+            // Only pools on live nodes: a node that stopped answering
+            // heartbeats is membership's to declare down.
+            let Some(info) = view.member_of_actor(cell.get_id()) else {
+                continue;
+            };
+            if info.state != MemberState::Up || !info.has_role(Role::Worker) {
+                continue;
+            }
+            let node = info.member.name.clone();
+            if watcher_of(&node, &monitors).as_ref() != Some(&me) {
+                continue;
+            }
+            let pid = cell.get_id().pid();
+            seen.insert(node.clone());
+            let watched = self.watched.entry(node.clone()).or_insert_with(|| {
+                info!(pool = %node, "watching a worker pool");
+                Watched::new(pid, ActorRef::from(cell.clone()))
+            });
+            if watched.pid != pid {
+                info!(pool = %node, "watching the worker pool's new actor");
+                *watched = Watched::new(pid, ActorRef::from(cell));
+            }
+            if watched.restart_in_flight || !watched.probe.may_ping() {
+                continue;
+            }
+            watched.probe.sent();
+            ping(myself.clone(), node, pid, watched.actor.clone());
+        }
+        self.watched.retain(|node, _| {
+            let keep = seen.contains(node);
+            if !keep {
+                debug!(pool = %node, "no longer watching a worker pool");
+            }
+            keep
+        });
+        metrics::gauge!("herd_monitor_watched_actors").set(self.watched.len() as f64);
+    }
+
+    fn on_ping(
+        &mut self,
+        myself: &ActorRef<MonitorMsg>,
+        node: NodeName,
+        pid: u64,
+        result: PingResult,
+    ) {
+        let Some(watched) = self.watched.get_mut(&node).filter(|w| w.pid == pid) else {
+            return;
+        };
+        let verdict = match result {
+            PingResult::Answered => watched.probe.answered(true),
+            PingResult::Missed => watched.probe.answered(false),
+            PingResult::Gone => {
+                watched.probe.reset();
+                return;
+            }
+        };
+        match verdict {
+            Verdict::Responsive => {}
+            Verdict::Missed(misses) => {
+                warn!(pool = %node, misses, of = MISSES_TO_STUCK, deadline_ms = PING_DEADLINE.as_millis() as u64, "worker pool missed a ping")
+            }
+            Verdict::Stuck => {
+                let view = self.view.borrow().clone();
+                let reason = format!(
+                    "stuck: the pool missed {MISSES_TO_STUCK} pings in a row ({} ms deadline each) while its node answered heartbeats",
+                    PING_DEADLINE.as_millis()
+                );
+                let Some(supervisor) = find_supervisor(&view, &node) else {
+                    metrics::counter!("herd_monitor_interventions_total", "action" => "report_only")
+                        .increment(1);
+                    error!(pool = %node, %reason, "worker pool is stuck and its node's supervisor cannot be reached; reporting only");
+                    watched.probe.reset();
+                    return;
+                };
+                warn!(pool = %node, %reason, "worker pool is stuck; asking its node's supervisor to restart it");
+                watched.restart_in_flight = true;
+                request_restart(
+                    myself.clone(),
+                    supervisor,
+                    node,
+                    pid,
+                    view.local.member.clone(),
+                    reason,
+                );
+            }
+        }
+    }
+
+    fn on_restart_answer(
+        &mut self,
+        node: NodeName,
+        pid: u64,
+        outcome: Result<RestartOutcome, String>,
+    ) {
+        if let Some(watched) = self.watched.get_mut(&node).filter(|w| w.pid == pid) {
+            watched.restart_in_flight = false;
+            watched.probe.reset();
+        }
+        let action = match outcome {
+            Ok(RestartOutcome::Restarting) => {
+                warn!(pool = %node, "the node's supervisor is restarting its stuck worker pool");
+                "restart_pool"
+            }
+            Ok(RestartOutcome::AlreadyReplaced) => {
+                info!(pool = %node, "the stuck worker pool was already replaced");
+                "already_replaced"
+            }
+            Ok(RestartOutcome::NoPool) => {
+                info!(pool = %node, "the node runs no worker pool any more");
+                "already_replaced"
+            }
+            Ok(RestartOutcome::RefusedByIntensity { recent_restarts }) => {
+                error!(pool = %node, recent_restarts, "the node's supervisor refused to restart its stuck worker pool again (restart intensity); reporting only: look at the node");
+                "report_only"
+            }
+            Err(why) => {
+                error!(pool = %node, %why, "the node's supervisor did not answer a restart request; reporting only");
+                "report_only"
+            }
+        };
+        metrics::counter!("herd_monitor_interventions_total", "action" => action).increment(1);
+    }
+}
+
+impl Watched {
+    fn new(pid: u64, actor: ActorRef<PoolMsg>) -> Self {
+        Watched {
+            pid,
+            actor,
+            probe: Probe::default(),
+            restart_in_flight: false,
+        }
+    }
+}
+
+/// Pings `pool` off the monitor's mailbox and reports the result to it.
+fn ping(monitor: ActorRef<MonitorMsg>, node: NodeName, pid: u64, pool: ActorRef<PoolMsg>) {
+    tokio::spawn(async move {
+        let result = match pool
+            .call(
+                |port| Mailbox::Call(PoolRequest::Ping, port),
+                Some(PING_DEADLINE),
+            )
+            .await
+        {
+            Ok(CallResult::Success(PoolReply::Pong { .. })) => PingResult::Answered,
+            // A wire error is an answer: the pool's mailbox moved.
+            Ok(CallResult::Success(PoolReply::Wire(_))) => PingResult::Answered,
+            Ok(CallResult::Timeout) => PingResult::Missed,
+            // A remote call's reply port is bridged through the session with
+            // its own copy of the deadline, which may expire first and drop
+            // the port: that is a miss too, unless the actor really is gone.
+            Ok(CallResult::SenderError) | Err(_) => {
+                if pool.get_status() >= ractor::ActorStatus::Stopping {
+                    PingResult::Gone
+                } else {
+                    PingResult::Missed
+                }
+            }
+        };
+        let _ = monitor.cast(MonitorMsg::PingAnswered { node, pid, result });
+    });
+}
+
+/// Asks a node's supervisor to restart its pool, off the monitor's mailbox.
+fn request_restart(
+    monitor: ActorRef<MonitorMsg>,
+    supervisor: ActorRef<crate::runtime::SupervisorMsg>,
+    node: NodeName,
+    pid: u64,
+    me: MemberId,
+    reason: String,
+) {
+    tokio::spawn(async move {
+        let request = SupervisorRequest::RestartPool {
+            pool_pid: pid,
+            monitor: me,
+            reason,
+        };
+        let outcome = match supervisor
+            .call(
+                |port| Mailbox::Call(request, port),
+                Some(RESTART_REQUEST_DEADLINE),
+            )
+            .await
+        {
+            Ok(CallResult::Success(SupervisorReply::Restart(outcome))) => Ok(outcome),
+            Ok(CallResult::Success(other)) => Err(format!("unexpected answer {other:?}")),
+            Ok(CallResult::Timeout) => Err(format!(
+                "no answer within {} ms",
+                RESTART_REQUEST_DEADLINE.as_millis()
+            )),
+            Ok(CallResult::SenderError) => Err("the supervisor dropped the request".to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let _ = monitor.cast(MonitorMsg::RestartAnswered { node, pid, outcome });
+    });
+}
