@@ -648,9 +648,10 @@ fn each_node_watches_five_peers_unless_configured_and_never_fewer_than_two() {
     )
     .unwrap_err();
     assert!(
-        errors
-            .to_string()
-            .contains(&format!("{}:2: cluster.watchers: is 1, outside 2..=16", path.display())),
+        errors.to_string().contains(&format!(
+            "{}:2: cluster.watchers: is 1, outside 2..=16",
+            path.display()
+        )),
         "{errors}"
     );
 }

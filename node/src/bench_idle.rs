@@ -69,7 +69,11 @@ async fn measure(size: usize, idle: Duration) -> anyhow::Result<IdleCost> {
         .iter()
         .filter_map(|node| node.pid().map(|pid| (node.spec.name.clone(), pid)))
         .collect();
-    anyhow::ensure!(pids.len() == size, "only {} of {size} nodes run", pids.len());
+    anyhow::ensure!(
+        pids.len() == size,
+        "only {} of {size} nodes run",
+        pids.len()
+    );
     let before = cpu_ticks(&pids)?;
     let started = Instant::now();
     tokio::time::sleep(idle).await;
@@ -110,8 +114,9 @@ async fn measure(size: usize, idle: Duration) -> anyhow::Result<IdleCost> {
 fn cpu_ticks(pids: &[(String, u32)]) -> anyhow::Result<Vec<u64>> {
     pids.iter()
         .map(|(name, pid)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_err(|error| anyhow::anyhow!("cannot read {name}'s /proc/{pid}/stat: {error}"))?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|error| {
+                anyhow::anyhow!("cannot read {name}'s /proc/{pid}/stat: {error}")
+            })?;
             process_cpu_ticks(&stat)
                 .ok_or_else(|| anyhow::anyhow!("cannot parse {name}'s /proc/{pid}/stat: {stat}"))
         })

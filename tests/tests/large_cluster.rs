@@ -135,14 +135,10 @@ async fn thirty_nodes_form_one_cluster_detect_a_killed_and_a_frozen_node_and_fin
         );
 
         cluster.signal(FROZEN, libc::SIGCONT);
-        eventually(
-            Duration::from_secs(30),
-            "the thawed node rejoins",
-            || {
-                let api = api.clone();
-                async move { (node_state(&api, FROZEN).await? == MemberState::Up).then_some(()) }
-            },
-        )
+        eventually(Duration::from_secs(30), "the thawed node rejoins", || {
+            let api = api.clone();
+            async move { (node_state(&api, FROZEN).await? == MemberState::Up).then_some(()) }
+        })
         .await;
         assert!(
             cluster
@@ -164,8 +160,10 @@ async fn thirty_nodes_form_one_cluster_detect_a_killed_and_a_frozen_node_and_fin
             .filter(|line| line.contains("declaring peer down"))
             .collect();
         assert!(
-            declared.iter().all(|line| line.contains(&format!("{KILLED}#"))
-                || line.contains(&format!("{FROZEN}#"))),
+            declared
+                .iter()
+                .all(|line| line.contains(&format!("{KILLED}#"))
+                    || line.contains(&format!("{FROZEN}#"))),
             "only {KILLED} and {FROZEN} may be declared down: {declared:#?}"
         );
         // n01 does not watch n23 (its ring successors are n02…n06): it
@@ -183,7 +181,12 @@ async fn thirty_nodes_form_one_cluster_detect_a_killed_and_a_frozen_node_and_fin
             .iter()
             .filter(|node| node.state == MemberState::Up)
             .count();
-        assert_eq!(up, NODES - 1, "all but the killed node are up: {:?}", status.nodes);
+        assert_eq!(
+            up,
+            NODES - 1,
+            "all but the killed node are up: {:?}",
+            status.nodes
+        );
 
         let more: Vec<_> = (0..60)
             .map(|i| json!({ "agent_type": "echo", "payload": i }))

@@ -51,17 +51,13 @@ async fn a_watcher_cut_off_from_one_peer_cannot_declare_it_down_on_its_own() {
                     .then_some(())
             }
         };
-        eventually(
-            Duration::from_secs(15),
-            "n1 reports n5 unreachable",
-            || reported("n1", "n5"),
-        )
+        eventually(Duration::from_secs(15), "n1 reports n5 unreachable", || {
+            reported("n1", "n5")
+        })
         .await;
-        eventually(
-            Duration::from_secs(15),
-            "n5 reports n1 unreachable",
-            || reported("n5", "n1"),
-        )
+        eventually(Duration::from_secs(15), "n5 reports n1 unreachable", || {
+            reported("n5", "n1")
+        })
         .await;
 
         // Both reports stand, are re-sent every second and would lapse after
@@ -102,7 +98,8 @@ async fn a_watcher_cut_off_from_one_peer_cannot_declare_it_down_on_its_own() {
                 let log = cluster.node("n1").log_text();
                 let api = api.clone();
                 async move {
-                    log.contains("withdrawing the unreachable report").then_some(())?;
+                    log.contains("withdrawing the unreachable report")
+                        .then_some(())?;
                     (herd_tests::node_state(&api, "n5").await? == MemberState::Up).then_some(())
                 }
             },

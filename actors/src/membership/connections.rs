@@ -136,7 +136,9 @@ impl MembershipState {
         let survivor = self
             .sessions
             .values()
-            .filter(|other| other.authenticated && other.event.peer_name.as_deref() == Some(peer_name))
+            .filter(|other| {
+                other.authenticated && other.event.peer_name.as_deref() == Some(peer_name)
+            })
             .map(|other| other.event.node_id)
             .max();
         let Some(node_id) = survivor else {

@@ -300,12 +300,33 @@ mod tests {
         let now = Instant::now();
         let subject = member("n5", 1);
         let mut book = Unreachability::new(member("n1", 1));
-        book.record(subject.clone(), member("n3", 1), Duration::from_secs(2), now);
+        book.record(
+            subject.clone(),
+            member("n3", 1),
+            Duration::from_secs(2),
+            now,
+        );
         assert!(!book.is_down(&subject, 5, everyone_alive));
-        assert!(book.is_down(&subject, 1, everyone_alive), "a two-node cluster");
-        book.record(subject.clone(), member("n3", 1), Duration::from_secs(2), now);
-        assert!(!book.is_down(&subject, 5, everyone_alive), "the same reporter twice");
-        book.record(subject.clone(), member("n4", 1), Duration::from_secs(2), now);
+        assert!(
+            book.is_down(&subject, 1, everyone_alive),
+            "a two-node cluster"
+        );
+        book.record(
+            subject.clone(),
+            member("n3", 1),
+            Duration::from_secs(2),
+            now,
+        );
+        assert!(
+            !book.is_down(&subject, 5, everyone_alive),
+            "the same reporter twice"
+        );
+        book.record(
+            subject.clone(),
+            member("n4", 1),
+            Duration::from_secs(2),
+            now,
+        );
         assert!(book.is_down(&subject, 5, everyone_alive));
         assert!(
             !book.is_down(&member("n5", 2), 5, everyone_alive),
@@ -389,8 +410,10 @@ mod tests {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            (0usize..4, any::<bool>())
-                .prop_map(|(subject, unreachable)| Step::Judge { subject, unreachable }),
+            (0usize..4, any::<bool>()).prop_map(|(subject, unreachable)| Step::Judge {
+                subject,
+                unreachable
+            }),
             Just(Step::Resend),
             Just(Step::Expire),
             (0u64..5_000).prop_map(Step::Advance),
