@@ -134,7 +134,11 @@ pub fn describe() {
     describe_histogram!(
         "herd_heartbeat_rtt_seconds",
         Unit::Seconds,
-        "Round-trip time of membership heartbeats."
+        "Round-trip time of membership heartbeats to the peers this node watches."
+    );
+    describe_counter!(
+        "herd_unreachable_reports_total",
+        "Peers this node watches that its failure detector found unreachable and reported to the cluster (two watchers' reports declare a peer down)."
     );
     describe_histogram!(
         "herd_failover_detect_seconds",
@@ -236,6 +240,7 @@ pub fn describe() {
         "herd_worker_restarts_total",
         "herd_duplicate_results_total",
         "herd_rejoins_total",
+        "herd_unreachable_reports_total",
         "herd_cluster_handshake_failures_total",
         "herd_llm_feedback_dropped_total",
     ] {
