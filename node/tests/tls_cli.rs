@@ -5,45 +5,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use herd_node::local_cluster::temp_dir;
 
+mod common;
+use common::{herd, stderr, stdout};
+
 const COOKIE: (&str, &str) = ("HERD_COOKIE", "tls-cli-test-cookie-0123456789");
-
-/// Runs `herd` to completion (killed, failing the test, after 60 s).
-fn herd(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command.spawn().expect("herd runs");
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done_tx.send(child.wait_with_output()));
-    match done_rx.recv_timeout(std::time::Duration::from_secs(60)) {
-        Ok(output) => output.expect("herd's output is readable"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("herd {args:?} was still running after 60 s; it was expected to exit");
-        }
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
 
 fn path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
