@@ -32,14 +32,14 @@ pub const INSECURE_ENV: &str = "HERD_INSECURE_NO_AUTH";
 const MIN_TOKEN_CHARS: usize = 16;
 
 /// Resolves who may use the API. `http` is the API's address (when it
-/// resolved): an API on a non-loopback address without any token is refused
-/// unless the operator said `--insecure-no-auth`.
+/// resolved) and where it was set: an API on a non-loopback address without
+/// any token is refused unless the operator said `--insecure-no-auth`.
 pub(super) fn resolve_api(
     token_flag: Option<&str>,
     insecure_flag: bool,
     env: &Environment,
     file: Option<&LoadedFile>,
-    http: Option<SocketAddr>,
+    http: Option<(SocketAddr, Origin)>,
     errors: &mut Vec<ConfigError>,
 ) -> ApiSettings {
     let section = file.map(|f| &f.config.api);
@@ -146,13 +146,13 @@ pub(super) fn resolve_api(
         || env
             .get_non_empty(INSECURE_ENV)
             .is_some_and(|value| matches!(value.as_str(), "1" | "true" | "yes"));
-    if let Some(addr) = http
+    if let Some((addr, http_origin)) = http
         && tokens.is_empty()
         && !insecure_no_auth
         && !addr.ip().is_loopback()
     {
         errors.push(ConfigError::new(
-            Origin::Default,
+            http_origin,
             "api.tokens",
             format!("the API would listen on {addr}, beyond this machine, with no token: anyone who reaches it could submit, read and cancel every task. Give an admin token with {API_TOKEN_FLAG} or {API_TOKEN_ENV} (`herd token new` makes one), add [[api.tokens]] to the config file, listen on 127.0.0.1 with --http, or accept an open API with {INSECURE_FLAG}"),
         ));
@@ -245,7 +245,7 @@ mod tests {
             false,
             &env,
             Some(&file),
-            Some(http.parse().unwrap()),
+            Some((http.parse().unwrap(), Origin::Default)),
             &mut errors,
         );
         (api, errors)
@@ -305,7 +305,7 @@ mod tests {
             true,
             &env,
             None,
-            Some("0.0.0.0:1".parse().unwrap()),
+            Some(("0.0.0.0:1".parse().unwrap(), Origin::Default)),
             &mut errors,
         );
         assert!(errors.is_empty());

@@ -138,7 +138,15 @@ pub fn resolve_with_file(
         overrides.insecure_no_auth,
         env,
         file.as_ref(),
-        node.http,
+        node.http.map(|addr| {
+            (
+                addr,
+                node.origins
+                    .get("node.http")
+                    .cloned()
+                    .unwrap_or(Origin::Default),
+            )
+        }),
         &mut errors,
     );
     let tenants = resolve_tenants(file.as_ref(), &mut errors);

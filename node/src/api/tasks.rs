@@ -67,11 +67,13 @@ fn default_max_s() -> f64 {
 }
 
 impl TaskRequest {
+    /// The task as `tenant` submits it.
     fn into_spec(
         self,
         index: usize,
         max_payload_bytes: usize,
         trace_context: Option<String>,
+        tenant: &herd_protocol::Tenant,
     ) -> Result<TaskSpec, ApiError> {
         let at = |field: &str| format!("task {index}: {field}");
         if self.agent_type.trim().is_empty() {
@@ -125,8 +127,7 @@ impl TaskRequest {
             max_attempts: positive("max_attempts", self.max_attempts)?,
             idempotency_key: self.idempotency_key,
             trace_context,
-            // The caller's tenant; set by `submit`.
-            tenant: herd_protocol::Tenant::default(),
+            tenant: tenant.clone(),
             retry: match self.retry {
                 None => None,
                 Some(request) => {
@@ -232,12 +233,14 @@ pub async fn submit(
         .into_iter()
         .enumerate()
         .map(|(index, request)| {
-            let mut spec =
-                request.into_spec(index, state.max_payload_bytes, trace_context.clone())?;
-            spec.tenant = caller.tenant.clone();
-            Ok(spec)
+            request.into_spec(
+                index,
+                state.max_payload_bytes,
+                trace_context.clone(),
+                &caller.tenant,
+            )
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let acks = state.node.submit_batch(specs).await?;
     let body = if is_batch {
         json!({ "ids": acks.iter().map(|ack| ack.id.to_string()).collect::<Vec<_>>() })
