@@ -55,10 +55,9 @@ impl TaskBook {
             .map(super::bytes::record_bytes)
             .sum();
         assert_eq!(finished, self.finished_bytes, "finished bytes disagree");
-        let mut recounted = self.clone();
-        recounted.recount_tenants();
         assert_eq!(
-            recounted.tenant_usage, self.tenant_usage,
+            self.tenant_usage_from_records(),
+            self.tenant_usage,
             "tenant usage disagrees with records"
         );
         // Forgotten tasks leave the counts with them.

@@ -98,13 +98,18 @@ impl TaskBook {
     /// Recomputes per-tenant usage from the records (after loading a
     /// snapshot, which does not carry it).
     pub(super) fn recount_tenants(&mut self) {
+        self.tenant_usage = self.tenant_usage_from_records();
+    }
+
+    /// Per-tenant usage computed from the records alone.
+    pub(super) fn tenant_usage_from_records(&self) -> HashMap<Tenant, TenantUsage> {
         let mut usage: HashMap<Tenant, TenantUsage> = HashMap::new();
         for record in self.tasks.values().filter(|r| !r.state.is_terminal()) {
             let entry = usage.entry(record.tenant.clone()).or_default();
             entry.unfinished += 1;
             entry.held_bytes += super::bytes::record_bytes(record);
         }
-        self.tenant_usage = usage;
+        usage
     }
 
     /// Accounts for task `id` becoming unfinished (`true`: submitted, or a
