@@ -1,0 +1,24 @@
+//! The replicated task book: every orchestrator-role node holds a replica,
+//! kept in step by Raft ([`openraft`] 0.9, storage v2).
+//!
+//! The shape (issue 12; this module grows toward it):
+//! - The log's entries are batches of task book [`Command`](crate::task_book::Command)s
+//!   ([`types::CommandBatch`]): group commit, many commands per entry.
+//! - The state machine is a [`TaskBook`](crate::task_book::TaskBook) that
+//!   applies every committed batch; its snapshot is the book's encoding.
+//!   Applying is deterministic (commands carry their own times), so every
+//!   replica that applied the same prefix holds the same book.
+//! - The leader's orchestrator works ahead on its own copy of the book and
+//!   releases what others could act on (a 202, an assignment, a report
+//!   acknowledgement) only once the batch that holds it is committed — the
+//!   same hold-back the journal does today with "durable" meaning "on a
+//!   quorum". A deposed leader's uncommitted work is never seen by anyone,
+//!   and its orchestrator is dropped with its copy.
+//! - Replica ids ([`types::ReplicaId`]) are drawn at random when a replica's
+//!   storage is created, so an in-memory replica that restarts, or one whose
+//!   data directory was wiped, is a new member that catches up by snapshot
+//!   instead of a voter that forgot its vote.
+//!
+//! - [`types`]: the Raft type configuration and the entry, response and node types.
+
+pub mod types;
