@@ -19,6 +19,12 @@
 //!   data directory was wiped, is a new member that catches up by snapshot
 //!   instead of a voter that forgot its vote.
 //!
+//! - [`network`]: Raft RPCs over the cluster's ractor_cluster sessions.
+//! - [`raft_config`]: timing and sizing of the group.
+//! - [`rpc_server`]: the replica's RPC endpoint actor.
 //! - [`types`]: the Raft type configuration and the entry, response and node types.
 
+pub mod network;
+pub mod raft_config;
+pub mod rpc_server;
 pub mod types;

@@ -8,6 +8,7 @@ pub mod membership;
 pub mod orchestrator;
 pub mod pool;
 pub mod provider;
+pub mod replica;
 pub mod scaling;
 pub mod supervision;
 
@@ -40,4 +41,7 @@ pub mod groups {
     pub const POOLS: &str = "herd.pools";
     /// Every node's supervisor: monitors ask it to restart a component.
     pub const SUPERVISORS: &str = "herd.supervisors";
+    /// Every orchestrator-role node's replica of the task book (its Raft
+    /// RPC endpoint).
+    pub const REPLICAS: &str = "herd.replicas";
 }

@@ -1,0 +1,250 @@
+//! Raft RPCs over the cluster's existing ractor_cluster sessions: one port
+//! per node, the same cookie, TLS and frame rules as every other message.
+//!
+//! Each RPC is a [`ReplicaRequest`] call to the target node's
+//! [`ReplicaServer`](super::rpc_server::ReplicaServer), with openraft's
+//! request encoded by the codec. A request that would make a frame over
+//! [`MAX_RPC_BYTES`] is refused before it is sent: append-entries with a
+//! hint to send fewer entries (openraft retries with them), so replication
+//! can never drop a cluster session with an oversized frame.
+
+use std::error::Error;
+use std::time::Duration;
+
+use herd_protocol::messages::groups;
+use herd_protocol::messages::replica::{RaftRpcKind, ReplicaReply, ReplicaRequest};
+use herd_protocol::{Mailbox, codec};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::rpc_server::ReplicaMsg;
+use super::types::{ReplicaId, ReplicaNode, ReplicaTypes};
+use crate::membership::ClusterView;
+use crate::orchestrator::find_in_group;
+
+/// Largest encoded Raft request sent in one frame: half of ractor_cluster's
+/// 16 MiB session limit, leaving room for the envelope.
+pub const MAX_RPC_BYTES: usize = 8 * 1024 * 1024;
+
+/// Finds the RPC endpoint of the replica hosted by a node.
+pub trait ReplicaDirectory: Clone + Send + Sync + 'static {
+    /// The endpoint on `node`, if it is reachable now.
+    fn endpoint(&self, node: &ReplicaNode) -> Option<ActorRef<ReplicaMsg>>;
+}
+
+/// The cluster's endpoints: the [`groups::REPLICAS`] member on the named
+/// node, as this node's view knows it.
+#[derive(Clone)]
+pub struct ClusterDirectory {
+    view: watch::Receiver<ClusterView>,
+}
+
+impl ClusterDirectory {
+    /// A directory reading `view`.
+    pub fn new(view: watch::Receiver<ClusterView>) -> Self {
+        ClusterDirectory { view }
+    }
+}
+
+impl ReplicaDirectory for ClusterDirectory {
+    fn endpoint(&self, node: &ReplicaNode) -> Option<ActorRef<ReplicaMsg>> {
+        find_in_group(groups::REPLICAS, &self.view.borrow(), |member| {
+            member.name.as_str() == node.name
+        })
+    }
+}
+
+/// openraft's network factory: a [`ReplicaConnection`] per target.
+#[derive(Clone)]
+pub struct ReplicaNetwork<D> {
+    /// This replica's id (named in timeout errors).
+    local: ReplicaId,
+    directory: D,
+}
+
+impl<D: ReplicaDirectory> ReplicaNetwork<D> {
+    /// The network of replica `local`, finding peers through `directory`.
+    pub fn new(local: ReplicaId, directory: D) -> Self {
+        ReplicaNetwork { local, directory }
+    }
+}
+
+impl<D: ReplicaDirectory> RaftNetworkFactory<ReplicaTypes> for ReplicaNetwork<D> {
+    type Network = ReplicaConnection<D>;
+
+    async fn new_client(&mut self, target: ReplicaId, node: &ReplicaNode) -> Self::Network {
+        ReplicaConnection {
+            local: self.local,
+            target,
+            node: node.clone(),
+            directory: self.directory.clone(),
+        }
+    }
+}
+
+/// RPCs to one target replica. Holds no connection of its own: the
+/// endpoint is looked up per call, so a restarted node is found again.
+pub struct ReplicaConnection<D> {
+    local: ReplicaId,
+    target: ReplicaId,
+    node: ReplicaNode,
+    directory: D,
+}
+
+/// Why an RPC did not reach the replica or its answer did not come back.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+impl<D: ReplicaDirectory> ReplicaConnection<D> {
+    async fn call<Resp, E>(
+        &self,
+        kind: RaftRpcKind,
+        action: RPCTypes,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let unreachable =
+            |why: String| RPCError::Unreachable(Unreachable::new(&TransportError(why)));
+        let endpoint = self
+            .directory
+            .endpoint(&self.node)
+            .ok_or_else(|| unreachable(format!("no replica endpoint on {} is known", self.node)))?;
+        let request = ReplicaRequest {
+            to: self.target,
+            kind,
+            body,
+        };
+        let reply = endpoint
+            .call(|port| Mailbox::Call(request, port), Some(ttl))
+            .await
+            .map_err(|error| unreachable(format!("{}: {error}", self.node)))?;
+        match reply {
+            CallResult::Success(ReplicaReply::Answered(bytes)) => {
+                codec::decode(&bytes).map_err(|error| {
+                    network_error(format!("an undecodable answer from {}: {error}", self.node))
+                })
+            }
+            CallResult::Success(ReplicaReply::RaftError(bytes)) => {
+                let error: RaftError<ReplicaId, E> = codec::decode(&bytes).map_err(|error| {
+                    network_error(format!("an undecodable error from {}: {error}", self.node))
+                })?;
+                Err(RPCError::RemoteError(RemoteError::new_with_node(
+                    self.target,
+                    self.node.clone(),
+                    error,
+                )))
+            }
+            CallResult::Success(ReplicaReply::Refused(why)) => Err(unreachable(why)),
+            CallResult::Success(ReplicaReply::Wire(error)) => {
+                Err(network_error(format!("{}: {error}", self.node)))
+            }
+            CallResult::Timeout => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.local,
+                target: self.target,
+                timeout: ttl,
+            })),
+            CallResult::SenderError => Err(unreachable(format!(
+                "the replica endpoint on {} dropped the request",
+                self.node
+            ))),
+        }
+    }
+}
+
+fn network_error<E: Error>(
+    why: String,
+) -> RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, E>> {
+    RPCError::Network(NetworkError::new(&TransportError(why)))
+}
+
+/// Encodes an RPC body, refusing one over [`MAX_RPC_BYTES`].
+fn encode_within_frame(body: &impl Serialize) -> Result<Vec<u8>, String> {
+    let bytes = codec::encode(body).map_err(|error| error.to_string())?;
+    if bytes.len() > MAX_RPC_BYTES {
+        return Err(format!(
+            "{} bytes, over the {} byte RPC limit",
+            bytes.len(),
+            MAX_RPC_BYTES
+        ));
+    }
+    Ok(bytes)
+}
+
+impl<D: ReplicaDirectory> RaftNetwork<ReplicaTypes> for ReplicaConnection<D> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<ReplicaTypes>,
+        option: RPCOption,
+    ) -> Result<
+        AppendEntriesResponse<ReplicaId>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>,
+    > {
+        let entries = rpc.entries.len() as u64;
+        let body = match encode_within_frame(&rpc) {
+            Ok(body) => body,
+            // openraft sends again with at most the hinted number of entries.
+            Err(_) if entries > 1 => {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries / 2),
+                ));
+            }
+            Err(why) => return Err(network_error(format!("one log entry is too large: {why}"))),
+        };
+        self.call(
+            RaftRpcKind::AppendEntries,
+            RPCTypes::AppendEntries,
+            body,
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<ReplicaTypes>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<ReplicaId>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, InstallSnapshotError>>,
+    > {
+        // Chunks are cut by `Config::snapshot_max_chunk_size`, set well
+        // under the frame limit.
+        let body = encode_within_frame(&rpc).map_err(|why| network_error(why))?;
+        self.call(
+            RaftRpcKind::InstallSnapshot,
+            RPCTypes::InstallSnapshot,
+            body,
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ReplicaId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>>
+    {
+        let body = encode_within_frame(&rpc).map_err(|why| network_error(why))?;
+        self.call(RaftRpcKind::Vote, RPCTypes::Vote, body, option.hard_ttl())
+            .await
+    }
+}

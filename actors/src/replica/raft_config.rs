@@ -1,0 +1,58 @@
+//! The Raft timing and sizing of the replicated task book.
+//!
+//! The numbers are chosen for failover under two seconds on a LAN: a leader
+//! heartbeats every 100 ms and a follower that hears nothing for 500–1,000 ms
+//! stands for election, so a dead leader is replaced in about a second.
+//! Entries are batches of commands, so 64 entries per append is thousands of
+//! commands; snapshot chunks stay far below the cluster frame limit.
+
+use std::sync::Arc;
+
+use openraft::{Config, SnapshotPolicy};
+
+use super::network::MAX_RPC_BYTES;
+
+/// How often the leader heartbeats its followers.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// A follower stands for election after hearing nothing for a random time
+/// between these bounds.
+pub const ELECTION_TIMEOUT_MS: (u64, u64) = (500, 1_000);
+/// Entries (command batches) sent in one append at most.
+pub const MAX_ENTRIES_PER_APPEND: u64 = 64;
+/// Log entries after which a snapshot of the book is taken and the log
+/// before it purged.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
+
+/// openraft's configuration for the task book group, validated.
+pub fn raft_config() -> Arc<Config> {
+    let config = Config {
+        cluster_name: "herd-task-book".to_string(),
+        heartbeat_interval: HEARTBEAT_INTERVAL_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MS.0,
+        election_timeout_max: ELECTION_TIMEOUT_MS.1,
+        max_payload_entries: MAX_ENTRIES_PER_APPEND,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        snapshot_max_chunk_size: (MAX_RPC_BYTES / 4) as u64,
+        // Keep some log behind a snapshot so a briefly lagging follower
+        // catches up from entries rather than a whole snapshot.
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Config::default()
+    };
+    // The values are constants checked by the test below.
+    Arc::new(
+        config
+            .validate()
+            .expect("the task book's Raft configuration is valid"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raft_configuration_validates() {
+        let config = raft_config();
+        assert!(config.election_timeout_min > 3 * config.heartbeat_interval);
+    }
+}
