@@ -248,3 +248,109 @@ impl<D: ReplicaDirectory> RaftNetwork<ReplicaTypes> for ReplicaConnection<D> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use herd_protocol::UnixMillis;
+    use openraft::error::{ForwardToLeader, SnapshotMismatch};
+    use openraft::{
+        CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotSegmentId, Vote,
+    };
+
+    use super::*;
+    use crate::replica::types::CommandBatch;
+    use crate::task_book::Command;
+
+    fn node(name: &str) -> ReplicaNode {
+        ReplicaNode {
+            name: name.to_string(),
+            cluster_addr: format!("{name}:7100"),
+        }
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId<ReplicaId> {
+        LogId::new(CommittedLeaderId::new(term, 7), index)
+    }
+
+    // bincode cannot decode every serde shape (no `deserialize_any`): every
+    // openraft type that crosses the wire is checked here once.
+    #[test]
+    fn raft_requests_answers_and_errors_survive_the_codec() {
+        let membership = Membership::new(
+            vec![BTreeSet::from([7, 9])],
+            BTreeMap::from([(7, node("n1")), (9, node("n2"))]),
+        );
+        let request = AppendEntriesRequest::<ReplicaTypes> {
+            vote: Vote::new_committed(3, 7),
+            prev_log_id: Some(log_id(3, 41)),
+            entries: vec![
+                Entry {
+                    log_id: log_id(3, 42),
+                    payload: EntryPayload::Normal(CommandBatch {
+                        commands: vec![Command::Tick {
+                            now: UnixMillis(1_700_000_000_000),
+                        }],
+                    }),
+                },
+                Entry {
+                    log_id: log_id(3, 43),
+                    payload: EntryPayload::Membership(membership),
+                },
+                Entry {
+                    log_id: log_id(3, 44),
+                    payload: EntryPayload::Blank,
+                },
+            ],
+            leader_commit: Some(log_id(3, 40)),
+        };
+        let decoded: AppendEntriesRequest<ReplicaTypes> =
+            codec::decode(&codec::encode(&request).unwrap()).unwrap();
+        assert_eq!(format!("{decoded:?}"), format!("{request:?}"));
+
+        let vote = VoteRequest::new(Vote::new(4, 9), Some(log_id(3, 44)));
+        let decoded: VoteRequest<ReplicaId> =
+            codec::decode(&codec::encode(&vote).unwrap()).unwrap();
+        assert_eq!(decoded, vote);
+
+        let answer = VoteResponse::new(Vote::new(4, 9), Some(log_id(3, 44)), true);
+        let decoded: VoteResponse<ReplicaId> =
+            codec::decode(&codec::encode(&answer).unwrap()).unwrap();
+        assert_eq!(decoded, answer);
+
+        let refused: RaftError<ReplicaId, InstallSnapshotError> =
+            RaftError::APIError(InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
+                expect: SnapshotSegmentId {
+                    id: "a".to_string(),
+                    offset: 0,
+                },
+                got: SnapshotSegmentId {
+                    id: "b".to_string(),
+                    offset: 9,
+                },
+            }));
+        let decoded: RaftError<ReplicaId, InstallSnapshotError> =
+            codec::decode(&codec::encode(&refused).unwrap()).unwrap();
+        assert_eq!(decoded, refused);
+
+        let forward: RaftError<
+            ReplicaId,
+            openraft::error::ClientWriteError<ReplicaId, ReplicaNode>,
+        > = RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(
+            ForwardToLeader::new(9, node("n2")),
+        ));
+        let decoded: RaftError<
+            ReplicaId,
+            openraft::error::ClientWriteError<ReplicaId, ReplicaNode>,
+        > = codec::decode(&codec::encode(&forward).unwrap()).unwrap();
+        assert_eq!(decoded, forward);
+    }
+
+    #[test]
+    fn a_body_over_the_frame_limit_is_refused_before_it_is_sent() {
+        let big = vec![0u8; MAX_RPC_BYTES + 1];
+        assert!(encode_within_frame(&big).is_err());
+        assert!(encode_within_frame(&vec![0u8; 1024]).is_ok());
+    }
+}
