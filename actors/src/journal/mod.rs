@@ -11,7 +11,7 @@
 //! time and disk use.
 
 mod format;
-mod preflight;
+pub(crate) mod preflight;
 mod store;
 mod writer;
 

@@ -1,4 +1,5 @@
-//! What lies at the journal's path before redb is asked to open it.
+//! What lies at the journal's path before redb is asked to open it (also
+//! used for the replica store's file, `crate::replica::file`).
 //!
 //! redb's `Database::create` initialises a new database in a file that is
 //! missing *or empty*, so a journal truncated to zero bytes (a full disk, a
@@ -44,7 +45,7 @@ pub fn inspect(path: &Path) -> std::io::Result<Found> {
         .read_to_end(&mut head)?;
     if head != REDB_MAGIC {
         return Ok(Found::Unusable(format!(
-            "is not a redb database ({length} bytes without redb's header): not a herd journal, or its start was overwritten"
+            "is not a redb database ({length} bytes without redb's header): not a file herd wrote, or its start was overwritten"
         )));
     }
     Ok(Found::Redb)

@@ -23,8 +23,24 @@
 //! - [`raft_config`]: timing and sizing of the group.
 //! - [`rpc_server`]: the replica's RPC endpoint actor.
 //! - [`types`]: the Raft type configuration and the entry, response and node types.
+//! - [`file`]: the replica's redb file in the data directory (log, vote,
+//!   committed log id, replica id, latest snapshot), refused with a clear
+//!   error when it is not a replica store.
+//! - [`log_store`]: the Raft log, vote and committed log id (openraft's
+//!   `RaftLogStorage`), in memory or in the replica file.
+//! - [`state_machine`]: the task book that applies committed batches
+//!   (openraft's `RaftStateMachine`), its snapshots, and the read handle the
+//!   local orchestrator copies the book from.
 
+pub mod file;
+pub mod log_store;
 pub mod network;
 pub mod raft_config;
 pub mod rpc_server;
+pub mod state_machine;
 pub mod types;
+
+#[cfg(test)]
+mod group_tests;
+#[cfg(test)]
+mod tests;

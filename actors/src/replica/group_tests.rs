@@ -1,0 +1,244 @@
+//! Three replicas in one process, talking through their real RPC endpoints
+//! and the codec: election, replication of real task book commands, a
+//! leader lost and replaced, and a replica that lost its storage replaced by
+//! a new one that catches up from a snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::{ChangeMembers, Raft, ServerState};
+use ractor::{Actor, ActorRef};
+
+use super::log_store::ReplicaLogStore;
+use super::network::{ReplicaDirectory, ReplicaNetwork};
+use super::raft_config::raft_config;
+use super::rpc_server::{ReplicaMsg, ReplicaServer, ReplicaServerArgs};
+use super::state_machine::{ReplicaBook, ReplicaStateMachine};
+use super::tests::{Scenario, observe, template};
+use super::types::{CommandBatch, ReplicaId, ReplicaNode, ReplicaTypes};
+
+/// Endpoints by node name, standing in for the cluster's process group.
+#[derive(Clone, Default)]
+struct LocalDirectory(Arc<Mutex<HashMap<String, ActorRef<ReplicaMsg>>>>);
+
+impl ReplicaDirectory for LocalDirectory {
+    fn endpoint(&self, node: &ReplicaNode) -> Option<ActorRef<ReplicaMsg>> {
+        self.0.lock().unwrap().get(&node.name).cloned()
+    }
+}
+
+/// One replica: its Raft, its endpoint and a view of its book.
+struct TestReplica {
+    id: ReplicaId,
+    node: ReplicaNode,
+    raft: Raft<ReplicaTypes>,
+    book: ReplicaBook,
+    endpoint: ActorRef<ReplicaMsg>,
+}
+
+impl TestReplica {
+    async fn start(name: &str, directory: &LocalDirectory) -> TestReplica {
+        let log_store = ReplicaLogStore::in_memory();
+        let id = log_store.replica_id();
+        let state_machine = ReplicaStateMachine::in_memory(template());
+        let book = state_machine.book();
+        let node = ReplicaNode {
+            name: name.to_string(),
+            cluster_addr: format!("{name}:7100"),
+        };
+        let raft = Raft::new(
+            id,
+            raft_config(),
+            ReplicaNetwork::new(id, directory.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .unwrap();
+        let (endpoint, _) = Actor::spawn(
+            None,
+            ReplicaServer,
+            ReplicaServerArgs {
+                raft: raft.clone(),
+                id,
+                advertise: false,
+            },
+        )
+        .await
+        .unwrap();
+        directory
+            .0
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), endpoint.clone());
+        TestReplica {
+            id,
+            node,
+            raft,
+            book,
+            endpoint,
+        }
+    }
+
+    /// Stops the replica as a killed process would vanish: its endpoint
+    /// goes first, then its Raft.
+    async fn kill(self, directory: &LocalDirectory) {
+        directory.0.lock().unwrap().remove(&self.node.name);
+        self.endpoint.stop(None);
+        self.raft.shutdown().await.unwrap();
+    }
+
+    fn applied(&self) -> Option<u64> {
+        self.raft.metrics().borrow().last_applied.map(|id| id.index)
+    }
+}
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn leader_among(replicas: &[&TestReplica]) -> ReplicaId {
+    let ids: Vec<ReplicaId> = replicas.iter().map(|r| r.id).collect();
+    let metrics = replicas[0]
+        .raft
+        .wait(Some(DEADLINE))
+        .metrics(
+            |m| m.current_leader.is_some_and(|leader| ids.contains(&leader)),
+            "a leader among the live replicas",
+        )
+        .await
+        .unwrap();
+    metrics.current_leader.unwrap()
+}
+
+/// Waits until every replica applied through `index`, then checks they hold
+/// the same book as the scenario's.
+async fn assert_converged(replicas: &[&TestReplica], index: u64, scenario: &Scenario) {
+    for replica in replicas {
+        replica
+            .raft
+            .wait(Some(DEADLINE))
+            .applied_index_at_least(Some(index), "every replica applies the log")
+            .await
+            .unwrap();
+        let (_, book) = replica.book.copy_of_book();
+        assert_eq!(
+            observe(&book),
+            observe(&scenario.book),
+            "{}",
+            replica.node.name
+        );
+    }
+}
+
+async fn write(leader: &TestReplica, scenario: &mut Scenario, batches: usize) -> u64 {
+    let mut last = 0;
+    for _ in 0..batches {
+        let commands = scenario.batch(7);
+        let written = leader
+            .raft
+            .client_write(CommandBatch { commands })
+            .await
+            .unwrap();
+        assert_eq!(written.data.commands, 7);
+        last = written.log_id.index;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_replicate_survive_their_leader_and_replace_a_lost_one() {
+    let directory = LocalDirectory::default();
+    let mut replicas = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        replicas.push(TestReplica::start(name, &directory).await);
+    }
+    let members: BTreeMap<ReplicaId, ReplicaNode> =
+        replicas.iter().map(|r| (r.id, r.node.clone())).collect();
+    replicas[0].raft.initialize(members).await.unwrap();
+
+    // Commands committed through the leader reach every replica's book.
+    let all: Vec<&TestReplica> = replicas.iter().collect();
+    let leader = leader_among(&all).await;
+    let mut scenario = Scenario::new();
+    let at = {
+        let leader = replicas.iter().find(|r| r.id == leader).unwrap();
+        write(leader, &mut scenario, 20).await
+    };
+    assert_converged(&all, at, &scenario).await;
+
+    // The leader vanishes: the two others elect one of themselves and go on
+    // from the same book.
+    let position = replicas.iter().position(|r| r.id == leader).unwrap();
+    let lost = replicas.remove(position);
+    let lost_id = lost.id;
+    lost.kill(&directory).await;
+    let survivors: Vec<&TestReplica> = replicas.iter().collect();
+    let new_leader = leader_among(&survivors).await;
+    assert_ne!(new_leader, lost_id);
+    let leader = replicas.iter().find(|r| r.id == new_leader).unwrap();
+    let at = write(leader, &mut scenario, 20).await;
+    assert_converged(&survivors, at, &scenario).await;
+
+    // The lost replica's node comes back without its storage: a new replica
+    // (a new id) joins as a learner after the leader snapshotted and purged
+    // its log, so it can only catch up from the snapshot; then it replaces
+    // the lost voter.
+    leader.raft.trigger().snapshot().await.unwrap();
+    leader
+        .raft
+        .wait(Some(DEADLINE))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= at), "a snapshot")
+        .await
+        .unwrap();
+    leader.raft.trigger().purge_log(at).await.unwrap();
+    leader
+        .raft
+        .wait(Some(DEADLINE))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index >= at),
+            "the log purged",
+        )
+        .await
+        .unwrap();
+    let rejoined = TestReplica::start("n-rejoined", &directory).await;
+    assert_ne!(rejoined.id, lost_id);
+    leader
+        .raft
+        .add_learner(rejoined.id, rejoined.node.clone(), true)
+        .await
+        .unwrap();
+    rejoined
+        .raft
+        .wait(Some(DEADLINE))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= at),
+            "the learner installs the snapshot",
+        )
+        .await
+        .unwrap();
+    leader
+        .raft
+        .change_membership(
+            ChangeMembers::ReplaceAllVoters(
+                [
+                    leader.id,
+                    replicas.iter().find(|r| r.id != new_leader).unwrap().id,
+                    rejoined.id,
+                ]
+                .into(),
+            ),
+            false,
+        )
+        .await
+        .unwrap();
+    let at = write(leader, &mut scenario, 5).await;
+    let everyone: Vec<&TestReplica> = replicas.iter().chain([&rejoined]).collect();
+    assert_converged(&everyone, at, &scenario).await;
+    rejoined
+        .raft
+        .wait(Some(DEADLINE))
+        .state(ServerState::Follower, "the rejoined replica votes")
+        .await
+        .unwrap();
+    assert!(rejoined.applied().unwrap() >= at);
+}

@@ -1,0 +1,468 @@
+//! The replica's state machine: a [`TaskBook`] that applies every committed
+//! batch of commands, as openraft's v2 [`RaftStateMachine`].
+//!
+//! Applying is deterministic (commands carry their own times; nothing here
+//! reads a clock or draws a random number), so every replica that applied
+//! the same prefix of the log holds the same book. The effects a command
+//! returns are dropped: the leader's orchestrator carries them out from its
+//! own copy of the book.
+//!
+//! The state is persisted only as snapshots: with a replica file, the latest
+//! snapshot is kept in it and [`ReplicaStateMachine::open`] starts from it;
+//! openraft re-applies the committed entries after it from the log.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use redb::ReadableDatabase;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+
+use super::file::{ReplicaFile, ReplicaFileError, SNAPSHOT, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY};
+use super::types::{
+    BatchApplied, ReplicaEntry, ReplicaId, ReplicaNode, ReplicaStorageError, ReplicaTypes,
+};
+use crate::task_book::TaskBook;
+
+/// The last applied log id of a replica.
+pub type AppliedLogId = Option<LogId<ReplicaId>>;
+/// The membership a replica last applied.
+pub type AppliedMembership = StoredMembership<ReplicaId, ReplicaNode>;
+/// A snapshot's metadata.
+pub type ReplicaSnapshotMeta = SnapshotMeta<ReplicaId, ReplicaNode>;
+
+/// What the state machine holds, changed only under its write lock, so a
+/// reader always sees a book together with the log id it is as of.
+#[derive(Debug)]
+struct Applied {
+    last_applied: AppliedLogId,
+    last_membership: AppliedMembership,
+    book: TaskBook,
+}
+
+/// A snapshot's content, as encoded (borrowing the live state).
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    last_applied: AppliedLogId,
+    last_membership: &'a AppliedMembership,
+    book: &'a TaskBook,
+}
+
+/// A snapshot's content, as decoded: the same fields as [`SnapshotOut`].
+#[derive(Deserialize)]
+struct SnapshotIn {
+    last_applied: AppliedLogId,
+    last_membership: AppliedMembership,
+    book: TaskBook,
+}
+
+/// The current snapshot: what `get_current_snapshot` hands out.
+#[derive(Debug, Clone)]
+struct CurrentSnapshot {
+    meta: ReplicaSnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// A snapshot that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The data did not decode.
+    #[error("the replica snapshot {snapshot_id} does not decode: {reason}")]
+    Undecodable {
+        /// The snapshot's id.
+        snapshot_id: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The data is of another point in the log than its metadata says.
+    #[error(
+        "the replica snapshot {snapshot_id} claims to be as of {claimed:?} but holds the book as of {holds:?}"
+    )]
+    Mismatch {
+        /// The snapshot's id.
+        snapshot_id: String,
+        /// The metadata's last log id.
+        claimed: AppliedLogId,
+        /// The data's last log id.
+        holds: AppliedLogId,
+    },
+    /// A panic while applying left the book half-changed; this replica must
+    /// not apply anything more on top of it.
+    #[error("the replica's task book was left half-applied by a panic")]
+    Poisoned,
+}
+
+/// The parts shared by the state machine, its snapshot builders and
+/// [`ReplicaBook`] handles.
+struct Shared {
+    /// A freshly configured book: where decoded books take their settings.
+    template: TaskBook,
+    applied: RwLock<Applied>,
+    /// Held across a snapshot's persisting, so the stored snapshot and the
+    /// current one change together and never go back in the log.
+    current: Mutex<Option<CurrentSnapshot>>,
+    file: Option<ReplicaFile>,
+    /// Numbers this process's snapshots (part of their ids).
+    builds: AtomicU64,
+}
+
+/// A replica's state machine. See the module docs.
+pub struct ReplicaStateMachine {
+    shared: Arc<Shared>,
+    applied_index: watch::Sender<Option<u64>>,
+}
+
+/// A read handle on a replica's book, for the local orchestrator.
+#[derive(Clone)]
+pub struct ReplicaBook {
+    shared: Arc<Shared>,
+    applied_index: watch::Receiver<Option<u64>>,
+}
+
+/// Builds snapshots of a [`ReplicaStateMachine`] (openraft runs it in a
+/// task of its own, alongside applying).
+pub struct ReplicaSnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl ReplicaStateMachine {
+    /// A state machine in memory, starting from `template` (a freshly
+    /// configured, empty book that carries settings and agent types).
+    /// Its snapshots live in memory only.
+    pub fn in_memory(template: TaskBook) -> ReplicaStateMachine {
+        Self::start(template, None, None)
+    }
+
+    /// A state machine whose snapshots are kept in `file`, starting from the
+    /// snapshot stored there (or from `template` if there is none). The
+    /// entries after the snapshot are re-applied by openraft from the log.
+    pub fn open(
+        template: TaskBook,
+        file: ReplicaFile,
+    ) -> Result<ReplicaStateMachine, ReplicaFileError> {
+        let stored = load_snapshot(&file)?;
+        Ok(Self::start(template, Some(file), stored))
+    }
+
+    fn start(
+        template: TaskBook,
+        file: Option<ReplicaFile>,
+        stored: Option<(CurrentSnapshot, SnapshotIn)>,
+    ) -> ReplicaStateMachine {
+        let (current, applied) = match stored {
+            Some((current, content)) => {
+                let mut book = content.book;
+                book.reconfigure_like(&template);
+                (
+                    Some(current),
+                    Applied {
+                        last_applied: content.last_applied,
+                        last_membership: content.last_membership,
+                        book,
+                    },
+                )
+            }
+            None => (
+                None,
+                Applied {
+                    last_applied: None,
+                    last_membership: StoredMembership::default(),
+                    book: template.clone(),
+                },
+            ),
+        };
+        let (applied_index, _) = watch::channel(applied.last_applied.map(|id| id.index));
+        ReplicaStateMachine {
+            shared: Arc::new(Shared {
+                template,
+                applied: RwLock::new(applied),
+                current: Mutex::new(current),
+                file,
+                builds: AtomicU64::new(0),
+            }),
+            applied_index,
+        }
+    }
+
+    /// A read handle on the book, which follows this state machine.
+    pub fn book(&self) -> ReplicaBook {
+        ReplicaBook {
+            shared: self.shared.clone(),
+            applied_index: self.applied_index.subscribe(),
+        }
+    }
+}
+
+impl ReplicaBook {
+    /// A copy of the book together with the log id it is as of (`None`:
+    /// nothing applied yet). Never a book half-way through a batch.
+    pub fn copy_of_book(&self) -> (AppliedLogId, TaskBook) {
+        // A poisoned lock means applying panicked; the state machine then
+        // refuses to go on and Raft stops, so this replica's orchestrator is
+        // being dropped anyway: what it reads last does not matter.
+        let applied = self
+            .shared
+            .applied
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (applied.last_applied, applied.book.clone())
+    }
+
+    /// The index of the last applied entry, updated after every applied
+    /// batch of entries and installed snapshot.
+    pub fn applied_index(&self) -> watch::Receiver<Option<u64>> {
+        self.applied_index.clone()
+    }
+}
+
+fn poisoned<T>(_: PoisonError<T>) -> AnyError {
+    AnyError::new(&SnapshotError::Poisoned)
+}
+
+/// Replaces the snapshot stored in `file` in one durable transaction.
+fn store_snapshot(file: &ReplicaFile, meta: &[u8], data: &[u8]) -> Result<(), ReplicaFileError> {
+    let transaction = file.database().begin_write().map_err(|e| file.io(e))?;
+    {
+        let mut table = transaction.open_table(SNAPSHOT).map_err(|e| file.io(e))?;
+        table
+            .insert(SNAPSHOT_META_KEY, meta)
+            .map_err(|e| file.io(e))?;
+        table
+            .insert(SNAPSHOT_DATA_KEY, data)
+            .map_err(|e| file.io(e))?;
+    }
+    transaction.commit().map_err(|e| file.io(e))
+}
+
+/// The snapshot stored in `file`, decoded, if there is one.
+fn load_snapshot(
+    file: &ReplicaFile,
+) -> Result<Option<(CurrentSnapshot, SnapshotIn)>, ReplicaFileError> {
+    let transaction = file.database().begin_read().map_err(|e| file.io(e))?;
+    let table = transaction.open_table(SNAPSHOT).map_err(|e| file.io(e))?;
+    let meta = table.get(SNAPSHOT_META_KEY).map_err(|e| file.io(e))?;
+    let data = table.get(SNAPSHOT_DATA_KEY).map_err(|e| file.io(e))?;
+    let (meta, data) = match (meta, data) {
+        (Some(meta), Some(data)) => (meta.value().to_vec(), data.value().to_vec()),
+        (None, None) => return Ok(None),
+        _ => return Err(file.corrupt("snapshot", "metadata or data missing")),
+    };
+    let meta: ReplicaSnapshotMeta =
+        herd_protocol::codec::decode(&meta).map_err(|e| file.corrupt("snapshot metadata", e))?;
+    let content = decode_snapshot(&meta, &data).map_err(|e| file.corrupt("snapshot", e))?;
+    Ok(Some((CurrentSnapshot { meta, data }, content)))
+}
+
+/// Decodes a snapshot's data and checks it is what `meta` says.
+fn decode_snapshot(meta: &ReplicaSnapshotMeta, data: &[u8]) -> Result<SnapshotIn, SnapshotError> {
+    let content: SnapshotIn =
+        herd_protocol::codec::decode(data).map_err(|e| SnapshotError::Undecodable {
+            snapshot_id: meta.snapshot_id.clone(),
+            reason: e.to_string(),
+        })?;
+    if content.last_applied != meta.last_log_id || content.last_membership != meta.last_membership {
+        return Err(SnapshotError::Mismatch {
+            snapshot_id: meta.snapshot_id.clone(),
+            claimed: meta.last_log_id,
+            holds: content.last_applied,
+        });
+    }
+    Ok(content)
+}
+
+impl Shared {
+    /// Makes `snapshot` the current one (and the stored one, with a file),
+    /// unless the current one is further along the log: a build that raced
+    /// with an install must not replace the newer snapshot.
+    async fn keep_snapshot(&self, snapshot: CurrentSnapshot, force: bool) -> Result<(), AnyError> {
+        let mut current = self.current.lock().await;
+        if !force
+            && let Some(kept) = current.as_ref()
+            && kept.meta.last_log_id > snapshot.meta.last_log_id
+        {
+            return Ok(());
+        }
+        if let Some(file) = &self.file {
+            let meta =
+                herd_protocol::codec::encode(&snapshot.meta).map_err(|e| AnyError::new(&e))?;
+            let data = snapshot.data.clone();
+            file.write_blocking(move |file| store_snapshot(file, &meta, &data))
+                .await?;
+        }
+        *current = Some(snapshot);
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<ReplicaTypes> for ReplicaSnapshotBuilder {
+    /// Encodes the book as of the last applied entry, keeps it as the
+    /// current snapshot and, with a file, stores it there before returning
+    /// (openraft may purge the log it covers right after).
+    async fn build_snapshot(&mut self) -> Result<Snapshot<ReplicaTypes>, ReplicaStorageError> {
+        let (meta, data) = {
+            let applied = self
+                .shared
+                .applied
+                .read()
+                .map_err(|e| StorageIOError::read_state_machine(poisoned(e)))?;
+            let data = herd_protocol::codec::encode(&SnapshotOut {
+                last_applied: applied.last_applied,
+                last_membership: &applied.last_membership,
+                book: &applied.book,
+            })
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
+            // A random part keeps ids unique across restarts: two different
+            // encodings of the same point (maps encode in any order) must
+            // never be streamed to a follower under one id.
+            let snapshot_id = format!(
+                "{}-{}-{}-{:016x}",
+                applied
+                    .last_applied
+                    .map(|id| id.leader_id.term)
+                    .unwrap_or(0),
+                applied.last_applied.map(|id| id.index).unwrap_or(0),
+                self.shared.builds.fetch_add(1, Ordering::Relaxed),
+                rand::random::<u64>(),
+            );
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+                snapshot_id,
+            };
+            (meta, data)
+        };
+        let snapshot = CurrentSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        self.shared
+            .keep_snapshot(snapshot, false)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
+    type SnapshotBuilder = ReplicaSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(AppliedLogId, AppliedMembership), ReplicaStorageError> {
+        let applied = self
+            .shared
+            .applied
+            .read()
+            .map_err(|e| StorageIOError::read_state_machine(poisoned(e)))?;
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    /// Applies the entries in order, under one write lock, so a reader sees
+    /// the book before or after the whole call.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchApplied>, ReplicaStorageError>
+    where
+        I: IntoIterator<Item = ReplicaEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut answers = Vec::new();
+        let last_index = {
+            let mut applied = self
+                .shared
+                .applied
+                .write()
+                .map_err(|e| StorageIOError::write_state_machine(poisoned(e)))?;
+            for entry in entries {
+                let commands = match entry.payload {
+                    EntryPayload::Blank => 0,
+                    EntryPayload::Normal(batch) => {
+                        let count = batch.commands.len();
+                        for command in batch.commands {
+                            // The leader's orchestrator acts on its own copy.
+                            let _effects = applied.book.apply(command);
+                        }
+                        count
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        0
+                    }
+                };
+                applied.last_applied = Some(entry.log_id);
+                answers.push(BatchApplied { commands });
+            }
+            applied.last_applied.map(|id| id.index)
+        };
+        self.applied_index.send_replace(last_index);
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> ReplicaSnapshotBuilder {
+        ReplicaSnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, ReplicaStorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Decodes the snapshot, stores it (with a file), then replaces the book:
+    /// a snapshot that does not decode or cannot be stored changes nothing.
+    async fn install_snapshot(
+        &mut self,
+        meta: &ReplicaSnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), ReplicaStorageError> {
+        let data = snapshot.into_inner();
+        let content = decode_snapshot(meta, &data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        let mut book = content.book;
+        book.reconfigure_like(&self.shared.template);
+        let current = CurrentSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.shared
+            .keep_snapshot(current, true)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        {
+            let mut applied = self
+                .shared
+                .applied
+                .write()
+                .map_err(|e| StorageIOError::write_state_machine(poisoned(e)))?;
+            *applied = Applied {
+                last_applied: content.last_applied,
+                last_membership: content.last_membership,
+                book,
+            };
+        }
+        self.applied_index
+            .send_replace(content.last_applied.map(|id| id.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<ReplicaTypes>>, ReplicaStorageError> {
+        let current = self.shared.current.lock().await;
+        Ok(current.as_ref().map(|kept| Snapshot {
+            meta: kept.meta.clone(),
+            snapshot: Box::new(Cursor::new(kept.data.clone())),
+        }))
+    }
+}
