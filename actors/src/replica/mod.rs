@@ -19,6 +19,8 @@
 //!   data directory was wiped, is a new member that catches up by snapshot
 //!   instead of a voter that forgot its vote.
 //!
+//! - [`membership_plan`]: which change of the replica set the leader makes
+//!   next (voter cap, learners, replacing a replica gone for good).
 //! - [`network`]: Raft RPCs over the cluster's ractor_cluster sessions.
 //! - [`raft_config`]: timing and sizing of the group.
 //! - [`rpc_server`]: the replica's RPC endpoint actor.
@@ -34,6 +36,7 @@
 
 pub mod file;
 pub mod log_store;
+pub mod membership_plan;
 pub mod network;
 pub mod raft_config;
 pub mod rpc_server;
