@@ -15,6 +15,7 @@ use super::network::{ReplicaDirectory, ReplicaNetwork};
 use super::raft_config::raft_config;
 use super::rpc_server::{ReplicaMsg, ReplicaServer, ReplicaServerArgs};
 use super::state_machine::{ReplicaBook, ReplicaStateMachine};
+use super::status::{leader_without_quorum, replication_status};
 use super::tests::{Scenario, observe, template};
 use super::types::{CommandBatch, ReplicaId, ReplicaNode, ReplicaTypes};
 
@@ -241,4 +242,16 @@ async fn three_replicas_elect_replicate_survive_their_leader_and_replace_a_lost_
         .await
         .unwrap();
     assert!(rejoined.applied().unwrap() >= at);
+
+    // The leader shows the group as /v1/cluster will: three voters, the
+    // lost replica gone from it, and a fresh quorum.
+    let metrics = leader.raft.metrics().borrow().clone();
+    let status = replication_status(&metrics, |_| true);
+    let mut names: Vec<&str> = status.replicas.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = everyone.iter().map(|r| r.node.name.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    assert_eq!(status.leader.as_deref(), Some(leader.node.name.as_str()));
+    assert!(!leader_without_quorum(&metrics, Duration::from_secs(1)));
 }

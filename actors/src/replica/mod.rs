@@ -24,6 +24,8 @@
 //! - [`network`]: Raft RPCs over the cluster's ractor_cluster sessions.
 //! - [`raft_config`]: timing and sizing of the group.
 //! - [`rpc_server`]: the replica's RPC endpoint actor.
+//! - [`status`]: the group as `/v1/cluster` shows it; a leader that lost its
+//!   quorum.
 //! - [`types`]: the Raft type configuration and the entry, response and node types.
 //! - [`file`]: the replica's redb file in the data directory (log, vote,
 //!   committed log id, replica id, latest snapshot), refused with a clear
@@ -41,6 +43,7 @@ pub mod network;
 pub mod raft_config;
 pub mod rpc_server;
 pub mod state_machine;
+pub mod status;
 pub mod types;
 
 #[cfg(test)]

@@ -55,3 +55,42 @@ impl From<WireError> for ReplicaReply {
         ReplicaReply::Wire(error)
     }
 }
+
+/// What a replica is in the group, as the leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaRole {
+    /// Runs the orchestrator.
+    Leader,
+    /// Votes and holds a hot copy of the book.
+    Follower,
+    /// Standing for election.
+    Candidate,
+    /// Receives the log, does not vote (beyond the voter cap, or catching up).
+    Learner,
+    /// A member whose node cannot be reached now.
+    Unreachable,
+}
+
+/// One replica in [`ReplicationStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// The hosting node.
+    pub name: String,
+    /// Its role.
+    pub state: ReplicaRole,
+    /// The last log index it is known to hold (the leader's count of what
+    /// it replicated there; its own applied index for the leader).
+    pub applied_index: Option<u64>,
+}
+
+/// The replica group: `"replication"` in `/v1/cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// The current Raft term.
+    pub term: u64,
+    /// The leader's node, if there is one.
+    pub leader: Option<String>,
+    /// Every replica in the group, voters first, then learners, by name.
+    pub replicas: Vec<ReplicaView>,
+}
