@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::{ChangeMembers, Raft, ServerState};
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 
-use super::log_store::ReplicaLogStore;
-use super::network::{ReplicaDirectory, ReplicaNetwork};
-use super::raft_config::raft_config;
-use super::rpc_server::{ReplicaMsg, ReplicaServer, ReplicaServerArgs};
-use super::state_machine::{ReplicaBook, ReplicaStateMachine};
+use super::local_replica::LocalReplica;
+use super::network::ReplicaDirectory;
+use super::rpc_server::ReplicaMsg;
+use super::state_machine::ReplicaBook;
 use super::status::{leader_without_quorum, replication_status};
 use super::tests::{Scenario, observe, template};
 use super::types::{CommandBatch, ReplicaId, ReplicaNode, ReplicaTypes};
@@ -29,56 +28,45 @@ impl ReplicaDirectory for LocalDirectory {
     }
 }
 
-/// One replica: its Raft, its endpoint and a view of its book.
+/// One replica under test: a [`LocalReplica`] reachable through the
+/// shared directory.
 struct TestReplica {
     id: ReplicaId,
     node: ReplicaNode,
     raft: Raft<ReplicaTypes>,
     book: ReplicaBook,
-    endpoint: ActorRef<ReplicaMsg>,
+    replica: LocalReplica,
 }
 
 impl TestReplica {
     async fn start(name: &str, directory: &LocalDirectory) -> TestReplica {
-        let log_store = ReplicaLogStore::in_memory();
-        let id = log_store.replica_id();
-        let state_machine = ReplicaStateMachine::in_memory(template());
-        let book = state_machine.book();
+        Self::start_in(name, None, directory).await
+    }
+
+    async fn start_in(
+        name: &str,
+        data_dir: Option<&std::path::Path>,
+        directory: &LocalDirectory,
+    ) -> TestReplica {
         let node = ReplicaNode {
             name: name.to_string(),
             cluster_addr: format!("{name}:7100"),
         };
-        let raft = Raft::new(
-            id,
-            raft_config(),
-            ReplicaNetwork::new(id, directory.clone()),
-            log_store,
-            state_machine,
-        )
-        .await
-        .unwrap();
-        let (endpoint, _) = Actor::spawn(
-            None,
-            ReplicaServer,
-            ReplicaServerArgs {
-                raft: raft.clone(),
-                id,
-                advertise: false,
-            },
-        )
-        .await
-        .unwrap();
+        let replica =
+            LocalReplica::start(node.clone(), data_dir, template(), directory.clone(), false)
+                .await
+                .unwrap();
         directory
             .0
             .lock()
             .unwrap()
-            .insert(name.to_string(), endpoint.clone());
+            .insert(name.to_string(), replica.endpoint().clone());
         TestReplica {
-            id,
+            id: replica.id(),
             node,
-            raft,
-            book,
-            endpoint,
+            raft: replica.raft().clone(),
+            book: replica.book().clone(),
+            replica,
         }
     }
 
@@ -86,8 +74,7 @@ impl TestReplica {
     /// goes first, then its Raft.
     async fn kill(self, directory: &LocalDirectory) {
         directory.0.lock().unwrap().remove(&self.node.name);
-        self.endpoint.stop(None);
-        self.raft.shutdown().await.unwrap();
+        self.replica.stop().await;
     }
 
     fn applied(&self) -> Option<u64> {
@@ -254,4 +241,34 @@ async fn three_replicas_elect_replicate_survive_their_leader_and_replace_a_lost_
     assert_eq!(names, expected);
     assert_eq!(status.leader.as_deref(), Some(leader.node.name.as_str()));
     assert!(!leader_without_quorum(&metrics, Duration::from_secs(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_data_directory_restarts_as_itself_with_its_book() {
+    let directory = LocalDirectory::default();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = TestReplica::start_in("n1", Some(dir.path()), &directory).await;
+    let id = replica.id;
+    replica
+        .raft
+        .initialize(BTreeMap::from([(id, replica.node.clone())]))
+        .await
+        .unwrap();
+    leader_among(&[&replica]).await;
+    let mut scenario = Scenario::new();
+    let at = write(&replica, &mut scenario, 30).await;
+    replica.raft.trigger().snapshot().await.unwrap();
+    let more = write(&replica, &mut scenario, 10).await;
+    assert!(more > at);
+    replica.kill(&directory).await;
+
+    // The same directory: the same replica, its snapshot and the entries
+    // after it, elected again (it is the only voter) with the same book.
+    let restarted = TestReplica::start_in("n1", Some(dir.path()), &directory).await;
+    assert_eq!(restarted.id, id);
+    leader_among(&[&restarted]).await;
+    assert_converged(&[&restarted], more, &scenario).await;
+    let at = write(&restarted, &mut scenario, 5).await;
+    assert_converged(&[&restarted], at, &scenario).await;
+    restarted.kill(&directory).await;
 }

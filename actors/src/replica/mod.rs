@@ -30,6 +30,8 @@
 //! - [`file`]: the replica's redb file in the data directory (log, vote,
 //!   committed log id, replica id, latest snapshot), refused with a clear
 //!   error when it is not a replica store.
+//! - [`local_replica`]: this node's replica assembled (storage, Raft,
+//!   endpoint).
 //! - [`log_store`]: the Raft log, vote and committed log id (openraft's
 //!   `RaftLogStorage`), in memory or in the replica file.
 //! - [`state_machine`]: the task book that applies committed batches
@@ -37,6 +39,7 @@
 //!   local orchestrator copies the book from.
 
 pub mod file;
+pub mod local_replica;
 pub mod log_store;
 pub mod membership_plan;
 pub mod network;

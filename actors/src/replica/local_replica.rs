@@ -1,0 +1,132 @@
+//! This node's replica, assembled: its storage (in memory, or the replica
+//! file in the data directory), its Raft instance and its RPC endpoint.
+
+use std::path::Path;
+
+use openraft::Raft;
+use ractor::{Actor, ActorRef, SpawnErr};
+
+use super::file::{ReplicaFile, ReplicaFileError};
+use super::log_store::ReplicaLogStore;
+use super::network::{ReplicaDirectory, ReplicaNetwork};
+use super::raft_config::raft_config;
+use super::rpc_server::{ReplicaMsg, ReplicaServer, ReplicaServerArgs};
+use super::state_machine::{ReplicaBook, ReplicaStateMachine};
+use super::types::{ReplicaId, ReplicaNode, ReplicaTypes};
+use crate::task_book::TaskBook;
+
+/// Why a replica did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaStartError {
+    /// The replica file could not be opened or is not a replica store.
+    #[error(transparent)]
+    File(#[from] ReplicaFileError),
+    /// openraft refused to start (its storage failed while loading).
+    #[error("the task book replica did not start: {0}")]
+    Raft(String),
+    /// The RPC endpoint actor did not start.
+    #[error("the replica's RPC endpoint did not start: {0}")]
+    Endpoint(#[from] SpawnErr),
+}
+
+/// A running replica. Dropping it leaves it running: call [`Self::stop`].
+pub struct LocalReplica {
+    id: ReplicaId,
+    node: ReplicaNode,
+    raft: Raft<ReplicaTypes>,
+    book: ReplicaBook,
+    endpoint: ActorRef<ReplicaMsg>,
+}
+
+impl LocalReplica {
+    /// Starts the replica of `node`. With `data_dir`, its log, vote and
+    /// snapshots are in the replica file there and it restarts as the same
+    /// replica with its book; without, it is a new replica every start.
+    /// `template` is a freshly configured book (settings and agent types).
+    /// `advertise` puts its endpoint in the cluster's replica group.
+    pub async fn start(
+        node: ReplicaNode,
+        data_dir: Option<&Path>,
+        template: TaskBook,
+        directory: impl ReplicaDirectory,
+        advertise: bool,
+    ) -> Result<LocalReplica, ReplicaStartError> {
+        let (log_store, state_machine) = match data_dir {
+            Some(dir) => {
+                let file = ReplicaFile::open(dir)?;
+                let state_machine = ReplicaStateMachine::open(template, file.clone())?;
+                (ReplicaLogStore::on_file(file), state_machine)
+            }
+            None => (
+                ReplicaLogStore::in_memory(),
+                ReplicaStateMachine::in_memory(template),
+            ),
+        };
+        let id = log_store.replica_id();
+        let book = state_machine.book();
+        let raft = Raft::new(
+            id,
+            raft_config(),
+            ReplicaNetwork::new(id, directory),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|error| ReplicaStartError::Raft(error.to_string()))?;
+        let spawned = Actor::spawn(
+            None,
+            ReplicaServer,
+            ReplicaServerArgs {
+                raft: raft.clone(),
+                id,
+                advertise,
+            },
+        )
+        .await;
+        let endpoint = match spawned {
+            Ok((endpoint, _)) => endpoint,
+            Err(error) => {
+                let _ = raft.shutdown().await;
+                return Err(error.into());
+            }
+        };
+        Ok(LocalReplica {
+            id,
+            node,
+            raft,
+            book,
+            endpoint,
+        })
+    }
+
+    /// The replica's id in the group.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The node hosting it.
+    pub fn node(&self) -> &ReplicaNode {
+        &self.node
+    }
+
+    /// Its Raft instance (writes, membership changes, metrics).
+    pub fn raft(&self) -> &Raft<ReplicaTypes> {
+        &self.raft
+    }
+
+    /// A read handle on its book.
+    pub fn book(&self) -> &ReplicaBook {
+        &self.book
+    }
+
+    /// Its RPC endpoint.
+    pub fn endpoint(&self) -> &ActorRef<ReplicaMsg> {
+        &self.endpoint
+    }
+
+    /// Stops the endpoint, then Raft (which stops its storage tasks).
+    pub async fn stop(self) {
+        self.endpoint.stop(None);
+        let _ = self.raft.shutdown().await;
+    }
+}
