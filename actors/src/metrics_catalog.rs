@@ -166,6 +166,10 @@ pub fn describe() {
         "herd_undecodable_frames_total",
         "Cluster frames that did not decode, by protocol."
     );
+    describe_counter!(
+        "herd_replica_rpcs_refused_total",
+        "Raft RPCs a task book replica refused because it was already serving its maximum at once."
+    );
     // LLM providers (recorded on the node that made the call).
     describe_counter!(
         "herd_llm_requests_total",

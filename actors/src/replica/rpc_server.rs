@@ -2,7 +2,11 @@
 //! process group that hands each request to the local [`openraft::Raft`].
 //!
 //! Requests are answered from a task of their own, so a slow snapshot chunk
-//! does not hold up a vote or a heartbeat behind it in the mailbox.
+//! does not hold up a vote or a heartbeat behind it in the mailbox. At most
+//! [`MAX_RPCS_IN_FLIGHT`] run at once; beyond that a request is refused at
+//! once (openraft backs off and retries), so a peer cannot pile up tasks.
+
+use std::sync::Arc;
 
 use herd_protocol::messages::groups;
 use herd_protocol::messages::replica::{RaftRpcKind, ReplicaCast, ReplicaReply, ReplicaRequest};
@@ -10,9 +14,14 @@ use herd_protocol::{Mailbox, Protocol, codec};
 use openraft::Raft;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::types::{ReplicaId, ReplicaTypes};
+
+/// Requests served at once. openraft keeps one append stream per follower
+/// plus votes and snapshot chunks, so a handful is normal.
+pub const MAX_RPCS_IN_FLIGHT: usize = 64;
 
 /// The replica endpoint's message vocabulary.
 pub struct ReplicaProtocol;
@@ -35,6 +44,12 @@ pub type ReplicaMsg = Mailbox<ReplicaProtocol>;
 /// The endpoint actor. Its arguments are the local Raft and its id.
 pub struct ReplicaServer;
 
+/// The endpoint's state: what it serves and its in-flight permits.
+pub struct ReplicaServerState {
+    args: ReplicaServerArgs,
+    in_flight: Arc<Semaphore>,
+}
+
 /// What the endpoint serves.
 pub struct ReplicaServerArgs {
     /// This node's replica.
@@ -48,7 +63,7 @@ pub struct ReplicaServerArgs {
 
 impl Actor for ReplicaServer {
     type Msg = ReplicaMsg;
-    type State = ReplicaServerArgs;
+    type State = ReplicaServerState;
     type Arguments = ReplicaServerArgs;
 
     async fn pre_start(
@@ -59,7 +74,10 @@ impl Actor for ReplicaServer {
         if args.advertise {
             ractor::pg::join(groups::REPLICAS.to_string(), vec![myself.get_cell()]);
         }
-        Ok(args)
+        Ok(ReplicaServerState {
+            args,
+            in_flight: Arc::new(Semaphore::new(MAX_RPCS_IN_FLIGHT)),
+        })
     }
 
     async fn handle(
@@ -70,14 +88,25 @@ impl Actor for ReplicaServer {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Mailbox::Call(request, reply) => {
-                if request.to != state.id {
+                if request.to != state.args.id {
                     let _ = reply.send(ReplicaReply::Refused(format!(
                         "this node's replica is {:016x}, not {:016x} (it restarted without its storage)",
-                        state.id, request.to
+                        state.args.id, request.to
                     )));
                     return Ok(());
                 }
-                tokio::spawn(serve(state.raft.clone(), request, reply));
+                let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+                    metrics::counter!("herd_replica_rpcs_refused_total").increment(1);
+                    let _ = reply.send(ReplicaReply::Refused(format!(
+                        "the replica is serving {MAX_RPCS_IN_FLIGHT} requests already"
+                    )));
+                    return Ok(());
+                };
+                let raft = state.args.raft.clone();
+                tokio::spawn(async move {
+                    serve(raft, request, reply).await;
+                    drop(permit);
+                });
             }
             Mailbox::Cast(cast) => match cast {},
             Mailbox::Local(local) => match local {},
