@@ -1,7 +1,8 @@
 //! The runnable samples, built and run as a user runs them: `three_node`
-//! starts its cluster, runs its tasks and stops every node; `embedded` runs
-//! alone, and joins a cluster the test started, its seeds and ports given by
-//! flags and variables.
+//! starts its cluster, runs its tasks while the scaling loop moves weights
+//! and slots (seen through the API and in its summary) and stops every
+//! node; `embedded` runs alone, and joins a cluster the test started, its
+//! seeds and ports given by flags and variables.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use herd_node::local_cluster::{cargo_build_binary, free_ports};
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::scaling::DecisionType;
 use herd_tests::{
     ApiClient, DEADLINE, LocalCluster, NodeSpec, eventually, start_cluster, temp_dir, waiting_for,
     with_deadline, write_config,
@@ -44,8 +46,79 @@ async fn run_to_end(command: &mut Command, limit: Duration) -> (Option<i32>, Str
     )
 }
 
+/// What the API showed of the scaling loop while the sample ran.
+#[derive(Debug, Default)]
+struct ScalingSeen {
+    /// A decision other than `maintain` (from `GET /v1/scaling/decisions`).
+    decision: Option<String>,
+    /// A slot total above the 12 the nodes start with (while they join,
+    /// the total is below it).
+    slots: Option<u32>,
+    /// An agent type whose weight left its configured share.
+    weight: Option<String>,
+}
+
+impl ScalingSeen {
+    fn all(&self) -> bool {
+        self.decision.is_some() && self.slots.is_some() && self.weight.is_some()
+    }
+
+    /// Reads the cluster summary and the decisions from `api`; a node that
+    /// does not answer (not up yet, or already stopped) shows nothing.
+    async fn look(&mut self, api: &ApiClient) {
+        if let Ok(status) = api.cluster().await {
+            let slots: u32 = status
+                .nodes
+                .iter()
+                .filter(|n| n.state == MemberState::Up)
+                .map(|n| n.workers)
+                .sum();
+            if slots > 12 {
+                self.slots.get_or_insert(slots);
+            }
+            let configured: f64 = status.agents.values().map(|a| a.configured_weight).sum();
+            if let Some((agent_type, agent)) = status
+                .agents
+                .iter()
+                .find(|(_, a)| (a.weight - a.configured_weight / configured).abs() > 0.01)
+            {
+                self.weight.get_or_insert(format!(
+                    "{agent_type}: {:.3}, configured {:.3}",
+                    agent.weight,
+                    agent.configured_weight / configured
+                ));
+            }
+        }
+        if let Ok(decisions) = api.scaling_decisions(100).await
+            && let Some(decision) = decisions
+                .iter()
+                .find(|d| d.decision_type != DecisionType::Maintain)
+        {
+            self.decision.get_or_insert(format!(
+                "{} {} -> {}",
+                decision.decision_type.as_str(),
+                decision.current_workers,
+                decision.target_workers
+            ));
+        }
+    }
+}
+
+/// The numbers in the line of `stdout` that starts with `prefix`.
+fn numbers_in_line(stdout: &str, prefix: &str) -> Vec<u64> {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{stdout}"));
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter(|digits| !digits.is_empty())
+        .map(|digits| digits.parse().expect("digits"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_three_node_sample_runs_its_thousand_tasks_and_stops_every_node() {
+async fn the_three_node_sample_runs_its_thousand_tasks_moving_weights_and_slots_and_stops_every_node()
+ {
     let binary = example("three_node");
     with_deadline(DEADLINE, async {
         // Off the sample's fixed ports, which a person may be using.
@@ -64,13 +137,50 @@ async fn the_three_node_sample_runs_its_thousand_tasks_and_stops_every_node() {
                 );
         }
         let started = Instant::now();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the example starts");
+        let run = tokio::spawn(child.wait_with_output());
+
+        // While it runs, n1's API shows the scaling loop at work: a decision,
+        // the pool grown past its 12 slots, a weight off its configured share.
+        let n1 = ApiClient::new(&format!("http://127.0.0.1:{}", ports[1]));
+        let mut seen = ScalingSeen::default();
+        {
+            let _step = waiting_for("n1's API to show a scaling decision, slots and weights moving");
+            while !seen.all() && !run.is_finished() {
+                seen.look(&n1).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
         let _step = waiting_for("three_node to run its 1,000 tasks and stop its nodes");
-        let (code, stdout, stderr) = run_to_end(&mut command, Duration::from_secs(180)).await;
-        assert_eq!(code, Some(0), "three_node failed:\n{stdout}\n{stderr}");
+        let output = tokio::time::timeout(Duration::from_secs(180), run)
+            .await
+            .expect("three_node ends within 180 s")
+            .expect("the task waiting for three_node ran")
+            .expect("three_node's output can be read");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "three_node failed:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            seen.all(),
+            "three_node ended before its API showed the scaling loop at work (saw {seen:?}):\n{stdout}"
+        );
         for expected in [
             "cluster ready in",
-            "submitted 1000 tasks",
+            "scaling mode production: weights follow demand, slots follow load",
+            "round 5 of 5: submitted 50 meta_review tasks",
             "all 1000 tasks finished",
+            "idle: the pool",
             "cluster: orchestrator n1, 3 nodes up",
             "llm provider stub:",
             "stopped all nodes in",
@@ -80,13 +190,28 @@ async fn the_three_node_sample_runs_its_thousand_tasks_and_stops_every_node() {
                 "missing {expected:?} in:\n{stdout}"
             );
         }
+        // Its own summary agrees: decisions taken, weights and slots moved.
+        let decisions = numbers_in_line(&stdout, "scaling decisions: ");
+        assert!(decisions[0] >= 1, "no scaling decision in:\n{stdout}");
+        let moved = numbers_in_line(&stdout, "weights moved for ");
+        let [types_moved, types, start, _fewest, most, _end] = moved[..] else {
+            panic!("unexpected summary line {moved:?} in:\n{stdout}");
+        };
+        assert!(
+            types_moved >= 1 && types == 6,
+            "no weight moved:\n{stdout}"
+        );
+        assert!(most > start, "the slots did not grow:\n{stdout}");
         for port in ports {
             assert!(
                 std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
                 "port {port} is still in use: a node outlived three_node"
             );
         }
-        eprintln!("three_node ran in {:.1?}", started.elapsed());
+        eprintln!(
+            "three_node ran in {:.1?}; the API showed {seen:?}",
+            started.elapsed()
+        );
     })
     .await;
 }

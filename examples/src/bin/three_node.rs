@@ -2,8 +2,13 @@
 //! `cluster-config/examples/three-node/n{1,2,3}.toml`, running 1,000 tasks of
 //! the six agent types of the deployment spec — five of them calls to an LLM
 //! provider, played by the stand-in `herd dev llm-stub` that the sample
-//! starts first. Prints progress, a summary per node, per agent type and per
-//! provider, and stops every process cleanly (also on Ctrl-C).
+//! starts first. The tasks go in five rounds, one stage of a co-scientist
+//! run after another, with rebalancing and autoscaling on (the `production`
+//! preset; `HERD_MODE=static` for fixed slots and weights): the progress
+//! shows the slots per node and the weights moving, the summary each type's
+//! weight and each node's slots at the start, lowest, highest and at the end,
+//! and the scaling decisions taken, besides a summary per node, per agent
+//! type and per provider. Stops every process cleanly (also on Ctrl-C).
 //!
 //! Run: `cargo run -p herd-examples --bin three_node` (`-- --tasks 5000` for more).
 
@@ -17,7 +22,9 @@ use futures::StreamExt;
 use herd_node::api_client::ApiClient;
 use herd_node::llm_stub_process::LlmStubProcess;
 use herd_node::local_cluster::{LocalCluster, random_cookie};
-use herd_protocol::{TaskId, TaskState, TaskView};
+use herd_protocol::messages::orchestrator::{ClusterStatus, MemberState};
+use herd_protocol::messages::scaling::{DecisionType, ScalingDecision};
+use herd_protocol::{AgentType, TaskId, TaskState, TaskView, UnixMillis};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -103,17 +110,17 @@ async fn main() -> std::process::ExitCode {
         .collect();
     let llm_port = std::env::var("HERD_SAMPLE_LLM_PORT").unwrap_or_else(|_| "8199".to_string());
     let llm_key = std::env::var("HERD_SAMPLE_LLM_KEY").unwrap_or_else(|_| "sample-key".to_string());
-    // Answers in 30–90 ms, like a small hosted model; its own limit is above
-    // the one the sample configures, so it never has to refuse a call.
+    // Answers in 100–300 ms, like a small hosted model; its own limit is
+    // above the one the sample configures, so it never has to refuse a call.
     let stub = match LlmStubProcess::start(
         &format!("127.0.0.1:{llm_port}"),
         &[
             "--api-key",
             &llm_key,
             "--latency-ms",
-            "30",
+            "100",
             "--jitter-ms",
-            "60",
+            "200",
             "--requests-per-minute",
             "12000",
         ],
@@ -171,6 +178,51 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The rounds the work goes in, as in a co-scientist run: hypotheses first,
+/// then their reviews, rankings (with proximity checks), evolution, and a
+/// meta-review last. Empty rounds are left out.
+const ROUNDS: [&[&str]; 5] = [
+    &["generation"],
+    &["reflection"],
+    &["ranking", "proximity"],
+    &["evolution"],
+    &["meta_review"],
+];
+
+/// Agent type names in the order of [`ROUNDS`]; others after, by name.
+fn in_round_order(types: impl IntoIterator<Item = String>) -> Vec<String> {
+    let position = |t: &str| {
+        ROUNDS
+            .iter()
+            .flat_map(|round| round.iter())
+            .position(|r| *r == t)
+            .unwrap_or(usize::MAX)
+    };
+    let mut types: Vec<String> = types.into_iter().collect();
+    types.sort_by(|a, b| position(a).cmp(&position(b)).then(a.cmp(b)));
+    types
+}
+
+fn rounds(total: usize) -> Vec<(String, Vec<Value>)> {
+    let tasks: Vec<Value> = (0..total).map(task_for).collect();
+    ROUNDS
+        .iter()
+        .map(|types| {
+            let round: Vec<Value> = tasks
+                .iter()
+                .filter(|task| types.iter().any(|t| task["agent_type"] == *t))
+                .cloned()
+                .collect();
+            (types.join(" and "), round)
+        })
+        .filter(|(_, round)| !round.is_empty())
+        .collect()
+}
+
+/// How long the sample waits, after the last task, for the idle pool to
+/// shrink (the sample's `stabilization_s` is 2).
+const IDLE_WAIT: Duration = Duration::from_secs(10);
+
 async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     cluster.wait_ready(Duration::from_secs(30)).await?;
@@ -185,29 +237,63 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
             .join(", ")
     );
     let apis: Vec<ApiClient> = (0..3).map(|i| cluster.api(i)).collect();
+    let run_started = UnixMillis::now();
+    let first = apis[1].cluster().await?;
+    let scaling = first.scaling.clone();
+    println!(
+        "scaling mode {}: {}",
+        scaling.mode,
+        match (scaling.rebalance, scaling.autoscale) {
+            (false, false) => "fixed slots and configured weights".to_string(),
+            (rebalance, autoscale) => format!(
+                "weights {}, slots {} ({}–{} in all)",
+                if rebalance { "follow demand" } else { "fixed" },
+                if autoscale { "follow load" } else { "fixed" },
+                scaling.min_workers,
+                scaling.max_workers
+            ),
+        }
+    );
+    let mut watch = ScalingWatch::new(&first);
 
-    // Submit in batches, round-robin over the three nodes' APIs.
-    let bar = bar(total, "submitted");
+    // Submit round by round, round-robin over the three nodes' APIs: the
+    // next round goes in once fewer tasks wait than there are slots, so the
+    // load moves from one agent type to the next and the pool stays busy.
+    let rounds = rounds(total);
+    let bar = bar_finished(total);
     let submit_started = Instant::now();
     let mut ids: Vec<TaskId> = Vec::with_capacity(total);
-    let tasks: Vec<Value> = (0..total).map(task_for).collect();
-    for (round, chunk) in tasks.chunks(100).enumerate() {
-        ids.extend(apis[round % 3].submit_batch(chunk).await?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish();
-    println!(
-        "submitted {total} tasks in {:.2?}",
-        submit_started.elapsed()
-    );
-
-    // Follow progress through the cluster summary.
-    let bar = bar_finished(total);
+    let mut next_round = 0;
+    let mut batches = 0;
+    let mut tick: u64 = 0;
     loop {
         let status = apis[1].cluster().await?;
+        watch.observe(&status);
+        if tick.is_multiple_of(10) {
+            watch.note_decisions(&apis[1].scaling_decisions(50).await?, run_started);
+        }
+        tick += 1;
+        let waiting = status.tasks.pending + status.tasks.failed;
+        if next_round < rounds.len() && (next_round == 0 || waiting < watch.total_slots()) {
+            let (name, tasks) = &rounds[next_round];
+            for chunk in tasks.chunks(100) {
+                ids.extend(apis[batches % 3].submit_batch(chunk).await?);
+                batches += 1;
+            }
+            next_round += 1;
+            bar.suspend(|| {
+                println!(
+                    "round {next_round} of {}: submitted {} {name} tasks at {:.1?}",
+                    rounds.len(),
+                    tasks.len(),
+                    submit_started.elapsed()
+                )
+            });
+        }
         let finished = status.tasks.succeeded + status.tasks.dead + status.tasks.cancelled;
         bar.set_position(finished.min(total as u64));
-        if finished >= total as u64 {
+        bar.set_message(watch.progress_lines(&status));
+        if finished >= total as u64 && next_round == rounds.len() {
             break;
         }
         if submit_started.elapsed() > Duration::from_secs(300) {
@@ -215,13 +301,46 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bar.finish();
+    bar.finish_and_clear();
     let elapsed = submit_started.elapsed();
     println!(
-        "all {total} tasks finished {:.2?} after the first submission ({:.0} tasks/s)\n",
+        "all {total} tasks finished {:.2?} after the first submission ({:.0} tasks/s)",
         elapsed,
         total as f64 / elapsed.as_secs_f64()
     );
+
+    // With nothing left to do, the pool shrinks once utilization has stayed
+    // low for the stabilization window.
+    if scaling.autoscale {
+        let busy_slots = watch.total_slots();
+        let idle_since = Instant::now();
+        let spinner = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} idle: waiting for the pool to shrink\n{msg}")
+                .expect("valid template"),
+        );
+        loop {
+            let status = apis[1].cluster().await?;
+            watch.observe(&status);
+            spinner.set_message(watch.progress_lines(&status));
+            spinner.tick();
+            if watch.total_slots() < busy_slots || idle_since.elapsed() > IDLE_WAIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        spinner.finish_and_clear();
+        if watch.total_slots() < busy_slots {
+            println!(
+                "idle: the pool shrank from {busy_slots} to {} slots {:.1?} after the last task",
+                watch.total_slots(),
+                idle_since.elapsed()
+            );
+        } else {
+            println!("idle: the pool kept its {busy_slots} slots for {IDLE_WAIT:?}");
+        }
+    }
+    watch.note_decisions(&apis[1].scaling_decisions(100).await?, run_started);
+    println!();
 
     let views: Vec<TaskView> = futures::stream::iter(ids)
         .map(|id| {
@@ -234,6 +353,7 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         .into_iter()
         .collect::<Result<_, _>>()?;
     print_summary(&views);
+    watch.print_summary();
     let status = apis[0].cluster().await?;
     let tokens =
         views
@@ -268,19 +388,191 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bar(length: usize, verb: &str) -> ProgressBar {
-    let bar = ProgressBar::new(length as u64);
-    let template = format!("{verb:>9} [{{bar:40}}] {{pos}}/{{len}}  {{per_sec}}  eta {{eta}}");
-    bar.set_style(
-        ProgressStyle::with_template(&template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
+/// A value's first, lowest, highest and latest reading.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: f64,
+    low: f64,
+    high: f64,
+    end: f64,
 }
 
+impl Span {
+    fn new(value: f64) -> Self {
+        Span {
+            start: value,
+            low: value,
+            high: value,
+            end: value,
+        }
+    }
+
+    fn see(&mut self, value: f64) {
+        self.low = self.low.min(value);
+        self.high = self.high.max(value);
+        self.end = value;
+    }
+
+    fn moved(&self) -> bool {
+        self.high - self.low > 1e-9
+    }
+}
+
+/// What the scaling loop did during the run: weights and slots as
+/// `GET /v1/cluster` showed them, and the decisions of
+/// `GET /v1/scaling/decisions` taken since the run started.
+struct ScalingWatch {
+    weights: BTreeMap<String, Span>,
+    slots: BTreeMap<String, Span>,
+    total: Span,
+    /// Decision type and whether it moved weights, by timestamp.
+    decisions: BTreeMap<u64, (DecisionType, bool)>,
+}
+
+/// Slots on nodes that are up.
+fn slots_by_node(status: &ClusterStatus) -> BTreeMap<String, f64> {
+    status
+        .nodes
+        .iter()
+        .filter(|node| node.state == MemberState::Up)
+        .map(|node| (node.name.to_string(), f64::from(node.workers)))
+        .collect()
+}
+
+impl ScalingWatch {
+    fn new(status: &ClusterStatus) -> Self {
+        let slots = slots_by_node(status);
+        ScalingWatch {
+            weights: status
+                .agents
+                .iter()
+                .map(|(t, a)| (t.to_string(), Span::new(a.weight)))
+                .collect(),
+            total: Span::new(slots.values().sum()),
+            slots: slots.into_iter().map(|(n, s)| (n, Span::new(s))).collect(),
+            decisions: BTreeMap::new(),
+        }
+    }
+
+    fn observe(&mut self, status: &ClusterStatus) {
+        for (agent_type, agent) in &status.agents {
+            self.weights
+                .entry(agent_type.to_string())
+                .and_modify(|span| span.see(agent.weight))
+                .or_insert_with(|| Span::new(agent.weight));
+        }
+        let slots = slots_by_node(status);
+        self.total.see(slots.values().sum());
+        for (node, count) in slots {
+            self.slots
+                .entry(node)
+                .and_modify(|span| span.see(count))
+                .or_insert_with(|| Span::new(count));
+        }
+    }
+
+    fn note_decisions(&mut self, decisions: &[ScalingDecision], since: UnixMillis) {
+        for decision in decisions.iter().filter(|d| d.timestamp >= since) {
+            self.decisions.insert(
+                decision.timestamp.0,
+                (
+                    decision.decision_type,
+                    !decision.agent_weight_adjustments.is_empty(),
+                ),
+            );
+        }
+    }
+
+    fn total_slots(&self) -> u64 {
+        self.total.end as u64
+    }
+
+    /// The lines under the progress bar: slots per node, then the current
+    /// weights in the order the rounds use them, three to a line.
+    fn progress_lines(&self, status: &ClusterStatus) -> String {
+        let slots = self
+            .slots
+            .iter()
+            .map(|(node, span)| format!("{node} {}", span.end))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let weights: Vec<String> = in_round_order(status.agents.keys().map(|t| t.to_string()))
+            .into_iter()
+            .map(|t| format!("{t} {:.2}", status.agents[&AgentType::new(&t)].weight))
+            .collect();
+        let mut lines = vec![format!(
+            "    slots {:>2} ({slots}), {} tasks waiting",
+            self.total.end,
+            status.tasks.pending + status.tasks.failed
+        )];
+        for (index, three) in weights.chunks(3).enumerate() {
+            let label = if index == 0 { "weights" } else { "" };
+            lines.push(format!("  {label:>7} {}", three.join("  ")));
+        }
+        lines.join("\n")
+    }
+
+    fn print_summary(&self) {
+        let mut table = Table::new();
+        table
+            .load_style(UTF8_FULL_CONDENSED)
+            .set_header(["weight", "at start", "lowest", "highest", "at end"]);
+        for agent_type in in_round_order(self.weights.keys().cloned()) {
+            let span = &self.weights[&agent_type];
+            table.add_row(
+                std::iter::once(agent_type.clone())
+                    .chain([span.start, span.low, span.high, span.end].map(|w| format!("{w:.3}"))),
+            );
+        }
+        println!("{table}");
+        let mut table = Table::new();
+        table
+            .load_style(UTF8_FULL_CONDENSED)
+            .set_header(["slots", "at start", "fewest", "most", "at end"]);
+        for (name, span) in self.slots.iter().chain([(&"all".to_string(), &self.total)]) {
+            table.add_row(
+                std::iter::once(name.clone())
+                    .chain([span.start, span.low, span.high, span.end].map(|n| n.to_string())),
+            );
+        }
+        println!("{table}");
+        let count =
+            |kind: DecisionType| self.decisions.values().filter(|(t, _)| *t == kind).count();
+        let taken = self
+            .decisions
+            .values()
+            .filter(|(t, _)| *t != DecisionType::Maintain)
+            .count();
+        println!(
+            "scaling decisions: {taken} ({} scale_up, {} scale_down, {} rebalance; weights moved in {}), from GET /v1/scaling/decisions",
+            count(DecisionType::ScaleUp),
+            count(DecisionType::ScaleDown),
+            count(DecisionType::Rebalance),
+            self.decisions.values().filter(|(_, moved)| *moved).count()
+        );
+        println!(
+            "weights moved for {} of {} agent types; slots {} at the start, {}–{} during the run, {} at the end",
+            self.weights.values().filter(|span| span.moved()).count(),
+            self.weights.len(),
+            self.total.start,
+            self.total.low,
+            self.total.high,
+            self.total.end
+        );
+    }
+}
+
+/// Tasks finished, with the scaling lines under it.
 fn bar_finished(length: usize) -> ProgressBar {
-    bar(length, "finished")
+    let bar = ProgressBar::new(length as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            " finished [{bar:40}] {pos}/{len}  {per_sec}  eta {eta}\n{msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 #[derive(Default)]
