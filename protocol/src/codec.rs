@@ -53,6 +53,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
+/// Decodes a value this node stored itself (a journal or replica entry, a
+/// snapshot of the task book): the frame limit does not apply, because a
+/// book may hold far more than one frame (up to `limits.max_held_bytes`)
+/// and must still be read back. Storage is checksummed by redb; a value
+/// that does not decode is an error, never a panic.
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|error| DecodeError(error.to_string()))?;
+    if read != bytes.len() {
+        return Err(DecodeError(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - read
+        )));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +78,17 @@ mod tests {
     fn encoded_len_counts_what_encode_writes() {
         let value = ("hello".to_string(), vec![7u64; 300], Some(1.5f64));
         assert_eq!(encoded_len(&value).unwrap(), encode(&value).unwrap().len());
+    }
+
+    #[test]
+    fn a_stored_value_over_the_frame_limit_reads_back() {
+        let big: Vec<String> = (0..20).map(|_| "x".repeat(1024 * 1024)).collect();
+        let bytes = encode(&big).unwrap();
+        assert!(bytes.len() > CLUSTER_FRAME_LIMIT_BYTES);
+        // Off the wire it is refused; from storage it reads back whole.
+        assert!(decode::<Vec<String>>(&bytes).is_err());
+        assert_eq!(decode_stored::<Vec<String>>(&bytes).unwrap(), big);
+        assert!(decode_stored::<Vec<String>>(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

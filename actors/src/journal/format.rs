@@ -66,9 +66,9 @@ pub fn decode<T: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<T, herd_protocol::codec::DecodeError> {
     if version == 1 {
-        herd_protocol::tenant::without_tenants(|| herd_protocol::codec::decode(payload))
+        herd_protocol::tenant::without_tenants(|| herd_protocol::codec::decode_stored(payload))
     } else {
-        herd_protocol::codec::decode(payload)
+        herd_protocol::codec::decode_stored(payload)
     }
 }
 

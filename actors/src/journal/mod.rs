@@ -79,6 +79,36 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_of_a_book_larger_than_a_cluster_frame_is_recovered() {
+        // About 21 MiB of payloads: a snapshot over the 16 MiB frame limit,
+        // which once bounded every decode, so such a journal refused to open.
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path()).unwrap();
+        let mut original = book();
+        let payload = JsonText::from_value(&"p".repeat(900 * 1024)).unwrap();
+        for step in 0..24u64 {
+            let submission = original
+                .validate_submission(
+                    vec![(TaskId::new_v7(), TaskSpec::new("echo", payload.clone()))],
+                    UnixMillis(1_000_000 + step),
+                )
+                .unwrap();
+            let _ = original.apply(Command::Submit(submission));
+        }
+        let snapshot = herd_protocol::codec::encode(&original).unwrap();
+        assert!(snapshot.len() > herd_protocol::limits::CLUSTER_FRAME_LIMIT_BYTES);
+        store.snapshot(24, &snapshot).unwrap();
+        drop(store);
+
+        let recovered = JournalStore::open(dir.path())
+            .unwrap()
+            .recover(book())
+            .unwrap();
+        assert_eq!(recovered.last_sequence, 24);
+        assert_eq!(observe(&recovered.book), observe(&original));
+    }
+
+    #[test]
     fn a_journal_with_a_snapshot_replays_to_the_same_book() {
         let dir = tempfile::tempdir().unwrap();
         let store = JournalStore::open(dir.path()).unwrap();

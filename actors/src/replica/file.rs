@@ -380,7 +380,7 @@ pub(super) fn read_meta<T: serde::de::DeserializeOwned>(
     let meta = transaction.open_table(META).map_err(|e| file.io(e))?;
     match meta.get(key).map_err(|e| file.io(e))? {
         None => Ok(None),
-        Some(bytes) => herd_protocol::codec::decode(bytes.value())
+        Some(bytes) => herd_protocol::codec::decode_stored(bytes.value())
             .map(Some)
             .map_err(|e| file.corrupt(key, e)),
     }

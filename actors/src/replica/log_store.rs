@@ -94,7 +94,7 @@ fn put_meta(file: &ReplicaFile, pairs: &[(&str, Vec<u8>)]) -> Result<(), Replica
 }
 
 fn decode_entry(file: &ReplicaFile, index: u64, bytes: &[u8]) -> Result<ReplicaEntry, AnyError> {
-    herd_protocol::codec::decode(bytes)
+    herd_protocol::codec::decode_stored(bytes)
         .map_err(|e| AnyError::new(&file.corrupt(&format!("log entry {index}"), e)))
 }
 

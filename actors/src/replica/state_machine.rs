@@ -253,8 +253,8 @@ fn load_snapshot(
         (None, None) => return Ok(None),
         _ => return Err(file.corrupt("snapshot", "metadata or data missing")),
     };
-    let meta: ReplicaSnapshotMeta =
-        herd_protocol::codec::decode(&meta).map_err(|e| file.corrupt("snapshot metadata", e))?;
+    let meta: ReplicaSnapshotMeta = herd_protocol::codec::decode_stored(&meta)
+        .map_err(|e| file.corrupt("snapshot metadata", e))?;
     let content = decode_snapshot(&meta, &data).map_err(|e| file.corrupt("snapshot", e))?;
     Ok(Some((CurrentSnapshot { meta, data }, content)))
 }
@@ -262,7 +262,7 @@ fn load_snapshot(
 /// Decodes a snapshot's data and checks it is what `meta` says.
 fn decode_snapshot(meta: &ReplicaSnapshotMeta, data: &[u8]) -> Result<SnapshotIn, SnapshotError> {
     let content: SnapshotIn =
-        herd_protocol::codec::decode(data).map_err(|e| SnapshotError::Undecodable {
+        herd_protocol::codec::decode_stored(data).map_err(|e| SnapshotError::Undecodable {
             snapshot_id: meta.snapshot_id.clone(),
             reason: e.to_string(),
         })?;

@@ -448,3 +448,52 @@ fn a_redb_database_without_a_replica_id_is_refused() {
     let message = refusal(dir.path());
     assert!(message.contains("no replica id"), "{message}");
 }
+
+#[tokio::test]
+async fn a_book_larger_than_a_cluster_frame_snapshots_installs_and_restarts() {
+    // 24 tasks of ~900 KiB: about 21 MiB, over the 16 MiB frame limit that
+    // once bounded every decode.
+    let mut book = template();
+    let payload = JsonText::from_value(&"p".repeat(900 * 1024)).unwrap();
+    let commands: Vec<Command> = (0..24)
+        .map(|step| {
+            let now = UnixMillis(1_000_000 + step);
+            let submission = book
+                .validate_submission(
+                    vec![(TaskId::new_v7(), TaskSpec::new("echo", payload.clone()))],
+                    now,
+                )
+                .unwrap();
+            let command = Command::Submit(submission);
+            let _ = book.apply(command.clone());
+            command
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = ReplicaFile::open(dir.path()).unwrap();
+    let mut leader = ReplicaStateMachine::open(template(), file.clone()).unwrap();
+    leader.apply(vec![batch_entry(1, commands)]).await.unwrap();
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert!(snapshot.snapshot.get_ref().len() > 16 * 1024 * 1024);
+
+    let mut follower = ReplicaStateMachine::in_memory(template());
+    let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+    *receiving = *snapshot.snapshot;
+    follower
+        .install_snapshot(&snapshot.meta, receiving)
+        .await
+        .unwrap();
+    assert_eq!(observe(&follower.book().copy_of_book().1), observe(&book));
+
+    drop(leader);
+    drop(file);
+    let reopened = ReplicaFile::open(dir.path()).unwrap();
+    let restarted = ReplicaStateMachine::open(template(), reopened).unwrap();
+    assert_eq!(observe(&restarted.book().copy_of_book().1), observe(&book));
+}
