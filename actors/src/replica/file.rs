@@ -135,6 +135,24 @@ pub struct ReplicaFile {
     shared: Arc<Shared>,
 }
 
+/// Says when every handle on a replica file is gone and redb has released
+/// it, so the same file can be opened again in this process.
+pub struct FileClosed(std::sync::Weak<Shared>);
+
+impl FileClosed {
+    /// Waits until the file is closed, `limit` at most; says whether it is.
+    pub async fn wait(self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.0.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
 impl std::fmt::Debug for ReplicaFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicaFile")
@@ -229,6 +247,11 @@ impl ReplicaFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// A signal for when every handle on this file is dropped.
+    pub fn closed(&self) -> FileClosed {
+        FileClosed(Arc::downgrade(&self.shared))
     }
 
     /// The replica id stored in the file: the same every time it is opened.

@@ -74,7 +74,14 @@ impl TestReplica {
     /// goes first, then its Raft.
     async fn kill(self, directory: &LocalDirectory) {
         directory.0.lock().unwrap().remove(&self.node.name);
-        self.replica.stop().await;
+        let TestReplica {
+            replica,
+            book,
+            raft,
+            ..
+        } = self;
+        drop((book, raft));
+        assert!(replica.stop().await, "the replica file is released");
     }
 
     fn applied(&self) -> Option<u64> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use openraft::Raft;
 use ractor::{Actor, ActorRef, SpawnErr};
 
-use super::file::{ReplicaFile, ReplicaFileError};
+use super::file::{FileClosed, ReplicaFile, ReplicaFileError};
 use super::log_store::ReplicaLogStore;
 use super::network::{ReplicaDirectory, ReplicaNetwork};
 use super::raft_config::raft_config;
@@ -36,7 +36,12 @@ pub struct LocalReplica {
     raft: Raft<ReplicaTypes>,
     book: ReplicaBook,
     endpoint: ActorRef<ReplicaMsg>,
+    file_closed: Option<FileClosed>,
 }
+
+/// How long [`LocalReplica::stop`] waits for openraft's tasks to let go of
+/// the replica file.
+const FILE_RELEASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl LocalReplica {
     /// Starts the replica of `node`. With `data_dir`, its log, vote and
@@ -51,15 +56,21 @@ impl LocalReplica {
         directory: impl ReplicaDirectory,
         advertise: bool,
     ) -> Result<LocalReplica, ReplicaStartError> {
-        let (log_store, state_machine) = match data_dir {
+        let (log_store, state_machine, file_closed) = match data_dir {
             Some(dir) => {
                 let file = ReplicaFile::open(dir)?;
+                let file_closed = file.closed();
                 let state_machine = ReplicaStateMachine::open(template, file.clone())?;
-                (ReplicaLogStore::on_file(file), state_machine)
+                (
+                    ReplicaLogStore::on_file(file),
+                    state_machine,
+                    Some(file_closed),
+                )
             }
             None => (
                 ReplicaLogStore::in_memory(),
                 ReplicaStateMachine::in_memory(template),
+                None,
             ),
         };
         let id = log_store.replica_id();
@@ -96,6 +107,7 @@ impl LocalReplica {
             raft,
             book,
             endpoint,
+            file_closed,
         })
     }
 
@@ -124,9 +136,24 @@ impl LocalReplica {
         &self.endpoint
     }
 
-    /// Stops the endpoint, then Raft (which stops its storage tasks).
-    pub async fn stop(self) {
-        self.endpoint.stop(None);
-        let _ = self.raft.shutdown().await;
+    /// Stops the endpoint, then Raft, and waits (5 s at most) until its
+    /// storage tasks have let go of the replica file, so the file can be
+    /// opened again at once. Read handles from [`Self::book`] keep the file
+    /// open: drop them first. Says whether the file is closed.
+    pub async fn stop(self) -> bool {
+        let LocalReplica {
+            raft,
+            book,
+            endpoint,
+            file_closed,
+            ..
+        } = self;
+        endpoint.stop(None);
+        let _ = raft.shutdown().await;
+        drop(book);
+        match file_closed {
+            Some(closed) => closed.wait(FILE_RELEASE_LIMIT).await,
+            None => true,
+        }
     }
 }

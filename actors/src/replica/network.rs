@@ -35,8 +35,16 @@ use crate::membership::ClusterView;
 use crate::orchestrator::find_in_group;
 
 /// Largest encoded Raft request sent in one frame: half of ractor_cluster's
-/// 16 MiB session limit, leaving room for the envelope.
+/// 16 MiB session limit, leaving room for the envelope (and for decoding,
+/// which counts integers at their in-memory size).
 pub const MAX_RPC_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest append of several entries. openraft 0.9 times an append out
+/// after one heartbeat interval (100 ms) and resends the same range, so an
+/// append must be sent and made durable well within it; a larger one is
+/// refused with a hint for fewer entries. A single entry is sent up to
+/// [`MAX_RPC_BYTES`].
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
 
 /// Finds the RPC endpoint of the replica hosted by a node.
 pub trait ReplicaDirectory: Clone + Send + Sync + 'static {
@@ -152,6 +160,9 @@ impl<D: ReplicaDirectory> ReplicaConnection<D> {
                 )))
             }
             CallResult::Success(ReplicaReply::Refused(why)) => Err(unreachable(why)),
+            // Busy is not gone: no backoff (which would outlast an election
+            // timeout), openraft retries on its next round.
+            CallResult::Success(ReplicaReply::Busy(why)) => Err(network_error(why)),
             CallResult::Success(ReplicaReply::Wire(error)) => {
                 Err(network_error(format!("{}: {error}", self.node)))
             }
@@ -173,6 +184,14 @@ fn network_error<E: Error>(
     why: String,
 ) -> RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, E>> {
     RPCError::Network(NetworkError::new(&TransportError(why)))
+}
+
+/// How many of `entries` entries, whose append encoded to `bytes`, fit in
+/// [`MAX_APPEND_BYTES`] at their average size: at least one, fewer than
+/// `entries`.
+fn fewer_entries(entries: u64, bytes: usize) -> u64 {
+    let fitting = (entries as u128 * MAX_APPEND_BYTES as u128 / bytes.max(1) as u128) as u64;
+    fitting.clamp(1, entries.saturating_sub(1).max(1))
 }
 
 /// Encodes an RPC body, refusing one over [`MAX_RPC_BYTES`].
@@ -345,6 +364,13 @@ mod tests {
             openraft::error::ClientWriteError<ReplicaId, ReplicaNode>,
         > = codec::decode(&codec::encode(&forward).unwrap()).unwrap();
         assert_eq!(decoded, forward);
+    }
+
+    #[test]
+    fn an_oversized_append_is_cut_to_entries_that_fit() {
+        assert_eq!(fewer_entries(64, 4 * MAX_APPEND_BYTES), 16);
+        assert_eq!(fewer_entries(2, 100 * MAX_APPEND_BYTES), 1);
+        assert_eq!(fewer_entries(3, MAX_APPEND_BYTES + 1), 2);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! stands for election, so a dead leader is replaced in about a second.
 //! Entries are batches of commands, so 64 entries per append is thousands of
 //! commands; snapshot chunks stay far below the cluster frame limit.
+//!
+//! openraft 0.9 times an append out after one heartbeat interval, so an
+//! append must be small enough to be sent and made durable in 100 ms:
+//! [`super::network::MAX_APPEND_BYTES`] cuts appends of several entries, and
+//! the leader keeps each entry's batch small (see the module notes).
 
 use std::sync::Arc;
 
@@ -19,6 +24,8 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
 pub const ELECTION_TIMEOUT_MS: (u64, u64) = (500, 1_000);
 /// Entries (command batches) sent in one append at most.
 pub const MAX_ENTRIES_PER_APPEND: u64 = 64;
+/// How long sending and installing one snapshot chunk may take.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
 /// Log entries after which a snapshot of the book is taken and the log
 /// before it purged.
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
@@ -36,6 +43,10 @@ pub fn raft_config() -> Arc<Config> {
         // Keep some log behind a snapshot so a briefly lagging follower
         // catches up from entries rather than a whole snapshot.
         max_in_snapshot_log_to_keep: 1_000,
+        // Sending and installing the last chunk decodes and stores the whole
+        // book on the follower: seconds for a large one, not openraft's
+        // 200 ms default (after which the transfer starts over).
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         ..Config::default()
     };
     // The values are constants checked by the test below.

@@ -97,7 +97,7 @@ impl Actor for ReplicaServer {
                 }
                 let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
                     metrics::counter!("herd_replica_rpcs_refused_total").increment(1);
-                    let _ = reply.send(ReplicaReply::Refused(format!(
+                    let _ = reply.send(ReplicaReply::Busy(format!(
                         "the replica is serving {MAX_RPCS_IN_FLIGHT} requests already"
                     )));
                     return Ok(());

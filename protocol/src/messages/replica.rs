@@ -46,6 +46,9 @@ pub enum ReplicaReply {
     /// The replica did not take the request: another id, not started yet,
     /// shutting down, or a body it could not decode. Says which.
     Refused(String),
+    /// The replica is serving as many requests as it takes at once; try
+    /// again.
+    Busy(String),
     /// The request failed on the wire.
     Wire(WireError),
 }
