@@ -8,8 +8,8 @@
 //!    without a replacement: a dead voter in a three-voter group costs the
 //!    same tolerance as a two-voter group, and a replica with a data
 //!    directory may still come back.
-//! 2. While there are fewer voters than the cap, a caught-up learner is
-//!    promoted. So twenty orchestrator-role nodes make three voters and
+//! 2. While there are fewer voters than the cap, caught-up learners are
+//!    promoted, as many at once as there are free seats. So twenty orchestrator-role nodes make three voters and
 //!    seventeen learners, not a twenty-voter group.
 //! 3. A live orchestrator-role node whose replica is not in the group joins
 //!    as a learner (it catches up from a snapshot before it can vote).
@@ -90,12 +90,20 @@ pub fn next_step(
         voters.insert(learner);
         return Some(MembershipStep::SetVoters(voters));
     }
-    // 2. Fill the voter seats.
-    if current.voters.len() < voter_cap
-        && let Some(learner) = ready_learner()
-    {
+    // 2. Fill the voter seats, with every caught-up learner that fits at
+    //    once: one voter grown to two tolerates no more failures than one,
+    //    so 1 → 3 is one step when two learners are ready.
+    let free_seats = voter_cap.saturating_sub(current.voters.len());
+    let ready: Vec<ReplicaId> = current
+        .learners
+        .iter()
+        .filter(|id| replicas.get(*id).is_some_and(|r| !r.gone && r.caught_up))
+        .take(free_seats)
+        .copied()
+        .collect();
+    if !ready.is_empty() {
         let mut voters = current.voters.clone();
-        voters.insert(learner);
+        voters.extend(ready);
         return Some(MembershipStep::SetVoters(voters));
     }
     // 3. Take in new replicas as learners, in id order.
@@ -196,6 +204,14 @@ mod tests {
             MAX_VOTERS
         );
         assert_eq!(settle(1, set(&[1], &[]), &live(&ids), 0).voters.len(), 1);
+    }
+
+    #[test]
+    fn one_voter_grows_to_three_in_one_step_when_two_learners_are_ready() {
+        assert_eq!(
+            next_step(1, &set(&[1], &[2, 3, 4]), &live(&[1, 2, 3, 4]), 3),
+            Some(MembershipStep::SetVoters([1, 2, 3].into()))
+        );
     }
 
     #[test]
