@@ -39,7 +39,8 @@ pub(super) const COMMITTED_KEY: &str = "committed";
 pub(super) const PURGED_KEY: &str = "last_purged";
 /// `SNAPSHOT` key of the snapshot's metadata (codec).
 pub(super) const SNAPSHOT_META_KEY: &str = "meta";
-/// `SNAPSHOT` key of the snapshot's data (the state machine's encoding).
+/// `SNAPSHOT` key of the name of the snapshot's data file, beside the
+/// replica file (the data, the state machine's encoding, is not in redb).
 pub(super) const SNAPSHOT_DATA_KEY: &str = "data";
 
 /// The format this release writes and reads. A file of another version is
@@ -247,6 +248,11 @@ impl ReplicaFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The directory holding the file (and its snapshot data files).
+    pub fn directory(&self) -> &Path {
+        self.shared.path.parent().unwrap_or(Path::new("."))
     }
 
     /// A signal for when every handle on this file is dropped.

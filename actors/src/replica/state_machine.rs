@@ -226,7 +226,45 @@ fn poisoned<T>(_: PoisonError<T>) -> AnyError {
 }
 
 /// Replaces the snapshot stored in `file` in one durable transaction.
-fn store_snapshot(file: &ReplicaFile, meta: &[u8], data: &[u8]) -> Result<(), ReplicaFileError> {
+/// Snapshot data files sit beside the replica file, named after their
+/// snapshot: `replica-snapshot-<id>.bin`.
+const SNAPSHOT_FILE_PREFIX: &str = "replica-snapshot-";
+
+/// Stores a snapshot: its data in a file of its own (written under a
+/// temporary name, synced, renamed, the directory synced), then its metadata
+/// and the file's name in one small redb transaction, then older data files
+/// are removed. A large book is never written inside a redb transaction,
+/// which would hold redb's one writer — and with it every log append and
+/// vote — for as long as the write takes. A crash before the transaction
+/// leaves an orphan file that the next store removes.
+fn store_snapshot(
+    file: &ReplicaFile,
+    snapshot_id: &str,
+    meta: &[u8],
+    data: &[u8],
+) -> Result<(), ReplicaFileError> {
+    use std::io::Write;
+    let dir = file.directory();
+    let safe_id: String = snapshot_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("{SNAPSHOT_FILE_PREFIX}{safe_id}.bin");
+    let temporary = dir.join(format!("{name}.tmp"));
+    let written = (|| {
+        let mut out = std::fs::File::create(&temporary)?;
+        out.write_all(data)?;
+        out.sync_all()?;
+        std::fs::rename(&temporary, dir.join(&name))?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    written.map_err(|e| file.io(e))?;
     let transaction = file.database().begin_write().map_err(|e| file.io(e))?;
     {
         let mut table = transaction.open_table(SNAPSHOT).map_err(|e| file.io(e))?;
@@ -234,10 +272,20 @@ fn store_snapshot(file: &ReplicaFile, meta: &[u8], data: &[u8]) -> Result<(), Re
             .insert(SNAPSHOT_META_KEY, meta)
             .map_err(|e| file.io(e))?;
         table
-            .insert(SNAPSHOT_DATA_KEY, data)
+            .insert(SNAPSHOT_DATA_KEY, name.as_bytes())
             .map_err(|e| file.io(e))?;
     }
-    transaction.commit().map_err(|e| file.io(e))
+    transaction.commit().map_err(|e| file.io(e))?;
+    // Older snapshots and leftovers of interrupted stores.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let other = entry.file_name().to_string_lossy().into_owned();
+            if other.starts_with(SNAPSHOT_FILE_PREFIX) && other != name {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The snapshot stored in `file`, decoded, if there is one.
@@ -248,11 +296,17 @@ fn load_snapshot(
     let table = transaction.open_table(SNAPSHOT).map_err(|e| file.io(e))?;
     let meta = table.get(SNAPSHOT_META_KEY).map_err(|e| file.io(e))?;
     let data = table.get(SNAPSHOT_DATA_KEY).map_err(|e| file.io(e))?;
-    let (meta, data) = match (meta, data) {
-        (Some(meta), Some(data)) => (meta.value().to_vec(), data.value().to_vec()),
+    let (meta, name) = match (meta, data) {
+        (Some(meta), Some(name)) => (meta.value().to_vec(), name.value().to_vec()),
         (None, None) => return Ok(None),
         _ => return Err(file.corrupt("snapshot", "metadata or data missing")),
     };
+    let name = String::from_utf8(name)
+        .ok()
+        .filter(|name| name.starts_with(SNAPSHOT_FILE_PREFIX) && !name.contains('/'))
+        .ok_or_else(|| file.corrupt("snapshot", "the data file's name is not one herd writes"))?;
+    let data = std::fs::read(file.directory().join(&name))
+        .map_err(|e| file.corrupt("snapshot", format!("its data file {name}: {e}")))?;
     let meta: ReplicaSnapshotMeta = herd_protocol::codec::decode_stored(&meta)
         .map_err(|e| file.corrupt("snapshot metadata", e))?;
     let content = decode_snapshot(&meta, &data).map_err(|e| file.corrupt("snapshot", e))?;
@@ -292,7 +346,8 @@ impl Shared {
             let meta =
                 herd_protocol::codec::encode(&snapshot.meta).map_err(|e| AnyError::new(&e))?;
             let data = snapshot.data.clone();
-            file.write_blocking(move |file| store_snapshot(file, &meta, &data))
+            let snapshot_id = snapshot.meta.snapshot_id.clone();
+            file.write_blocking(move |file| store_snapshot(file, &snapshot_id, &meta, &data))
                 .await?;
         }
         *current = Some(snapshot);

@@ -497,3 +497,47 @@ async fn a_book_larger_than_a_cluster_frame_snapshots_installs_and_restarts() {
     let restarted = ReplicaStateMachine::open(template(), reopened).unwrap();
     assert_eq!(observe(&restarted.book().copy_of_book().1), observe(&book));
 }
+
+#[tokio::test]
+async fn snapshot_data_lives_in_one_file_beside_the_replica_file_and_a_missing_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = ReplicaFile::open(dir.path()).unwrap();
+    let mut state_machine = ReplicaStateMachine::open(template(), file.clone()).unwrap();
+    let mut scenario = Scenario::new();
+    let snapshot_files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("replica-snapshot-"))
+            .collect::<Vec<_>>()
+    };
+    for round in 0..3u64 {
+        let entries = (1..=5)
+            .map(|i| batch_entry(round * 5 + i, scenario.batch(3)))
+            .collect::<Vec<_>>();
+        state_machine.apply(entries).await.unwrap();
+        state_machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snapshot_files().len(), 1, "older snapshots are removed");
+    }
+    drop(state_machine);
+    drop(file);
+    let restarted =
+        ReplicaStateMachine::open(template(), ReplicaFile::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(
+        observe(&restarted.book().copy_of_book().1),
+        observe(&scenario.book)
+    );
+    drop(restarted);
+
+    std::fs::remove_file(dir.path().join(&snapshot_files()[0])).unwrap();
+    let refused = ReplicaStateMachine::open(template(), ReplicaFile::open(dir.path()).unwrap())
+        .err()
+        .expect("a snapshot whose data file is gone is refused");
+    assert!(refused.to_string().contains("data file"), "{refused}");
+}
