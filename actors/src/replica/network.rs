@@ -227,7 +227,7 @@ impl<D: ReplicaDirectory> RaftNetwork<ReplicaTypes> for ReplicaConnection<D> {
     > {
         // Chunks are cut by `Config::snapshot_max_chunk_size`, set well
         // under the frame limit.
-        let body = encode_within_frame(&rpc).map_err(|why| network_error(why))?;
+        let body = encode_within_frame(&rpc).map_err(network_error)?;
         self.call(
             RaftRpcKind::InstallSnapshot,
             RPCTypes::InstallSnapshot,
@@ -243,7 +243,7 @@ impl<D: ReplicaDirectory> RaftNetwork<ReplicaTypes> for ReplicaConnection<D> {
         option: RPCOption,
     ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>>
     {
-        let body = encode_within_frame(&rpc).map_err(|why| network_error(why))?;
+        let body = encode_within_frame(&rpc).map_err(network_error)?;
         self.call(RaftRpcKind::Vote, RPCTypes::Vote, body, option.hard_ttl())
             .await
     }
