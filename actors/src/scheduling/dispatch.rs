@@ -1,8 +1,9 @@
 //! Which pending tasks go to which pool, given each pool's free slots.
 //!
 //! Pools advertise slots, not demand: the orchestrator pushes at most as many
-//! attempts to a pool as it has idle slots (credits), so a worker never holds
-//! two tasks and nothing queues at a pool. Slots are shared in two phases:
+//! attempts to a pool as it has idle slots, plus, once those are taken, its
+//! prefetch credit (phase 3); a worker never holds two tasks, the rest wait
+//! in the pool's backlog. Idle slots are shared in two phases:
 //!
 //! 1. **Guaranteed**: each type may fill its quota on each pool.
 //!    A type with waiting work and nothing running gets one idle slot even
@@ -18,7 +19,9 @@
 //!
 //! 3. **Prefetch** (`slot_credit` > 1): only once phases 1–2 leave a pool no
 //!    idle slot, it gets up to `slots × (slot_credit − 1)` further attempts
-//!    (in borrowing order, one per type per round, never LLM-calling types),
+//!    (each type first up to `slot_credit ×` its quota there, so the backlog
+//!    follows the weights; the rest lent in borrowing order; never
+//!    LLM-calling types),
 //!    which wait in the pool's backlog and start the moment a slot frees,
 //!    without a round trip to the orchestrator. A pool with an idle slot
 //!    (held for a quiet type, say) gets none, so phases 1–2 decide exactly
@@ -221,12 +224,18 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         }
     }
 
-    // Phase 3: prefetch into the backlogs of pools with no idle slot left.
+    // Phase 3: prefetch into the backlogs of pools with no idle slot left:
+    // first each type up to `slot_credit` × its quota there (so what waits,
+    // and therefore what runs next, follows the weights under contention),
+    // then the rest lent in borrowing order, one per type per round.
     if input.slot_credit > 1 {
         for (index, pool) in input.pools.iter().enumerate() {
             if ledger.idle[index] > 0 {
                 continue;
             }
+            let planned_of = |ledger: &Ledger<'_>, agent_type: &AgentType| {
+                ledger.plan.get(&(index, agent_type)).copied().unwrap_or(0)
+            };
             let held: u32 = pool.running.values().sum::<u32>()
                 + ledger
                     .plan
@@ -238,13 +247,32 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
                 .slots
                 .saturating_mul(input.slot_credit)
                 .saturating_sub(held.max(pool.slots));
+            let prefetchable = |agent_type: &AgentType| {
+                supports(pool, agent_type) && !input.llm_types.contains(agent_type)
+            };
+            for (agent_type, wanted) in demand.iter_mut() {
+                if room == 0 || *wanted == 0 || !prefetchable(agent_type) {
+                    continue;
+                }
+                let share = input
+                    .allocation
+                    .quota(&pool.member, agent_type)
+                    .saturating_mul(input.slot_credit)
+                    .saturating_sub(pool.running_of(agent_type) + planned_of(&ledger, agent_type));
+                let count = (share as u64).min(*wanted).min(room as u64) as u32;
+                if count > 0 {
+                    *ledger.plan.entry((index, *agent_type)).or_default() += count;
+                    *wanted -= count as u64;
+                    room -= count;
+                }
+            }
             while room > 0 {
                 let mut lent = false;
                 for agent_type in input.borrow_order {
                     if room == 0 {
                         break;
                     }
-                    if !supports(pool, agent_type) || input.llm_types.contains(agent_type) {
+                    if !prefetchable(agent_type) {
                         continue;
                     }
                     if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
@@ -502,6 +530,30 @@ mod tests {
         let demand = BTreeMap::from([(AgentType::new("echo"), 3)]);
         let plan = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 4);
         assert_eq!(plan, vec![(member(1), AgentType::new("echo"), 3)]);
+    }
+
+    #[test]
+    fn prefetched_attempts_follow_the_quotas_under_contention() {
+        let (mut pools, mut allocation) = setup(&[4], &["echo", "sleep"]);
+        // echo holds 3 slots, sleep 1; both are running at their quota.
+        allocation.per_pool.insert(
+            member(1),
+            BTreeMap::from([(AgentType::new("echo"), 3), (AgentType::new("sleep"), 1)]),
+        );
+        pools[0].running =
+            BTreeMap::from([(AgentType::new("echo"), 3), (AgentType::new("sleep"), 1)]);
+        let demand = BTreeMap::from([
+            (AgentType::new("echo"), 100),
+            (AgentType::new("sleep"), 100),
+        ]);
+        let plan = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 2);
+        assert_eq!(
+            plan,
+            vec![
+                (member(1), AgentType::new("echo"), 3),
+                (member(1), AgentType::new("sleep"), 1)
+            ]
+        );
     }
 
     #[test]
