@@ -85,6 +85,7 @@ pub fn scaling_step_times(samples: usize) -> ScalingStepTimes {
                 slots: slots[m],
                 capacity: 100,
                 busy: slots[m] / 2,
+                waiting: 0,
                 serving: true,
             })
             .collect();

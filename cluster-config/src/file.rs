@@ -175,6 +175,8 @@ pub struct ScalingSection {
     pub worker_timeout_seconds: Option<i64>,
     /// LLM-calling tasks running at once per node.
     pub max_concurrent_llm_calls: Option<i64>,
+    /// Attempts a pool is given per slot (one runs, the rest wait there).
+    pub slot_credit: Option<i64>,
     /// CPU cores budgeted per worker slot.
     pub max_cpu_per_worker: Option<f64>,
     /// Memory budgeted per worker slot, GB.

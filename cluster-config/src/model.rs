@@ -377,6 +377,9 @@ pub struct ScalingSettings {
     pub worker_timeout: Option<Duration>,
     /// LLM-calling tasks running at once on one node.
     pub max_concurrent_llm_calls: u32,
+    /// Attempts a pool is given per slot: one runs, the others wait in the
+    /// pool's backlog and start as soon as the slot frees.
+    pub slot_credit: u32,
     /// CPU cores budgeted per slot (limits slots per node).
     pub max_cpu_per_worker: Option<f64>,
     /// Memory budgeted per slot in GB (limits slots per node).
@@ -402,6 +405,7 @@ impl ScalingSettings {
             stabilization: Duration::from_secs(30),
             worker_timeout: None,
             max_concurrent_llm_calls: 10,
+            slot_credit: herd_protocol::defaults::DEFAULT_SLOT_CREDIT,
             max_cpu_per_worker: None,
             max_memory_per_worker_gb: None,
             max_weight_step: 0.5,

@@ -35,6 +35,9 @@ pub struct BenchSettings {
     pub submitters: usize,
     /// Journal n1's task book here (durable submissions).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Attempts per slot the orchestrator may hand a pool
+    /// (`scaling.slot_credit`); `None`: the config default.
+    pub slot_credit: Option<u32>,
     /// Also measure n1's API over HTTPS with a bearer token, beside plain
     /// HTTP to n1 alone (`--tls --token`).
     pub secure: bool,
@@ -82,6 +85,14 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
     config.limits.max_unfinished_tasks =
         (settings.tasks as u64 * 2).max(DEFAULT_MAX_UNFINISHED_TASKS);
     config.data_dir = settings.data_dir.clone();
+    if let Some(credit) = settings.slot_credit {
+        anyhow::ensure!(
+            herd_protocol::limits::SLOT_CREDIT_RANGE.contains(&credit),
+            "--slot-credit {credit} is outside {:?}",
+            herd_protocol::limits::SLOT_CREDIT_RANGE
+        );
+        config.scaling.slot_credit = credit;
+    }
     let node = HerdNode::start(config, BTreeMap::new()).await?;
     let handle = node.handle();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", n1_http)).await?;
@@ -371,6 +382,12 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
     println!(
         "herd bench: 3 nodes on loopback (n1 embedded in this process, n2 and n3 as processes), {} workers/node, {} no-op tasks per run, batches of {}, {} single-task samples",
         settings.workers, settings.tasks, settings.batch, settings.latency_samples
+    );
+    println!(
+        "slot credit: {} attempts per slot",
+        settings
+            .slot_credit
+            .unwrap_or(herd_protocol::defaults::DEFAULT_SLOT_CREDIT)
     );
     match &settings.data_dir {
         Some(dir) => println!(

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use herd_tests::{ApiClientError, DEADLINE, post_raw, send_raw, three_node_cluster, with_deadline};
+use herd_tests::{
+    ApiClientError, DEADLINE, post_raw, send_raw, temp_dir, three_node_cluster,
+    three_node_cluster_with, with_deadline, write_config,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +168,11 @@ async fn bad_requests_get_json_errors_that_say_what_to_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_priorities_listing_and_cancellation_work_over_http() {
     with_deadline(DEADLINE, async {
-        let mut cluster = three_node_cluster(2).await;
+        // Without prefetch, so that a task waits in the orchestrator's queue
+        // (pending, in priority order) as soon as the slots are taken.
+        let dir = temp_dir("api-priorities").unwrap();
+        let config = write_config(dir.path(), "herd.toml", "[scaling]\nslot_credit = 1\n");
+        let mut cluster = three_node_cluster_with(2, &config, &[]).await;
         let api = cluster.api("n1");
         let first = api
             .submit_raw(&json!({

@@ -43,7 +43,7 @@ fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_worker_node_during_5000_tasks_loses_nothing() {
+async fn kill_9_of_a_worker_node_during_5000_tasks_loses_nothing_with_prefetched_attempts() {
     with_deadline(DEADLINE, async {
         let mut cluster = three_node_cluster(8).await;
         let api = cluster.api("n1");
@@ -63,6 +63,20 @@ async fn kill_9_of_a_worker_node_during_5000_tasks_loses_nothing() {
             }
         })
         .await;
+        // With the default slot credit, n3 holds more attempts than its 8
+        // slots: the rest wait in its backlog and must be re-queued too.
+        let held_by_n3 = all_tasks(&api)
+            .await
+            .iter()
+            .filter(|task| {
+                task.state == TaskState::Running
+                    && task.node.as_ref().is_some_and(|n| n.as_str() == "n3")
+            })
+            .count();
+        assert!(
+            held_by_n3 > 8,
+            "n3 holds prefetched attempts beyond its 8 slots ({held_by_n3})"
+        );
         cluster.kill("n3").await;
         eventually(Duration::from_secs(10), "n3 is declared down", || {
             let api = api.clone();
@@ -93,6 +107,10 @@ async fn kill_9_of_a_worker_node_during_5000_tasks_loses_nothing() {
         assert!(
             rerun > 0,
             "some tasks were running on n3 and had to run again"
+        );
+        assert!(
+            tasks.iter().all(|task| task.attempts <= 2),
+            "no task ran more than once besides the attempt lost with n3"
         );
         assert!(
             tasks

@@ -171,7 +171,16 @@ impl Actor for Orchestrator {
                 state.schedule_tick(&myself);
             }
             // journaled.rs
-            Mailbox::Local(OrchestratorLocal::FlushJournal) => state.flush_journal()?,
+            Mailbox::Local(OrchestratorLocal::FlushJournal) => {
+                // Group commit: reports and submissions that ask for a
+                // dispatch share one journal write with the assignments it
+                // makes (the assignments wait for that write anyway); the
+                // queued Dispatch then finds nothing left to do.
+                if state.dispatch_scheduled {
+                    state.dispatch(&myself);
+                }
+                state.flush_journal()?
+            }
             Mailbox::Local(OrchestratorLocal::Journal(event)) => {
                 state.on_journal_event(&myself, event)?
             }

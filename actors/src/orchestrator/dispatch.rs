@@ -85,6 +85,7 @@ impl OrchestratorState {
             demand: &demand,
             borrow_order: &self.borrow_order,
             llm_types: &self.llm_types,
+            slot_credit: self.scaling.settings().slot_credit,
         });
         let stamp = UnixMillis::now();
         let mut batches: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();

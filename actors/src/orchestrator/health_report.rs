@@ -163,8 +163,11 @@ impl OrchestratorState {
             healthy_slots,
             busy: serving.iter().map(|p| p.busy).sum(),
             pending: {
+                // Attempts waiting in pools' backlogs are pending work too.
                 let counts = self.book.counts();
-                counts.pending + counts.failed
+                counts.pending
+                    + counts.failed
+                    + serving.iter().map(|p| u64::from(p.waiting)).sum::<u64>()
             },
             oldest_pending_since: self.book.oldest_pending_since(),
             bottleneck: crate::scaling::rebalance::bottleneck(&queued),

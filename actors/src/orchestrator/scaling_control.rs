@@ -44,8 +44,12 @@ pub struct PoolSnapshot {
     pub slots: u32,
     /// Most slots it may host.
     pub capacity: u32,
-    /// Slots running an attempt.
+    /// Slots running an attempt (at most `slots`).
     pub busy: u32,
+    /// Attempts assigned to it beyond its slots (`scaling.slot_credit` > 1):
+    /// they wait in its backlog, so they count as queued work, not as busy
+    /// slots — the same work as when they waited in the orchestrator's queue.
+    pub waiting: u32,
     /// Up and not draining: it takes work and counts toward the total.
     pub serving: bool,
 }
@@ -242,7 +246,8 @@ impl ScalingControl {
                 AutoscaleInput {
                     slots: current,
                     busy: serving.iter().map(|p| p.busy).sum(),
-                    queued: per_type.iter().map(|(_, q, _)| q).sum(),
+                    queued: per_type.iter().map(|(_, q, _)| q).sum::<u64>()
+                        + serving.iter().map(|p| u64::from(p.waiting)).sum::<u64>(),
                     capacity: serving.iter().map(|p| p.capacity).sum(),
                     now: now.duration_since(self.started),
                 },
@@ -383,12 +388,18 @@ impl OrchestratorState {
         let view = self.view.borrow();
         self.pools
             .iter()
-            .map(|(member, entry)| PoolSnapshot {
-                member: member.clone(),
-                slots: entry.workers,
-                capacity: entry.capacity,
-                busy: self.book.running_total_on(member),
-                serving: !entry.draining && view.is_up(member),
+            .map(|(member, entry)| {
+                // The book counts every attempt assigned to the pool; those
+                // beyond its slots wait in its backlog.
+                let assigned = self.book.running_total_on(member);
+                PoolSnapshot {
+                    member: member.clone(),
+                    slots: entry.workers,
+                    capacity: entry.capacity,
+                    busy: assigned.min(entry.workers),
+                    waiting: assigned.saturating_sub(entry.workers),
+                    serving: !entry.draining && view.is_up(member),
+                }
             })
             .collect()
     }
@@ -509,6 +520,7 @@ pub(super) mod tests {
                 slots: 4,
                 capacity: 100,
                 busy: 4,
+                waiting: 0,
                 serving: true,
             },
             PoolSnapshot {
@@ -516,6 +528,7 @@ pub(super) mod tests {
                 slots: 4,
                 capacity: 100,
                 busy: 4,
+                waiting: 0,
                 serving: true,
             },
             PoolSnapshot {
@@ -523,6 +536,7 @@ pub(super) mod tests {
                 slots: 4,
                 capacity: 100,
                 busy: 0,
+                waiting: 0,
                 serving: false,
             },
         ];

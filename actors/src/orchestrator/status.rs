@@ -61,7 +61,11 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
             state: info.state,
             roles: info.roles.clone(),
             workers: registered.map_or(0, |pool| pool.workers),
-            busy: book.running_total_on(&info.member),
+            // Slots running an attempt: attempts beyond the slots wait in
+            // the pool's backlog (`scaling.slot_credit`).
+            busy: book
+                .running_total_on(&info.member)
+                .min(registered.map_or(0, |pool| pool.workers)),
             http_addr: info.http_addr.clone(),
             draining: registered.is_some_and(|pool| pool.draining),
             capacity: registered.map_or(0, |pool| pool.capacity),

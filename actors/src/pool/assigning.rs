@@ -38,8 +38,8 @@ impl PoolState {
         );
         self.assign_backlog();
         if !self.backlog.is_empty() {
-            // The orchestrator never sends more than the idle slots it knows
-            // of; a backlog means a slot is restarting. It runs when one frees.
+            // Prefetched attempts (`scaling.slot_credit` > 1), or a slot is
+            // restarting: they start, oldest first, the moment a slot frees.
             debug!(
                 backlog = self.backlog.len(),
                 "assignments waiting for a worker"

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::OrchestratorCast;
-use herd_protocol::{AssignmentEpoch, Mailbox, MemberId, TaskAssignment, TaskId};
+use herd_protocol::{AssignmentEpoch, Mailbox, MemberId, TaskId};
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -43,10 +43,7 @@ impl PoolState {
                     member: registration.member.clone(),
                 });
             }
-            let backlog: Vec<(MemberId, TaskAssignment)> = self.backlog.drain(..).collect();
-            for (member, assignment) in backlog {
-                self.hand_back(member, vec![(assignment.task_id, assignment.epoch)]);
-            }
+            self.hand_back_backlog();
             myself.send_after(grace, || Mailbox::Local(PoolLocal::DrainDeadline));
         }
         self.check_drained(myself);
@@ -100,6 +97,22 @@ impl PoolState {
 
     /// Gives attempts of incarnation `member` back to the orchestrator to run
     /// elsewhere.
+    /// Hands every waiting (prefetched) attempt back to the orchestrator,
+    /// one message per incarnation it was assigned to.
+    pub(super) fn hand_back_backlog(&mut self) {
+        let mut by_member: Vec<(MemberId, Vec<(TaskId, AssignmentEpoch)>)> = Vec::new();
+        for (member, assignment) in std::mem::take(&mut self.backlog) {
+            let attempt = (assignment.task_id, assignment.epoch);
+            match by_member.iter_mut().find(|(m, _)| *m == member) {
+                Some((_, attempts)) => attempts.push(attempt),
+                None => by_member.push((member, vec![attempt])),
+            }
+        }
+        for (member, attempts) in by_member {
+            self.hand_back(member, attempts);
+        }
+    }
+
     pub(super) fn hand_back(&mut self, member: MemberId, attempts: Vec<(TaskId, AssignmentEpoch)>) {
         // Reports first, so the orchestrator sees them before the hand-back.
         self.flush();

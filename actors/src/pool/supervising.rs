@@ -154,6 +154,10 @@ impl PoolState {
                 for (slot, worker) in retired {
                     stop_retired(slot, worker);
                 }
+                if self.slots.target() == 0 {
+                    // No slot will free for prefetched attempts: give them back.
+                    self.hand_back_backlog();
+                }
             }
             Resized::Grown { unstaffed } => {
                 for slot in unstaffed {

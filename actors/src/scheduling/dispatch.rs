@@ -1,8 +1,9 @@
 //! Which pending tasks go to which pool, given each pool's free slots.
 //!
 //! Pools advertise slots, not demand: the orchestrator pushes at most as many
-//! attempts to a pool as it has idle slots (credits), so a worker never holds
-//! two tasks and nothing queues at a pool. Slots are shared in two phases:
+//! attempts to a pool as it has idle slots, plus, once those are taken, its
+//! prefetch credit (phase 3); a worker never holds two tasks, the rest wait
+//! in the pool's backlog. Idle slots are shared in two phases:
 //!
 //! 1. **Guaranteed**: each type may fill its quota on each pool.
 //!    A type with waiting work and nothing running gets one idle slot even
@@ -15,6 +16,17 @@
 //!
 //! Weights therefore bind under contention and never leave a slot idle while
 //! work waits.
+//!
+//! 3. **Prefetch** (`slot_credit` > 1): only once phases 1–2 leave a pool no
+//!    idle slot, it gets up to `slots × (slot_credit − 1)` further attempts
+//!    (each type first up to `slot_credit ×` its quota there, so the backlog
+//!    follows the weights; the rest lent in borrowing order; never
+//!    LLM-calling types),
+//!    which wait in the pool's backlog and start the moment a slot frees,
+//!    without a round trip to the orchestrator. A pool with an idle slot
+//!    (held for a quiet type, say) gets none, so phases 1–2 decide exactly
+//!    as with a credit of 1; prefetched attempts only delay what is assigned
+//!    after them, by at most one attempt per slot ahead of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,6 +72,10 @@ pub struct DispatchInput<'a> {
     pub borrow_order: &'a [AgentType],
     /// Types whose tasks call an LLM API (limited by each pool's `llm_room`).
     pub llm_types: &'a BTreeSet<AgentType>,
+    /// Attempts a pool may hold per slot (`scaling.slot_credit`, at least
+    /// 1): beyond its idle slots, a pool whose slots are all taken gets up
+    /// to `slots × (slot_credit − 1)` more, which wait in its backlog.
+    pub slot_credit: u32,
 }
 
 /// What is planned so far and what each pool has left.
@@ -110,8 +126,10 @@ impl<'a> Ledger<'a> {
 }
 
 /// Plans assignments: `(pool, type, count)` triples. Guarantees: no pool gets
-/// more than its idle slots, no type more than its demand, no pool more
-/// LLM-calling attempts than its `llm_room`.
+/// more than its idle slots plus, once those are all planned, its prefetch
+/// credit (`slots × (slot_credit − 1)` attempts held beyond its slots), no
+/// type more than its demand, no pool more LLM-calling attempts than its
+/// `llm_room` or its idle slots.
 pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32)> {
     let mut demand: BTreeMap<&AgentType, u64> = input
         .demand
@@ -206,6 +224,71 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
         }
     }
 
+    // Phase 3: prefetch into the backlogs of pools with no idle slot left:
+    // first each type up to `slot_credit` × its quota there (so what waits,
+    // and therefore what runs next, follows the weights under contention),
+    // then the rest lent in borrowing order, one per type per round.
+    if input.slot_credit > 1 {
+        for (index, pool) in input.pools.iter().enumerate() {
+            if ledger.idle[index] > 0 {
+                continue;
+            }
+            let planned_of = |ledger: &Ledger<'_>, agent_type: &AgentType| {
+                ledger.plan.get(&(index, agent_type)).copied().unwrap_or(0)
+            };
+            let held: u32 = pool.running.values().sum::<u32>()
+                + ledger
+                    .plan
+                    .iter()
+                    .filter(|((planned, _), _)| *planned == index)
+                    .map(|(_, n)| n)
+                    .sum::<u32>();
+            let mut room = pool
+                .slots
+                .saturating_mul(input.slot_credit)
+                .saturating_sub(held.max(pool.slots));
+            let prefetchable = |agent_type: &AgentType| {
+                supports(pool, agent_type) && !input.llm_types.contains(agent_type)
+            };
+            for (agent_type, wanted) in demand.iter_mut() {
+                if room == 0 || *wanted == 0 || !prefetchable(agent_type) {
+                    continue;
+                }
+                let share = input
+                    .allocation
+                    .quota(&pool.member, agent_type)
+                    .saturating_mul(input.slot_credit)
+                    .saturating_sub(pool.running_of(agent_type) + planned_of(&ledger, agent_type));
+                let count = (share as u64).min(*wanted).min(room as u64) as u32;
+                if count > 0 {
+                    *ledger.plan.entry((index, *agent_type)).or_default() += count;
+                    *wanted -= count as u64;
+                    room -= count;
+                }
+            }
+            while room > 0 {
+                let mut lent = false;
+                for agent_type in input.borrow_order {
+                    if room == 0 {
+                        break;
+                    }
+                    if !prefetchable(agent_type) {
+                        continue;
+                    }
+                    if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
+                        *wanted -= 1;
+                        room -= 1;
+                        *ledger.plan.entry((index, agent_type)).or_default() += 1;
+                        lent = true;
+                    }
+                }
+                if !lent {
+                    break;
+                }
+            }
+        }
+    }
+
     ledger
         .plan
         .into_iter()
@@ -271,6 +354,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
+            slot_credit: 1,
         });
         let echo_total: u32 = plan
             .iter()
@@ -293,6 +377,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
+            slot_credit: 1,
         });
         assert_eq!(plan, vec![(member(1), AgentType::new("sleep"), 1)]);
     }
@@ -314,6 +399,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
+            slot_credit: 1,
         });
         assert_eq!(plan, vec![(member(1), AgentType::new(starved), 1)]);
     }
@@ -335,6 +421,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &llm,
+            slot_credit: 1,
         });
         let count = |pool: usize, name: &str| -> u32 {
             plan.iter()
@@ -363,7 +450,7 @@ mod tests {
             }
             let demand: BTreeMap<AgentType, u64> = names.iter().zip(&demand).map(|(n, d)| (AgentType::new(n), *d)).collect();
             let order = types(&names);
-            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order, llm_types: &BTreeSet::new() });
+            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order, llm_types: &BTreeSet::new(), slot_credit: 1 });
             for pool in &pools {
                 let given: u32 = plan.iter().filter(|(m, _, _)| *m == pool.member).map(|(_, _, n)| n).sum();
                 prop_assert!(given <= pool.idle(), "pool over-assigned");
@@ -383,6 +470,125 @@ mod tests {
                 }).sum();
                 prop_assert!(idle_left <= names.len() as u32, "{} slots idle while work waits", idle_left);
             }
+        }
+    }
+    fn plan_with_credit(
+        pools: &[PoolLoad],
+        allocation: &Allocation,
+        demand: &BTreeMap<AgentType, u64>,
+        llm: &BTreeSet<AgentType>,
+        slot_credit: u32,
+    ) -> Vec<(MemberId, AgentType, u32)> {
+        let order = types(&["echo", "sleep"]);
+        plan_dispatch(&DispatchInput {
+            pools,
+            allocation,
+            demand,
+            borrow_order: &order,
+            llm_types: llm,
+            slot_credit,
+        })
+    }
+
+    fn planned_on(plan: &[(MemberId, AgentType, u32)], pool: usize) -> u32 {
+        plan.iter()
+            .filter(|(m, _, _)| *m == member(pool))
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    #[test]
+    fn prefetch_fills_full_pools_up_to_their_credit_and_spares_the_quiet_types_slot() {
+        let (pools, allocation) = setup(&[1, 1, 1], &["echo", "sleep"]);
+        let demand = BTreeMap::from([(AgentType::new("echo"), 100)]);
+        let without = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 1);
+        let with = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 4);
+        // One slot in the cluster stays free for `sleep`: its pool gets
+        // nothing, with or without prefetch; the two others get 1, or 4.
+        let counts = |plan: &[(MemberId, AgentType, u32)]| {
+            let mut counts: Vec<u32> = (1..=3).map(|i| planned_on(plan, i)).collect();
+            counts.sort();
+            counts
+        };
+        assert_eq!(counts(&without), vec![0, 1, 1]);
+        assert_eq!(counts(&with), vec![0, 4, 4]);
+        assert!(with.iter().all(|(_, t, _)| t.as_str() == "echo"));
+    }
+
+    #[test]
+    fn prefetch_counts_attempts_already_held_and_never_goes_past_the_credit() {
+        let (mut pools, allocation) = setup(&[2], &["echo"]);
+        // Two running and three waiting in the backlog: credit 4 allows 8.
+        pools[0].running = BTreeMap::from([(AgentType::new("echo"), 5)]);
+        let demand = BTreeMap::from([(AgentType::new("echo"), 100)]);
+        let plan = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 4);
+        assert_eq!(plan, vec![(member(1), AgentType::new("echo"), 3)]);
+        pools[0].running = BTreeMap::from([(AgentType::new("echo"), 8)]);
+        assert!(plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 4).is_empty());
+        // Never more than the demand.
+        pools[0].running = BTreeMap::new();
+        let demand = BTreeMap::from([(AgentType::new("echo"), 3)]);
+        let plan = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 4);
+        assert_eq!(plan, vec![(member(1), AgentType::new("echo"), 3)]);
+    }
+
+    #[test]
+    fn prefetched_attempts_follow_the_quotas_under_contention() {
+        let (mut pools, mut allocation) = setup(&[4], &["echo", "sleep"]);
+        // echo holds 3 slots, sleep 1; both are running at their quota.
+        allocation.per_pool.insert(
+            member(1),
+            BTreeMap::from([(AgentType::new("echo"), 3), (AgentType::new("sleep"), 1)]),
+        );
+        pools[0].running =
+            BTreeMap::from([(AgentType::new("echo"), 3), (AgentType::new("sleep"), 1)]);
+        let demand = BTreeMap::from([
+            (AgentType::new("echo"), 100),
+            (AgentType::new("sleep"), 100),
+        ]);
+        let plan = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 2);
+        assert_eq!(
+            plan,
+            vec![
+                (member(1), AgentType::new("echo"), 3),
+                (member(1), AgentType::new("sleep"), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn llm_calling_types_are_never_prefetched() {
+        let (pools, allocation) = setup(&[2], &["echo"]);
+        let llm = BTreeSet::from([AgentType::new("echo")]);
+        let demand = BTreeMap::from([(AgentType::new("echo"), 100)]);
+        let plan = plan_with_credit(&pools, &allocation, &demand, &llm, 4);
+        assert_eq!(plan, vec![(member(1), AgentType::new("echo"), 2)]);
+    }
+
+    proptest! {
+        #[test]
+        fn no_pool_holds_more_than_its_credit_and_credit_one_changes_nothing(
+            slots in proptest::collection::vec(1u32..6, 1..4),
+            running in proptest::collection::vec(0u32..20, 4),
+            echo in 0u64..60, sleep in 0u64..60, credit in 1u32..6,
+        ) {
+            let (mut pools, allocation) = setup(&slots, &["echo", "sleep"]);
+            for (index, pool) in pools.iter_mut().enumerate() {
+                let held = running[index].min(pool.slots * credit);
+                pool.running = BTreeMap::from([(AgentType::new("echo"), held)]);
+            }
+            let demand = BTreeMap::from([(AgentType::new("echo"), echo), (AgentType::new("sleep"), sleep)]);
+            let plan = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), credit);
+            for (index, pool) in pools.iter().enumerate() {
+                let held: u32 = pool.running.values().sum();
+                prop_assert!(held + planned_on(&plan, index + 1) <= (pool.slots * credit).max(held));
+            }
+            let credit_one = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 1);
+            let base = plan_dispatch(&DispatchInput {
+                pools: &pools, allocation: &allocation, demand: &demand,
+                borrow_order: &types(&["echo", "sleep"]), llm_types: &BTreeSet::new(), slot_credit: 1,
+            });
+            prop_assert_eq!(credit_one, base);
         }
     }
 }
@@ -431,6 +637,7 @@ mod small_pools {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
+            slot_credit: 1,
         });
         let total: u32 = plan.iter().map(|(_, _, n)| n).sum();
         assert_eq!(total, 5, "{plan:?} {allocation:?}");

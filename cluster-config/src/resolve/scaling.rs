@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use herd_protocol::limits::{MAX_WORKERS_RANGE, MIN_WORKERS_RANGE, SCALE_THRESHOLD_RANGE};
+use herd_protocol::limits::{
+    MAX_WORKERS_RANGE, MIN_WORKERS_RANGE, SCALE_THRESHOLD_RANGE, SLOT_CREDIT_RANGE,
+};
 
 use super::range_check::{as_file_range, file_in_range, file_integer};
 use crate::error::ConfigError;
@@ -105,6 +107,16 @@ pub(crate) fn resolve_scaling(
         errors,
     ) {
         settings.max_concurrent_llm_calls = v as u32;
+    }
+    if let Some(v) = file_integer(
+        file,
+        "scaling.slot_credit",
+        section.slot_credit,
+        as_file_range(SLOT_CREDIT_RANGE),
+        "set how many attempts a pool is given per worker slot (1 = only what it can start now)",
+        errors,
+    ) {
+        settings.slot_credit = v as u32;
     }
 
     if let Some(v) = file_in_range(

@@ -77,6 +77,9 @@ pub struct BenchArgs {
     /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// `throughput`: attempts the orchestrator gives a pool per slot (`scaling.slot_credit`, 1–16); default: the config default.
+    #[arg(long, value_name = "N")]
+    slot_credit: Option<u32>,
     /// `llm`: the provider's requests_per_minute in the limit run (a backlog of twice that; takes a minute); 0 skips it.
     #[arg(long, default_value_t = 1_200)]
     requests_per_minute: u32,
@@ -215,6 +218,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 latency_samples: args.latency_samples.max(1),
                 submitters: args.submitters.max(1),
                 data_dir: args.data_dir.clone(),
+                slot_credit: args.slot_credit,
                 secure: args.tls && args.token,
             };
             report(

@@ -15,7 +15,8 @@ pub enum PoolCast {
         orchestrator: MemberId,
     },
     /// Run these attempts; the orchestrator never sends more than the pool
-    /// has idle slots.
+    /// has idle slots plus its credit (`scaling.slot_credit − 1` per slot)
+    /// for attempts that wait in its backlog for a slot.
     Assign {
         /// The orchestrator's node (assignments from any other are refused).
         orchestrator: MemberId,
