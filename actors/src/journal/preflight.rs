@@ -51,6 +51,37 @@ pub fn inspect(path: &Path) -> std::io::Result<Found> {
     Ok(Found::Redb)
 }
 
+/// Why an existing redb file did not open.
+#[derive(Debug)]
+pub enum OpenFailure {
+    /// The file is damaged (corrupt pages, truncated): the reason, for the
+    /// operator. It is left as it is.
+    Damaged(String),
+    /// Anything else (in use by another process, permissions, I/O).
+    Other(String),
+}
+
+/// Opens an existing redb file, verifying every page first: that costs one
+/// read of the file at start, and without it redb trusts a cleanly closed
+/// file and may panic on one damaged since.
+pub fn open_verified(path: &Path) -> Result<redb::Database, OpenFailure> {
+    use redb::{DatabaseError, StorageError};
+    redb::Builder::new()
+        .set_check_integrity_on_open(true)
+        .open(path)
+        .map_err(|error| match error {
+            DatabaseError::Storage(StorageError::Corrupted(reason)) => {
+                OpenFailure::Damaged(format!("is corrupt ({reason})"))
+            }
+            DatabaseError::Storage(StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                OpenFailure::Damaged(format!("is truncated ({io})"))
+            }
+            other => OpenFailure::Other(other.to_string()),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

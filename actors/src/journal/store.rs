@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, DatabaseError, MultimapTableHandle, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, StorageError, TableDefinition, TableHandle,
+    Database, MultimapTableHandle, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle,
 };
 use tracing::info;
 
 use super::format::{self, FORMAT_VERSION, Unsealed};
-use super::preflight::{self, Found};
+use super::preflight::{self, Found, OpenFailure};
 use crate::task_book::{Command, TaskBook};
 
 /// Journal entries: sequence number → encoded command.
@@ -144,28 +144,13 @@ impl JournalStore {
             Found::Missing => Self::start_new(dir, path),
             Found::Unusable(problem) => Err(StoreError::Unreadable { path, problem }),
             Found::Redb => {
-                // Verifying every page costs one read of the file at start;
-                // without it redb trusts a cleanly closed file and may panic
-                // on one damaged since.
-                let database = redb::Builder::new()
-                    .set_check_integrity_on_open(true)
-                    .open(&path)
-                    .map_err(|error| match error {
-                        DatabaseError::Storage(StorageError::Corrupted(reason)) => {
-                            StoreError::Unreadable {
-                                path: path.clone(),
-                                problem: format!("is corrupt ({reason})"),
-                            }
-                        }
-                        DatabaseError::Storage(StorageError::Io(io))
-                            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
-                        {
-                            StoreError::Unreadable {
-                                path: path.clone(),
-                                problem: format!("is truncated ({io})"),
-                            }
-                        }
-                        other => open_error(other.to_string()),
+                let database =
+                    preflight::open_verified(&path).map_err(|failure| match failure {
+                        OpenFailure::Damaged(problem) => StoreError::Unreadable {
+                            path: path.clone(),
+                            problem,
+                        },
+                        OpenFailure::Other(reason) => open_error(reason),
                     })?;
                 let store = JournalStore { database, path };
                 store.settle_format()?;

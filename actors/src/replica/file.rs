@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{
-    Database, DatabaseError, MultimapTableHandle, ReadableDatabase, ReadableTable, StorageError,
-    TableDefinition, TableHandle,
+    Database, MultimapTableHandle, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
 };
 use tracing::info;
 
 use super::types::ReplicaId;
-use crate::journal::preflight::{self, Found};
+use crate::journal::preflight::{self, Found, OpenFailure};
 
 /// Raft log entries: log index → codec-encoded [`super::types::ReplicaEntry`].
 pub(super) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -179,27 +178,13 @@ impl ReplicaFile {
             Found::Missing => Self::create(dir, path),
             Found::Unusable(problem) => Err(ReplicaFileError::Unreadable { path, problem }),
             Found::Redb => {
-                // As for the journal: verify every page once at start, so a
-                // file damaged since it was closed is refused, not a panic.
-                let database = redb::Builder::new()
-                    .set_check_integrity_on_open(true)
-                    .open(&path)
-                    .map_err(|error| match error {
-                        DatabaseError::Storage(StorageError::Corrupted(reason)) => {
-                            ReplicaFileError::Unreadable {
-                                path: path.clone(),
-                                problem: format!("is corrupt ({reason})"),
-                            }
-                        }
-                        DatabaseError::Storage(StorageError::Io(io))
-                            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
-                        {
-                            ReplicaFileError::Unreadable {
-                                path: path.clone(),
-                                problem: format!("is truncated ({io})"),
-                            }
-                        }
-                        other => open_error(other.to_string()),
+                let database =
+                    preflight::open_verified(&path).map_err(|failure| match failure {
+                        OpenFailure::Damaged(problem) => ReplicaFileError::Unreadable {
+                            path: path.clone(),
+                            problem,
+                        },
+                        OpenFailure::Other(reason) => open_error(reason),
                     })?;
                 let replica_id = settle(&database, &path, Settle::Existing)?;
                 Ok(Self::wrap(database, path, replica_id))
