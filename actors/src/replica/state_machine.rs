@@ -28,7 +28,7 @@ use super::file::{ReplicaFile, ReplicaFileError, SNAPSHOT, SNAPSHOT_DATA_KEY, SN
 use super::types::{
     BatchApplied, ReplicaEntry, ReplicaId, ReplicaNode, ReplicaStorageError, ReplicaTypes,
 };
-use crate::task_book::TaskBook;
+use crate::task_book::{BookConfiguration, TaskBook};
 
 /// The last applied log id of a replica.
 pub type AppliedLogId = Option<LogId<ReplicaId>>;
@@ -52,6 +52,9 @@ struct SnapshotOut<'a> {
     last_applied: AppliedLogId,
     last_membership: &'a AppliedMembership,
     book: &'a TaskBook,
+    /// The book's settings and agent types (a book's encoding leaves them
+    /// out): the last `Configure` in the log it covers, or the template's.
+    configuration: BookConfiguration,
 }
 
 /// A snapshot's content, as decoded: the same fields as [`SnapshotOut`].
@@ -60,6 +63,7 @@ struct SnapshotIn {
     last_applied: AppliedLogId,
     last_membership: AppliedMembership,
     book: TaskBook,
+    configuration: BookConfiguration,
 }
 
 /// The current snapshot: what `get_current_snapshot` hands out.
@@ -101,8 +105,6 @@ pub enum SnapshotError {
 /// The parts shared by the state machine, its snapshot builders and
 /// [`ReplicaBook`] handles.
 struct Shared {
-    /// A freshly configured book: where decoded books take their settings.
-    template: TaskBook,
     applied: RwLock<Applied>,
     /// Held across a snapshot's persisting, so the stored snapshot and the
     /// current one change together and never go back in the log.
@@ -158,7 +160,11 @@ impl ReplicaStateMachine {
         let (current, applied) = match stored {
             Some((current, content)) => {
                 let mut book = content.book;
-                book.reconfigure_like(&template);
+                let BookConfiguration {
+                    settings,
+                    agent_types,
+                } = content.configuration;
+                book.reconfigure(settings, agent_types);
                 (
                     Some(current),
                     Applied {
@@ -173,14 +179,13 @@ impl ReplicaStateMachine {
                 Applied {
                     last_applied: None,
                     last_membership: StoredMembership::default(),
-                    book: template.clone(),
+                    book: template,
                 },
             ),
         };
         let (applied_index, _) = watch::channel(applied.last_applied.map(|id| id.index));
         ReplicaStateMachine {
             shared: Arc::new(Shared {
-                template,
                 applied: RwLock::new(applied),
                 current: Mutex::new(current),
                 file,
@@ -370,6 +375,7 @@ impl RaftSnapshotBuilder<ReplicaTypes> for ReplicaSnapshotBuilder {
                 last_applied: applied.last_applied,
                 last_membership: &applied.last_membership,
                 book: &applied.book,
+                configuration: applied.book.configuration(),
             })
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
             // A random part keeps ids unique across restarts: two different
@@ -485,7 +491,11 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
         })?;
         let mut book = content.book;
-        book.reconfigure_like(&self.shared.template);
+        let BookConfiguration {
+            settings,
+            agent_types,
+        } = content.configuration;
+        book.reconfigure(settings, agent_types);
         let current = CurrentSnapshot {
             meta: meta.clone(),
             data,

@@ -541,3 +541,68 @@ async fn snapshot_data_lives_in_one_file_beside_the_replica_file_and_a_missing_o
         .expect("a snapshot whose data file is gone is refused");
     assert!(refused.to_string().contains("data file"), "{refused}");
 }
+
+#[tokio::test]
+async fn replicas_with_different_local_configurations_apply_the_log_under_its_configure() {
+    // Two nodes configured differently: one keeps 1,000 finished tasks, the
+    // other 2. The log's Configure makes both keep 3.
+    let keeps = |retain_finished: usize| {
+        let mut book = template();
+        let mut configuration = book.configuration();
+        configuration.settings.retain_finished = retain_finished;
+        book.reconfigure(configuration.settings, configuration.agent_types);
+        book
+    };
+    let mut agreed = template().configuration();
+    agreed.settings.retain_finished = 3;
+    let mut reference = template();
+    let mut commands = vec![Command::Configure(Box::new(agreed.clone()))];
+    let _ = reference.apply(commands[0].clone());
+    for step in 0..6u64 {
+        let now = UnixMillis(1_000_000 + step * 10);
+        let id = TaskId::new_v7();
+        let submission = reference
+            .validate_submission(
+                vec![(
+                    id,
+                    TaskSpec::new("echo", JsonText::from_value(&step).unwrap()),
+                )],
+                now,
+            )
+            .unwrap();
+        let submit = Command::Submit(submission);
+        let _ = reference.apply(submit.clone());
+        let cancel = Command::Cancel { id, now };
+        let _ = reference.apply(cancel.clone());
+        commands.extend([submit, cancel]);
+    }
+    assert_eq!(reference.counts().cancelled, 3, "retention keeps three");
+
+    let mut generous = ReplicaStateMachine::in_memory(keeps(1_000));
+    let mut strict = ReplicaStateMachine::in_memory(keeps(2));
+    generous
+        .apply(vec![batch_entry(1, commands.clone())])
+        .await
+        .unwrap();
+    strict.apply(vec![batch_entry(1, commands)]).await.unwrap();
+    let (_, generous_book) = generous.book().copy_of_book();
+    let (_, strict_book) = strict.book().copy_of_book();
+    assert_eq!(observe(&generous_book), observe(&reference));
+    assert_eq!(observe(&strict_book), observe(&reference));
+
+    // A snapshot carries the configuration to a replica configured otherwise.
+    let snapshot = generous
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut follower = ReplicaStateMachine::in_memory(keeps(1));
+    let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+    *receiving = *snapshot.snapshot;
+    follower
+        .install_snapshot(&snapshot.meta, receiving)
+        .await
+        .unwrap();
+    assert_eq!(follower.book().copy_of_book().1.configuration(), agreed);
+}

@@ -85,6 +85,21 @@ pub enum Command {
         /// Time.
         now: UnixMillis,
     },
+    /// The book's settings and agent types from now on. Replicated books
+    /// take them from the log rather than each node's own configuration,
+    /// so every replica applies later commands under the same rules
+    /// (retention, retries, limits). Appended last: earlier journals'
+    /// variant numbers are unchanged.
+    Configure(Box<BookConfiguration>),
+}
+
+/// The settings and agent types a book applies commands under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BookConfiguration {
+    /// The book's settings.
+    pub settings: super::TaskBookSettings,
+    /// Per-agent-type settings, by type.
+    pub agent_types: std::collections::BTreeMap<AgentType, super::AgentTypeSettings>,
 }
 
 /// Why a report was not applied.

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use herd_protocol::messages::orchestrator::TaskCounts;
 use herd_protocol::{AgentType, MemberId, TaskId, UnixMillis};
 
-pub use command::{Command, Effect, RequeueReason, StaleReason};
+pub use command::{BookConfiguration, Command, Effect, RequeueReason, StaleReason};
 pub use queue::PendingQueue;
 pub use record::TaskRecord;
 #[cfg(test)]
@@ -49,7 +49,7 @@ pub use submission::Submission;
 pub use tenants::{TenantLimit, TenantLimits, TenantUsage};
 
 /// Limits and defaults the book enforces.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskBookSettings {
     /// Per-attempt time limit for tasks and types that do not say.
     pub default_timeout_s: u32,
@@ -195,6 +195,14 @@ impl TaskBook {
         self.recount_bytes();
     }
 
+    /// The settings and agent types this book applies commands under.
+    pub fn configuration(&self) -> BookConfiguration {
+        BookConfiguration {
+            settings: self.settings.clone(),
+            agent_types: self.agent_types.clone(),
+        }
+    }
+
     /// Takes the settings and agent types of `other` (a freshly configured
     /// book), keeping this book's tasks.
     pub fn reconfigure_like(&mut self, other: &TaskBook) {
@@ -236,6 +244,13 @@ impl TaskBook {
                 now,
             } => self.hand_back(&member, attempts, now, &mut effects),
             Command::Tick { now } => self.tick(now, &mut effects),
+            Command::Configure(configuration) => {
+                let BookConfiguration {
+                    settings,
+                    agent_types,
+                } = *configuration;
+                self.reconfigure(settings, agent_types);
+            }
         }
         self.forget_beyond_retention(&mut effects);
         effects

@@ -19,7 +19,7 @@ use herd_protocol::{TaskId, TaskSpec, Tenant};
 use super::TaskBook;
 
 /// The most one tenant may hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TenantLimit {
     /// Unfinished tasks.
     pub max_unfinished: u64,
@@ -28,7 +28,7 @@ pub struct TenantLimit {
 }
 
 /// The limits of every tenant: named ones, and a default for the rest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TenantLimits {
     /// For tenants not named in `by_tenant`.
     pub default: TenantLimit,
