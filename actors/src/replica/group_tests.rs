@@ -247,7 +247,11 @@ async fn three_replicas_elect_replicate_survive_their_leader_and_replace_a_lost_
     expected.sort_unstable();
     assert_eq!(names, expected);
     assert_eq!(status.leader.as_deref(), Some(leader.node.name.as_str()));
-    assert!(!leader_without_quorum(&metrics, Duration::from_secs(1)));
+    assert!(!leader_without_quorum(
+        &metrics,
+        Duration::ZERO,
+        Duration::from_secs(1)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
