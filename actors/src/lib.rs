@@ -25,7 +25,6 @@ mod metrics_catalog;
 mod monitor;
 mod orchestrator;
 mod pool;
-#[allow(dead_code)] // wired into the orchestrator in the next steps of issue 12
 mod replica;
 pub mod runtime;
 mod scaling;

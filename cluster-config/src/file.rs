@@ -298,6 +298,10 @@ pub struct ClusterSection {
     pub min_std_dev_ms: Option<i64>,
     /// Peers each node heartbeats (its ring successors).
     pub watchers: Option<i64>,
+    /// `single` or `raft`.
+    pub replication: Option<String>,
+    /// Voting task book replicas (raft replication).
+    pub voters: Option<i64>,
 }
 
 /// `[agents.NAME]`.

@@ -270,7 +270,54 @@ pub struct ClusterSettings {
     /// with the cluster. A member is declared down once two of its watchers
     /// report it unreachable. Set the same value on every node.
     pub watchers: usize,
+    /// How the orchestrator's task book survives its node: one orchestrator
+    /// with an optional journal, or a Raft group of every orchestrator-role
+    /// node.
+    pub replication: ReplicationMode,
+    /// With [`ReplicationMode::Raft`]: how many replicas vote (the rest are
+    /// learners that keep a hot copy). 1–5.
+    pub voters: usize,
 }
+
+/// How the orchestrator's task book is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplicationMode {
+    /// One orchestrator (the senior orchestrator-role node; any other is
+    /// refused). Its book is journaled with a data directory, else lost with
+    /// its node.
+    #[default]
+    Single,
+    /// Every orchestrator-role node holds a replica of the book, kept in step
+    /// by Raft; the leader runs the orchestrator, and a follower takes over
+    /// when it is lost.
+    Raft,
+}
+
+impl ReplicationMode {
+    /// Its name in config files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Single => "single",
+            ReplicationMode::Raft => "raft",
+        }
+    }
+
+    /// The mode named `text`, if any.
+    pub fn parse(text: &str) -> Option<ReplicationMode> {
+        match text {
+            "single" => Some(ReplicationMode::Single),
+            "raft" => Some(ReplicationMode::Raft),
+            _ => None,
+        }
+    }
+}
+
+/// Voting replicas unless configured.
+pub const DEFAULT_VOTERS: usize = 3;
+
+/// Accepted `cluster.voters`: more than five make every commit wait for more
+/// acknowledgements and tolerate failures no one plans for.
+pub const VOTERS_RANGE: std::ops::RangeInclusive<i64> = 1..=5;
 
 /// Peers each node watches unless configured: enough that a member stays
 /// watched by two independent nodes through several simultaneous failures.
@@ -287,6 +334,8 @@ impl Default for ClusterSettings {
             reconnect_max: Duration::from_millis(5_000),
             failure_detector: FailureDetectorSettings::default(),
             watchers: DEFAULT_WATCHERS,
+            replication: ReplicationMode::Single,
+            voters: DEFAULT_VOTERS,
         }
     }
 }

@@ -15,7 +15,7 @@ pub(crate) mod preflight;
 mod store;
 mod writer;
 
-pub use store::{JournalStore, StoreError};
+pub use store::{FILE_NAME, JournalStore, StoreError};
 pub use writer::{JournalWriter, WriterEvent};
 
 #[cfg(test)]

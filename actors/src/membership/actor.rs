@@ -23,7 +23,7 @@ use super::dialer::Dialer;
 use super::failure_detector::PhiAccrualDetector;
 use super::sessions::{SessionEvent, SessionRelay};
 use super::unreachability::Unreachability;
-use super::view::{ClusterView, MemberInfo};
+use super::view::{ClusterView, LeaderClaim, MemberInfo};
 use crate::runtime::NodeEvent;
 use crate::tls::ClusterTls;
 
@@ -92,6 +92,14 @@ pub enum MembershipLocal {
     Judge,
     /// Tell every peer this node is leaving; answer once told.
     Leave(oneshot::Sender<()>),
+    /// This node's replica leads `term` and runs the orchestrator
+    /// (`leading`), or stopped leading it: claim it to every peer.
+    Leadership {
+        /// The Raft term.
+        term: u64,
+        /// Whether this node leads it.
+        leading: bool,
+    },
 }
 
 /// Starts membership for one node.
@@ -151,6 +159,9 @@ pub struct MembershipState {
     pub(super) heartbeat_sequence: u64,
     pub(super) heartbeats_sent: HashMap<u64, Instant>,
     pub(super) leaving: bool,
+    /// This node's own leadership claim (raft replication), re-sent to
+    /// peers it greets later.
+    pub(super) own_claim: Option<LeaderClaim>,
     /// Told once every peer acknowledged this node's leaving.
     pub(super) leave_waiter: Option<(oneshot::Sender<()>, HashSet<NodeName>)>,
 }
@@ -269,6 +280,7 @@ impl Actor for Membership {
             heartbeat_sequence: 0,
             heartbeats_sent: HashMap::new(),
             leaving: false,
+            own_claim: None,
             leave_waiter: None,
         })
     }
@@ -303,11 +315,24 @@ impl Actor for Membership {
             Mailbox::Local(MembershipLocal::HeartbeatTick) => state.heartbeat_tick(&myself),
             Mailbox::Local(MembershipLocal::Judge) => state.judge_tick(&myself),
             Mailbox::Local(MembershipLocal::Leave(done)) => state.leave(done),
+            Mailbox::Local(MembershipLocal::Leadership { term, leading }) => {
+                state.claim_leadership(term, leading)
+            }
             Mailbox::Cast(MembershipCast::Hello(greeting)) => {
                 let member = greeting.member.clone();
                 state.on_hello(greeting);
                 state.share_peers(&member);
+                state.share_leadership(&member);
             }
+            Mailbox::Cast(MembershipCast::Leader {
+                member,
+                term,
+                leading,
+            }) => state.on_leader_claim(LeaderClaim {
+                member,
+                term,
+                leading,
+            }),
             Mailbox::Cast(MembershipCast::Peers { addresses }) => state.on_peers(addresses),
             Mailbox::Cast(MembershipCast::Refused { by, reason }) => state.on_refused(by, reason),
             Mailbox::Cast(MembershipCast::Heartbeat { from, sequence }) => {

@@ -108,9 +108,7 @@ impl MembershipState {
         // The orchestrator re-queued the tasks of every incarnation it declared
         // down; such an incarnation must come back as a new one, so that
         // nothing it still holds is mistaken for current work.
-        if self.greeting.orchestrator_since.is_some()
-            && self.declared_down.contains(&greeting.member)
-        {
+        if self.runs_orchestrator() && self.declared_down.contains(&greeting.member) {
             info!(peer = %greeting.member, "a node declared down is back; asking it to rejoin under a new incarnation");
             self.refuse(
                 &greeting.member,

@@ -31,6 +31,7 @@ mod failure_detector;
 mod gate;
 mod gate_tls;
 mod greetings;
+mod leadership;
 mod leaving;
 mod liveness;
 mod preauth_frames;

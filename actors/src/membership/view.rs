@@ -23,8 +23,10 @@ pub struct MemberInfo {
     pub http_addr: Option<String>,
     /// Worker slots it hosts.
     pub workers: u32,
-    /// When its orchestrator started, if it runs one.
+    /// When its orchestrator started, if it runs one (single replication).
     pub orchestrator_since: Option<UnixMillis>,
+    /// The id of its task book replica (raft replication).
+    pub replica_id: Option<u64>,
     /// The ractor_cluster session to it (`None` for this node, or when down).
     pub session: Option<NodeId>,
     /// When `state` last changed.
@@ -42,6 +44,7 @@ impl MemberInfo {
             http_addr: greeting.http_addr.clone(),
             workers: greeting.workers,
             orchestrator_since: greeting.orchestrator_since,
+            replica_id: greeting.replica_id,
             session,
             state_since: now,
         }
@@ -62,6 +65,9 @@ pub struct ClusterView {
     pub peers: BTreeMap<NodeName, MemberInfo>,
     /// The orchestrator the cluster keeps, if any is up.
     pub orchestrator: Option<MemberId>,
+    /// With raft replication: the highest-term leadership claim this node
+    /// has heard (see [`LeaderClaim`]).
+    pub leader: Option<LeaderClaim>,
     /// True once every seed was reached or tried at least once, so the node
     /// knows whether it joined an existing cluster.
     pub discovery_complete: bool,
@@ -74,6 +80,7 @@ impl ClusterView {
             local,
             peers: BTreeMap::new(),
             orchestrator: None,
+            leader: None,
             discovery_complete: false,
         };
         view.orchestrator = view.elect_orchestrator();
@@ -124,13 +131,49 @@ impl ClusterView {
             })
     }
 
-    /// The senior orchestrator among up members: the one running longest,
-    /// ties broken by name. Any other is a second orchestrator and is refused.
+    /// The orchestrator to use. With single replication, the senior
+    /// orchestrator among up members: the one running longest, ties broken
+    /// by name (any other is a second orchestrator and is refused). With
+    /// raft replication (no member has `orchestrator_since`), the leader of
+    /// the highest-term claim, while it leads and is alive.
     pub fn elect_orchestrator(&self) -> Option<MemberId> {
         self.up_members()
             .filter_map(|info| info.orchestrator_since.map(|since| (since, &info.member)))
             .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)))
             .map(|(_, member)| member.clone())
+            .or_else(|| {
+                self.leader
+                    .as_ref()
+                    .filter(|claim| claim.leading && self.is_alive(&claim.member))
+                    .map(|claim| claim.member.clone())
+            })
+    }
+}
+
+/// A node's claim to lead the task book's Raft group in a term (or to have
+/// stopped leading in it). Raft elects at most one leader per term, so the
+/// claim of the highest term is the current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderClaim {
+    /// The claimant.
+    pub member: MemberId,
+    /// The term.
+    pub term: u64,
+    /// False once the claimant stopped leading in `term`.
+    pub leading: bool,
+}
+
+impl LeaderClaim {
+    /// Whether `claim` replaces `current`: a higher term always does; the
+    /// same term only from the same claimant (a leader stepping down).
+    pub fn supersedes(claim: &LeaderClaim, current: Option<&LeaderClaim>) -> bool {
+        match current {
+            None => true,
+            Some(current) => {
+                claim.term > current.term
+                    || (claim.term == current.term && claim.member == current.member)
+            }
+        }
     }
 }
 
@@ -151,6 +194,7 @@ mod tests {
             http_addr: None,
             workers: 0,
             orchestrator_since: orchestrator_since.map(UnixMillis),
+            replica_id: None,
             session: Some(1),
             state_since: UnixMillis(0),
         }
@@ -176,5 +220,55 @@ mod tests {
             info("n0", Some(200), MemberState::Up),
         );
         assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n0");
+    }
+
+    #[test]
+    fn with_raft_replication_the_alive_leader_of_the_highest_term_is_kept() {
+        let mut view = ClusterView::alone(info("n1", None, MemberState::Up));
+        for name in ["n2", "n3"] {
+            view.peers.insert(
+                NodeName::parse(name).unwrap(),
+                info(name, None, MemberState::Up),
+            );
+        }
+        let member = |name: &str| {
+            view.member_named(&NodeName::parse(name).unwrap())
+                .unwrap()
+                .member
+                .clone()
+        };
+        let claim = |name: &str, term: u64, leading: bool| LeaderClaim {
+            member: member(name),
+            term,
+            leading,
+        };
+        assert_eq!(view.elect_orchestrator(), None);
+        let first = claim("n2", 3, true);
+        assert!(LeaderClaim::supersedes(&first, None));
+        view.leader = Some(first.clone());
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n2");
+        // An older term never wins; another claimant of the same term is
+        // ignored (Raft elects one leader per term); a newer term wins.
+        assert!(!LeaderClaim::supersedes(
+            &claim("n3", 2, true),
+            Some(&first)
+        ));
+        assert!(!LeaderClaim::supersedes(
+            &claim("n3", 3, true),
+            Some(&first)
+        ));
+        assert!(LeaderClaim::supersedes(&claim("n3", 4, true), Some(&first)));
+        // Stepping down in its term clears it.
+        let resigned = claim("n2", 3, false);
+        assert!(LeaderClaim::supersedes(&resigned, Some(&first)));
+        view.leader = Some(resigned);
+        assert_eq!(view.elect_orchestrator(), None);
+        // A leader declared down is not used.
+        view.leader = Some(claim("n3", 5, true));
+        view.peers
+            .get_mut(&NodeName::parse("n3").unwrap())
+            .unwrap()
+            .state = MemberState::Down;
+        assert_eq!(view.elect_orchestrator(), None);
     }
 }

@@ -159,6 +159,7 @@ mod tests {
             http_addr: None,
             workers: 2,
             orchestrator_since: None,
+            replica_id: None,
             session: Some(1),
             state_since: UnixMillis(0),
         }

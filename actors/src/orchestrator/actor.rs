@@ -23,7 +23,7 @@ use super::state::OrchestratorState;
 use crate::journal::WriterEvent;
 use crate::membership::ClusterView;
 use crate::pool::ResourceSample;
-use crate::task_book::{Command, RetryPolicy, TaskBookSettings};
+use crate::task_book::{AgentTypeSettings, Command, RetryPolicy, TaskBookSettings};
 
 /// The orchestrator's message vocabulary.
 pub struct OrchestratorProtocol;
@@ -76,6 +76,17 @@ pub struct AgentTypeEntry {
     pub llm_route: Option<LlmRoute>,
 }
 
+impl AgentTypeEntry {
+    /// What the task book keeps of it.
+    pub fn book_settings(&self) -> AgentTypeSettings {
+        AgentTypeSettings {
+            timeout_s: self.timeout_s,
+            max_attempts: self.max_attempts,
+            retry: self.retry.clone(),
+        }
+    }
+}
+
 /// Starts the orchestrator.
 pub struct OrchestratorArgs {
     /// Book limits and defaults.
@@ -92,8 +103,25 @@ pub struct OrchestratorArgs {
     pub scaling: ScalingSettings,
     /// LLM providers and their limits.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// With raft replication: the leader's start (then `data_dir` is not
+    /// read: the replica holds the book).
+    pub replicated: Option<ReplicatedStart>,
 }
 
+/// How the orchestrator of a Raft leader starts: from a copy of its
+/// replica's book, with every command it applies proposed to the log under
+/// the leader's term.
+pub struct ReplicatedStart {
+    /// The replica's book, as applied through the leader's first entry of
+    /// its term.
+    pub book: crate::task_book::TaskBook,
+    /// The replica's Raft.
+    pub raft: openraft::Raft<crate::replica::types::ReplicaTypes>,
+    /// The term this node leads.
+    pub term: u64,
+    /// Where the orchestrator sends its proposer's completion.
+    pub proposer_done: tokio::sync::oneshot::Sender<crate::replica::proposer::ProposerDone>,
+}
 /// The orchestrator actor.
 pub struct Orchestrator;
 

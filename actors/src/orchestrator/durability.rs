@@ -1,11 +1,13 @@
 //! Journal sequencing, and the effects held back until they are durable.
 //!
 //! Every command applied to the task book gets a sequence number and is
-//! journaled. Anything another party could act on — a 202 for a submission,
-//! an assignment, a report acknowledgement, a waiter's answer — is deferred
-//! until the journal is durable through every command applied before it, so
-//! a crash can never leave the world knowing something the orchestrator
-//! forgot. Without a data directory nothing is journaled and nothing waits.
+//! journaled, or with raft replication proposed to the replicated log.
+//! Anything another party could act on — a 202 for a submission, an
+//! assignment, a report acknowledgement, a waiter's answer — is deferred
+//! until the journal is durable (the log committed on a quorum) through
+//! every command applied before it, so a crash or a failover can never
+//! leave the world knowing something the orchestrator forgot. With a single
+//! orchestrator and no data directory nothing is recorded and nothing waits.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::journal::JournalWriter;
 use crate::pool::PoolMsg;
+use crate::replica::proposer::Proposer;
 use crate::task_book::{Command, Effect};
 
 /// Journal entries after which a snapshot is taken.
@@ -40,12 +43,24 @@ pub enum Deferred {
     },
 }
 
+/// Where recorded commands go.
+enum Sink {
+    /// Nowhere: released at once.
+    None,
+    /// The journal, encoded.
+    Journal(JournalWriter),
+    /// The replicated log.
+    Replica(Proposer),
+}
+
 /// Sequencing and holding back. See the module docs.
 pub struct Durability {
-    writer: Option<JournalWriter>,
+    sink: Sink,
     next_sequence: u64,
     durable_through: u64,
     buffered: Vec<(u64, Vec<u8>)>,
+    /// Commands waiting to be proposed (raft replication).
+    to_propose: Vec<(u64, Command)>,
     waiting: VecDeque<(u64, Deferred)>,
     since_snapshot: u64,
     last_snapshot: Instant,
@@ -55,10 +70,11 @@ impl Durability {
     /// No journal: everything is released at once.
     pub fn in_memory() -> Self {
         Durability {
-            writer: None,
+            sink: Sink::None,
             next_sequence: 1,
             durable_through: 0,
             buffered: Vec::new(),
+            to_propose: Vec::new(),
             waiting: VecDeque::new(),
             since_snapshot: 0,
             last_snapshot: Instant::now(),
@@ -68,39 +84,60 @@ impl Durability {
     /// A journal whose last stored entry is `last_sequence`.
     pub fn journaled(writer: JournalWriter, last_sequence: u64) -> Self {
         Durability {
-            writer: Some(writer),
+            sink: Sink::Journal(writer),
             next_sequence: last_sequence + 1,
             durable_through: last_sequence,
             ..Durability::in_memory()
         }
     }
 
-    /// True when commands are journaled.
-    pub fn is_journaled(&self) -> bool {
-        self.writer.is_some()
-    }
-
-    /// Journals a command (before the book applies it).
-    pub fn record(&mut self, command: &Command) {
-        let sequence = self.take_sequence();
-        if self.writer.is_some() {
-            self.buffer(sequence, command);
+    /// Commands go to the replicated log through `proposer`.
+    pub fn replicated(proposer: Proposer) -> Self {
+        Durability {
+            sink: Sink::Replica(proposer),
+            ..Durability::in_memory()
         }
     }
 
-    /// Journals the command `command` builds; without a journal it is never
-    /// built (a submission is cloned only to be journaled).
+    /// True when commands are recorded (journaled or replicated) and
+    /// effects wait for them.
+    pub fn is_recorded(&self) -> bool {
+        !matches!(self.sink, Sink::None)
+    }
+
+    /// With raft replication, the term this orchestrator leads.
+    pub fn replicated_term(&self) -> Option<u64> {
+        match &self.sink {
+            Sink::Replica(proposer) => Some(proposer.term()),
+            _ => None,
+        }
+    }
+
+    /// Records a command (before the book applies it).
+    pub fn record(&mut self, command: &Command) {
+        let sequence = self.take_sequence();
+        match &self.sink {
+            Sink::None => {}
+            Sink::Journal(_) => self.buffer(sequence, command),
+            Sink::Replica(_) => self.to_propose.push((sequence, command.clone())),
+        }
+    }
+
+    /// Records the command `command` builds; when nothing is recorded it is
+    /// never built (a submission is cloned only to be recorded).
     pub fn record_with(&mut self, command: impl FnOnce() -> Command) {
         let sequence = self.take_sequence();
-        if self.writer.is_some() {
-            self.buffer(sequence, &command());
+        match &self.sink {
+            Sink::None => {}
+            Sink::Journal(_) => self.buffer(sequence, &command()),
+            Sink::Replica(_) => self.to_propose.push((sequence, command())),
         }
     }
 
     fn take_sequence(&mut self) -> u64 {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        if self.writer.is_none() {
+        if matches!(self.sink, Sink::None) {
             self.durable_through = sequence;
         }
         sequence
@@ -130,15 +167,19 @@ impl Durability {
 
     /// True when entries wait to be written.
     pub fn has_buffered(&self) -> bool {
-        !self.buffered.is_empty()
+        !self.buffered.is_empty() || !self.to_propose.is_empty()
     }
 
-    /// Hands buffered entries to the writer.
+    /// Hands buffered entries to the writer or the proposer.
     pub fn flush(&mut self) {
-        if let Some(writer) = &self.writer
-            && !self.buffered.is_empty()
-        {
-            writer.append(std::mem::take(&mut self.buffered));
+        match &self.sink {
+            Sink::Journal(writer) if !self.buffered.is_empty() => {
+                writer.append(std::mem::take(&mut self.buffered));
+            }
+            Sink::Replica(proposer) if !self.to_propose.is_empty() => {
+                proposer.propose(std::mem::take(&mut self.to_propose));
+            }
+            _ => {}
         }
     }
 
@@ -157,9 +198,10 @@ impl Durability {
         released
     }
 
-    /// True when a snapshot is due.
+    /// True when a journal snapshot is due (the replicated log takes its
+    /// own snapshots).
     pub fn snapshot_due(&self) -> bool {
-        self.writer.is_some()
+        matches!(self.sink, Sink::Journal(_))
             && (self.since_snapshot >= SNAPSHOT_EVERY_ENTRIES
                 || (self.since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY))
     }
@@ -168,7 +210,7 @@ impl Durability {
     /// The writer stores it after the entries already handed to it.
     pub fn snapshot(&mut self, book: Vec<u8>) {
         self.flush();
-        if let Some(writer) = &self.writer {
+        if let Sink::Journal(writer) = &self.sink {
             writer.snapshot(self.next_sequence - 1, book);
         }
         self.since_snapshot = 0;

@@ -122,6 +122,13 @@ impl OrchestratorState {
                 metrics::gauge!("herd_journal_snapshot_bytes").set(bytes as f64);
                 debug!(through, bytes, "journal snapshot stored");
             }
+            WriterEvent::Failed(reason) if self.durability.replicated_term().is_some() => {
+                // Leadership lost: this orchestrator's term is over. Whatever
+                // it held back is never released; the next leader goes on
+                // from the committed log.
+                tracing::warn!(%reason, "the orchestrator's term is over; stopping it");
+                myself.stop(Some(format!("term over: {reason}")));
+            }
             WriterEvent::Failed(reason) => {
                 error!(%reason, "the orchestrator journal failed; stopping the orchestrator so no unrecorded state is acknowledged");
                 return Err(format!("journal failure: {reason}").into());

@@ -43,7 +43,9 @@ mod traces;
 
 use herd_protocol::Mailbox;
 
-pub use actor::{AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorProtocol};
+pub use actor::{
+    AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorProtocol, ReplicatedStart,
+};
 pub use process_groups::find_orchestrator;
 pub(crate) use process_groups::{find_in_group, find_supervisor};
 pub use provider_budgets::LlmRoute;

@@ -22,6 +22,7 @@ use super::provider_budgets::ProviderBudgets;
 use super::scaling_control::ScalingControl;
 use crate::journal::{JournalStore, JournalWriter};
 use crate::membership::ClusterView;
+use crate::replica::proposer::Proposer;
 use crate::task_book::{AgentTypeSettings, TaskBook};
 
 /// After a restart, how long nodes that ran tasks get to re-register before
@@ -66,24 +67,36 @@ impl OrchestratorState {
         let type_settings: Vec<(AgentType, AgentTypeSettings)> = args
             .agent_types
             .iter()
-            .map(|(agent_type, entry)| {
-                (
-                    agent_type.clone(),
-                    AgentTypeSettings {
-                        timeout_s: entry.timeout_s,
-                        max_attempts: entry.max_attempts,
-                        retry: entry.retry.clone(),
-                    },
-                )
-            })
+            .map(|(agent_type, entry)| (agent_type.clone(), entry.book_settings()))
             .collect();
-        let (book, durability, recovered_work) = match &args.data_dir {
-            None => (
+        let (book, durability, recovered_work) = match (args.replicated, &args.data_dir) {
+            (Some(start), _) => {
+                let notify_to = myself.clone();
+                let (proposer, done) = Proposer::start(start.raft, start.term, move |event| {
+                    let _ = notify_to.cast(Mailbox::Local(OrchestratorLocal::Journal(event)));
+                });
+                let _ = start.proposer_done.send(done);
+                let mut book = start.book;
+                let counts = book.counts();
+                info!(
+                    term = start.term,
+                    pending = counts.pending,
+                    running = counts.running,
+                    failed = counts.failed,
+                    "orchestrator takes over the replicated task book"
+                );
+                // This leader's settings and agent types rule from here on,
+                // on every replica: they are the log's first command of the
+                // term (recorded below).
+                book.reconfigure_like(&TaskBook::new(args.settings, type_settings));
+                (book, Durability::replicated(proposer), counts.running > 0)
+            }
+            (None, None) => (
                 TaskBook::new(args.settings, type_settings),
                 Durability::in_memory(),
                 false,
             ),
-            Some(dir) => {
+            (None, Some(dir)) => {
                 let started = Instant::now();
                 let store = JournalStore::open(dir)?;
                 let recovered = store.recover(TaskBook::new(args.settings, type_settings))?;
@@ -150,7 +163,7 @@ impl OrchestratorState {
             });
             Instant::now() + RECOVERY_GRACE
         });
-        info!(agent_types = ?weights.keys().collect::<Vec<_>>(), journaled = durability.is_journaled(), "orchestrator started");
+        info!(agent_types = ?weights.keys().collect::<Vec<_>>(), recorded = durability.is_recorded(), term = ?durability.replicated_term(), "orchestrator started");
         let mut state = OrchestratorState {
             book,
             agent_types: args.agent_types,
@@ -173,6 +186,12 @@ impl OrchestratorState {
             providers,
             tenant_gauges: Default::default(),
         };
+        if state.durability.replicated_term().is_some() {
+            let configuration = state.book.configuration();
+            state.record_with(&myself, || {
+                crate::task_book::Command::Configure(Box::new(configuration))
+            });
+        }
         state.schedule_tick(&myself);
         Ok(state)
     }

@@ -129,9 +129,10 @@ async fn write(leader: &TestReplica, scenario: &mut Scenario, batches: usize) ->
     let mut last = 0;
     for _ in 0..batches {
         let commands = scenario.batch(7);
+        let term = leader.raft.metrics().borrow().current_term;
         let written = leader
             .raft
-            .client_write(CommandBatch { commands })
+            .client_write(CommandBatch { term, commands })
             .await
             .unwrap();
         assert_eq!(written.data.commands, 7);

@@ -22,6 +22,8 @@
 //! - [`membership_plan`]: which change of the replica set the leader makes
 //!   next (voter cap, learners, replacing a replica gone for good).
 //! - [`network`]: Raft RPCs over the cluster's ractor_cluster sessions.
+//! - [`proposer`]: the leader's orchestrator's commands into the log, and
+//!   the news of their commit.
 //! - [`raft_config`]: timing and sizing of the group.
 //! - [`rpc_server`]: the replica's RPC endpoint actor.
 //! - [`status`]: the group as `/v1/cluster` shows it; a leader that lost its
@@ -43,6 +45,7 @@ pub mod local_replica;
 pub mod log_store;
 pub mod membership_plan;
 pub mod network;
+pub mod proposer;
 pub mod raft_config;
 pub mod rpc_server;
 pub mod state_machine;

@@ -218,6 +218,12 @@ impl<D: ReplicaDirectory> RaftNetwork<ReplicaTypes> for ReplicaConnection<D> {
     > {
         let entries = rpc.entries.len() as u64;
         let body = match encode_within_frame(&rpc) {
+            // openraft sends again with at most the hinted number of entries.
+            Ok(body) if entries > 1 && body.len() > MAX_APPEND_BYTES => {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fewer_entries(entries, body.len())),
+                ));
+            }
             Ok(body) => body,
             // openraft sends again with at most the hinted number of entries.
             Err(_) if entries > 1 => {
@@ -308,6 +314,7 @@ mod tests {
                 Entry {
                     log_id: log_id(3, 42),
                     payload: EntryPayload::Normal(CommandBatch {
+                        term: 3,
                         commands: vec![Command::Tick {
                             now: UnixMillis(1_700_000_000_000),
                         }],

@@ -442,24 +442,26 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
                 .write()
                 .map_err(|e| StorageIOError::write_state_machine(poisoned(e)))?;
             for entry in entries {
-                let commands = match entry.payload {
-                    EntryPayload::Blank => 0,
+                let mut answer = BatchApplied::default();
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(batch) if batch.term != entry.log_id.leader_id.term => {
+                        answer.fenced = true;
+                    }
                     EntryPayload::Normal(batch) => {
-                        let count = batch.commands.len();
+                        answer.commands = batch.commands.len();
                         for command in batch.commands {
                             // The leader's orchestrator acts on its own copy.
                             let _effects = applied.book.apply(command);
                         }
-                        count
                     }
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
-                        0
                     }
-                };
+                }
                 applied.last_applied = Some(entry.log_id);
-                answers.push(BatchApplied { commands });
+                answers.push(answer);
             }
             applied.last_applied.map(|id| id.index)
         };

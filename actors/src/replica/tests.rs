@@ -89,7 +89,7 @@ fn log_id(index: u64) -> LogId<ReplicaId> {
 fn batch_entry(index: u64, commands: Vec<Command>) -> ReplicaEntry {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(CommandBatch { commands }),
+        payload: EntryPayload::Normal(CommandBatch { term: 1, commands }),
     }
 }
 
@@ -221,7 +221,7 @@ async fn the_state_machine_ends_with_the_book_the_commands_make_and_so_does_a_sn
         entries.push(batch_entry(index, scenario.batch(4)));
     }
     let answers = leader.apply(entries).await.unwrap();
-    assert_eq!(answers[0], BatchApplied { commands: 0 });
+    assert_eq!(answers[0], BatchApplied::default());
     assert!(answers[1..].iter().all(|a| a.commands == 4), "{answers:?}");
     assert_eq!(*applied_index.borrow_and_update(), Some(20));
 
@@ -269,6 +269,41 @@ async fn the_state_machine_ends_with_the_book_the_commands_make_and_so_does_a_sn
     follower_copy.check_invariants();
     assert_eq!(observe(&leader_copy), observe(&scenario.book));
     assert_eq!(observe(&follower_copy), observe(&scenario.book));
+}
+
+#[tokio::test]
+async fn a_batch_logged_under_another_term_than_it_was_proposed_in_is_skipped_by_every_replica() {
+    let mut scenario = Scenario::new();
+    let mut replica = ReplicaStateMachine::in_memory(template());
+    let book = replica.book();
+    let kept = batch_entry(1, scenario.batch(4));
+    // Proposed by the orchestrator of term 0, logged in term 1 (log_id's).
+    let mut late = batch_entry(2, Scenario::new().batch(4));
+    if let EntryPayload::Normal(batch) = &mut late.payload {
+        batch.term = 0;
+    }
+    let answers = replica.apply(vec![kept, late]).await.unwrap();
+    assert_eq!(
+        answers[0],
+        BatchApplied {
+            commands: 4,
+            fenced: false
+        }
+    );
+    assert_eq!(
+        answers[1],
+        BatchApplied {
+            commands: 0,
+            fenced: true
+        }
+    );
+    let (as_of, copy) = book.copy_of_book();
+    assert_eq!(
+        as_of,
+        Some(log_id(2)),
+        "the skipped entry still counts as applied"
+    );
+    assert_eq!(observe(&copy), observe(&scenario.book));
 }
 
 #[tokio::test]

@@ -31,6 +31,12 @@ impl fmt::Display for ReplicaNode {
 /// of group commit.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CommandBatch {
+    /// The term of the leader whose orchestrator applied the commands. A
+    /// batch that lands in the log under another term (an orchestrator of
+    /// an earlier leadership of the same node proposed it late) is skipped
+    /// by every replica alike: its commands were made against a book that
+    /// no longer exists.
+    pub term: u64,
     /// The commands, in the order the leader's orchestrator applied them.
     pub commands: Vec<Command>,
 }
@@ -40,6 +46,9 @@ pub struct CommandBatch {
 pub struct BatchApplied {
     /// How many commands the batch held.
     pub commands: usize,
+    /// True when the batch was skipped: proposed in another term than the
+    /// one it was logged in.
+    pub fenced: bool,
 }
 
 openraft::declare_raft_types!(

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_config::{AgentConfig, ConfigErrors, Environment, HandlerConfig, NodeConfig, Overrides};
+use herd_config::{
+    AgentConfig, ConfigErrors, Environment, HandlerConfig, NodeConfig, Overrides, ReplicationMode,
+};
 use herd_protocol::Mailbox;
 use herd_protocol::messages::groups;
 use herd_protocol::messages::membership::Role;
@@ -20,7 +22,10 @@ use crate::handlers::{HandlerRegistry, RegistryError, TaskHandler};
 use crate::membership::{ClusterView, MemberInfo, MembershipLocal, MembershipMsg};
 use crate::orchestrator::{AgentTypeEntry, LlmRoute};
 use crate::pool::{PoolLocal, PoolMsg};
-use crate::task_book::{RetryPolicy, TaskBookSettings, TenantLimit, TenantLimits};
+use crate::replica::local_replica::LocalReplica;
+use crate::replica::network::ClusterDirectory;
+use crate::replica::types::ReplicaNode;
+use crate::task_book::{RetryPolicy, TaskBook, TaskBookSettings, TenantLimit, TenantLimits};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,18 @@ pub enum StartError {
     /// The orchestrator's data directory cannot be used by this release.
     #[error(transparent)]
     Journal(#[from] crate::journal::StoreError),
+    /// The task book replica could not start (raft replication).
+    #[error(transparent)]
+    Replica(#[from] crate::replica::local_replica::ReplicaStartError),
+    /// With raft replication, the data directory holds a journal of a
+    /// single orchestrator.
+    #[error(
+        "{path} is the journal of a single orchestrator, and this node was started with raft replication (--replication raft), which keeps the task book in replica.redb; start the node with --replication single to use that journal (let its tasks finish, or export them with `herd tasks`), or move the file away to start an empty replica"
+    )]
+    JournalInRaftMode {
+        /// The journal file.
+        path: std::path::PathBuf,
+    },
     /// An actor failed to start (e.g. the cluster port is in use).
     #[error("the node could not start: {0}")]
     Spawn(String),
@@ -46,7 +63,9 @@ impl StartError {
         match self {
             StartError::Config(_) | StartError::Handlers(_) => true,
             StartError::Journal(error) => error.is_configuration(),
-            StartError::Spawn(_) => false,
+            StartError::JournalInRaftMode { .. } => true,
+            StartError::Replica(crate::replica::local_replica::ReplicaStartError::File(_)) => true,
+            StartError::Replica(_) | StartError::Spawn(_) => false,
         }
     }
 }
@@ -283,7 +302,10 @@ impl HerdNode {
             name: config.name.clone(),
             incarnation: Incarnation(now.0),
         };
-        let orchestrator_since = config.has_role(Role::Orchestrator).then_some(now);
+        let raft_replication = config.cluster.replication == ReplicationMode::Raft
+            && config.has_role(Role::Orchestrator);
+        let orchestrator_since =
+            (config.has_role(Role::Orchestrator) && !raft_replication).then_some(now);
         let local = MemberInfo {
             member: member.clone(),
             state: herd_protocol::messages::orchestrator::MemberState::Up,
@@ -292,6 +314,7 @@ impl HerdNode {
             http_addr: Some(config.http.to_string()),
             workers: config.workers,
             orchestrator_since,
+            replica_id: None,
             session: None,
             state_since: now,
         };
@@ -302,7 +325,7 @@ impl HerdNode {
             view_rx.clone(),
         );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let agent_types = config
+        let agent_types: BTreeMap<AgentType, AgentTypeEntry> = config
             .agents
             .iter()
             .map(|(agent_type, agent)| {
@@ -342,6 +365,37 @@ impl HerdNode {
                 .map_or(herd_protocol::limits::MAX_TIMEOUT_S, |t| t.as_secs() as u32),
             tenant_limits: tenant_limits(&config),
         };
+        let replica = if raft_replication {
+            if let Some(dir) = &config.data_dir {
+                let journal = dir.join(crate::journal::FILE_NAME);
+                if journal.exists() {
+                    return Err(StartError::JournalInRaftMode { path: journal });
+                }
+            }
+            let template = TaskBook::new(
+                book_settings.clone(),
+                agent_types
+                    .iter()
+                    .map(|(agent_type, entry): (&AgentType, &AgentTypeEntry)| {
+                        (agent_type.clone(), entry.book_settings())
+                    }),
+            );
+            let replica = LocalReplica::start(
+                ReplicaNode {
+                    name: config.name.to_string(),
+                    cluster_addr: config.advertise_addr(),
+                },
+                config.data_dir.as_deref(),
+                template,
+                ClusterDirectory::new(view_rx.clone()),
+                true,
+            )
+            .await?;
+            view_tx.send_modify(|view| view.local.replica_id = Some(replica.id()));
+            Some(replica)
+        } else {
+            None
+        };
         let args = SupervisorArgs {
             config: config.clone(),
             member,
@@ -355,8 +409,10 @@ impl HerdNode {
             drain_grace: config.drain_grace,
             pool_capacity,
             cluster_tls,
+            replica,
         };
         if config.has_role(Role::Orchestrator)
+            && !raft_replication
             && let Some(dir) = &config.data_dir
         {
             // Refuse a data directory this release cannot read before joining

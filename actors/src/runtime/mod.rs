@@ -24,6 +24,7 @@ mod builder;
 mod component_history;
 mod fatal;
 mod handle;
+mod leadership;
 mod provider_feedback;
 mod supervisor;
 pub mod test_hooks;

@@ -32,11 +32,14 @@ use tracing::{error, info, warn};
 
 use super::component_history::{AfterFailure, ComponentHistory};
 use super::fatal::{FatalError, NodeEvent};
+use super::leadership::{LeadershipArgs, LeadershipEvent};
 use crate::handlers::HandlerRegistry;
-use crate::membership::{ClusterView, Membership, MembershipArgs};
+use crate::membership::{ClusterView, Membership, MembershipArgs, MembershipLocal, MembershipMsg};
 use crate::monitor::{Monitor, MonitorArgs};
+use crate::orchestrator::ReplicatedStart;
 use crate::orchestrator::{AgentTypeEntry, Orchestrator, OrchestratorArgs};
 use crate::pool::{PoolArgs, WorkerPool};
+use crate::replica::local_replica::LocalReplica;
 use crate::task_book::TaskBookSettings;
 
 /// The supervisor's message vocabulary.
@@ -50,10 +53,13 @@ impl Protocol for SupervisorProtocol {
     type Local = SupervisorLocal;
 }
 
-/// The supervisor takes no local messages (its children reach it through
+/// Messages from this node to the supervisor (its children reach it through
 /// supervision events).
 #[derive(Debug)]
-pub enum SupervisorLocal {}
+pub enum SupervisorLocal {
+    /// This node's replica gained or lost the leadership (raft replication).
+    Leadership(LeadershipEvent),
+}
 
 /// Messages to the supervisor.
 pub type SupervisorMsg = Mailbox<SupervisorProtocol>;
@@ -84,6 +90,9 @@ pub struct SupervisorArgs {
     pub pool_capacity: u32,
     /// Mutual TLS for the cluster transport, loaded at startup.
     pub cluster_tls: Option<crate::tls::ClusterTls>,
+    /// This node's task book replica (raft replication, orchestrator role):
+    /// the orchestrator then runs only while it leads.
+    pub replica: Option<LocalReplica>,
 }
 
 /// The supervisor actor.
@@ -103,6 +112,26 @@ pub struct SupervisorState {
     /// reason to record when its termination arrives (ractor reports a kill
     /// only as "killed").
     requested_kill: Option<(ActorId, String)>,
+    /// Raft replication on this node, if any.
+    replication: Option<Replication>,
+}
+
+/// The replica and its leadership, on an orchestrator-role node with raft
+/// replication.
+struct Replication {
+    /// Taken when the node stops.
+    replica: Option<LocalReplica>,
+    /// The leadership task.
+    leadership: tokio::task::JoinHandle<()>,
+    /// Bumped when the orchestrator stopped while the replica may lead.
+    restarts: watch::Sender<u64>,
+    /// The leader's start, consumed when the orchestrator is spawned.
+    pending: Option<ReplicatedStart>,
+    /// The term whose orchestrator runs (or was last started).
+    term: Option<u64>,
+    /// The orchestrator this supervisor stopped because its term is over
+    /// (not a failure).
+    stopping: Option<ActorId>,
 }
 
 impl Actor for NodeSupervisor {
@@ -116,12 +145,17 @@ impl Actor for NodeSupervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut state = SupervisorState {
-            args,
+            replication: None,
             children: Vec::new(),
             requested_kill: None,
+            args,
         };
+        // The replica first: membership's greeting carries its id.
+        if let Some(replica) = state.args.replica.take() {
+            state.start_replication(&myself, replica);
+        }
         state.start(&myself, ComponentKind::Membership).await?;
-        if state.args.config.has_role(Role::Orchestrator) {
+        if state.replication.is_none() && state.args.config.has_role(Role::Orchestrator) {
             state.start(&myself, ComponentKind::Orchestrator).await?;
         }
         if state.args.config.has_role(Role::Worker) {
@@ -146,12 +180,18 @@ impl Actor for NodeSupervisor {
                 cell.stop(Some("node stopping".to_string()));
             }
         }
+        if let Some(replication) = state.replication.as_mut() {
+            replication.leadership.abort();
+            if let Some(replica) = replication.replica.take() {
+                replica.stop().await;
+            }
+        }
         Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -171,7 +211,9 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(SupervisorReply::Report(state.report()));
             }
             Mailbox::Cast(cast) => match cast {},
-            Mailbox::Local(local) => match local {},
+            Mailbox::Local(SupervisorLocal::Leadership(event)) => {
+                state.on_leadership(&myself, event).await?
+            }
             Mailbox::Undecodable(frame) => {
                 metrics::counter!("herd_undecodable_frames_total", "protocol" => frame.protocol)
                     .increment(1);
@@ -212,6 +254,38 @@ impl Actor for NodeSupervisor {
         let child = &mut state.children[index];
         child.cell = None;
         let component = child.history.component();
+        if component == ComponentKind::Orchestrator
+            && let Some(replication) = state.replication.as_mut()
+        {
+            let ended_term = replication.stopping.take() == Some(cell.get_id())
+                || reason.starts_with("term over");
+            if ended_term {
+                info!(%reason, "the orchestrator stopped with its term");
+            } else {
+                let after =
+                    child
+                        .history
+                        .failed(Instant::now(), UnixMillis::now(), reason.clone(), false);
+                if after == AfterFailure::StopNode {
+                    error!(component = component.as_str(), %reason, "component failed; stopping the node");
+                    let _ = state
+                        .args
+                        .events
+                        .send(NodeEvent::Fatal(FatalError::ComponentFailed {
+                            component: component.as_str().to_string(),
+                            reason,
+                        }));
+                    myself.stop(Some("component failed".to_string()));
+                    return Ok(());
+                }
+                metrics::counter!("herd_component_restarts_total", "component" => component.as_str(), "cause" => "failed").increment(1);
+                warn!(component = component.as_str(), %reason, "the orchestrator failed; it starts again if this replica still leads");
+            }
+            // The leadership task starts it again if this replica still
+            // leads (from the committed book, once its proposals settled).
+            replication.restarts.send_modify(|count| *count += 1);
+            return Ok(());
+        }
         let after =
             child
                 .history
@@ -251,6 +325,111 @@ impl Actor for NodeSupervisor {
 }
 
 impl SupervisorState {
+    /// Takes in this node's replica and starts watching its leadership (the
+    /// orchestrator starts when it leads).
+    fn start_replication(&mut self, myself: &ActorRef<SupervisorMsg>, replica: LocalReplica) {
+        let (restarts, restarts_rx) = watch::channel(0);
+        let leadership = super::leadership::start(LeadershipArgs {
+            raft: replica.raft().clone(),
+            id: replica.id(),
+            node: replica.node().clone(),
+            book: replica.book().clone(),
+            view: self.args.view_tx.subscribe(),
+            has_seeds: !self.args.config.seeds.is_empty(),
+            voters: self.args.config.cluster.voters,
+            supervisor: myself.clone(),
+            restarts: restarts_rx,
+        });
+        self.replication = Some(Replication {
+            replica: Some(replica),
+            leadership,
+            restarts,
+            pending: None,
+            term: None,
+            stopping: None,
+        });
+    }
+
+    /// Starts or stops the orchestrator with this replica's leadership, and
+    /// tells the cluster (membership claims).
+    async fn on_leadership(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        event: LeadershipEvent,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(replication) = self.replication.as_mut() else {
+            return Ok(());
+        };
+        let Some(raft) = replication.replica.as_ref().map(|r| r.raft().clone()) else {
+            return Ok(());
+        };
+        match event {
+            LeadershipEvent::Lead {
+                term,
+                book,
+                proposer_done,
+            } => {
+                self.stop_orchestrator("a new term started");
+                let replication = self.replication.as_mut().expect("checked");
+                replication.term = Some(term);
+                replication.pending = Some(ReplicatedStart {
+                    book,
+                    raft,
+                    term,
+                    proposer_done,
+                });
+                metrics::counter!("herd_leader_changes_total").increment(1);
+                metrics::gauge!("herd_raft_term").set(term as f64);
+                if let Err(error) = self.start(myself, ComponentKind::Orchestrator).await {
+                    error!(%error, term, "the orchestrator did not start on this leader");
+                    if let Some(replication) = self.replication.as_mut() {
+                        replication.restarts.send_modify(|count| *count += 1);
+                    }
+                    return Ok(());
+                }
+                self.claim(term, true);
+            }
+            LeadershipEvent::Lost { term } => {
+                self.stop_orchestrator("this replica no longer leads");
+                self.claim(term, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the running orchestrator, if any, as the end of its term.
+    fn stop_orchestrator(&mut self, reason: &str) {
+        let Some(cell) = self
+            .children
+            .iter()
+            .find(|child| child.history.component() == ComponentKind::Orchestrator)
+            .and_then(|child| child.cell.clone())
+        else {
+            return;
+        };
+        if let Some(replication) = self.replication.as_mut() {
+            replication.stopping = Some(cell.get_id());
+        }
+        cell.stop(Some(format!("term over: {reason}")));
+    }
+
+    /// Tells this node's membership (and through it every peer) whether this
+    /// node leads `term`.
+    fn claim(&self, term: u64, leading: bool) {
+        let membership = self
+            .children
+            .iter()
+            .find(|child| child.history.component() == ComponentKind::Membership)
+            .and_then(|child| child.cell.clone());
+        if let Some(cell) = membership {
+            let membership: ActorRef<MembershipMsg> = cell.into();
+            let _ = membership.cast(Mailbox::Local(MembershipLocal::Leadership {
+                term,
+                leading,
+            }));
+        }
+    }
+
     /// A monitor found the pool stuck: kill it (its workers go with it) and
     /// let the ordinary failure path start a fresh one, which re-registers
     /// with the orchestrator without the attempts the old one ran (they are
@@ -320,6 +499,11 @@ impl SupervisorState {
                     http_addr: Some(args.config.http.to_string()),
                     workers: args.config.workers,
                     orchestrator_since: args.orchestrator_since,
+                    replica_id: self
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.replica.as_ref())
+                        .map(LocalReplica::id),
                 };
                 let membership_args = MembershipArgs {
                     config: args.config.clone(),
@@ -342,6 +526,10 @@ impl SupervisorState {
                     drain_grace: args.drain_grace,
                     scaling: args.config.scaling.clone(),
                     providers: args.config.providers.clone(),
+                    replicated: self
+                        .replication
+                        .as_mut()
+                        .and_then(|replication| replication.pending.take()),
                 };
                 Actor::spawn_linked(None, Orchestrator, orchestrator_args, myself.get_cell())
                     .await?

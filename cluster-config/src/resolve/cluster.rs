@@ -6,13 +6,16 @@ use std::time::Duration;
 use super::range_check::file_integer;
 use crate::error::ConfigError;
 use crate::file::LoadedFile;
-use crate::model::{ClusterSettings, FailureDetectorSettings, WATCHERS_RANGE};
+use crate::model::{
+    ClusterSettings, FailureDetectorSettings, ReplicationMode, VOTERS_RANGE, WATCHERS_RANGE,
+};
 use crate::origin::Origin;
 
 /// Resolves `[cluster]`; a key that is unset or out of range keeps its
 /// default (an out-of-range one also pushes an error).
 pub(super) fn resolve_cluster(
     file: Option<&LoadedFile>,
+    replication: Option<(String, Origin)>,
     errors: &mut Vec<ConfigError>,
 ) -> ClusterSettings {
     let section = file.map(|f| &f.config.cluster);
@@ -114,10 +117,45 @@ pub(super) fn resolve_cluster(
         errors,
     )
     .map_or(defaults.watchers, |v| v as usize);
+    let replication = replication.or_else(|| {
+        section.and_then(|s| s.replication.clone()).map(|text| {
+            (
+                text,
+                file.map_or(Origin::Default, |f| f.origin_of(REPLICATION_KEY)),
+            )
+        })
+    });
+    let replication = match replication {
+        None => defaults.replication,
+        Some((text, origin)) => ReplicationMode::parse(&text).unwrap_or_else(|| {
+            errors.push(ConfigError::new(
+                origin,
+                REPLICATION_KEY,
+                format!("{text:?} is not a replication mode; use \"single\" (one orchestrator, journaled with a data directory) or \"raft\" (every orchestrator-role node holds a replica; a follower takes over when the leader is lost)"),
+            ));
+            defaults.replication
+        }),
+    };
+    let voters = file_integer(
+        file,
+        "cluster.voters",
+        section.and_then(|s| s.voters),
+        VOTERS_RANGE,
+        "set how many task book replicas vote (3 tolerates the loss of one, 5 of two; further orchestrator-role nodes are learners)",
+        errors,
+    )
+    .map_or(defaults.voters, |v| v as usize);
     ClusterSettings {
         reconnect_initial: initial,
         reconnect_max: max.max(initial),
         failure_detector,
         watchers,
+        replication,
+        voters,
     }
 }
+
+/// The names the replication mode goes by.
+pub(crate) const REPLICATION_KEY: &str = "cluster.replication";
+pub(crate) const REPLICATION_FLAG: &str = "--replication";
+pub(crate) const REPLICATION_ENV: &str = "HERD_REPLICATION";

@@ -23,7 +23,7 @@ use herd_protocol::messages::membership::Role;
 
 use self::agents::resolve_agents;
 use self::api::{resolve_api, resolve_tenants};
-use self::cluster::resolve_cluster;
+use self::cluster::{REPLICATION_ENV, REPLICATION_FLAG, resolve_cluster};
 use self::http::resolve_http;
 use self::limits::resolve_limits;
 use self::node_keys::{ADVERTISE, LISTEN, WORKERS, resolve_node_keys};
@@ -67,6 +67,8 @@ pub struct Overrides {
     pub drain_grace: Option<String>,
     /// `--mode`: the deployment-mode preset.
     pub mode: Option<String>,
+    /// `--replication`.
+    pub replication: Option<String>,
     /// `--api-token`: an admin token for the HTTP API.
     pub api_token: Option<String>,
     /// `--insecure-no-auth`: serve an API without tokens beyond loopback.
@@ -121,7 +123,15 @@ pub fn resolve_with_file(
     let limits = resolve_limits(file.as_ref(), &mut errors);
     let http_server = resolve_http(file.as_ref(), &mut errors);
     let tasks = resolve_task_defaults(file.as_ref(), &mut errors);
-    let cluster = resolve_cluster(file.as_ref(), &mut errors);
+    let replication = overrides
+        .replication
+        .clone()
+        .map(|m| (m, Origin::Flag(REPLICATION_FLAG)))
+        .or_else(|| {
+            env.get_non_empty(REPLICATION_ENV)
+                .map(|m| (m, Origin::Env(REPLICATION_ENV)))
+        });
+    let cluster = resolve_cluster(file.as_ref(), replication, &mut errors);
     let providers = resolve_providers(file.as_ref(), &tasks, &mut errors);
     let agents = resolve_agents(file.as_ref(), &tasks, &mut errors);
     let mode = overrides

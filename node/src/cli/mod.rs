@@ -139,6 +139,9 @@ pub struct NodeArgs {
     /// Deployment mode preset: static (fixed slots), development (2–5 workers), trusted-tester (5–50), production (10–1000). [env: HERD_MODE] [file: scaling.mode] [default: static]
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
+    /// How the task book survives its node: single (one orchestrator, journaled with --data-dir) or raft (every orchestrator-role node holds a replica; a follower takes over). [env: HERD_REPLICATION] [file: cluster.replication] [default: single]
+    #[arg(long, value_name = "MODE")]
+    pub replication: Option<String>,
     /// An admin token for the HTTP API (more tokens, with roles and tenants: [[api.tokens]] in the config file). Prefer HERD_API_TOKEN: a flag's value shows in `ps`. [env: HERD_API_TOKEN]
     #[arg(long = "api-token", value_name = "TOKEN")]
     pub api_token: Option<String>,

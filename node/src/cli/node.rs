@@ -33,6 +33,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         data_dir: args.data_dir,
         drain_grace: args.drain_grace,
         mode: args.mode,
+        replication: args.replication,
         api_token: args.api_token,
         insecure_no_auth: args.insecure_no_auth,
         tls: args.tls.into_overrides(),

@@ -75,6 +75,10 @@ pub struct Greeting {
     /// Set when the node runs an orchestrator: when that orchestrator started.
     /// Used to decide which of two orchestrators is the second one.
     pub orchestrator_since: Option<UnixMillis>,
+    /// With raft replication, the id of the task book replica this node
+    /// holds (drawn when its storage was created), so the Raft leader can
+    /// take it into the group.
+    pub replica_id: Option<u64>,
 }
 
 /// Why a node refuses a peer.
@@ -166,6 +170,19 @@ pub enum MembershipCast {
         by: MemberId,
         /// How long the watcher had heard nothing from it, milliseconds.
         silence_ms: u64,
+    },
+    /// With raft replication: the sender's replica leads the task book's
+    /// group in `term` and runs the orchestrator (`leading`), or has
+    /// stopped leading in `term`. A node keeps the claim of the highest
+    /// term whose sender is alive as its cluster's orchestrator. Sent to
+    /// every peer when leadership changes, and to each newly greeted peer.
+    Leader {
+        /// The claimant.
+        member: MemberId,
+        /// The Raft term the claim is about.
+        term: u64,
+        /// True while it leads and its orchestrator runs.
+        leading: bool,
     },
     /// The sender withdraws its `Unreachable` report about `subject`: its
     /// heartbeats are answered again, or it is no longer the sender's to

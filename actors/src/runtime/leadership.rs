@@ -1,0 +1,349 @@
+//! Raft leadership on an orchestrator-role node (raft replication): when
+//! this node's replica leads, its orchestrator runs; when it stops leading,
+//! the orchestrator stops. Also the founding of the group and, while
+//! leading, the changes of the replica set.
+//!
+//! A task per node watches the replica's Raft metrics and tells the
+//! supervisor:
+//! - [`LeadershipEvent::Lead`] once the replica leads a term and has
+//!   applied everything committed before it (openraft's linearizable read:
+//!   the leader's first entry of the term is committed and applied). The
+//!   orchestrator starts from a copy of the replica's book at that point.
+//!   Before that copy, the previous orchestrator's proposer must have
+//!   finished, so nothing it proposed lands after the copy.
+//! - [`LeadershipEvent::Lost`] once the replica no longer leads that term.
+//!
+//! Founding: the group is initialized once, by one node: the up
+//! orchestrator-role node with the smallest name, once discovery is
+//! complete, no node claims leadership, and it either has no seeds or
+//! reached a peer (a node that reached none of its seeds waits rather than
+//! found a second group). Every other replica is taken in by the leader as
+//! a learner and promoted by [`membership_plan`](crate::replica::membership_plan).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herd_protocol::Mailbox;
+use herd_protocol::messages::membership::Role;
+use herd_protocol::messages::orchestrator::MemberState;
+use openraft::{ChangeMembers, Raft, RaftMetrics, ServerState};
+use ractor::ActorRef;
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+
+use super::supervisor::{SupervisorLocal, SupervisorMsg};
+use crate::membership::ClusterView;
+use crate::replica::membership_plan::{self, MembershipStep, ReplicaSet, ReplicaStatus};
+use crate::replica::proposer::ProposerDone;
+use crate::replica::state_machine::ReplicaBook;
+use crate::replica::types::{ReplicaId, ReplicaNode, ReplicaTypes};
+use crate::task_book::TaskBook;
+
+/// How long a would-be founder keeps seeing the founding conditions before
+/// it founds: a node just started may not have heard a leader's claim yet.
+const FOUNDING_GRACE: Duration = Duration::from_secs(1);
+
+/// How often the leader reviews the replica set.
+const PLAN_EVERY: Duration = Duration::from_millis(500);
+
+/// A learner within this many entries of the leader's log counts as caught
+/// up (it can vote without stalling commits).
+const CAUGHT_UP_LAG: u64 = 1_000;
+
+/// What the leadership task tells the supervisor.
+pub enum LeadershipEvent {
+    /// Start the orchestrator: this replica leads `term`.
+    Lead {
+        /// The term.
+        term: u64,
+        /// The replica's book, applied through the term's first entry.
+        book: TaskBook,
+        /// Where the orchestrator sends its proposer's completion, which
+        /// the next leadership waits for.
+        proposer_done: oneshot::Sender<ProposerDone>,
+    },
+    /// Stop the orchestrator: this replica no longer leads `term`.
+    Lost {
+        /// The term.
+        term: u64,
+    },
+}
+
+impl std::fmt::Debug for LeadershipEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeadershipEvent::Lead { term, .. } => write!(f, "Lead {{ term: {term} }}"),
+            LeadershipEvent::Lost { term } => write!(f, "Lost {{ term: {term} }}"),
+        }
+    }
+}
+
+/// What the leadership task watches and whom it tells.
+pub struct LeadershipArgs {
+    /// This node's replica.
+    pub raft: Raft<ReplicaTypes>,
+    /// Its id.
+    pub id: ReplicaId,
+    /// Where it runs.
+    pub node: ReplicaNode,
+    /// Its book.
+    pub book: ReplicaBook,
+    /// The cluster view.
+    pub view: watch::Receiver<ClusterView>,
+    /// Whether this node has seeds (see the module docs on founding).
+    pub has_seeds: bool,
+    /// Voters the group keeps.
+    pub voters: usize,
+    /// The supervisor.
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Bumped by the supervisor when the orchestrator stopped while this
+    /// replica may still lead: start it again if so.
+    pub restarts: watch::Receiver<u64>,
+}
+
+/// Starts the leadership task; it ends when the replica shuts down or the
+/// supervisor is gone.
+pub fn start(args: LeadershipArgs) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(args))
+}
+
+async fn run(mut args: LeadershipArgs) {
+    found_if_due(&args).await;
+    let mut metrics = args.raft.metrics();
+    let mut previous: Option<oneshot::Receiver<ProposerDone>> = None;
+    loop {
+        let Some(term) = wait_for(&mut metrics, |m| {
+            (m.state == ServerState::Leader).then_some(m.current_term)
+        })
+        .await
+        else {
+            return;
+        };
+        if let Some(done) = previous.take()
+            && let Ok(done) = done.await
+        {
+            done.wait().await;
+        }
+        if let Err(error) = args.raft.ensure_linearizable().await {
+            info!(term, %error, "led briefly; not starting the orchestrator");
+            continue;
+        }
+        if !leads(&args.raft.metrics().borrow(), term) {
+            continue;
+        }
+        let (_, book) = args.book.copy_of_book();
+        let (proposer_done, done) = oneshot::channel();
+        previous = Some(done);
+        info!(
+            term,
+            replica = args.id,
+            "this replica leads; starting the orchestrator"
+        );
+        let lead = LeadershipEvent::Lead {
+            term,
+            book,
+            proposer_done,
+        };
+        if tell(&args.supervisor, lead).is_err() {
+            return;
+        }
+        args.restarts.borrow_and_update();
+        let mut plan = tokio::time::interval(PLAN_EVERY);
+        let stopped_leading = loop {
+            tokio::select! {
+                left = wait_for(&mut metrics, |m| (!leads(m, term)).then_some(())) => {
+                    break left.is_some();
+                }
+                changed = args.restarts.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // The orchestrator stopped while this replica leads:
+                    // start it again (after its proposer is done).
+                    break false;
+                }
+                _ = plan.tick() => {
+                    // A change that cannot commit (no quorum) must not keep
+                    // this loop from noticing the lost leadership.
+                    let _ = tokio::time::timeout(PLAN_EVERY * 10, plan_membership(&args, term)).await;
+                }
+            }
+        };
+        if stopped_leading {
+            info!(
+                term,
+                "this replica no longer leads; stopping the orchestrator"
+            );
+            if tell(&args.supervisor, LeadershipEvent::Lost { term }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn tell(supervisor: &ActorRef<SupervisorMsg>, event: LeadershipEvent) -> Result<(), ()> {
+    supervisor
+        .cast(Mailbox::Local(SupervisorLocal::Leadership(event)))
+        .map_err(|_| ())
+}
+
+fn leads(metrics: &RaftMetrics<ReplicaId, ReplicaNode>, term: u64) -> bool {
+    metrics.state == ServerState::Leader && metrics.current_term == term
+}
+
+/// Waits until `check` says something of the metrics; `None` once the
+/// replica has shut down.
+async fn wait_for<T>(
+    metrics: &mut watch::Receiver<RaftMetrics<ReplicaId, ReplicaNode>>,
+    check: impl Fn(&RaftMetrics<ReplicaId, ReplicaNode>) -> Option<T>,
+) -> Option<T> {
+    loop {
+        {
+            let current = metrics.borrow_and_update();
+            if current.state == ServerState::Shutdown {
+                return None;
+            }
+            if let Some(found) = check(&current) {
+                return Some(found);
+            }
+        }
+        metrics.changed().await.ok()?;
+    }
+}
+
+/// Initializes a one-voter group here if this node is the founder (see the
+/// module docs); returns once the replica belongs to a group either way.
+async fn found_if_due(args: &LeadershipArgs) {
+    let mut view = args.view.clone();
+    let mut metrics = args.raft.metrics();
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        if in_a_group(&metrics.borrow()) {
+            return;
+        }
+        let founder = is_founder(&view.borrow(), args.has_seeds);
+        let now = tokio::time::Instant::now();
+        since = founder.then(|| since.unwrap_or(now));
+        if let Some(since) = since
+            && now.duration_since(since) >= FOUNDING_GRACE
+        {
+            let members = BTreeMap::from([(args.id, args.node.clone())]);
+            match args.raft.initialize(members).await {
+                Ok(()) => info!(replica = args.id, "founded the task book's replica group"),
+                Err(error) => warn!(%error, "could not found the replica group"),
+            }
+            return;
+        }
+        tokio::select! {
+            changed = view.changed() => if changed.is_err() { return },
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+fn in_a_group(metrics: &RaftMetrics<ReplicaId, ReplicaNode>) -> bool {
+    metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .next()
+        .is_some()
+}
+
+/// Whether this node should found the group now.
+fn is_founder(view: &ClusterView, has_seeds: bool) -> bool {
+    if !view.discovery_complete || view.leader.is_some() {
+        return false;
+    }
+    let reached_a_peer = view
+        .peers
+        .values()
+        .any(|peer| peer.state == MemberState::Up);
+    if has_seeds && !reached_a_peer {
+        return false;
+    }
+    view.up_members()
+        .filter(|info| info.has_role(Role::Orchestrator) && info.replica_id.is_some())
+        .map(|info| &info.member.name)
+        .min()
+        == Some(&view.local.member.name)
+}
+
+/// One step of the replica set's plan, if one is due.
+async fn plan_membership(args: &LeadershipArgs, term: u64) {
+    let metrics = args.raft.metrics().borrow().clone();
+    if !leads(&metrics, term) {
+        return;
+    }
+    let membership = metrics.membership_config.membership();
+    // openraft changes one membership at a time; wait for a joint one to
+    // settle.
+    if membership.get_joint_config().len() > 1 {
+        return;
+    }
+    let current = ReplicaSet {
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+    };
+    let last_index = metrics.last_log_index.unwrap_or(0);
+    let matched = |id: ReplicaId| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|replication| replication.get(&id).copied().flatten())
+            .map(|log_id| log_id.index)
+    };
+    let replicas: BTreeMap<ReplicaId, ReplicaStatus> = {
+        let view = args.view.borrow();
+        view.up_members()
+            .chain(
+                view.peers
+                    .values()
+                    .filter(|peer| peer.state == MemberState::Suspect),
+            )
+            .filter(|info| info.has_role(Role::Orchestrator))
+            .filter_map(|info| {
+                let id = info.replica_id?;
+                let caught_up =
+                    id == args.id || matched(id).is_some_and(|at| at + CAUGHT_UP_LAG >= last_index);
+                let status = ReplicaStatus {
+                    node: ReplicaNode {
+                        name: info.member.name.to_string(),
+                        cluster_addr: info.cluster_addr.clone(),
+                    },
+                    gone: false,
+                    caught_up,
+                };
+                Some((id, status))
+            })
+            .collect()
+    };
+    let Some(step) = membership_plan::next_step(args.id, &current, &replicas, args.voters) else {
+        return;
+    };
+    info!(?step, "changing the replica set");
+    let outcome = match step {
+        MembershipStep::AddLearner(id, node) => args
+            .raft
+            .add_learner(id, node, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        MembershipStep::SetVoters(voters) => args
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        MembershipStep::RemoveLearners(learners) => args
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(learners), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(error) = outcome {
+        warn!(%error, "the replica set change did not commit");
+    }
+}
