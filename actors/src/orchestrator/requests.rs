@@ -49,6 +49,12 @@ impl OrchestratorState {
             OrchestratorRequest::ClusterStatus => {
                 let view = self.view.borrow().clone();
                 let providers = self.providers.status(std::time::Instant::now());
+                let replication = self.raft.as_ref().map(|raft| {
+                    crate::replica::status::replication_status(&raft.metrics().borrow(), |node| {
+                        view.up_members()
+                            .any(|info| info.member.name.as_str() == node.name)
+                    })
+                });
                 OrchestratorReply::Cluster(cluster_status(StatusSources {
                     local: &view.local.member,
                     book: &self.book,
@@ -59,6 +65,7 @@ impl OrchestratorState {
                     circuits: &mut self.circuits,
                     scaling: &self.scaling,
                     providers,
+                    replication,
                 }))
             }
             OrchestratorRequest::ScalingDecisions { limit } => {

@@ -53,6 +53,8 @@ pub struct OrchestratorState {
     pub(super) scaling: ScalingControl,
     pub(super) llm_types: BTreeSet<AgentType>,
     pub(super) providers: ProviderBudgets,
+    /// This leader's replica (raft replication): the group's status.
+    pub(super) raft: Option<openraft::Raft<crate::replica::types::ReplicaTypes>>,
     /// Tenants whose gauges were last set non-zero.
     pub(super) tenant_gauges: std::collections::BTreeSet<herd_protocol::Tenant>,
 }
@@ -69,6 +71,7 @@ impl OrchestratorState {
             .iter()
             .map(|(agent_type, entry)| (agent_type.clone(), entry.book_settings()))
             .collect();
+        let raft = args.replicated.as_ref().map(|start| start.raft.clone());
         let (book, durability, recovered_work) = match (args.replicated, &args.data_dir) {
             (Some(start), _) => {
                 let notify_to = myself.clone();
@@ -185,6 +188,7 @@ impl OrchestratorState {
             llm_types,
             providers,
             tenant_gauges: Default::default(),
+            raft,
         };
         if state.durability.replicated_term().is_some() {
             let configuration = state.book.configuration();

@@ -37,6 +37,8 @@ pub struct StatusSources<'a> {
     pub scaling: &'a ScalingControl,
     /// The LLM providers' budgets.
     pub providers: Vec<ProviderStatus>,
+    /// The replica group, with raft replication.
+    pub replication: Option<herd_protocol::messages::replica::ReplicationStatus>,
 }
 
 /// Builds the summary from the book, the pools and the membership view.
@@ -51,6 +53,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         circuits,
         scaling,
         providers,
+        replication,
     } = sources;
     let now = std::time::Instant::now();
     let allocation = pools.allocation();
@@ -111,5 +114,6 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         recent_decisions: scaling.decisions(RECENT_DECISIONS),
         providers,
         tenants: super::tenants::tenant_statuses(book),
+        replication,
     }
 }

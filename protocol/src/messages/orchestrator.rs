@@ -419,6 +419,10 @@ pub struct ClusterStatus {
     pub providers: Vec<ProviderStatus>,
     /// Every tenant with unfinished tasks, by name (shown to admins only).
     pub tenants: Vec<TenantStatus>,
+    /// The task book's replica group (raft replication), as its leader sees
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<super::replica::ReplicationStatus>,
 }
 
 /// One tenant's use of the cluster, in the cluster summary.

@@ -1,0 +1,216 @@
+//! Raft replication of the task book (`--replication raft`): the
+//! orchestrator survives its node. Real processes, real signals; every test
+//! keeps a history of acknowledged submissions and checks each one's final
+//! state.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
+use herd_protocol::{TaskId, TaskState};
+use herd_tests::{
+    ApiClient, DEADLINE, LocalCluster, NodeSpec, all_tasks, eventually, start_cluster, temp_dir,
+    wait_finished, with_deadline,
+};
+use serde_json::json;
+
+/// Three nodes with every role and raft replication; with `data_dir`, each
+/// keeps its replica in a directory of its own under it.
+fn replicated_nodes(workers: u32, data_dir: Option<&std::path::Path>) -> Vec<NodeSpec> {
+    ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|name| {
+            let mut spec = NodeSpec::new(name, "orchestrator,worker,monitor", workers);
+            spec.extra_args = vec!["--replication".into(), "raft".into()];
+            if let Some(dir) = data_dir {
+                spec.extra_args.push("--data-dir".into());
+                spec.extra_args
+                    .push(dir.join(name).to_string_lossy().into_owned());
+            }
+            spec
+        })
+        .collect()
+}
+
+/// The replica group as node `api` reports it, once it has three voters
+/// that all hold the leader's log.
+async fn three_voters_in_step(api: &ApiClient) -> ReplicationStatus {
+    eventually(
+        Duration::from_secs(30),
+        "the group has three voters in step",
+        || {
+            let api = api.clone();
+            async move {
+                let replication = api.cluster().await.ok()?.replication?;
+                let voting = replication
+                    .replicas
+                    .iter()
+                    .filter(|r| matches!(r.state, ReplicaRole::Leader | ReplicaRole::Follower))
+                    .count();
+                let leader_at = replication
+                    .replicas
+                    .iter()
+                    .find(|r| r.state == ReplicaRole::Leader)?
+                    .applied_index?;
+                let in_step = replication
+                    .replicas
+                    .iter()
+                    .all(|r| r.applied_index.is_some_and(|at| at + 64 >= leader_at));
+                (voting == 3 && in_step).then_some(replication)
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until `api`'s node names a leader other than `old`; returns it.
+async fn new_leader(api: &ApiClient, old: &str) -> String {
+    eventually(
+        Duration::from_secs(15),
+        &format!("a leader other than {old}"),
+        || {
+            let api = api.clone();
+            let old = old.to_string();
+            async move {
+                let status = api.cluster().await.ok()?;
+                let name = status.orchestrator.to_string();
+                let leads = status
+                    .replication?
+                    .replicas
+                    .iter()
+                    .any(|r| r.name == name && r.state == ReplicaRole::Leader);
+                (name != old && leads).then_some(name)
+            }
+        },
+    )
+    .await
+}
+
+fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
+    (0..count)
+        .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": ms } }))
+        .collect()
+}
+
+/// Submits through `api` until `total` submissions were acknowledged,
+/// retrying a batch the cluster refused (during an election) — the ids it
+/// answered with are the history of acknowledged tasks.
+async fn submit_acknowledged(api: &ApiClient, total: usize, ms: u64) -> Vec<TaskId> {
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < total {
+        let batch = sleep_tasks(500.min(total - acknowledged.len()), ms);
+        match api.submit_batch(&batch).await {
+            Ok(ids) => acknowledged.extend(ids),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    acknowledged
+}
+
+/// The history check: every acknowledged task is held and succeeded, the
+/// cluster counts each success once, and no task ran beyond its retries.
+async fn check_history(api: &ApiClient, acknowledged: &[TaskId]) {
+    let status = wait_finished(api, acknowledged.len() as u64, Duration::from_secs(120)).await;
+    let tasks = all_tasks(api).await;
+    let held: HashSet<TaskId> = tasks.iter().map(|task| task.id).collect();
+    let lost: Vec<&TaskId> = acknowledged
+        .iter()
+        .filter(|id| !held.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged tasks lost: {lost:?}");
+    let unfinished: Vec<_> = tasks
+        .iter()
+        .filter(|task| task.state != TaskState::Succeeded)
+        .map(|task| (task.id, task.state))
+        .collect();
+    assert!(unfinished.is_empty(), "tasks not succeeded: {unfinished:?}");
+    assert_eq!(
+        status.tasks.succeeded,
+        acknowledged.len() as u64,
+        "each task completed exactly once: {:?}",
+        status.tasks
+    );
+}
+
+async fn kill_the_leader_during_tasks(cluster: &mut LocalCluster) -> String {
+    let survivor_api = |leader: &str| {
+        let name = if leader == "n1" { "n2" } else { "n1" };
+        (name.to_string(), cluster.api(name))
+    };
+    let api = cluster.api("n2");
+    let before = three_voters_in_step(&api).await;
+    let leader = before.leader.clone().expect("a leader");
+    let (_, observer) = survivor_api(&leader);
+    let acknowledged = submit_acknowledged(&observer, 3_000, 20).await;
+    eventually(Duration::from_secs(30), "tasks are running", || {
+        let observer = observer.clone();
+        async move {
+            let status = observer.cluster().await.ok()?;
+            (status.tasks.succeeded > 200 && status.tasks.running > 0).then_some(())
+        }
+    })
+    .await;
+    cluster.kill(leader.as_str()).await;
+    let elected = new_leader(&observer, &leader).await;
+    assert_ne!(elected, leader);
+    // Submissions go on through the survivors.
+    let more = submit_acknowledged(&observer, 500, 5).await;
+    let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+    check_history(&observer, &history).await;
+    leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_during_tasks_loses_nothing_in_memory() {
+    with_deadline(DEADLINE, async {
+        let mut cluster = start_cluster(replicated_nodes(8, None)).await;
+        kill_the_leader_during_tasks(&mut cluster).await;
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_with_data_directories_loses_nothing_and_it_rejoins_as_itself() {
+    with_deadline(DEADLINE, async {
+        let data = temp_dir("replication").unwrap();
+        let mut cluster = start_cluster(replicated_nodes(8, Some(data.path()))).await;
+        let old_leader = kill_the_leader_during_tasks(&mut cluster).await;
+        // The old leader restarts on its data directory: the same replica,
+        // back as a voter that follows, with the whole book.
+        cluster.restart(old_leader.as_str()).unwrap();
+        let observer = cluster.api(if old_leader == "n1" { "n2" } else { "n1" });
+        eventually(
+            Duration::from_secs(30),
+            "the restarted replica follows again",
+            || {
+                let observer = observer.clone();
+                let old_leader = old_leader.clone();
+                async move {
+                    let replication = observer.cluster().await.ok()?.replication?;
+                    let names: HashSet<&str> = replication
+                        .replicas
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect();
+                    let back = replication
+                        .replicas
+                        .iter()
+                        .any(|r| r.name == old_leader && r.state == ReplicaRole::Follower);
+                    (names.len() == 3 && back).then_some(())
+                }
+            },
+        )
+        .await;
+        // It is the same replica (its id kept in its data directory): the
+        // leader's log reaches it, including what was written after it
+        // came back. A replica with a new id would not be sent entries
+        // under the old one's name.
+        let later = submit_acknowledged(&observer, 100, 5).await;
+        wait_finished(&observer, 3_600, Duration::from_secs(60)).await;
+        assert_eq!(later.len(), 100);
+        three_voters_in_step(&observer).await;
+        cluster.stop().await;
+    })
+    .await;
+}
