@@ -214,3 +214,76 @@ async fn kill_9_of_the_leader_with_data_directories_loses_nothing_and_it_rejoins
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_three_replicas_down_the_survivor_says_no_quorum_and_resumes_when_one_returns()
+{
+    with_deadline(DEADLINE, async {
+        let data = temp_dir("replication-quorum").unwrap();
+        let mut cluster = start_cluster(replicated_nodes(4, Some(data.path()))).await;
+        let replication = three_voters_in_step(&cluster.api("n1")).await;
+        let leader = replication.leader.expect("a leader");
+        // The survivor is a follower: the leader and the other go down.
+        let survivor = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|name| *name != leader)
+            .unwrap();
+        let other = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|name| *name != leader && name != &survivor)
+            .unwrap();
+        let api = cluster.api(survivor);
+        let acknowledged = submit_acknowledged(&api, 200, 5).await;
+        wait_finished(&api, 200, Duration::from_secs(60)).await;
+
+        cluster.kill(leader.as_str()).await;
+        cluster.kill(other).await;
+        let base = api.base().to_string();
+        let task =
+            serde_json::to_vec(&json!({"agent_type": "sleep", "payload": {"ms": 5}})).unwrap();
+        let (status, body, retry_after) = eventually(
+            Duration::from_secs(20),
+            "the survivor refuses writes with no_quorum",
+            || {
+                let base = base.clone();
+                let task = task.clone();
+                async move {
+                    let answer = herd_tests::post_raw(&base, "/v1/tasks", task).await;
+                    (answer.1["code"] == "no_quorum").then_some(answer)
+                }
+            },
+        )
+        .await;
+        assert_eq!(status, 503);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("reachable from here: {survivor}")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&leader) && message.contains(other),
+            "{message}"
+        );
+        // Reads that need the orchestrator say the same.
+        let answer = herd_tests::send_raw(&base, "GET", "/v1/tasks?limit=1", b"").await;
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.body["code"], "no_quorum");
+
+        // One replica comes back on its data directory: a majority again.
+        cluster.restart(other).unwrap();
+        let resumed = eventually(
+            Duration::from_secs(30),
+            "the cluster takes writes again",
+            || {
+                let api = api.clone();
+                async move { api.submit_batch(&sleep_tasks(50, 5)).await.ok() }
+            },
+        )
+        .await;
+        let history: Vec<TaskId> = acknowledged.into_iter().chain(resumed).collect();
+        check_history(&api, &history).await;
+        cluster.stop().await;
+    })
+    .await;
+}

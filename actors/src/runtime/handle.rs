@@ -34,6 +34,19 @@ pub enum ClientError {
         "no orchestrator is reachable from this node; start a node with the orchestrator role, or check that this node joined the cluster (GET /v1/cluster)"
     )]
     NoOrchestrator,
+    /// Raft replication: no leader of the task book's replica group is
+    /// reachable — a minority of its replicas, or an election under way.
+    #[error(
+        "no quorum: the task book's replica group has no leader this node can reach; replicas reachable from here: {}; unreachable: {}. Writes resume once a majority of the voting replicas is up and connected (GET /v1/cluster shows the group)",
+        list_or_none(reachable),
+        list_or_none(unreachable)
+    )]
+    NoQuorum {
+        /// Nodes with a replica that this node sees up.
+        reachable: Vec<String>,
+        /// Nodes with a replica that this node does not see up.
+        unreachable: Vec<String>,
+    },
     /// The orchestrator did not answer in time.
     #[error("the orchestrator did not answer within {0:?}")]
     Timeout(Duration),
@@ -55,6 +68,39 @@ pub enum ClientError {
     /// The answer did not match the question (a bug or version skew).
     #[error("the orchestrator sent an unexpected answer")]
     UnexpectedReply,
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Why no orchestrator can be asked: with raft replication (some member
+/// holds a replica), the group lacks a reachable leader.
+fn no_orchestrator(view: &crate::membership::ClusterView) -> ClientError {
+    let replicas: Vec<&crate::membership::MemberInfo> = std::iter::once(&view.local)
+        .chain(view.peers.values())
+        .filter(|info| info.replica_id.is_some())
+        .collect();
+    if replicas.is_empty() {
+        return ClientError::NoOrchestrator;
+    }
+    let (reachable, unreachable): (Vec<_>, Vec<_>) = replicas
+        .into_iter()
+        .partition(|info| view.is_up(&info.member));
+    let names = |infos: Vec<&crate::membership::MemberInfo>| {
+        infos
+            .into_iter()
+            .map(|info| info.member.name.to_string())
+            .collect()
+    };
+    ClientError::NoQuorum {
+        reachable: names(reachable),
+        unreachable: names(unreachable),
+    }
 }
 
 /// Talks to the cluster's orchestrator, wherever it runs. Cheap to clone.
@@ -130,7 +176,7 @@ impl NodeHandle {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ClientError::NoOrchestrator);
+                return Err(no_orchestrator(&view.borrow()));
             }
             // The orchestrator's group entry can arrive without a view change.
             let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), view.changed()).await;
@@ -142,8 +188,10 @@ impl NodeHandle {
         request: OrchestratorRequest,
         limit: Duration,
     ) -> Result<OrchestratorReply, ClientError> {
-        let orchestrator =
-            find_orchestrator(&self.view.borrow()).ok_or(ClientError::NoOrchestrator)?;
+        let orchestrator = {
+            let view = self.view.borrow();
+            find_orchestrator(&view).ok_or_else(|| no_orchestrator(&view))?
+        };
         match orchestrator
             .call(|port| Mailbox::Call(request, port), Some(limit))
             .await

@@ -36,6 +36,7 @@ use crate::membership::ClusterView;
 use crate::replica::membership_plan::{self, MembershipStep, ReplicaSet, ReplicaStatus};
 use crate::replica::proposer::ProposerDone;
 use crate::replica::state_machine::ReplicaBook;
+use crate::replica::status::leader_without_quorum;
 use crate::replica::types::{ReplicaId, ReplicaNode, ReplicaTypes};
 use crate::task_book::TaskBook;
 
@@ -125,7 +126,8 @@ async fn run(mut args: LeadershipArgs) {
             done.wait().await;
         }
         if let Err(error) = args.raft.ensure_linearizable().await {
-            info!(term, %error, "led briefly; not starting the orchestrator");
+            info!(term, %error, "leads without a confirmed quorum; not starting the orchestrator yet");
+            tokio::time::sleep(QUORUM_CHECK).await;
             continue;
         }
         if !leads(&args.raft.metrics().borrow(), term) {
@@ -149,8 +151,16 @@ async fn run(mut args: LeadershipArgs) {
         }
         args.restarts.borrow_and_update();
         let mut plan = tokio::time::interval(PLAN_EVERY);
+        let mut quorum = QuorumWatch::new(&args.raft);
+        let mut quorum_check = tokio::time::interval(QUORUM_CHECK);
         let stopped_leading = loop {
             tokio::select! {
+                _ = quorum_check.tick() => {
+                    if quorum.lost(&args.raft) {
+                        warn!(term, "this leader has heard from no quorum within {QUORUM_LEASE:?}; stopping its orchestrator (writes answer 503 no_quorum until a quorum is back)");
+                        break true;
+                    }
+                }
                 left = wait_for(&mut metrics, |m| (!leads(m, term)).then_some(())) => {
                     break left.is_some();
                 }
@@ -178,6 +188,45 @@ async fn run(mut args: LeadershipArgs) {
                 return;
             }
         }
+    }
+}
+
+/// How often a leader checks that it still hears from a quorum.
+const QUORUM_CHECK: Duration = Duration::from_millis(100);
+
+/// How long a leader may go without a quorum's acknowledgement before its
+/// orchestrator stops: several heartbeats (100 ms each), well under the
+/// followers' election timeout (500–1,000 ms) plus an election.
+const QUORUM_LEASE: Duration = Duration::from_millis(750);
+
+/// Whether the leader still hears from a quorum, by openraft's
+/// `millis_since_quorum_ack` plus how long ago those metrics were published
+/// (a core loop that stopped publishing must not look fresh).
+struct QuorumWatch {
+    last: Option<u64>,
+    seen_at: tokio::time::Instant,
+}
+
+impl QuorumWatch {
+    fn new(raft: &Raft<ReplicaTypes>) -> Self {
+        QuorumWatch {
+            last: raft.metrics().borrow().millis_since_quorum_ack,
+            seen_at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn lost(&mut self, raft: &Raft<ReplicaTypes>) -> bool {
+        let metrics = raft.metrics().borrow().clone();
+        let now = tokio::time::Instant::now();
+        if metrics.millis_since_quorum_ack != self.last {
+            self.last = metrics.millis_since_quorum_ack;
+            self.seen_at = now;
+        }
+        // A single voter is its own quorum.
+        if metrics.membership_config.membership().voter_ids().count() <= 1 {
+            return false;
+        }
+        leader_without_quorum(&metrics, now.duration_since(self.seen_at), QUORUM_LEASE)
     }
 }
 

@@ -76,6 +76,9 @@ impl From<ClientError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", message)
                     .retry_after(1)
             }
+            ClientError::NoQuorum { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", message).retry_after(1)
+            }
             ClientError::Unreachable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "orchestrator_unreachable",
