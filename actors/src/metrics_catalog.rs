@@ -227,6 +227,40 @@ pub fn describe() {
         Unit::Bytes,
         "Size of the latest journal snapshot."
     );
+    // Raft replication.
+    describe_histogram!(
+        "herd_raft_commit_seconds",
+        Unit::Seconds,
+        "Time from proposing a log entry of the leader's orchestrator to its commit on a quorum and apply here."
+    );
+    describe_counter!(
+        "herd_raft_entries_total",
+        "Commands the leader's orchestrator committed to the replicated log."
+    );
+    describe_counter!(
+        "herd_leader_changes_total",
+        "Times this replica saw the task book's group get a new leader."
+    );
+    describe_gauge!(
+        "herd_raft_term",
+        "The current Raft term of this node's replica."
+    );
+    describe_gauge!(
+        "herd_raft_log_entries",
+        "Entries in this replica's Raft log (not yet compacted into a snapshot)."
+    );
+    describe_gauge!(
+        "herd_raft_applied_index",
+        "The last log index this replica applied to its task book."
+    );
+    describe_gauge!(
+        "herd_raft_leader",
+        "1 while this node's replica is the leader of the task book's group, else 0."
+    );
+    describe_counter!(
+        "herd_replica_rpcs_refused_total",
+        "Raft RPCs this replica's endpoint refused because it was serving its limit at once."
+    );
     // API.
     describe_counter!(
         "herd_api_requests_total",

@@ -287,3 +287,190 @@ async fn with_two_of_three_replicas_down_the_survivor_says_no_quorum_and_resumes
     })
     .await;
 }
+
+/// Waits until the pool of the node behind `node_api` runs attempts, by its
+/// own `herd_pool_workers{state="busy"}` gauge.
+async fn wait_until_own_pool_busy(node_api: &ApiClient) {
+    eventually(
+        Duration::from_secs(20),
+        "the node's workers run attempts",
+        || {
+            let node_api = node_api.clone();
+            async move {
+                let (status, text) = node_api.get_text("/metrics").await.ok()?;
+                (status == 200).then_some(())?;
+                text.lines()
+                    .filter(|line| {
+                        line.starts_with("herd_pool_workers{") && line.contains("state=\"busy\"")
+                    })
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    .any(|busy| busy > 0.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_deposed_and_once_thawed_stops_leading_and_its_late_results_are_fenced()
+{
+    with_deadline(DEADLINE, async {
+        let mut cluster = start_cluster(replicated_nodes(4, None)).await;
+        let replication = three_voters_in_step(&cluster.api("n1")).await;
+        let leader = replication.leader.expect("a leader");
+        let observer_name = if leader == "n1" { "n2" } else { "n1" };
+        let observer = cluster.api(observer_name);
+        // Long tasks, so the leader's own pool is frozen with attempts
+        // running, whose results it reports once thawed.
+        let acknowledged = submit_acknowledged(&observer, 36, 4_000).await;
+        wait_until_own_pool_busy(&cluster.api(leader.as_str())).await;
+        cluster.signal(leader.as_str(), libc::SIGSTOP);
+        let elected = new_leader(&observer, &leader).await;
+        assert_ne!(elected, leader);
+        let more = submit_acknowledged(&observer, 20, 100).await;
+        cluster.signal(leader.as_str(), libc::SIGCONT);
+        // Thawed, the old leader learns of the newer term and stops its
+        // orchestrator; it never runs two at once with the new leader.
+        eventually(
+            Duration::from_secs(20),
+            "the thawed old leader stops its orchestrator",
+            || {
+                let text = cluster.node(leader.as_str()).log_text();
+                async move {
+                    text.contains("the orchestrator stopped with its term")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+        check_history(&observer, &history).await;
+        // The attempts the frozen leader's pool was running were given up
+        // and re-run; their late results (reported to its own orchestrator,
+        // whose term was over, so never committed, or to the new one, which
+        // fences superseded attempts) did not count: each task succeeded
+        // once.
+        let tasks = all_tasks(&observer).await;
+        assert!(
+            tasks.iter().any(|task| task.attempts > 1),
+            "some attempts were running on the frozen leader"
+        );
+        let status = observer.cluster().await.unwrap();
+        assert_eq!(
+            status.tasks.succeeded,
+            history.len() as u64,
+            "no task counted twice"
+        );
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_majority_runs_on_and_nothing_is_lost()
+ {
+    with_deadline(DEADLINE, async {
+        let net = match herd_tests::Partitionable::create() {
+            Ok(net) => net,
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED a_partition_that_isolates_the_leader_...: {why}; run the tests as root to include it"
+                );
+                return;
+            }
+        };
+        // n1 founds the group, so it leads: it goes in the namespace.
+        let mut specs = replicated_nodes(4, None);
+        specs[0].host = net.inner_ip.clone();
+        specs[0].wrapper = net.wrapper();
+        specs[1].host = net.outer_ip.clone();
+        specs[2].host = net.outer_ip.clone();
+        let token = herd_node::local_cluster::random_cookie();
+        for spec in &mut specs {
+            spec.env.push(("HERD_API_TOKEN".into(), token.clone()));
+        }
+        let mut cluster = start_cluster(specs).await;
+        let observer = cluster.api("n2");
+        let replication = three_voters_in_step(&observer).await;
+        assert_eq!(replication.leader.as_deref(), Some("n1"), "the founder leads");
+        let acknowledged = submit_acknowledged(&observer, 2_000, 20).await;
+        eventually(Duration::from_secs(30), "tasks are running", || {
+            let observer = observer.clone();
+            async move {
+                let status = observer.cluster().await.ok()?;
+                (status.tasks.succeeded > 100 && status.tasks.running > 0).then_some(())
+            }
+        })
+        .await;
+
+        net.cut();
+        let elected = new_leader(&observer, "n1").await;
+        // The minority side (n1 alone) refuses writes with no_quorum; a
+        // client inside its namespace asks it.
+        let n1_url = format!("{}/v1/tasks", cluster.node("n1").api_url());
+        let mut curl = net.wrapper();
+        curl.extend(
+            [
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-H",
+                &format!("authorization: Bearer {token}"),
+                "-d",
+                r#"{"agent_type":"sleep","payload":{"ms":5}}"#,
+                &n1_url,
+            ]
+            .map(str::to_string),
+        );
+        let refusal = eventually(
+            Duration::from_secs(20),
+            "the isolated old leader refuses writes with no_quorum",
+            || {
+                let curl = curl.clone();
+                async move {
+                    let output = tokio::process::Command::new(&curl[0])
+                        .args(&curl[1..])
+                        .output()
+                        .await
+                        .ok()?;
+                    let body: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+                    (body["code"] == "no_quorum").then_some(body)
+                }
+            },
+        )
+        .await;
+        let message = refusal["error"].as_str().unwrap();
+        assert!(message.contains("reachable from here: n1"), "{message}");
+        // The majority runs on.
+        let more = submit_acknowledged(&observer, 300, 5).await;
+
+        net.heal();
+        eventually(
+            Duration::from_secs(40),
+            "n1 is back in the group after the heal",
+            || {
+                let observer = observer.clone();
+                async move {
+                    let replication = observer.cluster().await.ok()?.replication?;
+                    replication
+                        .replicas
+                        .iter()
+                        .any(|r| r.name == "n1" && r.state == ReplicaRole::Follower)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+        check_history(&observer, &history).await;
+        assert_ne!(elected, "n1");
+        cluster.stop().await;
+    })
+    .await;
+}

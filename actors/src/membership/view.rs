@@ -231,14 +231,11 @@ mod tests {
                 info(name, None, MemberState::Up),
             );
         }
-        let member = |name: &str| {
-            view.member_named(&NodeName::parse(name).unwrap())
-                .unwrap()
-                .member
-                .clone()
-        };
         let claim = |name: &str, term: u64, leading: bool| LeaderClaim {
-            member: member(name),
+            member: MemberId {
+                name: NodeName::parse(name).unwrap(),
+                incarnation: Incarnation(1),
+            },
             term,
             leading,
         };

@@ -112,8 +112,13 @@ impl OrchestratorState {
                 entries,
                 commit,
             } => {
-                metrics::histogram!("herd_journal_commit_seconds").record(commit.as_secs_f64());
-                metrics::counter!("herd_journal_entries_total").increment(entries as u64);
+                if self.durability.replicated_term().is_some() {
+                    metrics::histogram!("herd_raft_commit_seconds").record(commit.as_secs_f64());
+                    metrics::counter!("herd_raft_entries_total").increment(entries as u64);
+                } else {
+                    metrics::histogram!("herd_journal_commit_seconds").record(commit.as_secs_f64());
+                    metrics::counter!("herd_journal_entries_total").increment(entries as u64);
+                }
                 for action in self.durability.durable(through) {
                     self.run(myself, action);
                 }

@@ -230,11 +230,6 @@ impl ReplicaFile {
         }
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.shared.path
-    }
-
     /// The directory holding the file (and its snapshot data files).
     pub fn directory(&self) -> &Path {
         self.shared.path.parent().unwrap_or(Path::new("."))

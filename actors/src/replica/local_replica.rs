@@ -132,6 +132,7 @@ impl LocalReplica {
     }
 
     /// Its RPC endpoint.
+    #[cfg(test)]
     pub fn endpoint(&self) -> &ActorRef<ReplicaMsg> {
         &self.endpoint
     }

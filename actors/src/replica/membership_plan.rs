@@ -22,8 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::types::{ReplicaId, ReplicaNode};
 
-/// Voters a group has by default.
-pub const DEFAULT_VOTERS: usize = 3;
 /// The most voters a group may be configured with: more make every commit
 /// wait for more acknowledgements and tolerate failures no one plans for.
 pub const MAX_VOTERS: usize = 5;
@@ -190,7 +188,7 @@ mod tests {
     #[test]
     fn twenty_orchestrator_nodes_make_three_voters_and_seventeen_learners() {
         let ids: Vec<u64> = (1..=20).collect();
-        let settled = settle(1, set(&[1], &[]), &live(&ids), DEFAULT_VOTERS);
+        let settled = settle(1, set(&[1], &[]), &live(&ids), herd_config::DEFAULT_VOTERS);
         assert_eq!(settled.voters.len(), 3);
         assert!(settled.voters.contains(&1));
         assert_eq!(settled.learners.len(), 17);

@@ -52,11 +52,6 @@ impl ProposerDone {
     pub async fn wait(self) {
         let _ = self.0.await;
     }
-
-    /// True once it is done.
-    pub fn is_finished(&self) -> bool {
-        self.0.is_finished()
-    }
 }
 
 impl Proposer {
@@ -203,7 +198,7 @@ mod tests {
     use herd_protocol::UnixMillis;
 
     fn tick(n: u64) -> (u64, Command) {
-        (n, Command::Tick { now: UnixMillis(n) })
+        (n, Command::Tick { now: UnixMillis(1_700_000_000_000) })
     }
 
     #[test]

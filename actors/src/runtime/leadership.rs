@@ -58,7 +58,7 @@ pub enum LeadershipEvent {
         /// The term.
         term: u64,
         /// The replica's book, applied through the term's first entry.
-        book: TaskBook,
+        book: Box<TaskBook>,
         /// Where the orchestrator sends its proposer's completion, which
         /// the next leadership waits for.
         proposer_done: oneshot::Sender<ProposerDone>,
@@ -105,7 +105,37 @@ pub struct LeadershipArgs {
 /// Starts the leadership task; it ends when the replica shuts down or the
 /// supervisor is gone.
 pub fn start(args: LeadershipArgs) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(publish_gauges(args.raft.metrics()));
     tokio::spawn(run(args))
+}
+
+/// Keeps the replica's gauges and the leader-change counter current until
+/// it shuts down.
+async fn publish_gauges(mut metrics: watch::Receiver<RaftMetrics<ReplicaId, ReplicaNode>>) {
+    let mut leader = None;
+    loop {
+        {
+            let current = metrics.borrow_and_update();
+            if current.state == ServerState::Shutdown {
+                return;
+            }
+            if current.current_leader.is_some() && current.current_leader != leader {
+                metrics::counter!("herd_leader_changes_total").increment(1);
+            }
+            leader = current.current_leader;
+            let last = current.last_log_index.unwrap_or(0);
+            let purged = current.purged.map_or(0, |id| id.index + 1);
+            metrics::gauge!("herd_raft_term").set(current.current_term as f64);
+            metrics::gauge!("herd_raft_log_entries").set(last.saturating_sub(purged) as f64);
+            metrics::gauge!("herd_raft_applied_index")
+                .set(current.last_applied.map_or(0, |id| id.index) as f64);
+            metrics::gauge!("herd_raft_leader")
+                .set(f64::from(u8::from(current.state == ServerState::Leader)));
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn run(mut args: LeadershipArgs) {
@@ -143,7 +173,7 @@ async fn run(mut args: LeadershipArgs) {
         );
         let lead = LeadershipEvent::Lead {
             term,
-            book,
+            book: Box::new(book),
             proposer_done,
         };
         if tell(&args.supervisor, lead).is_err() {

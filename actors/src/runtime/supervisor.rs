@@ -373,13 +373,11 @@ impl SupervisorState {
                 let replication = self.replication.as_mut().expect("checked");
                 replication.term = Some(term);
                 replication.pending = Some(ReplicatedStart {
-                    book,
+                    book: *book,
                     raft,
                     term,
                     proposer_done,
                 });
-                metrics::counter!("herd_leader_changes_total").increment(1);
-                metrics::gauge!("herd_raft_term").set(term as f64);
                 if let Err(error) = self.start(myself, ComponentKind::Orchestrator).await {
                     error!(%error, term, "the orchestrator did not start on this leader");
                     if let Some(replication) = self.replication.as_mut() {
