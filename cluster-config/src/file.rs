@@ -302,6 +302,8 @@ pub struct ClusterSection {
     pub replication: Option<String>,
     /// Voting task book replicas (raft replication).
     pub voters: Option<i64>,
+    /// Log entries between a replica's snapshots.
+    pub snapshot_every_entries: Option<i64>,
 }
 
 /// `[agents.NAME]`.

@@ -277,6 +277,10 @@ pub struct ClusterSettings {
     /// With [`ReplicationMode::Raft`]: how many replicas vote (the rest are
     /// learners that keep a hot copy). 1–5.
     pub voters: usize,
+    /// With [`ReplicationMode::Raft`]: log entries after which a replica
+    /// snapshots its book and compacts its log. Fewer keep less log in
+    /// memory and on disk; more snapshot less often.
+    pub snapshot_every_entries: u64,
 }
 
 /// How the orchestrator's task book is kept.
@@ -312,6 +316,12 @@ impl ReplicationMode {
     }
 }
 
+/// Log entries between a replica's snapshots unless configured.
+pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
+
+/// Accepted `cluster.snapshot_every_entries`.
+pub const SNAPSHOT_EVERY_ENTRIES_RANGE: std::ops::RangeInclusive<i64> = 100..=10_000_000;
+
 /// Voting replicas unless configured.
 pub const DEFAULT_VOTERS: usize = 3;
 
@@ -336,6 +346,7 @@ impl Default for ClusterSettings {
             watchers: DEFAULT_WATCHERS,
             replication: ReplicationMode::Single,
             voters: DEFAULT_VOTERS,
+            snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
         }
     }
 }

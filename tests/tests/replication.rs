@@ -33,7 +33,8 @@ fn replicated_nodes(workers: u32, data_dir: Option<&std::path::Path>) -> Vec<Nod
 }
 
 /// The replica group as node `api` reports it, once it has three voters
-/// that all hold the leader's log.
+/// that all hold the leader's log (within the 1,000 entries at which the
+/// leader counts a replica caught up: under load, appends are in flight).
 async fn three_voters_in_step(api: &ApiClient) -> ReplicationStatus {
     eventually(
         Duration::from_secs(30),
@@ -55,7 +56,7 @@ async fn three_voters_in_step(api: &ApiClient) -> ReplicationStatus {
                 let in_step = replication
                     .replicas
                     .iter()
-                    .all(|r| r.applied_index.is_some_and(|at| at + 64 >= leader_at));
+                    .all(|r| r.applied_index.is_some_and(|at| at + 1_000 >= leader_at));
                 (voting == 3 && in_step).then_some(replication)
             }
         },
@@ -470,6 +471,136 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
         let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
         check_history(&observer, &history).await;
         assert_ne!(elected, "n1");
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_data_directory_was_wiped_rejoins_as_a_new_one_and_catches_up_from_a_snapshot()
+ {
+    with_deadline(DEADLINE, async {
+        let data = temp_dir("replication-wiped").unwrap();
+        // Frequent snapshots, so the leader's log is compacted before the
+        // wiped replica comes back and it can only catch up by snapshot.
+        let config = herd_tests::write_config(
+            data.path(),
+            "herd.toml",
+            "[cluster]\nsnapshot_every_entries = 100\n",
+        );
+        let specs = replicated_nodes(8, Some(data.path()))
+            .into_iter()
+            .map(|spec| NodeSpec {
+                config: Some(config.clone()),
+                ..spec
+            })
+            .collect();
+        let mut cluster = start_cluster(specs).await;
+        let replication = three_voters_in_step(&cluster.api("n1")).await;
+        let leader = replication.leader.expect("a leader");
+        let wiped = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|name| *name != leader)
+            .unwrap();
+        let observer_name = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|name| *name != leader && name != &wiped)
+            .unwrap();
+        let observer = cluster.api(observer_name);
+        let acknowledged = submit_acknowledged(&observer, 2_000, 1).await;
+        wait_finished(&observer, 2_000, Duration::from_secs(60)).await;
+
+        cluster.kill(wiped).await;
+        std::fs::remove_dir_all(data.path().join(wiped)).unwrap();
+        // Work goes on while it is away (two voters of three are a quorum).
+        let more = submit_acknowledged(&observer, 500, 1).await;
+        wait_finished(&observer, 2_500, Duration::from_secs(60)).await;
+        cluster.restart(wiped).unwrap();
+        // A new replica on the same node: taken in as a learner, caught up
+        // from the leader's snapshot, then a voter in place of the lost one.
+        three_voters_in_step(&observer).await;
+        eventually(
+            Duration::from_secs(30),
+            "the wiped replica installed a snapshot",
+            || {
+                let text = cluster.node(wiped).log_text();
+                async move {
+                    text.contains("installed a snapshot of the task book from the leader")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+        check_history(&observer, &history).await;
+        // Its copy of the book serves: when it leads, nothing is missing.
+        cluster.kill(leader.as_str()).await;
+        let elected = new_leader(&observer, &leader).await;
+        let survivor = cluster.api(elected.as_str());
+        check_history(&survivor, &history).await;
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_replica_while_tasks_flow_loses_nothing() {
+    with_deadline(DEADLINE, async {
+        let data = temp_dir("replication-rolling").unwrap();
+        let mut cluster = start_cluster(replicated_nodes(4, Some(data.path()))).await;
+        three_voters_in_step(&cluster.api("n1")).await;
+        let apis: Vec<ApiClient> = ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|name| cluster.api(name))
+            .collect();
+        // A client submits all along, to whichever node answers; the ids it
+        // got back are the history.
+        let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TaskId>::new()));
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let client = {
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                let mut refused = 0u32;
+                let mut turn = 0usize;
+                while !*stop_rx.borrow_and_update() {
+                    let api = &apis[turn % apis.len()];
+                    turn += 1;
+                    match api.submit_batch(&sleep_tasks(20, 10)).await {
+                        Ok(ids) => acknowledged.lock().unwrap().extend(ids),
+                        Err(_) => refused += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                refused
+            })
+        };
+        let taken = || acknowledged.lock().unwrap().len();
+        for name in ["n1", "n2", "n3"] {
+            cluster.terminate(name, Duration::from_secs(60)).await;
+            cluster.restart(name).unwrap();
+            // The next replica goes only once this one votes again and
+            // holds the log, and the cluster takes writes again.
+            let other = cluster.api(if name == "n3" { "n1" } else { "n3" });
+            three_voters_in_step(&other).await;
+            let before = taken();
+            eventually(
+                Duration::from_secs(20),
+                &format!("submissions are taken again after {name}'s restart"),
+                || {
+                    let now = taken();
+                    async move { (now >= before + 40).then_some(()) }
+                },
+            )
+            .await;
+        }
+        stop_tx.send(true).unwrap();
+        let refused = client.await.unwrap();
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        eprintln!(
+            "rolling restart: {} tasks acknowledged, {refused} submissions refused or failed",
+            acknowledged.len()
+        );
+        check_history(&cluster.api("n1"), &acknowledged).await;
         cluster.stop().await;
     })
     .await;

@@ -165,13 +165,15 @@ pub struct LeaderClaim {
 
 impl LeaderClaim {
     /// Whether `claim` replaces `current`: a higher term always does; the
-    /// same term only from the same claimant (a leader stepping down).
+    /// same term only from the same node (a leader stepping down, or one
+    /// restarted on its data directory that leads its term again under a
+    /// new incarnation).
     pub fn supersedes(claim: &LeaderClaim, current: Option<&LeaderClaim>) -> bool {
         match current {
             None => true,
             Some(current) => {
                 claim.term > current.term
-                    || (claim.term == current.term && claim.member == current.member)
+                    || (claim.term == current.term && claim.member.name == current.member.name)
             }
         }
     }
@@ -255,6 +257,11 @@ mod tests {
             Some(&first)
         ));
         assert!(LeaderClaim::supersedes(&claim("n3", 4, true), Some(&first)));
+        // The same node under a new incarnation (restarted on its data
+        // directory) may claim its term again.
+        let mut restarted = claim("n2", 3, true);
+        restarted.member.incarnation = Incarnation(2);
+        assert!(LeaderClaim::supersedes(&restarted, Some(&first)));
         // Stepping down in its term clears it.
         let resigned = claim("n2", 3, false);
         assert!(LeaderClaim::supersedes(&resigned, Some(&first)));

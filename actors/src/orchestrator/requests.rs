@@ -50,10 +50,15 @@ impl OrchestratorState {
                 let view = self.view.borrow().clone();
                 let providers = self.providers.status(std::time::Instant::now());
                 let replication = self.raft.as_ref().map(|raft| {
-                    crate::replica::status::replication_status(&raft.metrics().borrow(), |node| {
-                        view.up_members()
-                            .any(|info| info.member.name.as_str() == node.name)
-                    })
+                    crate::replica::status::replication_status(
+                        &raft.metrics().borrow(),
+                        |id, node| {
+                            view.up_members().any(|info| {
+                                info.member.name.as_str() == node.name
+                                    && info.replica_id == Some(id)
+                            })
+                        },
+                    )
                 });
                 OrchestratorReply::Cluster(cluster_status(StatusSources {
                     local: &view.local.member,

@@ -52,10 +52,16 @@ impl TestReplica {
             name: name.to_string(),
             cluster_addr: format!("{name}:7100"),
         };
-        let replica =
-            LocalReplica::start(node.clone(), data_dir, template(), directory.clone(), false)
-                .await
-                .unwrap();
+        let replica = LocalReplica::start(
+            node.clone(),
+            data_dir,
+            template(),
+            directory.clone(),
+            false,
+            herd_config::DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+        )
+        .await
+        .unwrap();
         directory
             .0
             .lock()
@@ -241,7 +247,7 @@ async fn three_replicas_elect_replicate_survive_their_leader_and_replace_a_lost_
     // The leader shows the group as /v1/cluster will: three voters, the
     // lost replica gone from it, and a fresh quorum.
     let metrics = leader.raft.metrics().borrow().clone();
-    let status = replication_status(&metrics, |_| true);
+    let status = replication_status(&metrics, |_, _| true);
     let mut names: Vec<&str> = status.replicas.iter().map(|r| r.name.as_str()).collect();
     names.sort_unstable();
     let mut expected: Vec<&str> = everyone.iter().map(|r| r.node.name.as_str()).collect();

@@ -48,13 +48,15 @@ impl LocalReplica {
     /// snapshots are in the replica file there and it restarts as the same
     /// replica with its book; without, it is a new replica every start.
     /// `template` is a freshly configured book (settings and agent types).
-    /// `advertise` puts its endpoint in the cluster's replica group.
+    /// `advertise` puts its endpoint in the cluster's replica group; it
+    /// snapshots every `snapshot_every_entries` log entries.
     pub async fn start(
         node: ReplicaNode,
         data_dir: Option<&Path>,
         template: TaskBook,
         directory: impl ReplicaDirectory,
         advertise: bool,
+        snapshot_every_entries: u64,
     ) -> Result<LocalReplica, ReplicaStartError> {
         let (log_store, state_machine, file_closed) = match data_dir {
             Some(dir) => {
@@ -77,7 +79,7 @@ impl LocalReplica {
         let book = state_machine.book();
         let raft = Raft::new(
             id,
-            raft_config(),
+            raft_config(snapshot_every_entries),
             ReplicaNetwork::new(id, directory),
             log_store,
             state_machine,

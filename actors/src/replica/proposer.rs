@@ -198,7 +198,12 @@ mod tests {
     use herd_protocol::UnixMillis;
 
     fn tick(n: u64) -> (u64, Command) {
-        (n, Command::Tick { now: UnixMillis(1_700_000_000_000) })
+        (
+            n,
+            Command::Tick {
+                now: UnixMillis(1_700_000_000_000),
+            },
+        )
     }
 
     #[test]

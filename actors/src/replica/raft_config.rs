@@ -26,23 +26,25 @@ pub const ELECTION_TIMEOUT_MS: (u64, u64) = (500, 1_000);
 pub const MAX_ENTRIES_PER_APPEND: u64 = 64;
 /// How long sending and installing one snapshot chunk may take.
 pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
-/// Log entries after which a snapshot of the book is taken and the log
-/// before it purged.
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
+/// Log entries kept behind a snapshot at most, so a briefly lagging
+/// follower catches up from entries rather than a whole snapshot.
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 1_000;
 
-/// openraft's configuration for the task book group, validated.
-pub fn raft_config() -> Arc<Config> {
+/// openraft's configuration for the task book group, validated; a snapshot
+/// every `snapshot_every_entries` log entries (`cluster.snapshot_every_entries`).
+pub fn raft_config(snapshot_every_entries: u64) -> Arc<Config> {
     let config = Config {
         cluster_name: "herd-task-book".to_string(),
         heartbeat_interval: HEARTBEAT_INTERVAL_MS,
         election_timeout_min: ELECTION_TIMEOUT_MS.0,
         election_timeout_max: ELECTION_TIMEOUT_MS.1,
         max_payload_entries: MAX_ENTRIES_PER_APPEND,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
         snapshot_max_chunk_size: (MAX_RPC_BYTES / 4) as u64,
         // Keep some log behind a snapshot so a briefly lagging follower
-        // catches up from entries rather than a whole snapshot.
-        max_in_snapshot_log_to_keep: 1_000,
+        // catches up from entries rather than a whole snapshot (a tenth
+        // of the interval when snapshots are frequent).
+        max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT.min(snapshot_every_entries / 10),
         // Sending and installing the last chunk decodes and stores the whole
         // book on the follower: seconds for a large one, not openraft's
         // 200 ms default (after which the transfer starts over).
@@ -63,7 +65,7 @@ mod tests {
 
     #[test]
     fn the_raft_configuration_validates() {
-        let config = raft_config();
+        let config = raft_config(herd_config::DEFAULT_SNAPSHOT_EVERY_ENTRIES);
         assert!(config.election_timeout_min > 3 * config.heartbeat_interval);
     }
 }

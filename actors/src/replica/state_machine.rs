@@ -488,6 +488,7 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), ReplicaStorageError> {
         let data = snapshot.into_inner();
+        let bytes = data.len();
         let content = decode_snapshot(meta, &data).map_err(|e| {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
         })?;
@@ -517,6 +518,11 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
                 book,
             };
         }
+        tracing::info!(
+            through = ?meta.last_log_id,
+            bytes,
+            "installed a snapshot of the task book from the leader"
+        );
         Ok(())
     }
 

@@ -9,10 +9,12 @@ use openraft::{RaftMetrics, ServerState};
 use super::types::{ReplicaId, ReplicaNode};
 
 /// The group as the replica whose `metrics` these are sees it. `reachable`
-/// says whether a member's node is up in this node's cluster view.
+/// says whether a member (by id, on its node) can be reached: its node is up
+/// and still runs that replica (one whose node came back without its
+/// storage runs a new one).
 pub fn replication_status(
     metrics: &RaftMetrics<ReplicaId, ReplicaNode>,
-    reachable: impl Fn(&ReplicaNode) -> bool,
+    reachable: impl Fn(ReplicaId, &ReplicaNode) -> bool,
 ) -> ReplicationStatus {
     let membership = metrics.membership_config.membership();
     let voters: Vec<ReplicaId> = membership.voter_ids().collect();
@@ -37,7 +39,7 @@ pub fn replication_status(
                     ServerState::Learner => ReplicaRole::Learner,
                     ServerState::Follower | ServerState::Shutdown => ReplicaRole::Follower,
                 }
-            } else if !reachable(node) {
+            } else if !reachable(*id, node) {
                 ReplicaRole::Unreachable
             } else if metrics.current_leader == Some(*id) {
                 ReplicaRole::Leader
@@ -126,7 +128,7 @@ mod tests {
 
     #[test]
     fn the_leader_shows_every_replica_with_its_role_and_index_voters_first() {
-        let status = replication_status(&leader_metrics(), |node| node.name != "n3");
+        let status = replication_status(&leader_metrics(), |_, node| node.name != "n3");
         assert_eq!(status.term, 7);
         assert_eq!(status.leader.as_deref(), Some("n1"));
         let shown: Vec<(&str, ReplicaRole, Option<u64>)> = status

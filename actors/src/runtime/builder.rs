@@ -389,6 +389,7 @@ impl HerdNode {
                 template,
                 ClusterDirectory::new(view_rx.clone()),
                 true,
+                config.cluster.snapshot_every_entries,
             )
             .await?;
             view_tx.send_modify(|view| view.local.replica_id = Some(replica.id()));

@@ -235,19 +235,27 @@ const QUORUM_LEASE: Duration = Duration::from_millis(750);
 struct QuorumWatch {
     last: Option<u64>,
     seen_at: tokio::time::Instant,
+    /// When the orchestrator started: the leadership was confirmed by a
+    /// quorum just before, so it is not judged for one lease.
+    started: tokio::time::Instant,
 }
 
 impl QuorumWatch {
     fn new(raft: &Raft<ReplicaTypes>) -> Self {
+        let now = tokio::time::Instant::now();
         QuorumWatch {
             last: raft.metrics().borrow().millis_since_quorum_ack,
-            seen_at: tokio::time::Instant::now(),
+            seen_at: now,
+            started: now,
         }
     }
 
     fn lost(&mut self, raft: &Raft<ReplicaTypes>) -> bool {
         let metrics = raft.metrics().borrow().clone();
         let now = tokio::time::Instant::now();
+        if now.duration_since(self.started) < QUORUM_LEASE {
+            return false;
+        }
         if metrics.millis_since_quorum_ack != self.last {
             self.last = metrics.millis_since_quorum_ack;
             self.seen_at = now;

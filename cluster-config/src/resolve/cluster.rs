@@ -7,7 +7,8 @@ use super::range_check::file_integer;
 use crate::error::ConfigError;
 use crate::file::LoadedFile;
 use crate::model::{
-    ClusterSettings, FailureDetectorSettings, ReplicationMode, VOTERS_RANGE, WATCHERS_RANGE,
+    ClusterSettings, FailureDetectorSettings, ReplicationMode, SNAPSHOT_EVERY_ENTRIES_RANGE,
+    VOTERS_RANGE, WATCHERS_RANGE,
 };
 use crate::origin::Origin;
 
@@ -145,6 +146,15 @@ pub(super) fn resolve_cluster(
         errors,
     )
     .map_or(defaults.voters, |v| v as usize);
+    let snapshot_every_entries = file_integer(
+        file,
+        "cluster.snapshot_every_entries",
+        section.and_then(|s| s.snapshot_every_entries),
+        SNAPSHOT_EVERY_ENTRIES_RANGE,
+        "set after how many log entries a task book replica snapshots its book and compacts its log",
+        errors,
+    )
+    .map_or(defaults.snapshot_every_entries, |v| v as u64);
     ClusterSettings {
         reconnect_initial: initial,
         reconnect_max: max.max(initial),
@@ -152,6 +162,7 @@ pub(super) fn resolve_cluster(
         watchers,
         replication,
         voters,
+        snapshot_every_entries,
     }
 }
 
