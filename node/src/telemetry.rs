@@ -63,14 +63,21 @@ pub fn settings(
 }
 
 /// ractor_cluster logs every connection, and warns about routine events such
-/// as a redundant connection losing its election; herd's membership reports
-/// what an operator needs. A filter that names ractor itself is left alone.
+/// as a redundant connection losing its election; openraft warns about every
+/// stale response, and logs an unreachable replica as an error twice a
+/// second for as long as it is down; herd's membership and leadership report
+/// what an operator needs (leader changes, lost quorum, storage failures).
+/// A filter that names the dependency itself is left alone
+/// (`RUST_LOG=info,openraft=warn` shows openraft's own account).
 fn quiet_dependencies(filter: &str) -> String {
-    if filter.contains("ractor") {
-        filter.to_string()
-    } else {
-        format!("{filter},ractor_cluster=error,ractor=warn")
+    let mut quiet = filter.to_string();
+    if !filter.contains("ractor") {
+        quiet.push_str(",ractor_cluster=error,ractor=warn");
     }
+    if !filter.contains("openraft") {
+        quiet.push_str(",openraft=off");
+    }
+    quiet
 }
 
 /// Installs the global subscriber for node `node`. Call once, early.

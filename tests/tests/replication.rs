@@ -605,3 +605,81 @@ async fn a_rolling_restart_of_every_replica_while_tasks_flow_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_orchestrator_is_stuck_is_made_to_step_down_by_a_monitor() {
+    with_deadline(DEADLINE, async {
+        let specs = replicated_nodes(4, None)
+            .into_iter()
+            .map(|mut spec| {
+                spec.env.push(("HERD_TEST_HOOKS".into(), "1".into()));
+                spec
+            })
+            .collect();
+        let mut cluster = start_cluster(specs).await;
+        let replication = three_voters_in_step(&cluster.api("n1")).await;
+        let leader = replication.leader.expect("a leader");
+        let observer = cluster.api(if leader == "n1" { "n2" } else { "n1" });
+        let acknowledged = submit_acknowledged(&observer, 200, 5).await;
+        wait_finished(&observer, 200, Duration::from_secs(60)).await;
+
+        // The leader's node stays alive (it answers heartbeats); only its
+        // orchestrator stops answering.
+        let hook = herd_tests::send_raw(
+            cluster.node(leader.as_str()).api_url().as_str(),
+            "POST",
+            "/v1/test-hooks/stuck-orchestrator",
+            b"",
+        )
+        .await;
+        assert_eq!(hook.status, 202, "{:?}", hook.body);
+        let elected = eventually(
+            Duration::from_secs(40),
+            "another replica leads after the monitor's step-down request",
+            || {
+                let observer = observer.clone();
+                let leader = leader.clone();
+                async move {
+                    let status = observer.cluster().await.ok()?;
+                    let name = status.orchestrator.to_string();
+                    (name != leader).then_some(name)
+                }
+            },
+        )
+        .await;
+        assert_ne!(elected, leader);
+        // The old leader's node is still up, now a follower.
+        let replication = three_voters_in_step(&observer).await;
+        assert!(
+            replication
+                .replicas
+                .iter()
+                .any(|r| r.name == leader && r.state == ReplicaRole::Follower),
+            "{replication:?}"
+        );
+        // The step-down is counted on the monitor's node and recorded in the
+        // supervision tree.
+        let mut interventions = 0.0;
+        for name in ["n1", "n2", "n3"] {
+            let (_, text) = cluster.api(name).get_text("/metrics").await.unwrap();
+            interventions += text
+                .lines()
+                .filter(|line| {
+                    line.starts_with("herd_monitor_interventions_total{")
+                        && line.contains("action=\"step_down\"")
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        assert!(interventions >= 1.0, "a step_down intervention is counted");
+        let tree = observer.supervision().await.unwrap();
+        let text = serde_json::to_string(&tree).unwrap();
+        assert!(text.contains("step-down requested by monitor@"), "{text}");
+        // Work goes on, nothing lost.
+        let more = submit_acknowledged(&observer, 100, 5).await;
+        let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+        check_history(&observer, &history).await;
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -14,13 +14,14 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::assignment::{monitors, watcher_of};
+use super::leader_watch;
 use super::probe::{MISSES_TO_STUCK, PING_DEADLINE, PROBE_INTERVAL, Probe, Verdict};
 use crate::membership::ClusterView;
 use crate::orchestrator::find_supervisor;
 use crate::pool::PoolMsg;
 
 /// How long a node's supervisor may take to answer a restart request.
-const RESTART_REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const RESTART_REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts a monitor.
 pub struct MonitorArgs {
@@ -65,6 +66,24 @@ pub enum MonitorMsg {
         /// The supervisor's answer, or why there was none.
         outcome: Result<RestartOutcome, String>,
     },
+    /// A ping of the orchestrator came back (or did not).
+    OrchestratorPinged {
+        /// The orchestrator's node.
+        node: NodeName,
+        /// The orchestrator actor pinged.
+        pid: u64,
+        /// What happened.
+        result: PingResult,
+    },
+    /// The leader's supervisor answered a step-down request.
+    StepDownAnswered {
+        /// The leader's node.
+        node: NodeName,
+        /// The orchestrator actor it was about.
+        pid: u64,
+        /// The supervisor's answer, or why there was none.
+        outcome: Result<RestartOutcome, String>,
+    },
 }
 
 impl ractor::Message for MonitorMsg {}
@@ -77,10 +96,19 @@ struct Watched {
     restart_in_flight: bool,
 }
 
+/// The orchestrator this monitor watches (raft replication).
+struct WatchedOrchestrator {
+    node: NodeName,
+    pid: u64,
+    probe: Probe,
+    step_down_in_flight: bool,
+}
+
 /// The monitor's state.
 pub struct MonitorState {
     view: watch::Receiver<ClusterView>,
     watched: BTreeMap<NodeName, Watched>,
+    orchestrator: Option<WatchedOrchestrator>,
 }
 
 impl Actor for Monitor {
@@ -103,6 +131,7 @@ impl Actor for Monitor {
         Ok(MonitorState {
             view: args.view,
             watched: BTreeMap::new(),
+            orchestrator: None,
         })
     }
 
@@ -113,7 +142,16 @@ impl Actor for Monitor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            MonitorMsg::Tick => state.probe_watched_pools(&myself),
+            MonitorMsg::Tick => {
+                state.probe_watched_pools(&myself);
+                state.probe_orchestrator(&myself);
+            }
+            MonitorMsg::OrchestratorPinged { node, pid, result } => {
+                state.on_orchestrator_ping(&myself, node, pid, result)
+            }
+            MonitorMsg::StepDownAnswered { node, pid, outcome } => {
+                state.on_step_down_answer(node, pid, outcome)
+            }
             MonitorMsg::PingAnswered { node, pid, result } => {
                 state.on_ping(&myself, node, pid, result)
             }
@@ -126,6 +164,122 @@ impl Actor for Monitor {
 }
 
 impl MonitorState {
+    /// With raft replication, pings the leader's orchestrator if this
+    /// monitor watches the leader's node (see `leader_watch`).
+    fn probe_orchestrator(&mut self, myself: &ActorRef<MonitorMsg>) {
+        let view = self.view.borrow().clone();
+        let target = view
+            .leader
+            .as_ref()
+            .filter(|claim| claim.leading)
+            .and_then(|_| view.orchestrator.clone())
+            .filter(|leader| {
+                watcher_of(&leader.name, &monitors(&view)).as_ref() == Some(&view.local.member.name)
+            })
+            .and_then(|leader| {
+                let actor = crate::orchestrator::find_orchestrator(&view)?;
+                Some((leader.name, actor))
+            });
+        let Some((node, actor)) = target else {
+            self.orchestrator = None;
+            return;
+        };
+        let pid = actor.get_id().pid();
+        let watched = self
+            .orchestrator
+            .get_or_insert_with(|| WatchedOrchestrator::new(node.clone(), pid));
+        if watched.node != node || watched.pid != pid {
+            info!(orchestrator = %node, "watching the orchestrator");
+            *watched = WatchedOrchestrator::new(node.clone(), pid);
+        }
+        if watched.step_down_in_flight || !watched.probe.may_ping() {
+            return;
+        }
+        watched.probe.sent();
+        leader_watch::ping(myself.clone(), node, pid, actor);
+    }
+
+    fn on_orchestrator_ping(
+        &mut self,
+        myself: &ActorRef<MonitorMsg>,
+        node: NodeName,
+        pid: u64,
+        result: PingResult,
+    ) {
+        let Some(watched) = self
+            .orchestrator
+            .as_mut()
+            .filter(|w| w.node == node && w.pid == pid)
+        else {
+            return;
+        };
+        let verdict = match result {
+            PingResult::Answered => watched.probe.answered(true),
+            PingResult::Missed => watched.probe.answered(false),
+            PingResult::Gone => {
+                watched.probe.reset();
+                return;
+            }
+        };
+        match verdict {
+            Verdict::Responsive => {}
+            Verdict::Missed(misses) => {
+                warn!(orchestrator = %node, misses, of = MISSES_TO_STUCK, deadline_ms = PING_DEADLINE.as_millis() as u64, "the orchestrator missed a ping")
+            }
+            Verdict::Stuck => {
+                let view = self.view.borrow().clone();
+                let reason = format!(
+                    "stuck: the orchestrator missed {MISSES_TO_STUCK} pings in a row ({} ms deadline each) while its node answered heartbeats",
+                    PING_DEADLINE.as_millis()
+                );
+                let Some(supervisor) = find_supervisor(&view, &node) else {
+                    metrics::counter!("herd_monitor_interventions_total", "action" => "report_only")
+                        .increment(1);
+                    error!(orchestrator = %node, %reason, "the orchestrator is stuck and its node's supervisor cannot be reached; reporting only");
+                    watched.probe.reset();
+                    return;
+                };
+                warn!(orchestrator = %node, %reason, "the orchestrator is stuck; asking its node to step down so another replica leads");
+                watched.step_down_in_flight = true;
+                leader_watch::request_step_down(
+                    myself.clone(),
+                    supervisor,
+                    node,
+                    pid,
+                    view.local.member.clone(),
+                    reason,
+                );
+            }
+        }
+    }
+
+    fn on_step_down_answer(
+        &mut self,
+        node: NodeName,
+        pid: u64,
+        outcome: Result<RestartOutcome, String>,
+    ) {
+        if let Some(watched) = self
+            .orchestrator
+            .as_mut()
+            .filter(|w| w.node == node && w.pid == pid)
+        {
+            watched.step_down_in_flight = false;
+            watched.probe.reset();
+        }
+        let action = leader_watch::action_of(&outcome);
+        match &outcome {
+            Ok(RestartOutcome::SteppingDown) => {
+                warn!(orchestrator = %node, "the leader's node killed its stuck orchestrator and steps down")
+            }
+            Ok(other) => info!(orchestrator = %node, ?other, "the leader's node did not step down"),
+            Err(why) => {
+                error!(orchestrator = %node, %why, "the leader's supervisor did not answer a step-down request; reporting only")
+            }
+        }
+        metrics::counter!("herd_monitor_interventions_total", "action" => action).increment(1);
+    }
+
     /// Follows the assignment (pools come and go, monitors join and leave)
     /// and pings each watched pool that has no ping in flight.
     fn probe_watched_pools(&mut self, myself: &ActorRef<MonitorMsg>) {
@@ -245,6 +399,10 @@ impl MonitorState {
                 info!(pool = %node, "the node runs no worker pool any more");
                 "already_replaced"
             }
+            Ok(RestartOutcome::SteppingDown | RestartOutcome::NotReplicated) => {
+                // Answers to a step-down request, never to a pool restart.
+                "report_only"
+            }
             Ok(RestartOutcome::RefusedByIntensity { recent_restarts }) => {
                 error!(pool = %node, recent_restarts, "the node's supervisor refused to restart its stuck worker pool again (restart intensity); reporting only: look at the node");
                 "report_only"
@@ -255,6 +413,17 @@ impl MonitorState {
             }
         };
         metrics::counter!("herd_monitor_interventions_total", "action" => action).increment(1);
+    }
+}
+
+impl WatchedOrchestrator {
+    fn new(node: NodeName, pid: u64) -> Self {
+        WatchedOrchestrator {
+            node,
+            pid,
+            probe: Probe::default(),
+            step_down_in_flight: false,
+        }
     }
 }
 

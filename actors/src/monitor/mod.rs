@@ -8,7 +8,11 @@
 //! decides (it refuses beyond its restart intensity, and the monitor then
 //! only reports). A monitor never kills an actor itself, never touches a
 //! node it cannot reach (a dead node is membership's business: its tasks are
-//! re-queued when it is declared down) and never restarts the orchestrator.
+//! re-queued when it is declared down) and never restarts the orchestrator
+//! in place. With raft replication the monitor that watches the leader's
+//! node also pings its orchestrator, and a stuck one is killed and its
+//! replica made to step down at the monitor's request, so another replica
+//! leads (`leader_watch`).
 //!
 //! - `assignment`, `probe`: the pure rules, unit-tested.
 //! - `actor`: the monitor actor (probes, requests, metrics).
@@ -18,6 +22,7 @@
 mod actor;
 pub mod assignment;
 mod gather;
+mod leader_watch;
 pub mod probe;
 mod tree;
 

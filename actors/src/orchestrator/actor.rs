@@ -53,6 +53,9 @@ pub enum OrchestratorLocal {
     RecoveryDeadline,
     /// Time for a scaling decision.
     ScalingTick,
+    /// Test hook: block the mailbox until killed (only with
+    /// `HERD_TEST_HOOKS=1`), as an orchestrator stuck in a handler would.
+    TestHookStuck,
 }
 
 /// One agent type as the orchestrator schedules it.
@@ -184,6 +187,14 @@ impl Actor for Orchestrator {
                 },
             ),
             Mailbox::Local(OrchestratorLocal::ScalingTick) => state.scaling_step(&myself),
+            Mailbox::Local(OrchestratorLocal::TestHookStuck) => {
+                if crate::runtime::test_hooks::enabled() {
+                    warn!("test hook: the orchestrator blocks its mailbox until it is killed");
+                    std::future::pending::<()>().await;
+                } else {
+                    warn!("ignored a test hook: this node was not started with HERD_TEST_HOOKS=1");
+                }
+            }
             // provider_budgets.rs
             Mailbox::Cast(OrchestratorCast::ProviderCalls { member, calls }) => {
                 state.on_provider_calls(&myself, member, calls)

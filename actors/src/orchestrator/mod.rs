@@ -44,7 +44,8 @@ mod traces;
 use herd_protocol::Mailbox;
 
 pub use actor::{
-    AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorProtocol, ReplicatedStart,
+    AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorLocal, OrchestratorProtocol,
+    ReplicatedStart,
 };
 pub use process_groups::find_orchestrator;
 pub(crate) use process_groups::{find_in_group, find_supervisor};

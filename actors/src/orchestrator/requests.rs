@@ -27,6 +27,10 @@ impl OrchestratorState {
         request: OrchestratorRequest,
         reply: RpcReplyPort<OrchestratorReply>,
     ) {
+        if matches!(request, OrchestratorRequest::Ping) {
+            let _ = reply.send(OrchestratorReply::Pong);
+            return;
+        }
         if let Err(failure) = self.serving() {
             let _ = reply.send(OrchestratorReply::Failed(failure));
             return;
@@ -93,6 +97,7 @@ impl OrchestratorState {
             OrchestratorRequest::DrainNode(name) => {
                 OrchestratorReply::Drain(self.drain_node(&name))
             }
+            OrchestratorRequest::Ping => OrchestratorReply::Pong,
         };
         let _ = reply.send(answer);
     }

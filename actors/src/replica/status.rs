@@ -1,7 +1,6 @@
-//! The replica group as `/v1/cluster` shows it, and whether a leader can
-//! still reach a quorum: pure functions of openraft's metrics.
-
-use std::time::Duration;
+//! The replica group as `/v1/cluster` shows it: a pure function of
+//! openraft's metrics (whether a leader still reaches a quorum is checked
+//! actively, in `runtime::leadership`).
 
 use herd_protocol::messages::replica::{ReplicaRole, ReplicaView, ReplicationStatus};
 use openraft::{RaftMetrics, ServerState};
@@ -67,27 +66,6 @@ pub fn replication_status(
     }
 }
 
-/// A leader that has heard from no quorum for longer than `lease` may be on
-/// the minority side of a partition: it must refuse writes (503
-/// `no_quorum`) rather than take work it may never commit. Followers answer
-/// by their leader.
-///
-/// openraft computes `millis_since_quorum_ack` when it publishes the
-/// metrics, and publishes from its core loop: when that loop is stuck the
-/// figure stops growing. `published_ago` is how long ago the caller
-/// received these metrics, added so a stuck leader does not look fresh. A
-/// new leader has no ack yet and refuses for its first heartbeat round.
-pub fn leader_without_quorum(
-    metrics: &RaftMetrics<ReplicaId, ReplicaNode>,
-    published_ago: Duration,
-    lease: Duration,
-) -> bool {
-    metrics.state == ServerState::Leader
-        && metrics.millis_since_quorum_ack.is_none_or(|millis| {
-            Duration::from_millis(millis).saturating_add(published_ago) > lease
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -147,25 +125,5 @@ mod tests {
         );
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["replicas"][3]["state"], "learner");
-    }
-
-    #[test]
-    fn a_leader_without_a_recent_quorum_ack_refuses_writes() {
-        let mut metrics = leader_metrics();
-        let lease = Duration::from_millis(250);
-        let fresh = Duration::ZERO;
-        assert!(!leader_without_quorum(&metrics, fresh, lease));
-        // The same figure, read long after it was published: a stuck loop.
-        assert!(leader_without_quorum(
-            &metrics,
-            Duration::from_millis(300),
-            lease
-        ));
-        metrics.millis_since_quorum_ack = Some(1_500);
-        assert!(leader_without_quorum(&metrics, fresh, lease));
-        metrics.millis_since_quorum_ack = None;
-        assert!(leader_without_quorum(&metrics, fresh, lease));
-        metrics.state = ServerState::Follower;
-        assert!(!leader_without_quorum(&metrics, fresh, lease));
     }
 }

@@ -157,6 +157,27 @@ impl NodeHandle {
             })
     }
 
+    /// Test hook: makes the orchestrator on this node block its mailbox
+    /// forever. Does nothing (and returns false) unless the process was
+    /// started with `HERD_TEST_HOOKS=1`, or without a local orchestrator.
+    #[doc(hidden)]
+    pub fn test_hook_block_orchestrator(&self) -> bool {
+        if !super::test_hooks::enabled() {
+            return false;
+        }
+        ractor::pg::get_local_members(&herd_protocol::messages::groups::ORCHESTRATOR.to_string())
+            .into_iter()
+            .next()
+            .map(ractor::ActorRef::<crate::orchestrator::OrchestratorMsg>::from)
+            .is_some_and(|orchestrator| {
+                orchestrator
+                    .cast(Mailbox::Local(
+                        crate::orchestrator::OrchestratorLocal::TestHookStuck,
+                    ))
+                    .is_ok()
+            })
+    }
+
     /// Whether the orchestrator the view names can be reached from this node
     /// now (its actor's process-group entry has arrived).
     pub fn orchestrator_reachable(&self) -> bool {

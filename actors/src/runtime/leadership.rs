@@ -36,7 +36,6 @@ use crate::membership::ClusterView;
 use crate::replica::membership_plan::{self, MembershipStep, ReplicaSet, ReplicaStatus};
 use crate::replica::proposer::ProposerDone;
 use crate::replica::state_machine::ReplicaBook;
-use crate::replica::status::leader_without_quorum;
 use crate::replica::types::{ReplicaId, ReplicaNode, ReplicaTypes};
 use crate::task_book::TaskBook;
 
@@ -100,6 +99,9 @@ pub struct LeadershipArgs {
     /// Bumped by the supervisor when the orchestrator stopped while this
     /// replica may still lead: start it again if so.
     pub restarts: watch::Receiver<u64>,
+    /// Bumped by the supervisor when a monitor asks this replica to stop
+    /// leading (its orchestrator was unresponsive).
+    pub step_down: watch::Receiver<u64>,
 }
 
 /// Starts the leadership task; it ends when the replica shuts down or the
@@ -180,19 +182,33 @@ async fn run(mut args: LeadershipArgs) {
             return;
         }
         args.restarts.borrow_and_update();
+        args.step_down.borrow_and_update();
+        let mut stepping_down = false;
         let mut plan = tokio::time::interval(PLAN_EVERY);
-        let mut quorum = QuorumWatch::new(&args.raft);
+        let mut quorum = QuorumWatch::new();
         let mut quorum_check = tokio::time::interval(QUORUM_CHECK);
         let stopped_leading = loop {
             tokio::select! {
                 _ = quorum_check.tick() => {
-                    if quorum.lost(&args.raft) {
+                    if quorum.lost(&args.raft).await {
                         warn!(term, "this leader has heard from no quorum within {QUORUM_LEASE:?}; stopping its orchestrator (writes answer 503 no_quorum until a quorum is back)");
                         break true;
                     }
                 }
                 left = wait_for(&mut metrics, |m| (!leads(m, term)).then_some(())) => {
                     break left.is_some();
+                }
+                changed = args.step_down.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // openraft 0.9 has no leadership transfer: with no
+                    // heartbeats, the followers time out and elect another
+                    // replica, whose higher term deposes this one.
+                    warn!(term, "stepping down at a monitor's request: heartbeats paused until another replica leads");
+                    args.raft.runtime_config().heartbeat(false);
+                    stepping_down = true;
+                    break true;
                 }
                 changed = args.restarts.changed() => {
                     if changed.is_err() {
@@ -218,53 +234,64 @@ async fn run(mut args: LeadershipArgs) {
                 return;
             }
         }
+        if stepping_down {
+            let deposed = tokio::time::timeout(
+                STEP_DOWN_LIMIT,
+                wait_for(&mut metrics, |m| (!leads(m, term)).then_some(())),
+            )
+            .await;
+            args.raft.runtime_config().heartbeat(true);
+            match deposed {
+                Ok(_) => info!(term, "stepped down; another replica leads"),
+                Err(_) => warn!(
+                    term,
+                    "no other replica took over within {STEP_DOWN_LIMIT:?}; leading again"
+                ),
+            }
+        }
     }
 }
 
-/// How often a leader checks that it still hears from a quorum.
-const QUORUM_CHECK: Duration = Duration::from_millis(100);
+/// How long a leader stepping down waits for another replica to be
+/// elected before it resumes (a group whose only voter it is).
+const STEP_DOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often a leader checks that it still hears from a quorum, and how
+/// long one check may take.
+const QUORUM_CHECK: Duration = Duration::from_millis(150);
 
 /// How long a leader may go without a quorum's acknowledgement before its
 /// orchestrator stops: several heartbeats (100 ms each), well under the
 /// followers' election timeout (500–1,000 ms) plus an election.
 const QUORUM_LEASE: Duration = Duration::from_millis(750);
 
-/// Whether the leader still hears from a quorum, by openraft's
-/// `millis_since_quorum_ack` plus how long ago those metrics were published
-/// (a core loop that stopped publishing must not look fresh).
+/// Whether the leader still hears from a quorum: every check asks openraft
+/// to confirm the leadership with a heartbeat round (what a linearizable
+/// read does). openraft's own `millis_since_quorum_ack` is only as fresh as
+/// its last published metrics, which an idle leader does not republish.
 struct QuorumWatch {
-    last: Option<u64>,
-    seen_at: tokio::time::Instant,
-    /// When the orchestrator started: the leadership was confirmed by a
-    /// quorum just before, so it is not judged for one lease.
-    started: tokio::time::Instant,
+    confirmed_at: tokio::time::Instant,
 }
 
 impl QuorumWatch {
-    fn new(raft: &Raft<ReplicaTypes>) -> Self {
-        let now = tokio::time::Instant::now();
+    fn new() -> Self {
+        // The leadership was confirmed by a quorum just before the
+        // orchestrator started.
         QuorumWatch {
-            last: raft.metrics().borrow().millis_since_quorum_ack,
-            seen_at: now,
-            started: now,
+            confirmed_at: tokio::time::Instant::now(),
         }
     }
 
-    fn lost(&mut self, raft: &Raft<ReplicaTypes>) -> bool {
-        let metrics = raft.metrics().borrow().clone();
+    /// True once no heartbeat round reached a quorum for [`QUORUM_LEASE`].
+    async fn lost(&mut self, raft: &Raft<ReplicaTypes>) -> bool {
+        let confirmed = tokio::time::timeout(QUORUM_CHECK, raft.get_read_log_id())
+            .await
+            .is_ok_and(|answer| answer.is_ok());
         let now = tokio::time::Instant::now();
-        if now.duration_since(self.started) < QUORUM_LEASE {
-            return false;
+        if confirmed {
+            self.confirmed_at = now;
         }
-        if metrics.millis_since_quorum_ack != self.last {
-            self.last = metrics.millis_since_quorum_ack;
-            self.seen_at = now;
-        }
-        // A single voter is its own quorum.
-        if metrics.membership_config.membership().voter_ids().count() <= 1 {
-            return false;
-        }
-        leader_without_quorum(&metrics, now.duration_since(self.seen_at), QUORUM_LEASE)
+        now.duration_since(self.confirmed_at) > QUORUM_LEASE
     }
 }
 

@@ -125,6 +125,8 @@ struct Replication {
     leadership: tokio::task::JoinHandle<()>,
     /// Bumped when the orchestrator stopped while the replica may lead.
     restarts: watch::Sender<u64>,
+    /// Bumped when a monitor asks this replica to stop leading.
+    step_down: watch::Sender<u64>,
     /// The leader's start, consumed when the orchestrator is spawned.
     pending: Option<ReplicatedStart>,
     /// The term whose orchestrator runs (or was last started).
@@ -207,6 +209,17 @@ impl Actor for NodeSupervisor {
                 let outcome = state.restart_pool_on_request(pool_pid, &monitor, reason);
                 let _ = reply.send(SupervisorReply::Restart(outcome));
             }
+            Mailbox::Call(
+                SupervisorRequest::StepDown {
+                    orchestrator_pid,
+                    monitor,
+                    reason,
+                },
+                reply,
+            ) => {
+                let outcome = state.step_down_on_request(orchestrator_pid, &monitor, reason);
+                let _ = reply.send(SupervisorReply::Restart(outcome));
+            }
             Mailbox::Call(SupervisorRequest::Report, reply) => {
                 let _ = reply.send(SupervisorReply::Report(state.report()));
             }
@@ -259,13 +272,15 @@ impl Actor for NodeSupervisor {
         {
             let ended_term = replication.stopping.take() == Some(cell.get_id())
                 || reason.starts_with("term over");
-            if ended_term {
+            if ended_term && !requested {
                 info!(%reason, "the orchestrator stopped with its term");
             } else {
-                let after =
-                    child
-                        .history
-                        .failed(Instant::now(), UnixMillis::now(), reason.clone(), false);
+                let after = child.history.failed(
+                    Instant::now(),
+                    UnixMillis::now(),
+                    reason.clone(),
+                    requested,
+                );
                 if after == AfterFailure::StopNode {
                     error!(component = component.as_str(), %reason, "component failed; stopping the node");
                     let _ = state
@@ -278,7 +293,12 @@ impl Actor for NodeSupervisor {
                     myself.stop(Some("component failed".to_string()));
                     return Ok(());
                 }
-                metrics::counter!("herd_component_restarts_total", "component" => component.as_str(), "cause" => "failed").increment(1);
+                metrics::counter!(
+                    "herd_component_restarts_total",
+                    "component" => component.as_str(),
+                    "cause" => if requested { "monitor_request" } else { "failed" }
+                )
+                .increment(1);
                 warn!(component = component.as_str(), %reason, "the orchestrator failed; it starts again if this replica still leads");
             }
             // The leadership task starts it again if this replica still
@@ -329,6 +349,7 @@ impl SupervisorState {
     /// orchestrator starts when it leads).
     fn start_replication(&mut self, myself: &ActorRef<SupervisorMsg>, replica: LocalReplica) {
         let (restarts, restarts_rx) = watch::channel(0);
+        let (step_down, step_down_rx) = watch::channel(0);
         let leadership = super::leadership::start(LeadershipArgs {
             raft: replica.raft().clone(),
             id: replica.id(),
@@ -339,11 +360,13 @@ impl SupervisorState {
             voters: self.args.config.cluster.voters,
             supervisor: myself.clone(),
             restarts: restarts_rx,
+            step_down: step_down_rx,
         });
         self.replication = Some(Replication {
             replica: Some(replica),
             leadership,
             restarts,
+            step_down,
             pending: None,
             term: None,
             stopping: None,
@@ -426,6 +449,43 @@ impl SupervisorState {
                 leading,
             }));
         }
+    }
+
+    /// A monitor found the orchestrator stuck while this node answers: with
+    /// raft replication, kill it and make the replica stop leading, so that
+    /// another replica is elected and runs the orchestrator (restarting it
+    /// here would leave the same leader behind whatever made it stick).
+    /// Without replication nothing else could take over, so nothing is done.
+    fn step_down_on_request(
+        &mut self,
+        orchestrator_pid: u64,
+        monitor: &MemberId,
+        reason: String,
+    ) -> RestartOutcome {
+        let Some(replication) = self.replication.as_ref() else {
+            error!(%monitor, %reason, "a monitor found the orchestrator unresponsive; with single replication no other node can take over, so it is left running");
+            return RestartOutcome::NotReplicated;
+        };
+        let Some(cell) = self
+            .children
+            .iter()
+            .find(|child| child.history.component() == ComponentKind::Orchestrator)
+            .and_then(|child| child.cell.clone())
+        else {
+            return RestartOutcome::AlreadyReplaced;
+        };
+        if cell.get_id().pid() != orchestrator_pid {
+            return RestartOutcome::AlreadyReplaced;
+        }
+        warn!(%monitor, %reason, "a monitor found the orchestrator unresponsive; killing it and stepping down so another replica leads");
+        replication.step_down.send_modify(|count| *count += 1);
+        self.requested_kill = Some((
+            cell.get_id(),
+            format!("{reason} (step-down requested by monitor@{})", monitor.name),
+        ));
+        // A kill interrupts the handler it is stuck in.
+        cell.kill();
+        RestartOutcome::SteppingDown
     }
 
     /// A monitor found the pool stuck: kill it (its workers go with it) and

@@ -106,10 +106,15 @@ pub fn router(state: ApiState) -> Router {
     // Only a process started with HERD_TEST_HOOKS=1 routes the hook; any
     // other answers 404 as for every unknown path.
     let routes = if herd_actors::runtime::test_hooks::enabled() {
-        routes.route(
-            "/v1/test-hooks/stuck-pool",
-            post(supervision::make_pool_stuck),
-        )
+        routes
+            .route(
+                "/v1/test-hooks/stuck-pool",
+                post(supervision::make_pool_stuck),
+            )
+            .route(
+                "/v1/test-hooks/stuck-orchestrator",
+                post(supervision::make_orchestrator_stuck),
+            )
     } else {
         routes
     };

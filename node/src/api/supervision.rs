@@ -40,3 +40,24 @@ pub async fn make_pool_stuck(
         ))
     }
 }
+
+/// `POST /v1/test-hooks/stuck-orchestrator` (test hook; absent from normal
+/// deployments): this node's orchestrator blocks its mailbox until killed.
+pub async fn make_orchestrator_stuck(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(ApiRole::Admin, "using a test hook")?;
+    if state.node.test_hook_block_orchestrator() {
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "orchestrator": "stuck" })),
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_orchestrator_here",
+            "this node runs no orchestrator (or test hooks are off)".to_string(),
+        ))
+    }
+}

@@ -152,6 +152,8 @@ pub enum OrchestratorRequest {
     },
     /// Change the pool bounds at run time.
     UpdateScaling(super::scaling::ScalingUpdate),
+    /// A monitor's liveness probe: answered at once with [`OrchestratorReply::Pong`].
+    Ping,
 }
 /// Result of a dead-letter retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,6 +511,8 @@ pub enum OrchestratorReply {
     Health(super::scaling::SystemHealthReport),
     /// Answer to `UpdateAgent` and `UpdateScaling`: `Err` says what is invalid.
     Updated(Result<(), super::scaling::UpdateRejection>),
+    /// Answer to `Ping`.
+    Pong,
     /// The request could not be served.
     Failed(RequestFailure),
 }

@@ -33,6 +33,17 @@ pub enum SupervisorRequest {
     },
     /// This node's supervision record: its components, restarts and failures.
     Report,
+    /// The orchestrator on this node does not answer while the node does: a
+    /// monitor asks this node's replica to stop leading (raft replication),
+    /// so that another replica is elected and runs the orchestrator.
+    StepDown {
+        /// The orchestrator actor's process id as the monitor saw it.
+        orchestrator_pid: u64,
+        /// The monitor asking.
+        monitor: MemberId,
+        /// Why, as recorded in the orchestrator's last failure.
+        reason: String,
+    },
 }
 
 /// Replies of a node's supervisor.
@@ -61,6 +72,12 @@ pub enum RestartOutcome {
     AlreadyReplaced,
     /// This node runs no worker pool.
     NoPool,
+    /// The stuck orchestrator was killed and this node's replica stops
+    /// leading; another replica is elected.
+    SteppingDown,
+    /// This node's orchestrator is not replicated (single replication):
+    /// nothing else could take over, so nothing was done.
+    NotReplicated,
     /// The pool was restarted too often within the supervisor's window;
     /// restarting again would exceed the node's restart intensity (and stop
     /// the node), so the supervisor refused. The monitor reports instead.
