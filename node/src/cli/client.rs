@@ -338,6 +338,31 @@ fn print_summary(views: &[TaskView]) {
     println!("ran on — {}", nodes.join(", "));
 }
 
+/// The replica group in one line: `replication: term 2 · leader n2 ·
+/// n1 follower @5120, n2 leader @5120, n3 follower @5118`.
+fn replication_line(replication: &herd_protocol::messages::replica::ReplicationStatus) -> String {
+    let replicas: Vec<String> = replication
+        .replicas
+        .iter()
+        .map(|replica| {
+            let state = serde_json::to_value(replica.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            match replica.applied_index {
+                Some(index) => format!("{} {state} @{index}", replica.name),
+                None => format!("{} {state}", replica.name),
+            }
+        })
+        .collect();
+    format!(
+        "replication: term {} · leader {} · {}",
+        replication.term,
+        replication.leader.as_deref().unwrap_or("none"),
+        replicas.join(", ")
+    )
+}
+
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = args.api.client()?;
     let status = client.cluster().await?;
@@ -346,6 +371,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("orchestrator: {}", status.orchestrator);
+    if let Some(replication) = &status.replication {
+        println!("{}", replication_line(replication));
+    }
     let mut nodes = Table::new();
     nodes.load_style(UTF8_FULL_CONDENSED).set_header([
         "node", "state", "roles", "workers", "capacity", "busy", "http",
