@@ -144,6 +144,9 @@ async fn run(mut args: LeadershipArgs) {
     found_if_due(&args).await;
     let mut metrics = args.raft.metrics();
     let mut previous: Option<oneshot::Receiver<ProposerDone>> = None;
+    // The term last logged as unconfirmed, so a leader cut off from its
+    // followers says so once, not every check.
+    let mut unconfirmed_term = None;
     loop {
         let Some(term) = wait_for(&mut metrics, |m| {
             (m.state == ServerState::Leader).then_some(m.current_term)
@@ -158,7 +161,10 @@ async fn run(mut args: LeadershipArgs) {
             done.wait().await;
         }
         if let Err(error) = args.raft.ensure_linearizable().await {
-            info!(term, %error, "leads without a confirmed quorum; not starting the orchestrator yet");
+            if unconfirmed_term != Some(term) {
+                unconfirmed_term = Some(term);
+                info!(term, %error, "leads without a confirmed quorum; not starting the orchestrator until a majority answers");
+            }
             tokio::time::sleep(QUORUM_CHECK).await;
             continue;
         }
@@ -221,7 +227,7 @@ async fn run(mut args: LeadershipArgs) {
                 _ = plan.tick() => {
                     // A change that cannot commit (no quorum) must not keep
                     // this loop from noticing the lost leadership.
-                    let _ = tokio::time::timeout(PLAN_EVERY * 10, plan_membership(&args, term)).await;
+                    let _ = tokio::time::timeout(QUORUM_LEASE, plan_membership(&args, term)).await;
                 }
             }
         };
