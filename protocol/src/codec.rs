@@ -42,15 +42,7 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, EncodeErro
 
 /// Decodes a value from the cluster wire; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|error| DecodeError(error.to_string()))?;
-    if read != bytes.len() {
-        return Err(DecodeError(format!(
-            "{} trailing bytes after the message",
-            bytes.len() - read
-        )));
-    }
-    Ok(value)
+    decode_with(bytes, config(), "message")
 }
 
 /// Decodes a value this node stored itself (a journal or replica entry, a
@@ -59,11 +51,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 /// and must still be read back. Storage is checksummed by redb; a value
 /// that does not decode is an error, never a panic.
 pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    decode_with(bytes, bincode::config::standard(), "value")
+}
+
+/// Decodes all of `bytes` under `config`; trailing bytes are an error.
+fn decode_with<T: DeserializeOwned>(
+    bytes: &[u8],
+    config: impl bincode::config::Config,
+    what: &str,
+) -> Result<T, DecodeError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
         .map_err(|error| DecodeError(error.to_string()))?;
     if read != bytes.len() {
         return Err(DecodeError(format!(
-            "{} trailing bytes after the value",
+            "{} trailing bytes after the {what}",
             bytes.len() - read
         )));
     }

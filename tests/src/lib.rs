@@ -225,6 +225,29 @@ pub async fn wait_until_busy(api: &ApiClient, name: &str, limit: Duration) {
     .await
 }
 
+/// Waits until the node behind `node_api` (called `name` in the message)
+/// has workers running attempts, by its own `herd_pool_workers{state="busy"}`
+/// gauge (set every second) rather than the orchestrator's view, which counts
+/// assignments the pool may not have started yet.
+pub async fn wait_until_pool_busy(node_api: &ApiClient, name: &str) {
+    let what = format!("{name}'s workers are running attempts");
+    eventually(Duration::from_secs(20), &what, || {
+        let node_api = node_api.clone();
+        async move {
+            let (status, text) = node_api.get_text("/metrics").await.ok()?;
+            (status == 200).then_some(())?;
+            text.lines()
+                .filter(|line| {
+                    line.starts_with("herd_pool_workers{") && line.contains("state=\"busy\"")
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .any(|busy| busy > 0.0)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// One HTTP answer read off a raw socket.
 pub struct RawAnswer {
     /// The status code.

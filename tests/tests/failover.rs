@@ -8,33 +8,9 @@ use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_tests::{
     DEADLINE, NodeSpec, all_tasks, eventually, node_state, start_cluster, temp_dir,
-    three_node_cluster, wait_finished, wait_until_busy, with_deadline,
+    three_node_cluster, wait_finished, wait_until_busy, wait_until_pool_busy, with_deadline,
 };
 use serde_json::json;
-
-/// Waits until the node behind `node_api` has workers running attempts, by
-/// its own `herd_pool_workers{state="busy"}` gauge (set every second).
-async fn wait_until_pool_busy(node_api: &herd_tests::ApiClient) {
-    eventually(
-        Duration::from_secs(20),
-        "n3's workers are running attempts",
-        || {
-            let node_api = node_api.clone();
-            async move {
-                let (status, text) = node_api.get_text("/metrics").await.ok()?;
-                (status == 200).then_some(())?;
-                text.lines()
-                    .filter(|line| {
-                        line.starts_with("herd_pool_workers{") && line.contains("state=\"busy\"")
-                    })
-                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                    .any(|busy| busy > 0.0)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-}
 
 fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
     (0..count)
@@ -133,7 +109,7 @@ async fn a_frozen_node_is_detected_its_tasks_finish_elsewhere_and_it_rejoins_fen
         // workers: so n3 is frozen with attempts running, whose stale
         // results it reports once thawed.
         let ids = api.submit_batch(&sleep_tasks(24, 4_000)).await.unwrap();
-        wait_until_pool_busy(&cluster.api("n3")).await;
+        wait_until_pool_busy(&cluster.api("n3"), "n3").await;
         cluster.signal("n3", libc::SIGSTOP);
         eventually(
             Duration::from_secs(10),

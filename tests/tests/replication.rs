@@ -10,7 +10,7 @@ use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
 use herd_protocol::{TaskId, TaskState};
 use herd_tests::{
     ApiClient, DEADLINE, LocalCluster, NodeSpec, all_tasks, eventually, start_cluster, temp_dir,
-    wait_finished, with_deadline,
+    wait_finished, wait_until_pool_busy, with_deadline,
 };
 use serde_json::json;
 
@@ -306,30 +306,6 @@ async fn with_two_of_three_replicas_down_the_survivor_says_no_quorum_and_resumes
     .await;
 }
 
-/// Waits until the pool of the node behind `node_api` runs attempts, by its
-/// own `herd_pool_workers{state="busy"}` gauge.
-async fn wait_until_own_pool_busy(node_api: &ApiClient) {
-    eventually(
-        Duration::from_secs(20),
-        "the node's workers run attempts",
-        || {
-            let node_api = node_api.clone();
-            async move {
-                let (status, text) = node_api.get_text("/metrics").await.ok()?;
-                (status == 200).then_some(())?;
-                text.lines()
-                    .filter(|line| {
-                        line.starts_with("herd_pool_workers{") && line.contains("state=\"busy\"")
-                    })
-                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                    .any(|busy| busy > 0.0)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_deposed_and_once_thawed_stops_leading_and_its_late_results_are_fenced()
 {
@@ -342,7 +318,7 @@ async fn a_frozen_leader_is_deposed_and_once_thawed_stops_leading_and_its_late_r
         // Long tasks, so the leader's own pool is frozen with attempts
         // running, whose results it reports once thawed.
         let acknowledged = submit_acknowledged(&observer, 36, 4_000).await;
-        wait_until_own_pool_busy(&cluster.api(leader.as_str())).await;
+        wait_until_pool_busy(&cluster.api(leader.as_str()), &leader).await;
         cluster.signal(leader.as_str(), libc::SIGSTOP);
         let elected = new_leader(&observer, &leader).await;
         assert_ne!(elected, leader);

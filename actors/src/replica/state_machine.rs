@@ -158,11 +158,7 @@ impl ReplicaStateMachine {
         let (current, applied) = match stored {
             Some((current, content)) => {
                 let mut book = content.book;
-                let BookConfiguration {
-                    settings,
-                    agent_types,
-                } = content.configuration;
-                book.reconfigure(settings, agent_types);
+                book.reconfigure_to(content.configuration);
                 (
                     Some(current),
                     Applied {
@@ -493,11 +489,7 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
         })?;
         let mut book = content.book;
-        let BookConfiguration {
-            settings,
-            agent_types,
-        } = content.configuration;
-        book.reconfigure(settings, agent_types);
+        book.reconfigure_to(content.configuration);
         let current = CurrentSnapshot {
             meta: meta.clone(),
             data,

@@ -206,7 +206,17 @@ impl TaskBook {
     /// Takes the settings and agent types of `other` (a freshly configured
     /// book), keeping this book's tasks.
     pub fn reconfigure_like(&mut self, other: &TaskBook) {
-        self.reconfigure(other.settings.clone(), other.agent_types.clone());
+        self.reconfigure_to(other.configuration());
+    }
+
+    /// Takes `configuration` (from the log or a snapshot), keeping this
+    /// book's tasks.
+    pub fn reconfigure_to(&mut self, configuration: BookConfiguration) {
+        let BookConfiguration {
+            settings,
+            agent_types,
+        } = configuration;
+        self.reconfigure(settings, agent_types);
     }
 
     /// Applies one command and returns what must happen as a result. This is
@@ -244,13 +254,7 @@ impl TaskBook {
                 now,
             } => self.hand_back(&member, attempts, now, &mut effects),
             Command::Tick { now } => self.tick(now, &mut effects),
-            Command::Configure(configuration) => {
-                let BookConfiguration {
-                    settings,
-                    agent_types,
-                } = *configuration;
-                self.reconfigure(settings, agent_types);
-            }
+            Command::Configure(configuration) => self.reconfigure_to(*configuration),
         }
         self.forget_beyond_retention(&mut effects);
         effects
