@@ -75,6 +75,35 @@ fn decode_with<T: DeserializeOwned>(
 mod tests {
     use super::*;
 
+    /// bincode is positional: a field that serde skips when empty (or
+    /// untagged or flattened shapes, which need `deserialize_any`) cannot be
+    /// decoded by a peer. No message type may use them.
+    #[test]
+    fn message_types_use_no_serde_attribute_the_positional_codec_cannot_read() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![dir.clone()];
+        let mut checked = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|ext| ext != "rs") || path.ends_with("codec.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for forbidden in ["skip_serializing_if", "serde(untagged)", "serde(flatten)"] {
+                assert!(
+                    !text.contains(forbidden),
+                    "{} uses {forbidden}, which the cluster codec cannot decode",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 5, "the message sources were found");
+    }
+
     #[test]
     fn encoded_len_counts_what_encode_writes() {
         let value = ("hello".to_string(), vec![7u64; 300], Some(1.5f64));

@@ -147,6 +147,44 @@ async fn a_second_orchestrator_is_refused_with_a_clear_error_and_exit_code_two()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_in_the_other_replication_mode_is_refused_with_a_clear_error_and_exit_code_two()
+ {
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(2).await;
+        let mut rival_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
+        rival_spec.extra_args = vec!["--replication".into(), "raft".into()];
+        for node in &cluster.nodes {
+            rival_spec.extra_args.push("--seed".into());
+            rival_spec.extra_args.push(node.cluster_addr());
+        }
+        let mut rival = LocalCluster::spawn(vec![rival_spec], &cluster.cookie).unwrap();
+        let code = rival.wait_exit("n9", Duration::from_secs(15)).await;
+        assert_eq!(code, Some(2), "log:\n{}", rival.log_tails());
+        let log = rival.node("n9").log_text();
+        assert!(
+            log.contains("node n9") && log.contains("runs --replication raft"),
+            "{log}"
+        );
+        assert!(
+            log.contains("runs --replication single; set the same --replication"),
+            "{log}"
+        );
+        // The cluster keeps its orchestrator and keeps working.
+        let status = cluster.api("n2").cluster().await.unwrap();
+        assert_eq!(status.orchestrator.as_str(), "n1");
+        let id = cluster.api(2).submit("echo", json!("fine")).await.unwrap();
+        let view = cluster
+            .api(1)
+            .task(id, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(view.state, herd_protocol::TaskState::Succeeded);
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_cluster_port_breaks_nothing() {
     with_deadline(DEADLINE, async {
         let mut cluster = three_node_cluster(2).await;

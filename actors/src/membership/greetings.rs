@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use herd_protocol::messages::membership::{Greeting, MembershipCast, Refusal};
+use herd_protocol::messages::membership::{Greeting, MembershipCast, Refusal, Role};
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_protocol::{Incarnation, Mailbox, MemberId, UnixMillis};
 use ractor::ActorRef;
@@ -48,6 +48,10 @@ impl MembershipState {
                 },
                 true,
             );
+            return;
+        }
+        if let Some(refusal) = self.replication_mismatch(&greeting) {
+            self.refuse(&greeting.member, session, refusal, true);
             return;
         }
         // Two processes with this node's name: both apply the same rule, so
@@ -249,11 +253,42 @@ impl MembershipState {
                     ours: theirs,
                 });
             }
+            Refusal::ReplicationMismatch {
+                existing,
+                existing_mode,
+            } => self.fail(FatalError::ReplicationMismatch {
+                local: self.greeting.member.to_string(),
+                local_mode: replication_mode(&self.greeting).to_string(),
+                existing: existing.to_string(),
+                existing_mode,
+            }),
             Refusal::DeclaredDown { member } if member == self.greeting.member => {
                 self.rejoin_as_new_incarnation(&by)
             }
             other => warn!(by = %by, reason = ?other, "a peer refused this node"),
         }
+    }
+
+    /// Two orchestrator-role nodes in different replication modes would keep
+    /// two task books: the one that started later (the higher incarnation)
+    /// is refused, by the other; both sides apply the same rule.
+    fn replication_mismatch(&self, greeting: &Greeting) -> Option<Refusal> {
+        let ours = replication_mode(&self.greeting);
+        let theirs = replication_mode(greeting);
+        let both_orchestrators = self.greeting.roles.contains(&Role::Orchestrator)
+            && greeting.roles.contains(&Role::Orchestrator);
+        if !both_orchestrators || ours == theirs {
+            return None;
+        }
+        if greeting.member.incarnation <= self.greeting.member.incarnation {
+            // The peer started first: it refuses this node.
+            return None;
+        }
+        error!(refused = %greeting.member, theirs, ours, "refusing an orchestrator-role node in another replication mode; set the same --replication on every node");
+        Some(Refusal::ReplicationMismatch {
+            existing: self.greeting.member.clone(),
+            existing_mode: ours.to_string(),
+        })
     }
 
     /// The orchestrator declared this incarnation down and re-queued its
@@ -274,5 +309,15 @@ impl MembershipState {
         self.view.local.state_since = now;
         self.publish();
         self.greet_everyone();
+    }
+}
+
+/// A greeting's replication mode: an orchestrator-role node with a replica
+/// runs `raft`, any other `single`.
+fn replication_mode(greeting: &Greeting) -> &'static str {
+    if greeting.replica_id.is_some() {
+        "raft"
+    } else {
+        "single"
     }
 }

@@ -12,7 +12,7 @@ pub enum NodeEvent {
 pub enum FatalError {
     /// This node runs a second orchestrator.
     #[error(
-        "node {local} was started with the orchestrator role, but the cluster already runs orchestrator {existing}; this release supports exactly one orchestrator: remove `orchestrator` from --roles / HERD_ROLES on this node, or stop the other one first"
+        "node {local} was started with the orchestrator role, but the cluster already runs orchestrator {existing}; with --replication single a cluster runs exactly one orchestrator: remove `orchestrator` from --roles / HERD_ROLES on this node, or stop the other one first (or run every node with --replication raft, where orchestrator-role nodes replicate one task book)"
     )]
     SecondOrchestrator {
         /// This node.
@@ -43,6 +43,20 @@ pub enum FatalError {
         theirs: u32,
         /// Ours.
         ours: u32,
+    },
+    /// An orchestrator-role peer uses the other replication mode.
+    #[error(
+        "node {local} runs --replication {local_mode}, but orchestrator-role node {existing} of the cluster runs --replication {existing_mode}; set the same --replication / HERD_REPLICATION / cluster.replication on every node"
+    )]
+    ReplicationMismatch {
+        /// This node.
+        local: String,
+        /// Its mode.
+        local_mode: String,
+        /// The peer that refused it.
+        existing: String,
+        /// The peer's mode.
+        existing_mode: String,
     },
     /// A core component failed and could not be restarted.
     #[error("the {component} failed and could not be restarted: {reason}")]

@@ -109,6 +109,15 @@ pub enum Refusal {
         /// The incarnation that was declared down.
         member: MemberId,
     },
+    /// Both nodes have the orchestrator role, with different replication
+    /// modes (`--replication single` and `raft`): they would keep two task
+    /// books. The node that started later is refused.
+    ReplicationMismatch {
+        /// The refusing node.
+        existing: MemberId,
+        /// Its mode: `single` or `raft`.
+        existing_mode: String,
+    },
 }
 
 /// Membership messages between nodes.

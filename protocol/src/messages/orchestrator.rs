@@ -422,8 +422,8 @@ pub struct ClusterStatus {
     /// Every tenant with unfinished tasks, by name (shown to admins only).
     pub tenants: Vec<TenantStatus>,
     /// The task book's replica group (raft replication), as its leader sees
-    /// it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// it; `null` with single replication. (Never skipped when empty: the
+    /// cluster codec is positional.)
     pub replication: Option<super::replica::ReplicationStatus>,
 }
 
