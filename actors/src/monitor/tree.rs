@@ -99,6 +99,14 @@ fn node_tree(
             ComponentKind::Pool => {
                 watcher_of(&info.member.name, monitors).map(|monitor| format!("monitor@{monitor}"))
             }
+            // A replicated leader's orchestrator is pinged by the monitor
+            // that watches its node, which has the leader step down when it
+            // is stuck.
+            ComponentKind::Orchestrator if info.replica_id.is_some() => {
+                watcher_of(&info.member.name, monitors)
+                    .map(|monitor| format!("monitor@{monitor}"))
+                    .or_else(|| Some(supervisor.clone()))
+            }
             _ => Some(supervisor.clone()),
         };
         let is_pool = component == ComponentKind::Pool;
@@ -241,5 +249,21 @@ mod tests {
             Some("supervisor@n1")
         );
         assert_eq!(actor(&tree, "n2", "pool").running, None);
+    }
+
+    #[test]
+    fn a_replicated_orchestrator_is_watched_by_the_monitor_of_its_node() {
+        let mut view = view();
+        view.local.replica_id = Some(7);
+        let tree = compose(&view, &BTreeMap::new(), &BTreeMap::new());
+        let watcher = actor(&tree, "n1", "orchestrator")
+            .watched_by
+            .clone()
+            .unwrap();
+        assert!(watcher.starts_with("monitor@"), "{watcher}");
+        assert_ne!(
+            watcher, "monitor@n1",
+            "another node's monitor when there is one"
+        );
     }
 }
