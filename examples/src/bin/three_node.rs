@@ -1,5 +1,7 @@
 //! The sample cluster: three `herd node` processes on loopback, configured by
-//! `cluster-config/examples/three-node/n{1,2,3}.toml`, running 1,000 tasks of
+//! `cluster-config/examples/three-node/n{1,2,3}.toml`, each with every role
+//! and a replica of the task book (raft replication: the leader's node runs
+//! the orchestrator; the sample says which one leads), running 1,000 tasks of
 //! the six agent types of the deployment spec — five of them calls to an LLM
 //! provider, played by the stand-in `herd dev llm-stub` that the sample
 //! starts first. The tasks go in five rounds, one stage of a co-scientist
@@ -23,6 +25,7 @@ use herd_node::api_client::ApiClient;
 use herd_node::llm_stub_process::LlmStubProcess;
 use herd_node::local_cluster::{LocalCluster, random_cookie};
 use herd_protocol::messages::orchestrator::{ClusterStatus, MemberState};
+use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
 use herd_protocol::messages::scaling::{DecisionType, ScalingDecision};
 use herd_protocol::{AgentType, TaskId, TaskState, TaskView, UnixMillis};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -178,6 +181,57 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The replica group once its three replicas vote (n2 and n3 join as
+/// learners and are promoted within a second or so), or as it is after 15 s.
+async fn three_voters(api: &ApiClient) -> Option<ReplicationStatus> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let group = api
+            .cluster()
+            .await
+            .ok()
+            .and_then(|status| status.replication);
+        let voting = group.as_ref().map_or(0, |group| {
+            group
+                .replicas
+                .iter()
+                .filter(|r| matches!(r.state, ReplicaRole::Leader | ReplicaRole::Follower))
+                .count()
+        });
+        if voting == 3 || Instant::now() > deadline {
+            return group;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n1 leads (term 1); replicas n1 leader, n2 follower, n3 follower`.
+fn describe_group(group: &ReplicationStatus) -> String {
+    let replicas = group
+        .replicas
+        .iter()
+        .map(|replica| {
+            let role = match replica.state {
+                ReplicaRole::Leader => "leader",
+                ReplicaRole::Follower => "follower",
+                ReplicaRole::Candidate => "candidate",
+                ReplicaRole::Learner => "learner",
+                ReplicaRole::Unreachable => "unreachable",
+            };
+            format!("{} {role}", replica.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} (term {}); replicas {replicas}",
+        group
+            .leader
+            .as_ref()
+            .map_or("no leader".to_string(), |leader| format!("{leader} leads")),
+        group.term
+    )
+}
+
 /// The rounds the work goes in, as in a co-scientist run: hypotheses first,
 /// then their reviews, rankings (with proximity checks), evolution, and a
 /// meta-review last. Empty rounds are left out.
@@ -237,6 +291,10 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
             .join(", ")
     );
     let apis: Vec<ApiClient> = (0..3).map(|i| cluster.api(i)).collect();
+    match three_voters(&apis[1]).await {
+        Some(group) => println!("replication: raft, {}", describe_group(&group)),
+        None => println!("replication: off (the cluster reports no replica group)"),
+    }
     let run_started = UnixMillis::now();
     let first = apis[1].cluster().await?;
     let scaling = first.scaling.clone();
@@ -378,9 +436,20 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         );
     }
     println!(
-        "cluster: orchestrator {}, {} nodes up",
+        "cluster: orchestrator {}, {} nodes up; replication {}",
         status.orchestrator,
-        status.nodes.len()
+        status
+            .nodes
+            .iter()
+            .filter(|node| node.state == MemberState::Up)
+            .count(),
+        status
+            .replication
+            .as_ref()
+            .map_or("off".to_string(), |group| format!(
+                "raft, {}",
+                describe_group(group)
+            ))
     );
     if views.iter().any(|view| view.state != TaskState::Succeeded) {
         bail!("some tasks did not succeed");
