@@ -15,13 +15,15 @@
 //! Run: `cargo run -p herd-examples --bin three_node` (`-- --tasks 5000` for more).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
-use herd_node::api_client::ApiClient;
+use herd_node::api_client::{ApiClient, ApiClientError};
 use herd_node::llm_stub_process::LlmStubProcess;
 use herd_node::local_cluster::{LocalCluster, random_cookie};
 use herd_protocol::messages::orchestrator::{ClusterStatus, MemberState};
@@ -181,6 +183,33 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Reads answered 503 and retried by [`retrying`].
+static RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`retrying`] keeps asking: an election takes about a second.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Runs the read `call` until it answers, retrying a 503 — the API's answer
+/// while no orchestrator runs, during a leader change or while the leader
+/// has no quorum — for up to [`RETRY_FOR`]. Submissions are not retried
+/// this way: a refused batch may or may not have been taken.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, ApiClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiClientError>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    loop {
+        match call().await {
+            Err(ApiClientError::Api { status: 503, .. }) if Instant::now() < deadline => {
+                RETRIED.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// The replica group once its three replicas vote (n2 and n3 join as
 /// learners and are promoted within a second or so), or as it is after 15 s.
 async fn three_voters(api: &ApiClient) -> Option<ReplicationStatus> {
@@ -296,7 +325,7 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         None => println!("replication: off (the cluster reports no replica group)"),
     }
     let run_started = UnixMillis::now();
-    let first = apis[1].cluster().await?;
+    let first = retrying(|| apis[1].cluster()).await?;
     let scaling = first.scaling.clone();
     println!(
         "scaling mode {}: {}",
@@ -325,10 +354,13 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
     let mut batches = 0;
     let mut tick: u64 = 0;
     loop {
-        let status = apis[1].cluster().await?;
+        let status = retrying(|| apis[1].cluster()).await?;
         watch.observe(&status);
         if tick.is_multiple_of(10) {
-            watch.note_decisions(&apis[1].scaling_decisions(50).await?, run_started);
+            watch.note_decisions(
+                &retrying(|| apis[1].scaling_decisions(50)).await?,
+                run_started,
+            );
         }
         tick += 1;
         let waiting = status.tasks.pending + status.tasks.failed;
@@ -377,7 +409,7 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
                 .expect("valid template"),
         );
         loop {
-            let status = apis[1].cluster().await?;
+            let status = retrying(|| apis[1].cluster()).await?;
             watch.observe(&status);
             spinner.set_message(watch.progress_lines(&status));
             spinner.tick();
@@ -397,13 +429,16 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
             println!("idle: the pool kept its {busy_slots} slots for {IDLE_WAIT:?}");
         }
     }
-    watch.note_decisions(&apis[1].scaling_decisions(100).await?, run_started);
+    watch.note_decisions(
+        &retrying(|| apis[1].scaling_decisions(100)).await?,
+        run_started,
+    );
     println!();
 
     let views: Vec<TaskView> = futures::stream::iter(ids)
         .map(|id| {
             let api = apis[0].clone();
-            async move { api.task(id, None).await }
+            async move { retrying(|| api.task(id, None)).await }
         })
         .buffered(64)
         .collect::<Vec<_>>()
@@ -412,7 +447,7 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     print_summary(&views);
     watch.print_summary();
-    let status = apis[0].cluster().await?;
+    let status = retrying(|| apis[0].cluster()).await?;
     let tokens =
         views
             .iter()
@@ -433,6 +468,12 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
                 .map_or("none".to_string(), |n| n.to_string()),
             tokens.0,
             tokens.1,
+        );
+    }
+    let retried = RETRIED.load(Ordering::Relaxed);
+    if retried > 0 {
+        println!(
+            "api: {retried} reads answered 503 (no orchestrator for a moment: a leader change, or a leader that lost its quorum) and were retried"
         );
     }
     println!(
