@@ -1,6 +1,7 @@
 //! The Compose stack on a real Docker engine: build the image without a
-//! registry, bring up three nodes, and lose nothing when a container is
-//! killed, a node is cut off the network and comes back, and every node is
+//! registry, bring up three nodes holding three task book replicas (raft
+//! replication), and lose nothing when a container is killed, a node is cut
+//! off the network and comes back, and every node, the leader's included, is
 //! restarted in turn while tasks flow. Skipped, saying so, where no Docker
 //! engine answers.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use herd_node::local_cluster::{free_ports, herd_binary, random_cookie};
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
 use herd_tests::{ApiClient, all_tasks, eventually, with_deadline};
 use serde_json::json;
 
@@ -120,6 +122,24 @@ async fn all_three_up(api: &ApiClient, what: &str) {
     .await;
 }
 
+/// Waits (90 s at most) until the replica group has three voters, one of
+/// them leading, and the orchestrator runs on the leader's node; returns the
+/// group.
+async fn three_voters(api: &ApiClient, what: &str) -> ReplicationStatus {
+    eventually(Duration::from_secs(90), what, || async {
+        let status = api.cluster().await.ok()?;
+        let group = status.replication?;
+        let voting = group
+            .replicas
+            .iter()
+            .filter(|r| matches!(r.state, ReplicaRole::Leader | ReplicaRole::Follower))
+            .count();
+        let leader = group.leader.as_deref()?;
+        (voting == 3 && leader == status.orchestrator.as_str()).then_some(group)
+    })
+    .await
+}
+
 async fn submit(api: &ApiClient, count: usize, ms: u64) -> Vec<herd_protocol::TaskId> {
     let tasks: Vec<_> = (0..count)
         .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": ms } }))
@@ -171,7 +191,8 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
         );
         eprintln!("{}", String::from_utf8_lossy(&build.stdout).trim());
 
-        let port = free_ports(1)[0];
+        let ports = free_ports(3);
+        let port = ports[0];
         let token = random_cookie();
         let stack = Stack {
             compose,
@@ -181,6 +202,8 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
                 ("HERD_API_TOKEN".into(), token.clone()),
                 ("HERD_IMAGE".into(), tag.clone()),
                 ("HERD_API_PORT".into(), port.to_string()),
+                ("HERD_API_PORT_N2".into(), ports[1].to_string()),
+                ("HERD_API_PORT_N3".into(), ports[2].to_string()),
                 ("HERD_WORKERS".into(), "2".into()),
             ],
             api: ApiClient::new(&format!("http://127.0.0.1:{port}")).with_token(Some(&token)),
@@ -188,6 +211,20 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
         stack.run(&["up", "-d", "n1", "n2", "n3"]);
         let api = stack.api.clone();
         all_three_up(&api, "three nodes up").await;
+        let group = three_voters(
+            &api,
+            "three voting replicas, the leader's node orchestrating",
+        )
+        .await;
+        let names: BTreeSet<&str> = group.replicas.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, BTreeSet::from(["n1", "n2", "n3"]), "{group:?}");
+        // n2 and n3 publish their APIs too, and answer with the same group.
+        for other in &ports[1..] {
+            let other =
+                ApiClient::new(&format!("http://127.0.0.1:{other}")).with_token(Some(&token));
+            let seen = three_voters(&other, "n2's and n3's APIs show the replica group").await;
+            assert_eq!(seen.leader, group.leader, "{seen:?}");
+        }
         let mut submitted: BTreeSet<_> = BTreeSet::new();
 
         // 1. docker kill a worker container mid-run: every task completes.
@@ -234,17 +271,39 @@ async fn the_compose_stack_survives_a_kill_a_partition_and_a_rolling_restart() {
         })
         .await;
 
-        // 3. Restart every node in turn (SIGTERM drains it) while tasks flow;
-        //    the orchestrator's journal is on a named volume.
+        // 3. Restart every node in turn (SIGTERM drains it) while tasks flow,
+        //    the leader's last: each replica's log is on a named volume of its
+        //    own, so each comes back as itself; the leader's restart hands the
+        //    orchestrator to a follower. n1's API (the one published on
+        //    HERD_API_PORT) is away while n1 restarts.
+        let leader = three_voters(&api, "three voting replicas before the restarts")
+            .await
+            .leader
+            .expect("a leader");
+        let mut order: Vec<&str> = ["n1", "n2", "n3"]
+            .into_iter()
+            .filter(|name| *name != leader)
+            .collect();
+        order.push(leader.as_str());
         submitted.extend(submit(&api, 200, 50).await);
-        for service in ["n2", "n3", "n1"] {
+        for service in order {
             stack.run(&["restart", "--timeout", "40", service]);
             all_three_up(&api, &format!("{service} up again after restart")).await;
+            three_voters(
+                &api,
+                &format!("three voting replicas after {service} restarted"),
+            )
+            .await;
             if service != "n1" {
                 let more = submit(&api, 30, 20).await;
                 submitted.extend(more);
             }
         }
+        let after = three_voters(&api, "three voting replicas after the restarts").await;
+        assert!(
+            after.term > group.term,
+            "restarting the leader {leader} made no new term: {group:?} then {after:?}"
+        );
         all_succeed(&api, &submitted, Duration::from_secs(120)).await;
         drop(stack);
         let _ = Command::new("docker").args(["image", "rm", &tag]).output();

@@ -110,6 +110,7 @@ fn every_overlay_renders_and_passes_the_kubernetes_schemas() {
         ] {
             assert!(rendered.contains(needle), "{overlay} lacks {needle:?}");
         }
+        orchestrator_replicas_keep_a_quorum(overlay, &rendered);
         // The cookie comes from the generated Secret, never from the config.
         assert!(rendered.contains("secretKeyRef"));
         assert!(
@@ -121,6 +122,75 @@ fn every_overlay_renders_and_passes_the_kubernetes_schemas() {
             "{overlay} bakes a cookie into the config"
         );
     }
+}
+
+/// The rendered documents, split at `---` lines.
+fn documents(rendered: &str) -> Vec<&str> {
+    rendered.split("\n---\n").collect()
+}
+
+/// The one document of `kind` named `name`.
+fn document<'a>(rendered: &'a str, kind: &str, name: &str) -> &'a str {
+    let found: Vec<&str> = documents(rendered)
+        .into_iter()
+        .filter(|doc| {
+            doc.lines().any(|line| line == format!("kind: {kind}"))
+                && doc.contains(&format!("\n  name: {name}\n"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "not one {kind} {name} in:\n{rendered}");
+    found[0]
+}
+
+/// The orchestrator StatefulSet runs three replicas with the orchestrator
+/// role and raft replication, each with its data directory on a volume of
+/// its own, seeding from all three; a PodDisruptionBudget keeps two of them
+/// (a quorum) up.
+fn orchestrator_replicas_keep_a_quorum(overlay: &str, rendered: &str) {
+    let set = document(rendered, "StatefulSet", "herd-orchestrator");
+    for needle in [
+        "replicas: 3\n",
+        "app.kubernetes.io/component: orchestrator",
+        "orchestrator,worker,monitor",
+        "name: HERD_DATA_DIR\n          value: /data\n",
+        "mountPath: /data\n",
+        "volumeClaimTemplates:",
+        "herd-orchestrator-0.herd-cluster.",
+        "herd-orchestrator-1.herd-cluster.",
+        "herd-orchestrator-2.herd-cluster.",
+        "topologyKey: kubernetes.io/hostname",
+    ] {
+        assert!(
+            set.contains(needle),
+            "{overlay}: the orchestrator StatefulSet lacks {needle:?}:\n{set}"
+        );
+    }
+    // Raft replication in the config every pod reads (workers ignore it).
+    let config = document(rendered, "ConfigMap", "herd-config");
+    assert!(
+        config.contains("[cluster]\n    replication = \"raft\"\n    voters = 3\n"),
+        "{overlay}: herd.toml does not turn raft replication on with three voters:\n{config}"
+    );
+    assert!(
+        !documents(rendered)
+            .iter()
+            .any(|doc| doc.contains("HERD_REPLICATION") || doc.contains("--replication")),
+        "{overlay}: replication set outside herd.toml, which could contradict it"
+    );
+    // A quorum of the three stays up through voluntary disruptions.
+    let budget = document(rendered, "PodDisruptionBudget", "herd-orchestrator");
+    assert!(
+        budget.contains("minAvailable: 2\n")
+            && budget.contains("app.kubernetes.io/component: orchestrator"),
+        "{overlay}: the orchestrator PodDisruptionBudget does not keep 2 of its replicas:\n{budget}"
+    );
+    // Workers keep theirs, one at a time.
+    let workers = document(rendered, "PodDisruptionBudget", "herd-worker");
+    assert!(workers.contains("maxUnavailable: 1\n"), "{workers}");
+    assert!(
+        !document(rendered, "StatefulSet", "herd-worker").contains("orchestrator,"),
+        "{overlay}: workers with the orchestrator role would hold replicas too"
+    );
 }
 
 #[test]
@@ -156,6 +226,36 @@ fn the_compose_file_passes_compose_config() {
         ],
     );
     assert!(ok, "compose config failed:\n{output}");
+    // Three orchestrator replicas (raft), each on a data volume of its own,
+    // none waiting for another to be healthy (a lone replica has no quorum,
+    // so no orchestrator, so it never is).
+    let mut shown = compose[1..].to_vec();
+    shown.extend(["-f", "deploy/compose.yaml", "config"]);
+    let (ok, config) = run(
+        compose[0],
+        &shown,
+        &[
+            ("HERD_COOKIE", "checked-only-never-deployed"),
+            ("HERD_API_TOKEN", "checked-only-never-deployed"),
+        ],
+    );
+    assert!(ok, "compose config failed:\n{config}");
+    assert_eq!(
+        config.matches("orchestrator,worker,monitor").count(),
+        3,
+        "not three orchestrator replicas:\n{config}"
+    );
+    assert!(config.contains("HERD_REPLICATION: raft"), "{config}");
+    assert!(config.contains("HERD_DATA_DIR: /data"), "{config}");
+    for volume in ["n1-data", "n2-data", "n3-data"] {
+        assert_eq!(
+            config.matches(&format!("{volume}:/data")).count()
+                + config.matches(&format!("source: {volume}\n")).count(),
+            1,
+            "{volume} is not mounted at /data once:\n{config}"
+        );
+    }
+    assert!(!config.contains("service_healthy"), "{config}");
     // Without a cookie the stack refuses to start, saying how to set one.
     args.retain(|a| *a != "--quiet");
     let (ok, output) = run(

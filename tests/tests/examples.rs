@@ -1,5 +1,6 @@
 //! The runnable samples, built and run as a user runs them: `three_node`
-//! starts its cluster, runs its tasks while the scaling loop moves weights
+//! starts its cluster of three orchestrator replicas (raft replication: one
+//! leads, two follow), runs its tasks while the scaling loop moves weights
 //! and slots (seen through the API and in its summary) and stops every
 //! node; `embedded` runs alone, and joins a cluster the test started, its
 //! seeds and ports given by flags and variables.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use herd_node::local_cluster::{cargo_build_binary, free_ports};
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::replica::ReplicaRole;
 use herd_protocol::messages::scaling::DecisionType;
 use herd_tests::{
     ApiClient, DEADLINE, LocalCluster, NodeSpec, eventually, start_cluster, temp_dir, waiting_for,
@@ -46,7 +48,8 @@ async fn run_to_end(command: &mut Command, limit: Duration) -> (Option<i32>, Str
     )
 }
 
-/// What the API showed of the scaling loop while the sample ran.
+/// What the API showed of the replica group and the scaling loop while the
+/// sample ran.
 #[derive(Debug, Default)]
 struct ScalingSeen {
     /// A decision other than `maintain` (from `GET /v1/scaling/decisions`).
@@ -56,17 +59,41 @@ struct ScalingSeen {
     slots: Option<u32>,
     /// An agent type whose weight left its configured share.
     weight: Option<String>,
+    /// The replica group with three voters, its leader running the
+    /// orchestrator (absent in single replication).
+    replication: Option<String>,
 }
 
 impl ScalingSeen {
     fn all(&self) -> bool {
-        self.decision.is_some() && self.slots.is_some() && self.weight.is_some()
+        self.decision.is_some()
+            && self.slots.is_some()
+            && self.weight.is_some()
+            && self.replication.is_some()
     }
 
     /// Reads the cluster summary and the decisions from `api`; a node that
     /// does not answer (not up yet, or already stopped) shows nothing.
     async fn look(&mut self, api: &ApiClient) {
         if let Ok(status) = api.cluster().await {
+            if let Some(group) = &status.replication {
+                let voters: Vec<&str> = group
+                    .replicas
+                    .iter()
+                    .filter(|r| matches!(r.state, ReplicaRole::Leader | ReplicaRole::Follower))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                let leader = group.leader.as_deref();
+                if voters.len() == 3
+                    && group.replicas.len() == 3
+                    && leader == Some(status.orchestrator.as_str())
+                {
+                    self.replication.get_or_insert(format!(
+                        "leader {} in term {}, voters {voters:?}",
+                        status.orchestrator, group.term
+                    ));
+                }
+            }
             let slots: u32 = status
                 .nodes
                 .iter()
@@ -102,6 +129,36 @@ impl ScalingSeen {
             ));
         }
     }
+}
+
+/// The replica group a line of the sample's names after `after`:
+/// `n1 leads (term 1); replicas n1 leader, n2 follower, n3 follower` gives
+/// the leader and each replica with its role.
+fn group_in_line(stdout: &str, prefix: &str, after: &str) -> (String, Vec<(String, String)>) {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{stdout}"));
+    let group = line
+        .split_once(after)
+        .unwrap_or_else(|| panic!("no {after:?} in {line:?}"))
+        .1;
+    let (leader, rest) = group
+        .split_once(" leads (term ")
+        .unwrap_or_else(|| panic!("no leader named in {line:?}"));
+    let replicas = rest
+        .split_once("; replicas ")
+        .unwrap_or_else(|| panic!("no replicas listed in {line:?}"))
+        .1
+        .split(", ")
+        .map(|replica| {
+            let (name, role) = replica
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{replica:?} in {line:?}"));
+            (name.to_string(), role.to_string())
+        })
+        .collect();
+    (leader.to_string(), replicas)
 }
 
 /// The numbers in the line of `stdout` that starts with `prefix`.
@@ -151,7 +208,9 @@ async fn the_three_node_sample_runs_its_thousand_tasks_moving_weights_and_slots_
         let n1 = ApiClient::new(&format!("http://127.0.0.1:{}", ports[1]));
         let mut seen = ScalingSeen::default();
         {
-            let _step = waiting_for("n1's API to show a scaling decision, slots and weights moving");
+            let _step = waiting_for(
+                "n1's API to show three voting replicas, a scaling decision, slots and weights moving",
+            );
             while !seen.all() && !run.is_finished() {
                 seen.look(&n1).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -173,7 +232,7 @@ async fn the_three_node_sample_runs_its_thousand_tasks_moving_weights_and_slots_
         );
         assert!(
             seen.all(),
-            "three_node ended before its API showed the scaling loop at work (saw {seen:?}):\n{stdout}"
+            "three_node ended before its API showed the scaling loop at work and three voting replicas (saw {seen:?}):\n{stdout}"
         );
         for expected in [
             "cluster ready in",
@@ -181,7 +240,6 @@ async fn the_three_node_sample_runs_its_thousand_tasks_moving_weights_and_slots_
             "round 5 of 5: submitted 50 meta_review tasks",
             "all 1000 tasks finished",
             "idle: the pool",
-            "cluster: orchestrator n1, 3 nodes up",
             "llm provider stub:",
             "stopped all nodes in",
         ] {
@@ -190,6 +248,35 @@ async fn the_three_node_sample_runs_its_thousand_tasks_moving_weights_and_slots_
                 "missing {expected:?} in:\n{stdout}"
             );
         }
+        // Three replicas, one leading and two following, when the work
+        // began and at the end, the leader's node running the orchestrator.
+        for (prefix, after) in [
+            ("replication: ", "replication: raft, "),
+            ("cluster: orchestrator ", "; replication raft, "),
+        ] {
+            let (leader, replicas) = group_in_line(&stdout, prefix, after);
+            let mut roles: Vec<&str> = replicas.iter().map(|(_, role)| role.as_str()).collect();
+            roles.sort_unstable();
+            assert_eq!(
+                roles,
+                ["follower", "follower", "leader"],
+                "not three voting replicas in:\n{stdout}"
+            );
+            let names: Vec<&str> = replicas.iter().map(|(name, _)| name.as_str()).collect();
+            assert_eq!(names, ["n1", "n2", "n3"], "{stdout}");
+            assert!(
+                replicas
+                    .iter()
+                    .any(|(name, role)| *name == leader && role == "leader"),
+                "{leader} is said to lead but is not the leader replica:\n{stdout}"
+            );
+        }
+        let (leader, _) = group_in_line(&stdout, "cluster: orchestrator ", "; replication raft, ");
+        assert!(
+            stdout.contains(&format!("cluster: orchestrator {leader}, 3 nodes up;")),
+            "the orchestrator is not on the leader's node, or not 3 nodes up:\n{stdout}"
+        );
+
         // Its own summary agrees: decisions taken, weights and slots moved.
         let decisions = numbers_in_line(&stdout, "scaling decisions: ");
         assert!(decisions[0] >= 1, "no scaling decision in:\n{stdout}");

@@ -1,5 +1,7 @@
 //! The sample cluster: three `herd node` processes on loopback, configured by
-//! `cluster-config/examples/three-node/n{1,2,3}.toml`, running 1,000 tasks of
+//! `cluster-config/examples/three-node/n{1,2,3}.toml`, each with every role
+//! and a replica of the task book (raft replication: the leader's node runs
+//! the orchestrator; the sample says which one leads), running 1,000 tasks of
 //! the six agent types of the deployment spec — five of them calls to an LLM
 //! provider, played by the stand-in `herd dev llm-stub` that the sample
 //! starts first. The tasks go in five rounds, one stage of a co-scientist
@@ -13,16 +15,19 @@
 //! Run: `cargo run -p herd-examples --bin three_node` (`-- --tasks 5000` for more).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
-use herd_node::api_client::ApiClient;
+use herd_node::api_client::{ApiClient, ApiClientError};
 use herd_node::llm_stub_process::LlmStubProcess;
 use herd_node::local_cluster::{LocalCluster, random_cookie};
 use herd_protocol::messages::orchestrator::{ClusterStatus, MemberState};
+use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
 use herd_protocol::messages::scaling::{DecisionType, ScalingDecision};
 use herd_protocol::{AgentType, TaskId, TaskState, TaskView, UnixMillis};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -178,6 +183,84 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Reads answered 503 and retried by [`retrying`].
+static RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`retrying`] keeps asking: an election takes about a second.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Runs the read `call` until it answers, retrying a 503 — the API's answer
+/// while no orchestrator runs, during a leader change or while the leader
+/// has no quorum — for up to [`RETRY_FOR`]. Submissions are not retried
+/// this way: a refused batch may or may not have been taken.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, ApiClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiClientError>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    loop {
+        match call().await {
+            Err(ApiClientError::Api { status: 503, .. }) if Instant::now() < deadline => {
+                RETRIED.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// The replica group once its three replicas vote (n2 and n3 join as
+/// learners and are promoted within a second or so), or as it is after 15 s.
+async fn three_voters(api: &ApiClient) -> Option<ReplicationStatus> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let group = api
+            .cluster()
+            .await
+            .ok()
+            .and_then(|status| status.replication);
+        let voting = group.as_ref().map_or(0, |group| {
+            group
+                .replicas
+                .iter()
+                .filter(|r| matches!(r.state, ReplicaRole::Leader | ReplicaRole::Follower))
+                .count()
+        });
+        if voting == 3 || Instant::now() > deadline {
+            return group;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n1 leads (term 1); replicas n1 leader, n2 follower, n3 follower`.
+fn describe_group(group: &ReplicationStatus) -> String {
+    let replicas = group
+        .replicas
+        .iter()
+        .map(|replica| {
+            let role = match replica.state {
+                ReplicaRole::Leader => "leader",
+                ReplicaRole::Follower => "follower",
+                ReplicaRole::Candidate => "candidate",
+                ReplicaRole::Learner => "learner",
+                ReplicaRole::Unreachable => "unreachable",
+            };
+            format!("{} {role}", replica.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} (term {}); replicas {replicas}",
+        group
+            .leader
+            .as_ref()
+            .map_or("no leader".to_string(), |leader| format!("{leader} leads")),
+        group.term
+    )
+}
+
 /// The rounds the work goes in, as in a co-scientist run: hypotheses first,
 /// then their reviews, rankings (with proximity checks), evolution, and a
 /// meta-review last. Empty rounds are left out.
@@ -237,8 +320,12 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
             .join(", ")
     );
     let apis: Vec<ApiClient> = (0..3).map(|i| cluster.api(i)).collect();
+    match three_voters(&apis[1]).await {
+        Some(group) => println!("replication: raft, {}", describe_group(&group)),
+        None => println!("replication: off (the cluster reports no replica group)"),
+    }
     let run_started = UnixMillis::now();
-    let first = apis[1].cluster().await?;
+    let first = retrying(|| apis[1].cluster()).await?;
     let scaling = first.scaling.clone();
     println!(
         "scaling mode {}: {}",
@@ -267,10 +354,13 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
     let mut batches = 0;
     let mut tick: u64 = 0;
     loop {
-        let status = apis[1].cluster().await?;
+        let status = retrying(|| apis[1].cluster()).await?;
         watch.observe(&status);
         if tick.is_multiple_of(10) {
-            watch.note_decisions(&apis[1].scaling_decisions(50).await?, run_started);
+            watch.note_decisions(
+                &retrying(|| apis[1].scaling_decisions(50)).await?,
+                run_started,
+            );
         }
         tick += 1;
         let waiting = status.tasks.pending + status.tasks.failed;
@@ -319,7 +409,7 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
                 .expect("valid template"),
         );
         loop {
-            let status = apis[1].cluster().await?;
+            let status = retrying(|| apis[1].cluster()).await?;
             watch.observe(&status);
             spinner.set_message(watch.progress_lines(&status));
             spinner.tick();
@@ -339,13 +429,16 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
             println!("idle: the pool kept its {busy_slots} slots for {IDLE_WAIT:?}");
         }
     }
-    watch.note_decisions(&apis[1].scaling_decisions(100).await?, run_started);
+    watch.note_decisions(
+        &retrying(|| apis[1].scaling_decisions(100)).await?,
+        run_started,
+    );
     println!();
 
     let views: Vec<TaskView> = futures::stream::iter(ids)
         .map(|id| {
             let api = apis[0].clone();
-            async move { api.task(id, None).await }
+            async move { retrying(|| api.task(id, None)).await }
         })
         .buffered(64)
         .collect::<Vec<_>>()
@@ -354,7 +447,7 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     print_summary(&views);
     watch.print_summary();
-    let status = apis[0].cluster().await?;
+    let status = retrying(|| apis[0].cluster()).await?;
     let tokens =
         views
             .iter()
@@ -377,10 +470,27 @@ async fn run(cluster: &mut LocalCluster, total: usize) -> anyhow::Result<()> {
             tokens.1,
         );
     }
+    let retried = RETRIED.load(Ordering::Relaxed);
+    if retried > 0 {
+        println!(
+            "api: {retried} reads answered 503 (no orchestrator for a moment: a leader change, or a leader that lost its quorum) and were retried"
+        );
+    }
     println!(
-        "cluster: orchestrator {}, {} nodes up",
+        "cluster: orchestrator {}, {} nodes up; replication {}",
         status.orchestrator,
-        status.nodes.len()
+        status
+            .nodes
+            .iter()
+            .filter(|node| node.state == MemberState::Up)
+            .count(),
+        status
+            .replication
+            .as_ref()
+            .map_or("off".to_string(), |group| format!(
+                "raft, {}",
+                describe_group(group)
+            ))
     );
     if views.iter().any(|view| view.state != TaskState::Succeeded) {
         bail!("some tasks did not succeed");
