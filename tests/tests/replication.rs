@@ -613,8 +613,31 @@ async fn a_leader_whose_orchestrator_is_stuck_is_made_to_step_down_by_a_monitor(
         let replication = three_voters_in_step(&cluster.api("n1")).await;
         let leader = replication.leader.expect("a leader");
         let observer = cluster.api(if leader == "n1" { "n2" } else { "n1" });
-        let acknowledged = submit_acknowledged(&observer, 200, 5).await;
+        let mut acknowledged = submit_acknowledged(&observer, 200, 5).await;
         wait_finished(&observer, 200, Duration::from_secs(60)).await;
+        // A backlog, which the leader's node exports as herd_pending_tasks.
+        acknowledged.extend(submit_acknowledged(&observer, 150, 1_000).await);
+        let pending_on = |name: &str| {
+            let api = cluster.api(name);
+            async move {
+                let (_, text) = api.get_text("/metrics").await.ok()?;
+                text.lines()
+                    .find(|line| line.starts_with("herd_pending_tasks{"))?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            }
+        };
+        eventually(
+            Duration::from_secs(10),
+            "the leader exports its backlog",
+            || {
+                let pending = pending_on(&leader);
+                async move { (pending.await? > 0.0).then_some(()) }
+            },
+        )
+        .await;
 
         // The leader's node stays alive (it answers heartbeats); only its
         // orchestrator stops answering.
@@ -650,6 +673,8 @@ async fn a_leader_whose_orchestrator_is_stuck_is_made_to_step_down_by_a_monitor(
                 .any(|r| r.name == leader && r.state == ReplicaRole::Follower),
             "{replication:?}"
         );
+        // The old leader no longer exports the backlog the new one holds.
+        assert_eq!(pending_on(&leader).await, Some(0.0));
         // The step-down is counted on the monitor's node and recorded in the
         // supervision tree.
         let mut interventions = 0.0;

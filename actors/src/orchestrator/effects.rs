@@ -98,6 +98,14 @@ impl OrchestratorState {
         self.schedule_tick(myself);
     }
 
+    /// Zeroes what this orchestrator exported of its book when it stops (a
+    /// raft leader that lost its term, a restart), so that its node does not
+    /// keep showing a backlog another leader now holds: an autoscaler that
+    /// takes the maximum over nodes would act on it.
+    pub(super) fn clear_book_gauges(&self) {
+        clear_book_gauges(self.agent_types.keys());
+    }
+
     /// Exports the bytes the book holds; called after every change that can
     /// move them (effects carried out, submissions, which have none).
     pub(super) fn held_bytes_gauge(&self) {
@@ -133,5 +141,17 @@ fn requeue_label(reason: RequeueReason) -> &'static str {
         RequeueReason::HandedBack => "handed_back",
         RequeueReason::RetryDue => "retry",
         RequeueReason::DeadLetterRetry => "dead_letter_retry",
+    }
+}
+
+/// Zeroes the gauges an orchestrator exports of its book (see
+/// `OrchestratorState::clear_book_gauges`); also called by the supervisor
+/// when it kills one, which skips its `post_stop`.
+pub fn clear_book_gauges<'a>(agent_types: impl IntoIterator<Item = &'a herd_protocol::AgentType>) {
+    metrics::gauge!("herd_pending_tasks").set(0.0);
+    metrics::gauge!("herd_task_book_bytes").set(0.0);
+    for agent_type in agent_types {
+        metrics::gauge!("herd_queue_depth", "agent_type" => agent_type.to_string()).set(0.0);
+        metrics::gauge!("herd_agent_busy", "agent_type" => agent_type.to_string()).set(0.0);
     }
 }

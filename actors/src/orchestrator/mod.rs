@@ -47,6 +47,7 @@ pub use actor::{
     AgentTypeEntry, Orchestrator, OrchestratorArgs, OrchestratorLocal, OrchestratorProtocol,
     ReplicatedStart,
 };
+pub use effects::clear_book_gauges;
 pub use process_groups::find_orchestrator;
 pub(crate) use process_groups::{find_in_group, find_supervisor};
 pub use provider_budgets::LlmRoute;

@@ -272,6 +272,8 @@ impl Actor for NodeSupervisor {
         {
             let ended_term = replication.stopping.take() == Some(cell.get_id())
                 || reason.starts_with("term over");
+            // A killed orchestrator skipped its own post_stop.
+            crate::orchestrator::clear_book_gauges(state.args.agent_types.keys());
             if ended_term && !requested {
                 info!(%reason, "the orchestrator stopped with its term");
             } else {
