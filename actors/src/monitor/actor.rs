@@ -21,7 +21,7 @@ use crate::orchestrator::find_supervisor;
 use crate::pool::PoolMsg;
 
 /// How long a node's supervisor may take to answer a restart request.
-pub(super) const RESTART_REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+const RESTART_REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts a monitor.
 pub struct MonitorArgs {
@@ -482,22 +482,32 @@ fn request_restart(
             monitor: me,
             reason,
         };
-        let outcome = match supervisor
-            .call(
-                |port| Mailbox::Call(request, port),
-                Some(RESTART_REQUEST_DEADLINE),
-            )
-            .await
-        {
-            Ok(CallResult::Success(SupervisorReply::Restart(outcome))) => Ok(outcome),
-            Ok(CallResult::Success(other)) => Err(format!("unexpected answer {other:?}")),
-            Ok(CallResult::Timeout) => Err(format!(
-                "no answer within {} ms",
-                RESTART_REQUEST_DEADLINE.as_millis()
-            )),
-            Ok(CallResult::SenderError) => Err("the supervisor dropped the request".to_string()),
-            Err(error) => Err(error.to_string()),
-        };
+        let outcome = ask_supervisor(&supervisor, request).await;
         let _ = monitor.cast(MonitorMsg::RestartAnswered { node, pid, outcome });
     });
+}
+
+/// Sends a restart or step-down request to a node's supervisor and waits
+/// (at most [`RESTART_REQUEST_DEADLINE`]) for its answer, or says why there
+/// was none.
+pub(super) async fn ask_supervisor(
+    supervisor: &ActorRef<crate::runtime::SupervisorMsg>,
+    request: SupervisorRequest,
+) -> Result<RestartOutcome, String> {
+    match supervisor
+        .call(
+            |port| Mailbox::Call(request, port),
+            Some(RESTART_REQUEST_DEADLINE),
+        )
+        .await
+    {
+        Ok(CallResult::Success(SupervisorReply::Restart(outcome))) => Ok(outcome),
+        Ok(CallResult::Success(other)) => Err(format!("unexpected answer {other:?}")),
+        Ok(CallResult::Timeout) => Err(format!(
+            "no answer within {} ms",
+            RESTART_REQUEST_DEADLINE.as_millis()
+        )),
+        Ok(CallResult::SenderError) => Err("the supervisor dropped the request".to_string()),
+        Err(error) => Err(error.to_string()),
+    }
 }

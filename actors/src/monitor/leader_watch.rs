@@ -7,12 +7,12 @@
 //! mailbox: these functions only send, and report back to the monitor.
 
 use herd_protocol::messages::orchestrator::{OrchestratorReply, OrchestratorRequest};
-use herd_protocol::messages::supervision::{RestartOutcome, SupervisorReply, SupervisorRequest};
+use herd_protocol::messages::supervision::{RestartOutcome, SupervisorRequest};
 use herd_protocol::{Mailbox, MemberId, NodeName};
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
-use super::actor::{MonitorMsg, PingResult, RESTART_REQUEST_DEADLINE};
+use super::actor::{MonitorMsg, PingResult, ask_supervisor};
 use super::probe::PING_DEADLINE;
 use crate::orchestrator::OrchestratorMsg;
 
@@ -63,22 +63,7 @@ pub(super) fn request_step_down(
             monitor: me,
             reason,
         };
-        let outcome = match supervisor
-            .call(
-                |port| Mailbox::Call(request, port),
-                Some(RESTART_REQUEST_DEADLINE),
-            )
-            .await
-        {
-            Ok(CallResult::Success(SupervisorReply::Restart(outcome))) => Ok(outcome),
-            Ok(CallResult::Success(other)) => Err(format!("unexpected answer {other:?}")),
-            Ok(CallResult::Timeout) => Err(format!(
-                "no answer within {} ms",
-                RESTART_REQUEST_DEADLINE.as_millis()
-            )),
-            Ok(CallResult::SenderError) => Err("the supervisor dropped the request".to_string()),
-            Err(error) => Err(error.to_string()),
-        };
+        let outcome = ask_supervisor(&supervisor, request).await;
         let _ = monitor.cast(MonitorMsg::StepDownAnswered { node, pid, outcome });
     });
 }

@@ -284,15 +284,7 @@ impl Actor for NodeSupervisor {
                     requested,
                 );
                 if after == AfterFailure::StopNode {
-                    error!(component = component.as_str(), %reason, "component failed; stopping the node");
-                    let _ = state
-                        .args
-                        .events
-                        .send(NodeEvent::Fatal(FatalError::ComponentFailed {
-                            component: component.as_str().to_string(),
-                            reason,
-                        }));
-                    myself.stop(Some("component failed".to_string()));
+                    stop_node(&state.args.events, &myself, component, reason);
                     return Ok(());
                 }
                 metrics::counter!(
@@ -313,15 +305,7 @@ impl Actor for NodeSupervisor {
                 .history
                 .failed(Instant::now(), UnixMillis::now(), reason.clone(), requested);
         if component == ComponentKind::Membership || after == AfterFailure::StopNode {
-            error!(component = component.as_str(), %reason, "component failed; stopping the node");
-            let _ = state
-                .args
-                .events
-                .send(NodeEvent::Fatal(FatalError::ComponentFailed {
-                    component: component.as_str().to_string(),
-                    reason,
-                }));
-            myself.stop(Some("component failed".to_string()));
+            stop_node(&state.args.events, &myself, component, reason);
             return Ok(());
         }
         let restarts = child.history.record().restarts;
@@ -333,17 +317,26 @@ impl Actor for NodeSupervisor {
         .increment(1);
         warn!(component = component.as_str(), %reason, restarts, requested_by_monitor = requested, "component failed; restarting it");
         if let Err(error) = state.start(&myself, component).await {
-            let _ = state
-                .args
-                .events
-                .send(NodeEvent::Fatal(FatalError::ComponentFailed {
-                    component: component.as_str().to_string(),
-                    reason: error.to_string(),
-                }));
-            myself.stop(Some("component failed".to_string()));
+            stop_node(&state.args.events, &myself, component, error.to_string());
         }
         Ok(())
     }
+}
+
+/// A component failed beyond recovery: report it (the process exits, so
+/// its service manager restarts it) and stop the supervision tree.
+fn stop_node(
+    events: &mpsc::UnboundedSender<NodeEvent>,
+    myself: &ActorRef<SupervisorMsg>,
+    component: ComponentKind,
+    reason: String,
+) {
+    error!(component = component.as_str(), %reason, "component failed; stopping the node");
+    let _ = events.send(NodeEvent::Fatal(FatalError::ComponentFailed {
+        component: component.as_str().to_string(),
+        reason,
+    }));
+    myself.stop(Some("component failed".to_string()));
 }
 
 impl SupervisorState {
