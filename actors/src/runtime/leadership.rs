@@ -260,7 +260,7 @@ async fn run(mut args: LeadershipArgs) {
 
 /// How long a leader stepping down waits for another replica to be
 /// elected before it resumes (a group whose only voter it is).
-const STEP_DOWN_LIMIT: Duration = Duration::from_secs(5);
+const STEP_DOWN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often a leader checks that it still hears from a quorum, and how
 /// long one check may take.
