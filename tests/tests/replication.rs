@@ -365,7 +365,23 @@ async fn a_frozen_leader_is_deposed_and_once_thawed_stops_leading_and_its_late_r
             },
         )
         .await;
-        let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+        // Once the old leader is back, the cluster still has an orchestrator
+        // (even when the thawed node first declared its peers down and made
+        // the new leader's node rejoin under a new incarnation).
+        let after_thaw = eventually(
+            Duration::from_secs(30),
+            "the cluster takes writes after the old leader resumed",
+            || {
+                let observer = observer.clone();
+                async move { observer.submit_batch(&sleep_tasks(20, 10)).await.ok() }
+            },
+        )
+        .await;
+        let history: Vec<TaskId> = acknowledged
+            .into_iter()
+            .chain(more)
+            .chain(after_thaw)
+            .collect();
         check_history(&observer, &history).await;
         // The attempts the frozen leader's pool was running were given up
         // and re-run; their late results (reported to its own orchestrator,

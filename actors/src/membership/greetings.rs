@@ -309,6 +309,12 @@ impl MembershipState {
         self.view.local.state_since = now;
         self.publish();
         self.greet_everyone();
+        // A leader's claim names its incarnation: claim again under the new
+        // one, or every node would keep a claim by an incarnation that is
+        // gone and see no orchestrator.
+        if let Some(claim) = self.own_claim.clone().filter(|claim| claim.leading) {
+            self.claim_leadership(claim.term, true);
+        }
     }
 }
 

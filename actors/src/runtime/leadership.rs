@@ -194,16 +194,11 @@ async fn run(mut args: LeadershipArgs) {
         let mut quorum = QuorumWatch::new();
         let mut quorum_check = tokio::time::interval(QUORUM_CHECK);
         let stopped_leading = loop {
+            // Biased, in this order: a monitor's step-down request is sent
+            // before the stuck orchestrator is killed, so it must win over the
+            // restart that the kill brings.
             tokio::select! {
-                _ = quorum_check.tick() => {
-                    if quorum.lost(&args.raft).await {
-                        warn!(term, "this leader has heard from no quorum within {QUORUM_LEASE:?}; stopping its orchestrator (writes answer 503 no_quorum until a quorum is back)");
-                        break true;
-                    }
-                }
-                left = wait_for(&mut metrics, |m| (!leads(m, term)).then_some(())) => {
-                    break left.is_some();
-                }
+                biased;
                 changed = args.step_down.changed() => {
                     if changed.is_err() {
                         return;
@@ -216,6 +211,9 @@ async fn run(mut args: LeadershipArgs) {
                     stepping_down = true;
                     break true;
                 }
+                left = wait_for(&mut metrics, |m| (!leads(m, term)).then_some(())) => {
+                    break left.is_some();
+                }
                 changed = args.restarts.changed() => {
                     if changed.is_err() {
                         return;
@@ -223,6 +221,12 @@ async fn run(mut args: LeadershipArgs) {
                     // The orchestrator stopped while this replica leads:
                     // start it again (after its proposer is done).
                     break false;
+                }
+                _ = quorum_check.tick() => {
+                    if quorum.lost(&args.raft).await {
+                        warn!(term, "this leader has heard from no quorum within {QUORUM_LEASE:?}; stopping its orchestrator (writes answer 503 no_quorum until a quorum is back)");
+                        break true;
+                    }
                 }
                 _ = plan.tick() => {
                     // A change that cannot commit (no quorum) must not keep
