@@ -8,6 +8,9 @@
 //! - `SIGSTOP` of n3 → n3 is declared down (then `SIGCONT` and rejoin);
 //! - a handler panic → the replacement worker starts its next task.
 //!
+//! With `--replicas 3` it then measures leader rounds on a second cluster of
+//! three raft replicas (see [`crate::bench_leader`]).
+//!
 //! Figures are printed, never asserted.
 
 use std::collections::BTreeMap;
@@ -67,8 +70,27 @@ impl TaskHandler for Chaos {
     }
 }
 
-/// Runs every failover measurement for `rounds` rounds each.
-pub async fn run(rounds: usize) -> anyhow::Result<Vec<Phase>> {
+/// Runs every failover measurement for `rounds` rounds each; with
+/// `replicas` 3, then the raft leader rounds (replicas journaling under
+/// `data_dir`, if given).
+pub async fn run(
+    rounds: usize,
+    replicas: usize,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Phase>> {
+    anyhow::ensure!(
+        matches!(replicas, 1 | 3),
+        "--replicas {replicas}: give 1 (a single orchestrator) or 3 (also the raft leader rounds)"
+    );
+    let mut phases = single_orchestrator(rounds).await?;
+    if replicas == 3 {
+        phases.extend(crate::bench_leader::run(rounds, data_dir).await?);
+    }
+    Ok(phases)
+}
+
+/// The rounds of the single-orchestrator cluster (n1 embedded).
+async fn single_orchestrator(rounds: usize) -> anyhow::Result<Vec<Phase>> {
     let cookie = random_cookie();
     let ports = free_ports(2);
     let seed = vec!["--seed".to_string(), format!("127.0.0.1:{}", ports[0])];
@@ -315,12 +337,12 @@ pub const TITLE: &str = "herd bench failover: n1 embedded (orchestrator), n2 and
 pub fn print(title: &str, phases: &[Phase]) {
     println!("{title}");
     println!(
-        "{:<55} {:>7} {:>12} {:>10}",
+        "{:<58} {:>7} {:>12} {:>10}",
         "phase", "rounds", "median ms", "max ms"
     );
     for phase in phases {
         println!(
-            "{:<55} {:>7} {:>12.3} {:>10.3}",
+            "{:<58} {:>7} {:>12.3} {:>10.3}",
             phase.name, phase.rounds, phase.median_ms, phase.max_ms
         );
     }

@@ -74,9 +74,12 @@ pub struct BenchArgs {
     /// Concurrent submitters in the throughput runs.
     #[arg(long, default_value_t = 4)]
     submitters: usize,
-    /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine.
+    /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine. With --replicas 3: `throughput` journals the single orchestrator into DIR/single and each replica into DIR/n1, DIR/n2, DIR/n3; `failover` journals the leader rounds' replicas into DIR/n1..n3 (a killed leader restarts on its directory).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Task book replicas: 1 measures the single orchestrator (n1); 3 also measures a cluster whose three nodes all have the orchestrator role and `--replication raft` — `throughput` prints both sets of figures and their ratio, `failover` adds leader rounds (kill -9 and SIGSTOP of the Raft leader → new leader, → first task completed).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_replicas)]
+    replicas: u8,
     /// `throughput`: attempts the orchestrator gives a pool per slot (`scaling.slot_credit`, 1–16); default: the config default.
     #[arg(long, value_name = "N")]
     slot_credit: Option<u32>,
@@ -99,6 +102,15 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
 }
+/// `--replicas`: 1 or 3.
+fn parse_replicas(text: &str) -> Result<u8, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("give 1 (the single orchestrator) or 3 (also three raft replicas)".to_string()),
+    }
+}
+
 /// Flags of `herd node`. Each also has an environment variable and a config
 /// file key; precedence is flag > environment > file > default.
 #[derive(Args, Debug, Default)]
@@ -197,8 +209,23 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         }
         "failover" => report(
             &args,
-            runtime.block_on(crate::bench_failover::run(args.rounds.max(1))),
-            |phases| crate::bench_failover::print(crate::bench_failover::TITLE, phases),
+            runtime.block_on(crate::bench_failover::run(
+                args.rounds.max(1),
+                usize::from(args.replicas),
+                args.data_dir.as_deref(),
+            )),
+            |phases| {
+                let title = if args.replicas == 3 {
+                    format!(
+                        "{}\n{}",
+                        crate::bench_failover::TITLE,
+                        crate::bench_leader::TITLE
+                    )
+                } else {
+                    crate::bench_failover::TITLE.to_string()
+                };
+                crate::bench_failover::print(&title, phases)
+            },
         ),
         "idle" => report(
             &args,
@@ -221,6 +248,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 latency_samples: args.latency_samples.max(1),
                 submitters: args.submitters.max(1),
                 data_dir: args.data_dir.clone(),
+                replicas: usize::from(args.replicas),
                 slot_credit: args.slot_credit,
                 secure: args.tls && args.token,
             };
