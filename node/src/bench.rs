@@ -280,18 +280,15 @@ async fn measure(
 async fn wait_for_replicas(handle: &NodeHandle, voters: usize) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = handle.cluster().await?;
-        if let Some(leader) = status
-            .replication
-            .as_ref()
-            .and_then(|group| crate::bench_leader::in_step(group, voters))
+        let group = handle.cluster().await.map(|status| status.replication);
+        if let Ok(Some(group)) = &group
+            && let Some(leader) = crate::bench_leader::in_step(group, voters)
         {
             return Ok(leader);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the replica group never had {voters} voters in step: {:?}",
-            status.replication
+            "the replica group never had {voters} voters in step: {group:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -406,16 +403,20 @@ async fn wait_for_peers(peers: &LocalCluster, limit: Duration) -> anyhow::Result
 }
 
 async fn wait_for_pools(handle: &NodeHandle, count: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = handle.cluster().await?;
-        if status.nodes.iter().filter(|node| node.workers > 0).count() >= count {
+        // With raft replication the orchestrator answers once the group
+        // has a leader: until then every request is refused (no_quorum).
+        let registered = handle
+            .cluster()
+            .await
+            .map(|status| status.nodes.iter().filter(|node| node.workers > 0).count());
+        if matches!(registered, Ok(pools) if pools >= count) {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {} pools registered",
-            status.nodes.iter().filter(|n| n.workers > 0).count()
+            "not {count} pools registered within 30 s: {registered:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
