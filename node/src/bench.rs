@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use herd_actors::{HerdNode, NodeHandle};
 use herd_config::Overrides;
@@ -237,9 +238,16 @@ async fn measure(
 
     let mut figures = Vec::new();
     // Warm up connections and allocators.
-    library_throughput(&handle, settings, 2_000.min(settings.tasks)).await?;
-    let (throughput, _) = library_throughput(&handle, settings, settings.tasks).await?;
-    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples).await?;
+    let stage = |what: &str| format!("{}: {what}", setup.label());
+    library_throughput(&handle, settings, 2_000.min(settings.tasks))
+        .await
+        .with_context(|| stage("library API warm-up"))?;
+    let (throughput, _) = library_throughput(&handle, settings, settings.tasks)
+        .await
+        .with_context(|| stage("library API throughput"))?;
+    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples)
+        .await
+        .with_context(|| stage("library API latency"))?;
     figures.push(figure("library API", throughput, p50, p99, ran_on));
 
     let apis: Vec<ApiClient> = std::iter::once(ApiClient::new(&format!("127.0.0.1:{n1_http}")))
@@ -250,8 +258,12 @@ async fn measure(
                 .map(|node| ApiClient::new(&node.api_url())),
         )
         .collect();
-    let throughput = http_throughput(&handle, &apis, settings).await?;
-    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples).await?;
+    let throughput = http_throughput(&handle, &apis, settings)
+        .await
+        .with_context(|| stage("HTTP API throughput"))?;
+    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples)
+        .await
+        .with_context(|| stage("HTTP API latency"))?;
     figures.push(figure("HTTP API", throughput, p50, p99, ran_on));
 
     if settings.secure && setup == Setup::Single {

@@ -189,6 +189,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
+    // A node embedded in the bench (n1) logs to stderr only when asked
+    // (LOG_LEVEL or RUST_LOG), so that the figures stay readable.
+    if (std::env::var_os("LOG_LEVEL").is_some() || std::env::var_os("RUST_LOG").is_some())
+        && let Ok((format, filter)) = crate::telemetry::settings(&|name| std::env::var(name).ok())
+    {
+        crate::telemetry::init(format, filter, "bench");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
