@@ -70,6 +70,10 @@ pub struct Figures {
     pub p99_us: f64,
     /// Where single tasks ran (node → count).
     pub ran_on: BTreeMap<String, usize>,
+    /// Requests refused while no orchestrator served (no quorum, an
+    /// election, the orchestrator stopping) and sent again; their waits are
+    /// in the figures.
+    pub refused: u64,
 }
 
 /// Runs the benchmark and returns its figures: the single orchestrator's,
@@ -226,29 +230,40 @@ async fn measure(
         Setup::Single => None,
         Setup::Raft => Some(wait_for_replicas(&handle, 3).await?),
     };
-    let figure = |path: &str, throughput_per_s, p50_us, p99_us, ran_on| Figures {
-        setup: setup.label().to_string(),
-        leader: leader.clone(),
-        path: path.into(),
-        throughput_per_s,
-        p50_us,
-        p99_us,
-        ran_on,
-    };
+    let figure =
+        |path: &str, throughput_per_s, p50_us, p99_us, ran_on, refusals: Refusals| Figures {
+            setup: setup.label().to_string(),
+            leader: leader.clone(),
+            path: path.into(),
+            throughput_per_s,
+            p50_us,
+            p99_us,
+            ran_on,
+            refused: refusals.count(),
+        };
 
     let mut figures = Vec::new();
     // Warm up connections and allocators.
     let stage = |what: &str| format!("{}: {what}", setup.label());
-    library_throughput(&handle, settings, 2_000.min(settings.tasks))
+    let refusals = Refusals::default();
+    library_throughput(&handle, settings, 2_000.min(settings.tasks), &refusals)
         .await
         .with_context(|| stage("library API warm-up"))?;
-    let (throughput, _) = library_throughput(&handle, settings, settings.tasks)
+    let refusals = Refusals::default();
+    let (throughput, _) = library_throughput(&handle, settings, settings.tasks, &refusals)
         .await
         .with_context(|| stage("library API throughput"))?;
-    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples)
+    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples, &refusals)
         .await
         .with_context(|| stage("library API latency"))?;
-    figures.push(figure("library API", throughput, p50, p99, ran_on));
+    figures.push(figure(
+        "library API",
+        throughput,
+        p50,
+        p99,
+        ran_on,
+        refusals,
+    ));
 
     let apis: Vec<ApiClient> = std::iter::once(ApiClient::new(&format!("127.0.0.1:{n1_http}")))
         .chain(
@@ -258,13 +273,14 @@ async fn measure(
                 .map(|node| ApiClient::new(&node.api_url())),
         )
         .collect();
-    let throughput = http_throughput(&handle, &apis, settings)
+    let refusals = Refusals::default();
+    let throughput = http_throughput(&handle, &apis, settings, &refusals)
         .await
         .with_context(|| stage("HTTP API throughput"))?;
-    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples)
+    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples, &refusals)
         .await
         .with_context(|| stage("HTTP API latency"))?;
-    figures.push(figure("HTTP API", throughput, p50, p99, ran_on));
+    figures.push(figure("HTTP API", throughput, p50, p99, ran_on, refusals));
 
     if settings.secure && setup == Setup::Single {
         figures.extend(secure_figures(&handle, n1_http, settings).await?);
@@ -372,9 +388,12 @@ async fn secure_figures(
     ];
     let mut figures = Vec::new();
     for (path, apis) in [("HTTP n1", plain), ("HTTPS+token n1", secure)] {
-        let throughput = http_throughput(handle, &apis, settings).await?;
-        let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples).await?;
+        let refusals = Refusals::default();
+        let throughput = http_throughput(handle, &apis, settings, &refusals).await?;
+        let (p50, p99, ran_on) =
+            http_latency(&apis[0], settings.latency_samples, &refusals).await?;
         figures.push(Figures {
+            refused: refusals.count(),
             setup: Setup::Single.label().to_string(),
             leader: None,
             path: path.into(),
@@ -441,10 +460,72 @@ fn noop(index: usize) -> TaskSpec {
     )
 }
 
+/// How long a refused request is retried before the run gives up.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Requests refused because the orchestrator was gone for a moment (no
+/// quorum, an election, the orchestrator stopping) and sent again; with a
+/// single orchestrator there are none.
+#[derive(Default)]
+struct Refusals(std::sync::atomic::AtomicU64);
+
+impl Refusals {
+    fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `attempt` until it succeeds, counting each refusal `retryable`
+    /// says may pass; any other error, or refusals for longer than
+    /// [`RETRY_FOR`], end the run.
+    async fn retry<T, E, F, Fut>(
+        &self,
+        retryable: fn(&E) -> bool,
+        mut attempt: F,
+    ) -> anyhow::Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(error) if retryable(&error) && started.elapsed() < RETRY_FOR => {
+                    self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// A library call refused while no orchestrator serves (see [`Refusals`]).
+fn orchestrator_gone(error: &herd_actors::ClientError) -> bool {
+    use herd_actors::ClientError::*;
+    matches!(
+        error,
+        NoOrchestrator | NoQuorum { .. } | Unreachable(_) | Timeout(_)
+    )
+}
+
+/// An HTTP call refused while no orchestrator serves (see [`Refusals`]).
+fn api_orchestrator_gone(error: &crate::api_client::ApiClientError) -> bool {
+    matches!(
+        error,
+        crate::api_client::ApiClientError::Api {
+            status: 502..=504,
+            ..
+        } | crate::api_client::ApiClientError::Transport { .. }
+    )
+}
+
 async fn library_throughput(
     handle: &NodeHandle,
     settings: &BenchSettings,
     tasks: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<(f64, Duration)> {
     let started = Instant::now();
     let batches: Vec<Vec<TaskSpec>> = (0..tasks)
@@ -453,7 +534,11 @@ async fn library_throughput(
         .map(|chunk| chunk.iter().map(|i| noop(*i)).collect())
         .collect();
     let ids: Vec<TaskId> = futures::stream::iter(batches)
-        .map(|batch| async move { handle.submit_batch(batch).await })
+        .map(|batch| async move {
+            refusals
+                .retry(orchestrator_gone, || handle.submit_batch(batch.clone()))
+                .await
+        })
         .buffer_unordered(settings.submitters)
         .collect::<Vec<_>>()
         .await
@@ -464,7 +549,13 @@ async fn library_throughput(
         .map(|ack| ack.id)
         .collect();
     let finished = futures::stream::iter(ids)
-        .map(|id| async move { handle.wait_for(id, Duration::from_secs(300)).await })
+        .map(|id| async move {
+            refusals
+                .retry(orchestrator_gone, || {
+                    handle.wait_for(id, Duration::from_secs(300))
+                })
+                .await
+        })
         .buffer_unordered(4096)
         .collect::<Vec<_>>()
         .await;
@@ -478,12 +569,20 @@ async fn library_throughput(
 async fn library_latency(
     handle: &NodeHandle,
     samples: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<(f64, f64, BTreeMap<String, usize>)> {
     let mut latencies = Vec::with_capacity(samples);
     let mut ran_on = BTreeMap::new();
     for index in 0..samples {
         let started = Instant::now();
-        let view = handle.run(noop(index), Duration::from_secs(10)).await?;
+        let ack = refusals
+            .retry(orchestrator_gone, || handle.submit(noop(index)))
+            .await?;
+        let view = refusals
+            .retry(orchestrator_gone, || {
+                handle.wait_for(ack.id, Duration::from_secs(10))
+            })
+            .await?;
         latencies.push(started.elapsed());
         *ran_on
             .entry(view.node.map_or("-".to_string(), |n| n.to_string()))
@@ -493,12 +592,23 @@ async fn library_latency(
     Ok((p50, p99, ran_on))
 }
 
+/// Tasks per second through `apis`, counted by the cluster's succeeded
+/// tasks. A batch refused and sent again (see [`Refusals`]) may have been
+/// taken the first time: the run then ends once as many tasks as were sent
+/// succeeded, a little early.
 async fn http_throughput(
     handle: &NodeHandle,
     apis: &[ApiClient],
     settings: &BenchSettings,
+    refusals: &Refusals,
 ) -> anyhow::Result<f64> {
-    let before = handle.cluster().await?.tasks.succeeded;
+    let succeeded = || async {
+        refusals
+            .retry(orchestrator_gone, || handle.cluster())
+            .await
+            .map(|status| status.tasks)
+    };
+    let before = succeeded().await?.succeeded;
     let started = Instant::now();
     let batches: Vec<Vec<Value>> = (0..settings.tasks)
         .collect::<Vec<_>>()
@@ -510,11 +620,15 @@ async fn http_throughput(
                 .collect()
         })
         .collect();
-    let submitted: Vec<Result<Vec<TaskId>, _>> =
+    let submitted: Vec<anyhow::Result<Vec<TaskId>>> =
         futures::stream::iter(batches.into_iter().enumerate())
             .map(|(index, batch)| {
                 let api = apis[index % apis.len()].clone();
-                async move { api.submit_batch(&batch).await }
+                async move {
+                    refusals
+                        .retry(api_orchestrator_gone, || api.submit_batch(&batch))
+                        .await
+                }
             })
             .buffer_unordered(settings.submitters)
             .collect()
@@ -524,14 +638,13 @@ async fn http_throughput(
     }
     let target = before + settings.tasks as u64;
     loop {
-        let status = handle.cluster().await?;
-        if status.tasks.succeeded >= target {
+        let tasks = succeeded().await?;
+        if tasks.succeeded >= target {
             break;
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
-            "HTTP run did not finish: {:?}",
-            status.tasks
+            "HTTP run did not finish: {tasks:?}"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -541,13 +654,20 @@ async fn http_throughput(
 async fn http_latency(
     api: &ApiClient,
     samples: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<(f64, f64, BTreeMap<String, usize>)> {
     let mut latencies = Vec::with_capacity(samples);
     let mut ran_on = BTreeMap::new();
     for index in 0..samples {
         let started = Instant::now();
-        let id = api.submit("echo", json!(index)).await?;
-        let view = api.task(id, Some(Duration::from_secs(10))).await?;
+        let id = refusals
+            .retry(api_orchestrator_gone, || api.submit("echo", json!(index)))
+            .await?;
+        let view = refusals
+            .retry(api_orchestrator_gone, || {
+                api.task(id, Some(Duration::from_secs(10)))
+            })
+            .await?;
         latencies.push(started.elapsed());
         anyhow::ensure!(
             view.state == TaskState::Succeeded,
@@ -604,8 +724,8 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
         );
     }
     println!(
-        "{:<8} {:<26} {:>10} {:>10} {:>10}   single tasks ran on",
-        "setup", "path", "tasks/s", "p50 µs", "p99 µs"
+        "{:<8} {:<26} {:>10} {:>10} {:>10} {:>8}   single tasks ran on",
+        "setup", "path", "tasks/s", "p50 µs", "p99 µs", "refused"
     );
     for figure in figures {
         let ran: Vec<String> = figure
@@ -618,13 +738,19 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
             None => figure.path.clone(),
         };
         println!(
-            "{:<8} {:<26} {:>10.0} {:>10.0} {:>10.0}   {}",
+            "{:<8} {:<26} {:>10.0} {:>10.0} {:>10.0} {:>8}   {}",
             figure.setup,
             path,
             figure.throughput_per_s,
             figure.p50_us,
             figure.p99_us,
+            figure.refused,
             ran.join(" ")
+        );
+    }
+    if figures.iter().any(|figure| figure.refused > 0) {
+        println!(
+            "refused: requests refused while no orchestrator served (no quorum, an election, the orchestrator stopping), sent again; their waits are in the figures"
         );
     }
     for (path, ratio) in throughput_ratios(figures) {
