@@ -70,9 +70,9 @@ pub struct Figures {
     pub p99_us: f64,
     /// Where single tasks ran (node → count).
     pub ran_on: BTreeMap<String, usize>,
-    /// Requests refused while no orchestrator served (no quorum, an
-    /// election, the orchestrator stopping) and sent again; their waits are
-    /// in the figures.
+    /// Requests (batches, task waits, status reads) refused while no
+    /// orchestrator served (no quorum, an election, the orchestrator
+    /// stopping) and sent again; their waits are in the figures.
     pub refused: u64,
 }
 
@@ -464,8 +464,9 @@ fn noop(index: usize) -> TaskSpec {
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Requests refused because the orchestrator was gone for a moment (no
-/// quorum, an election, the orchestrator stopping) and sent again; with a
-/// single orchestrator there are none.
+/// quorum, an election, the orchestrator stopping) and sent again, each
+/// counted once however often it was refused; with a single orchestrator
+/// there are none.
 #[derive(Default)]
 struct Refusals(std::sync::atomic::AtomicU64);
 
@@ -474,9 +475,9 @@ impl Refusals {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Runs `attempt` until it succeeds, counting each refusal `retryable`
-    /// says may pass; any other error, or refusals for longer than
-    /// [`RETRY_FOR`], end the run.
+    /// Runs `attempt` until it succeeds, retrying refusals `retryable` says
+    /// may pass (and counting the request if there was one); any other
+    /// error, or refusals for longer than [`RETRY_FOR`], end the run.
     async fn retry<T, E, F, Fut>(
         &self,
         retryable: fn(&E) -> bool,
@@ -488,11 +489,15 @@ impl Refusals {
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
+        let mut refused = false;
         loop {
             match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(error) if retryable(&error) && started.elapsed() < RETRY_FOR => {
-                    self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !refused {
+                        refused = true;
+                        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(error) => return Err(error.into()),
@@ -750,7 +755,7 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
     }
     if figures.iter().any(|figure| figure.refused > 0) {
         println!(
-            "refused: requests refused while no orchestrator served (no quorum, an election, the orchestrator stopping), sent again; their waits are in the figures"
+            "refused: requests (batches, task waits, status reads) refused at least once while no orchestrator served (no quorum, an election, the orchestrator stopping) and sent again; their waits are in the figures"
         );
     }
     for (path, ratio) in throughput_ratios(figures) {
