@@ -27,7 +27,7 @@ use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
 use herd_protocol::{TaskId, TaskState, UnixMillis};
 use serde_json::json;
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, ApiClientError};
 use crate::bench_failover::{Phase, phase};
 use crate::local_cluster::{LocalCluster, NodeSpec};
 
@@ -166,22 +166,21 @@ async fn leader_round(
         .expect("three names");
     let observer = cluster.api(survivor);
     // The round's tasks are those created after the marker.
-    let marker = observer
-        .submit("sleep", json!({ "ms": 0 }))
+    let marker = retrying(|| observer.submit("sleep", json!({ "ms": 0 })))
         .await
-        .map_err(|e| anyhow::anyhow!("submitting through {survivor}: {e}"))?;
-    let before = observer.cluster().await?.tasks.succeeded;
+        .map_err(|e| anyhow::anyhow!("submitting through {survivor}: {e:#}"))?;
+    let before = retrying(|| observer.cluster()).await?.tasks.succeeded;
     for chunk in (0..BACKLOG).collect::<Vec<_>>().chunks(500) {
         let batch: Vec<_> = chunk
             .iter()
             .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": TASK_MS } }))
             .collect();
-        observer.submit_batch(&batch).await?;
+        retrying(|| observer.submit_batch(&batch)).await?;
     }
     // Work flows (and runs on the leader's node too) before the fault.
     let flowing = Instant::now();
     loop {
-        let status = observer.cluster().await?;
+        let status = retrying(|| observer.cluster()).await?;
         if status.tasks.succeeded >= before + 100 {
             break;
         }
@@ -215,6 +214,32 @@ async fn leader_round(
     wait_in_step(&observer, cluster).await?;
     drain(&observer).await?;
     Ok((elected, first))
+}
+
+/// Runs an API call until it succeeds, sending it again (for up to 60 s)
+/// while the node answers that no orchestrator serves (502–504) or cannot
+/// be reached. Outside the measured failover, a raft leader may stop its
+/// orchestrator for a moment (it then answers 503) and start it again.
+async fn retrying<T, F, Fut>(mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiClientError>>,
+{
+    let started = Instant::now();
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(
+                ApiClientError::Api {
+                    status: 502..=504, ..
+                }
+                | ApiClientError::Transport { .. },
+            ) if started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// The time until `observer` shows a new leader, and until the first task
