@@ -35,17 +35,21 @@ pub struct Phase {
     pub median_ms: f64,
     /// Worst round, milliseconds.
     pub max_ms: f64,
+    /// Every round, in the order measured, milliseconds.
+    pub rounds_ms: Vec<f64>,
 }
 
 /// Median and maximum of `samples`.
 pub fn phase(name: &str, mut samples: Vec<Duration>) -> Phase {
-    samples.sort();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let rounds_ms = samples.iter().map(ms).collect();
+    samples.sort();
     Phase {
         name: name.to_string(),
         rounds: samples.len(),
         median_ms: samples.get(samples.len() / 2).map_or(0.0, ms),
         max_ms: samples.last().map_or(0.0, ms),
+        rounds_ms,
     }
 }
 
@@ -332,6 +336,23 @@ async fn drain_queue(handle: &NodeHandle) -> anyhow::Result<()> {
 
 /// What `herd bench failover` measures, for the table's title.
 pub const TITLE: &str = "herd bench failover: n1 embedded (orchestrator), n2 and n3 as processes, default detector settings";
+
+/// Prints the figures as a table under `title`; with `per_round`, then
+/// every round of each phase.
+pub fn print_rounds(title: &str, phases: &[Phase], per_round: bool) {
+    print(title, phases);
+    if per_round {
+        println!("every round, ms, in the order measured:");
+        for phase in phases {
+            let rounds: Vec<String> = phase
+                .rounds_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect();
+            println!("  {:<56} {}", phase.name, rounds.join(", "));
+        }
+    }
+}
 
 /// Prints the figures as a table under `title`.
 pub fn print(title: &str, phases: &[Phase]) {

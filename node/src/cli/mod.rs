@@ -231,7 +231,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 } else {
                     crate::bench_failover::TITLE.to_string()
                 };
-                crate::bench_failover::print(&title, phases)
+                crate::bench_failover::print_rounds(&title, phases, args.replicas == 3)
             },
         ),
         "idle" => report(
