@@ -56,7 +56,7 @@ pub struct BenchArgs {
     /// `throughput` (tasks/s and latency), `failover` (detection and recovery times), `scaling` (decision and reaction times), `llm` (the llm handler's overhead and how closely a provider limit is used) or `idle` (CPU per idle node at several cluster sizes).
     #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling", "llm", "idle"])]
     scenario: String,
-    /// Rounds per failover phase.
+    /// Rounds per failover phase (with --replicas 3 also the number of kill -9 rounds and of SIGSTOP rounds of the Raft leader).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// No-op tasks per throughput run.
@@ -74,10 +74,10 @@ pub struct BenchArgs {
     /// Concurrent submitters in the throughput runs.
     #[arg(long, default_value_t = 4)]
     submitters: usize,
-    /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine. With --replicas 3: `throughput` journals the single orchestrator into DIR/single and each replica into DIR/n1, DIR/n2, DIR/n3; `failover` journals the leader rounds' replicas into DIR/n1..n3 (a killed leader restarts on its directory).
+    /// `throughput`: journal n1's tasks here (measures durable submission); a fresh temporary directory is fine. With --replicas 3, `throughput` journals the single orchestrator into DIR/single and each replica into DIR/n1, DIR/n2, DIR/n3, and `failover` journals its leader rounds' replicas into DIR/n1, DIR/n2, DIR/n3 (a killed leader restarts on its own directory); without it they are in memory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Task book replicas: 1 measures the single orchestrator (n1); 3 also measures a cluster whose three nodes all have the orchestrator role and `--replication raft` — `throughput` prints both sets of figures and their ratio, `failover` adds leader rounds (kill -9 and SIGSTOP of the Raft leader → new leader, → first task completed).
+    /// `throughput`, `failover`: task book replicas. 1: the single orchestrator on n1 only. 3: then also a fresh cluster whose three nodes all have the orchestrator role and `--replication raft`; `throughput` prints both sets of figures and the raft/single throughput ratio (`refused`: requests refused while no orchestrator served, sent again), `failover` adds leader rounds on three `herd node` processes (kill -9 and SIGSTOP of the Raft leader → a survivor shows a new leader, → the first task completed after the signal).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_replicas)]
     replicas: u8,
     /// `throughput`: attempts the orchestrator gives a pool per slot (`scaling.slot_credit`, 1–16); default: the config default.
