@@ -37,6 +37,9 @@ pub struct Phase {
     pub max_ms: f64,
     /// Every round, in the order measured, milliseconds.
     pub rounds_ms: Vec<f64>,
+    /// Anything about the rounds a reader of the figures must know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Median and maximum of `samples`.
@@ -50,6 +53,7 @@ pub fn phase(name: &str, mut samples: Vec<Duration>) -> Phase {
         median_ms: samples.get(samples.len() / 2).map_or(0.0, ms),
         max_ms: samples.last().map_or(0.0, ms),
         rounds_ms,
+        note: None,
     }
 }
 
@@ -350,6 +354,11 @@ pub fn print_rounds(title: &str, phases: &[Phase], per_round: bool) {
                 .map(|ms| format!("{ms:.0}"))
                 .collect();
             println!("  {:<56} {}", phase.name, rounds.join(", "));
+        }
+    }
+    for phase in phases {
+        if let Some(note) = &phase.note {
+            println!("note: {}: {note}", phase.name);
         }
     }
 }

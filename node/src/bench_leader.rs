@@ -106,59 +106,131 @@ pub async fn run(rounds: usize, data_dir: Option<&Path>) -> anyhow::Result<Vec<P
             spec
         })
         .collect();
-    let mut cluster = LocalCluster::start(specs, Duration::from_secs(60)).await?;
-    let measured = measure(&mut cluster, rounds).await;
-    if measured.is_err() && std::env::var_os("HERD_KEEP_LOGS").is_some() {
+    let mut cluster = LocalCluster::start(specs.clone(), Duration::from_secs(60)).await?;
+    let mut kill = Samples::default();
+    let mut stop = Samples::default();
+    let mut measured = Ok(());
+    for (fault, samples) in [(Fault::Kill, &mut kill), (Fault::Stop, &mut stop)] {
+        for round in 1..=rounds {
+            measured = measure_round(&mut cluster, &specs, fault, round, samples).await;
+            if measured.is_err() {
+                break;
+            }
+        }
+        if measured.is_err() {
+            break;
+        }
+    }
+    if measured.is_err() {
+        keep_logs_note(&cluster);
+    }
+    cluster.stop().await;
+    measured?;
+    Ok(vec![
+        kill.phase(
+            "raft: kill -9 of the leader → new leader (on a survivor)",
+            |s| &s.elected,
+        ),
+        kill.phase(
+            "raft: kill -9 of the leader → first task completed",
+            |s| &s.first,
+        ),
+        stop.phase(
+            "raft: SIGSTOP of the leader → new leader (on a survivor)",
+            |s| &s.elected,
+        ),
+        stop.phase(
+            "raft: SIGSTOP of the leader → first task completed",
+            |s| &s.first,
+        ),
+    ])
+}
+
+/// One kind of round's measurements.
+#[derive(Default)]
+struct Samples {
+    elected: Vec<Duration>,
+    first: Vec<Duration>,
+    /// Rounds after which the cluster did not recover and was restarted.
+    restarts: Vec<usize>,
+}
+
+impl Samples {
+    fn phase(&self, name: &str, which: fn(&Samples) -> &Vec<Duration>) -> Phase {
+        let mut phase = phase(name, which(self).clone());
+        if !self.restarts.is_empty() {
+            let rounds: Vec<String> = self.restarts.iter().map(usize::to_string).collect();
+            phase.note = Some(format!(
+                "after round(s) {} of {} the cluster did not recover within {} s and was restarted (see stderr)",
+                rounds.join(", "),
+                which(self).len(),
+                RECOVERY.as_secs()
+            ));
+        }
+        phase
+    }
+}
+
+/// How long the cluster may take to recover after a round (three voters
+/// in step, every node ready, the backlog drained) before it is restarted.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Runs one round, then restores the cluster, restarting it all if it does
+/// not recover within [`RECOVERY`] (noted on stderr and in the phase).
+async fn measure_round(
+    cluster: &mut LocalCluster,
+    specs: &[NodeSpec],
+    fault: Fault,
+    round: usize,
+    samples: &mut Samples,
+) -> anyhow::Result<()> {
+    let (elected, first, observer) = leader_round(cluster, fault).await?;
+    samples.elected.push(elected);
+    samples.first.push(first);
+    let recovered = tokio::time::timeout(RECOVERY, recover(cluster, &observer))
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("not within {RECOVERY:?}")));
+    if let Err(error) = recovered {
+        let error = format!("{error:#}");
+        eprintln!(
+            "herd bench failover: after {fault:?} round {round} the cluster did not recover within {} s; restarting it. {}",
+            RECOVERY.as_secs(),
+            error.lines().next().unwrap_or_default()
+        );
+        keep_logs_note(cluster);
+        cluster.stop().await;
+        *cluster = LocalCluster::start(specs.to_vec(), Duration::from_secs(60)).await?;
+        let api = cluster.api(NAMES[0]);
+        wait_in_step(&api, cluster).await?;
+        drain(&api).await?;
+        samples.restarts.push(round);
+    }
+    Ok(())
+}
+
+fn keep_logs_note(cluster: &LocalCluster) {
+    if std::env::var_os("HERD_KEEP_LOGS").is_some() {
         eprintln!(
             "herd bench failover: node logs kept in {}",
             cluster.log_dir().display()
         );
     }
-    cluster.stop().await;
-    let (kill_elected, kill_first, stop_elected, stop_first) = measured?;
-    Ok(vec![
-        phase(
-            "raft: kill -9 of the leader → new leader (on a survivor)",
-            kill_elected,
-        ),
-        phase(
-            "raft: kill -9 of the leader → first task completed",
-            kill_first,
-        ),
-        phase(
-            "raft: SIGSTOP of the leader → new leader (on a survivor)",
-            stop_elected,
-        ),
-        phase(
-            "raft: SIGSTOP of the leader → first task completed",
-            stop_first,
-        ),
-    ])
 }
 
-type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<Duration>);
-
-async fn measure(cluster: &mut LocalCluster, rounds: usize) -> anyhow::Result<Samples> {
-    let mut samples: Samples = Default::default();
-    for _ in 0..rounds {
-        let (elected, first) = leader_round(cluster, Fault::Kill).await?;
-        samples.0.push(elected);
-        samples.1.push(first);
-    }
-    for _ in 0..rounds {
-        let (elected, first) = leader_round(cluster, Fault::Stop).await?;
-        samples.2.push(elected);
-        samples.3.push(first);
-    }
-    Ok(samples)
+/// Every node ready, three voters in step, no task left.
+async fn recover(cluster: &mut LocalCluster, observer: &ApiClient) -> anyhow::Result<()> {
+    cluster.wait_ready(RECOVERY).await?;
+    wait_in_step(observer, cluster).await?;
+    drain(observer).await
 }
 
-/// One round: backlog, fault, measure, restore. Returns (new leader seen,
-/// first task completed), both from the signal.
+/// One round: backlog, fault, measure, then the killed node restarted or
+/// the stopped one continued. Returns (new leader seen, first task
+/// completed), both from the signal, and the survivor observed.
 async fn leader_round(
     cluster: &mut LocalCluster,
     fault: Fault,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<(Duration, Duration, ApiClient)> {
     let leader = wait_in_step(&cluster.api(NAMES[0]), cluster).await?;
     let survivor = NAMES
         .into_iter()
@@ -210,10 +282,7 @@ async fn leader_round(
             cluster.log_tails()
         )
     })?;
-    cluster.wait_ready(Duration::from_secs(60)).await?;
-    wait_in_step(&observer, cluster).await?;
-    drain(&observer).await?;
-    Ok((elected, first))
+    Ok((elected, first, observer))
 }
 
 /// Runs an API call until it succeeds, sending it again (for up to 60 s)
