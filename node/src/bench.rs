@@ -779,3 +779,69 @@ pub fn throughput_ratios(figures: &[Figures]) -> Vec<(String, f64)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(setup: Setup, path: &str, throughput_per_s: f64) -> Figures {
+        Figures {
+            setup: setup.label().to_string(),
+            leader: None,
+            path: path.to_string(),
+            throughput_per_s,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            ran_on: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_raft_path_with_the_single_one() {
+        let figures = [
+            figure(Setup::Single, "library API", 100.0),
+            figure(Setup::Single, "HTTP API", 200.0),
+            figure(Setup::Single, "HTTP n1", 50.0),
+            figure(Setup::Raft, "library API", 60.0),
+            figure(Setup::Raft, "HTTP API", 90.0),
+        ];
+        assert_eq!(
+            throughput_ratios(&figures),
+            vec![
+                ("library API".to_string(), 0.6),
+                ("HTTP API".to_string(), 0.45)
+            ]
+        );
+        assert!(throughput_ratios(&figures[..3]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_sent_again_and_counted_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Refused(bool);
+        let refusals = Refusals::default();
+        let mut left = 3;
+        let answer = refusals
+            .retry(
+                |error: &Refused| error.0,
+                || {
+                    left -= 1;
+                    let outcome = if left > 0 { Err(Refused(true)) } else { Ok(7) };
+                    async move { outcome }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((answer, refusals.count()), (7, 1));
+        let fatal = refusals
+            .retry(
+                |error: &Refused| error.0,
+                || async { Err::<(), _>(Refused(false)) },
+            )
+            .await;
+        assert!(fatal.is_err());
+        assert_eq!(refusals.count(), 1);
+    }
+}
