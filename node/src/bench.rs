@@ -4,11 +4,16 @@
 //! The bench process embeds node n1 (orchestrator and workers) and starts n2
 //! and n3 as `herd node` processes, so the library figures are what a program
 //! embedding herd sees, and every task may run on any of three processes.
+//! With `--replicas 3` the same measurement then runs again on a fresh
+//! cluster whose three nodes all have the orchestrator role and raft
+//! replication (n1 still embedded; the Raft leader's node runs the
+//! orchestrator), so both sets of figures are printed side by side.
 //! Figures are printed, never asserted: machines are shared and noisy.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use herd_actors::{HerdNode, NodeHandle};
 use herd_config::Overrides;
@@ -33,8 +38,13 @@ pub struct BenchSettings {
     pub latency_samples: usize,
     /// Concurrent submitters in the throughput runs.
     pub submitters: usize,
-    /// Journal n1's task book here (durable submissions).
+    /// Journal n1's task book here (durable submissions). With
+    /// `replicas` 3, the single orchestrator journals into `single/` under
+    /// it and each replica into a directory named after its node.
     pub data_dir: Option<std::path::PathBuf>,
+    /// 1: the single orchestrator only; 3: also three raft replicas of the
+    /// task book (every node with the orchestrator role).
+    pub replicas: usize,
     /// Attempts per slot the orchestrator may hand a pool
     /// (`scaling.slot_credit`); `None`: the config default.
     pub slot_credit: Option<u32>,
@@ -45,6 +55,11 @@ pub struct BenchSettings {
 /// One measured figure set.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Figures {
+    /// The cluster measured: `single` (one orchestrator, on n1) or `raft x3`
+    /// (three replicas; the leader's node named in `leader`).
+    pub setup: String,
+    /// The Raft leader's node during the run (raft replication only).
+    pub leader: Option<String>,
     /// Which path was measured.
     pub path: String,
     /// Tasks per second, submit to completion.
@@ -55,19 +70,130 @@ pub struct Figures {
     pub p99_us: f64,
     /// Where single tasks ran (node → count).
     pub ran_on: BTreeMap<String, usize>,
+    /// Requests (batches, task waits, status reads) refused while no
+    /// orchestrator served (no quorum, an election, the orchestrator
+    /// stopping) and sent again; their waits are in the figures.
+    pub refused: u64,
 }
 
-/// Runs the benchmark and returns its figures.
+/// Runs the benchmark and returns its figures: the single orchestrator's,
+/// then, with `replicas` 3, those of three raft replicas.
 pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
+    anyhow::ensure!(
+        matches!(settings.replicas, 1 | 3),
+        "--replicas {}: give 1 (a single orchestrator) or 3 (also three raft replicas)",
+        settings.replicas
+    );
+    let replicated = settings.replicas > 1;
+    let single_dir = settings.data_dir.as_ref().map(|dir| {
+        if replicated {
+            dir.join("single")
+        } else {
+            dir.clone()
+        }
+    });
+    let mut figures = measure(&settings, Setup::Single, single_dir.as_deref()).await?;
+    if replicated {
+        figures.extend(measure(&settings, Setup::Raft, settings.data_dir.as_deref()).await?);
+    }
+    Ok(figures)
+}
+
+/// The cluster a measurement runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Setup {
+    /// n1 has the orchestrator role, n2 and n3 workers and monitors.
+    Single,
+    /// All three have every role and `--replication raft`.
+    Raft,
+}
+
+impl Setup {
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Single => "single",
+            Setup::Raft => "raft x3",
+        }
+    }
+}
+
+/// Settings n2 and n3 need when they may run the orchestrator (raft): the
+/// same book limits and slot credit as n1.
+fn peer_config(
+    settings: &BenchSettings,
+    dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let (retain, max_unfinished) = book_limits(settings);
+    let mut text = format!(
+        "[tasks]\nretain_finished = {retain}\n\n[limits]\nmax_unfinished_tasks = {max_unfinished}\n"
+    );
+    if let Some(credit) = settings.slot_credit {
+        text.push_str(&format!("\n[scaling]\nslot_credit = {credit}\n"));
+    }
+    let path = dir.join("peer.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// `tasks.retain_finished` and `limits.max_unfinished_tasks` for a run:
+/// room for every task of two runs.
+fn book_limits(settings: &BenchSettings) -> (usize, u64) {
+    (
+        (settings.tasks * 2).max(DEFAULT_RETAIN_FINISHED),
+        (settings.tasks as u64 * 2).max(DEFAULT_MAX_UNFINISHED_TASKS),
+    )
+}
+
+/// Starts a cluster of the given setup, measures it and stops it.
+/// `data_dir`: n1's journal (single), or the directory under which each
+/// replica journals into one named after its node (raft).
+async fn measure(
+    settings: &BenchSettings,
+    setup: Setup,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Figures>> {
+    if let Some(credit) = settings.slot_credit {
+        anyhow::ensure!(
+            herd_protocol::limits::SLOT_CREDIT_RANGE.contains(&credit),
+            "--slot-credit {credit} is outside {:?}",
+            herd_protocol::limits::SLOT_CREDIT_RANGE
+        );
+    }
     let cookie = random_cookie();
     let ports = free_ports(4);
     let (n1_cluster, n1_http) = (ports[0], ports[1]);
     let n1_seed = vec!["--seed".to_string(), format!("127.0.0.1:{n1_cluster}")];
+    let config_dir = crate::local_cluster::temp_dir("bench-config")?;
+    let raft_args = match setup {
+        Setup::Single => Vec::new(),
+        Setup::Raft => vec![
+            "--replication".to_string(),
+            "raft".to_string(),
+            "--config".to_string(),
+            peer_config(settings, config_dir.path())?
+                .to_string_lossy()
+                .into_owned(),
+        ],
+    };
     let peer_specs: Vec<NodeSpec> = ["n2", "n3"]
         .into_iter()
-        .map(|name| NodeSpec {
-            extra_args: n1_seed.clone(),
-            ..NodeSpec::new(name, "worker,monitor", settings.workers)
+        .map(|name| {
+            let mut extra_args = n1_seed.clone();
+            extra_args.extend(raft_args.iter().cloned());
+            let roles = match setup {
+                Setup::Single => "worker,monitor",
+                Setup::Raft => {
+                    if let Some(dir) = data_dir {
+                        extra_args.push("--data-dir".into());
+                        extra_args.push(dir.join(name).to_string_lossy().into_owned());
+                    }
+                    "orchestrator,worker,monitor"
+                }
+            };
+            NodeSpec {
+                extra_args,
+                ..NodeSpec::new(name, roles, settings.workers)
+            }
         })
         .collect();
     let mut peers = LocalCluster::spawn(peer_specs, &cookie)?;
@@ -78,19 +204,18 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
         http: Some(format!("127.0.0.1:{n1_http}")),
         workers: Some(settings.workers.to_string()),
         seeds: Some(peers.nodes.iter().map(|node| node.cluster_addr()).collect()),
+        replication: (setup == Setup::Raft).then(|| "raft".to_string()),
         ..Overrides::default()
     };
     let mut config = herd_config::resolve(&overrides, &herd_config::Environment::default())?;
-    config.tasks.retain_finished = (settings.tasks * 2).max(DEFAULT_RETAIN_FINISHED);
-    config.limits.max_unfinished_tasks =
-        (settings.tasks as u64 * 2).max(DEFAULT_MAX_UNFINISHED_TASKS);
-    config.data_dir = settings.data_dir.clone();
+    let (retain, max_unfinished) = book_limits(settings);
+    config.tasks.retain_finished = retain;
+    config.limits.max_unfinished_tasks = max_unfinished;
+    config.data_dir = match setup {
+        Setup::Single => data_dir.map(std::path::Path::to_path_buf),
+        Setup::Raft => data_dir.map(|dir| dir.join("n1")),
+    };
     if let Some(credit) = settings.slot_credit {
-        anyhow::ensure!(
-            herd_protocol::limits::SLOT_CREDIT_RANGE.contains(&credit),
-            "--slot-credit {credit} is outside {:?}",
-            herd_protocol::limits::SLOT_CREDIT_RANGE
-        );
         config.scaling.slot_credit = credit;
     }
     let node = HerdNode::start(config, BTreeMap::new()).await?;
@@ -99,21 +224,46 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
     let server =
         tokio::spawn(axum::serve(listener, router(ApiState::new(handle.clone()))).into_future());
     handle.wait_until_ready(Duration::from_secs(20)).await?;
-    peers.wait_ready(Duration::from_secs(20)).await?;
+    wait_for_peers(&peers, Duration::from_secs(20)).await?;
     wait_for_pools(&handle, 3).await?;
+    let leader = match setup {
+        Setup::Single => None,
+        Setup::Raft => Some(wait_for_replicas(&handle, 3).await?),
+    };
+    let figure =
+        |path: &str, throughput_per_s, p50_us, p99_us, ran_on, refusals: Refusals| Figures {
+            setup: setup.label().to_string(),
+            leader: leader.clone(),
+            path: path.into(),
+            throughput_per_s,
+            p50_us,
+            p99_us,
+            ran_on,
+            refused: refusals.count(),
+        };
 
     let mut figures = Vec::new();
     // Warm up connections and allocators.
-    library_throughput(&handle, &settings, 2_000.min(settings.tasks)).await?;
-    let (throughput, _) = library_throughput(&handle, &settings, settings.tasks).await?;
-    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples).await?;
-    figures.push(Figures {
-        path: "library API".into(),
-        throughput_per_s: throughput,
-        p50_us: p50,
-        p99_us: p99,
+    let stage = |what: &str| format!("{}: {what}", setup.label());
+    let refusals = Refusals::default();
+    library_throughput(&handle, settings, 2_000.min(settings.tasks), &refusals)
+        .await
+        .with_context(|| stage("library API warm-up"))?;
+    let refusals = Refusals::default();
+    let (throughput, _) = library_throughput(&handle, settings, settings.tasks, &refusals)
+        .await
+        .with_context(|| stage("library API throughput"))?;
+    let (p50, p99, ran_on) = library_latency(&handle, settings.latency_samples, &refusals)
+        .await
+        .with_context(|| stage("library API latency"))?;
+    figures.push(figure(
+        "library API",
+        throughput,
+        p50,
+        p99,
         ran_on,
-    });
+        refusals,
+    ));
 
     let apis: Vec<ApiClient> = std::iter::once(ApiClient::new(&format!("127.0.0.1:{n1_http}")))
         .chain(
@@ -123,24 +273,53 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
                 .map(|node| ApiClient::new(&node.api_url())),
         )
         .collect();
-    let throughput = http_throughput(&handle, &apis, &settings).await?;
-    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples).await?;
-    figures.push(Figures {
-        path: "HTTP API".into(),
-        throughput_per_s: throughput,
-        p50_us: p50,
-        p99_us: p99,
-        ran_on,
-    });
+    let refusals = Refusals::default();
+    let throughput = http_throughput(&handle, &apis, settings, &refusals)
+        .await
+        .with_context(|| stage("HTTP API throughput"))?;
+    let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples, &refusals)
+        .await
+        .with_context(|| stage("HTTP API latency"))?;
+    figures.push(figure("HTTP API", throughput, p50, p99, ran_on, refusals));
 
-    if settings.secure {
-        figures.extend(secure_figures(&handle, n1_http, &settings).await?);
+    if settings.secure && setup == Setup::Single {
+        figures.extend(secure_figures(&handle, n1_http, settings).await?);
+    }
+    if let Some(first) = &leader {
+        // A change of leader during the run shows in the figures' label
+        // rather than being hidden.
+        let now = wait_for_replicas(&handle, 3).await?;
+        if &now != first {
+            eprintln!("herd bench: the Raft leader moved from {first} to {now} during the run");
+            for figure in &mut figures {
+                figure.leader = Some(format!("{first}, then {now}"));
+            }
+        }
     }
 
     server.abort();
     node.shutdown().await;
     peers.stop().await;
     Ok(figures)
+}
+
+/// Waits until the replica group has `voters` voters holding the leader's
+/// log (see [`crate::bench_leader::in_step`]); returns the leader's node.
+async fn wait_for_replicas(handle: &NodeHandle, voters: usize) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let group = handle.cluster().await.map(|status| status.replication);
+        if let Ok(Some(group)) = &group
+            && let Some(leader) = crate::bench_leader::in_step(group, voters)
+        {
+            return Ok(leader);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replica group never had {voters} voters in step: {group:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `--tls --token`: n1's API over plain HTTP without a token, then over
@@ -209,9 +388,14 @@ async fn secure_figures(
     ];
     let mut figures = Vec::new();
     for (path, apis) in [("HTTP n1", plain), ("HTTPS+token n1", secure)] {
-        let throughput = http_throughput(handle, &apis, settings).await?;
-        let (p50, p99, ran_on) = http_latency(&apis[0], settings.latency_samples).await?;
+        let refusals = Refusals::default();
+        let throughput = http_throughput(handle, &apis, settings, &refusals).await?;
+        let (p50, p99, ran_on) =
+            http_latency(&apis[0], settings.latency_samples, &refusals).await?;
         figures.push(Figures {
+            refused: refusals.count(),
+            setup: Setup::Single.label().to_string(),
+            leader: None,
             path: path.into(),
             throughput_per_s: throughput,
             p50_us: p50,
@@ -223,17 +407,47 @@ async fn secure_figures(
     Ok(figures)
 }
 
+/// Waits until every peer answers `/ready`. The cluster view is then
+/// checked through n1's handle ([`wait_for_pools`]) rather than with
+/// [`LocalCluster::wait_ready`], which asks n2 for `/v1/cluster`: n2 must
+/// fetch that from n1's orchestrator over the cluster wire, and with a
+/// single orchestrator that reply currently fails to decode on n2 (502,
+/// `UnexpectedEnd`: `ClusterStatus.replication` is skipped when `None`,
+/// which the wire's bincode cannot read back).
+async fn wait_for_peers(peers: &LocalCluster, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    for node in &peers.nodes {
+        loop {
+            match node.api().get_json("/ready").await {
+                Ok((200, _)) => break,
+                answer => anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{} was not ready within {limit:?}: {answer:?}\n{}",
+                    node.spec.name,
+                    peers.log_tails()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 async fn wait_for_pools(handle: &NodeHandle, count: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = handle.cluster().await?;
-        if status.nodes.iter().filter(|node| node.workers > 0).count() >= count {
+        // With raft replication the orchestrator answers once the group
+        // has a leader: until then every request is refused (no_quorum).
+        let registered = handle
+            .cluster()
+            .await
+            .map(|status| status.nodes.iter().filter(|node| node.workers > 0).count());
+        if matches!(registered, Ok(pools) if pools >= count) {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {} pools registered",
-            status.nodes.iter().filter(|n| n.workers > 0).count()
+            "not {count} pools registered within 30 s: {registered:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -246,10 +460,77 @@ fn noop(index: usize) -> TaskSpec {
     )
 }
 
+/// How long a refused request is retried before the run gives up.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Requests refused because the orchestrator was gone for a moment (no
+/// quorum, an election, the orchestrator stopping) and sent again, each
+/// counted once however often it was refused; with a single orchestrator
+/// there are none.
+#[derive(Default)]
+struct Refusals(std::sync::atomic::AtomicU64);
+
+impl Refusals {
+    fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `attempt` until it succeeds, retrying refusals `retryable` says
+    /// may pass (and counting the request if there was one); any other
+    /// error, or refusals for longer than [`RETRY_FOR`], end the run.
+    async fn retry<T, E, F, Fut>(
+        &self,
+        retryable: fn(&E) -> bool,
+        mut attempt: F,
+    ) -> anyhow::Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        let mut refused = false;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(error) if retryable(&error) && started.elapsed() < RETRY_FOR => {
+                    if !refused {
+                        refused = true;
+                        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// A library call refused while no orchestrator serves (see [`Refusals`]).
+fn orchestrator_gone(error: &herd_actors::ClientError) -> bool {
+    use herd_actors::ClientError::*;
+    matches!(
+        error,
+        NoOrchestrator | NoQuorum { .. } | Unreachable(_) | Timeout(_)
+    )
+}
+
+/// An HTTP call refused while no orchestrator serves (see [`Refusals`]).
+fn api_orchestrator_gone(error: &crate::api_client::ApiClientError) -> bool {
+    matches!(
+        error,
+        crate::api_client::ApiClientError::Api {
+            status: 502..=504,
+            ..
+        } | crate::api_client::ApiClientError::Transport { .. }
+    )
+}
+
 async fn library_throughput(
     handle: &NodeHandle,
     settings: &BenchSettings,
     tasks: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<(f64, Duration)> {
     let started = Instant::now();
     let batches: Vec<Vec<TaskSpec>> = (0..tasks)
@@ -258,7 +539,11 @@ async fn library_throughput(
         .map(|chunk| chunk.iter().map(|i| noop(*i)).collect())
         .collect();
     let ids: Vec<TaskId> = futures::stream::iter(batches)
-        .map(|batch| async move { handle.submit_batch(batch).await })
+        .map(|batch| async move {
+            refusals
+                .retry(orchestrator_gone, || handle.submit_batch(batch.clone()))
+                .await
+        })
         .buffer_unordered(settings.submitters)
         .collect::<Vec<_>>()
         .await
@@ -269,7 +554,13 @@ async fn library_throughput(
         .map(|ack| ack.id)
         .collect();
     let finished = futures::stream::iter(ids)
-        .map(|id| async move { handle.wait_for(id, Duration::from_secs(300)).await })
+        .map(|id| async move {
+            refusals
+                .retry(orchestrator_gone, || {
+                    handle.wait_for(id, Duration::from_secs(300))
+                })
+                .await
+        })
         .buffer_unordered(4096)
         .collect::<Vec<_>>()
         .await;
@@ -283,12 +574,20 @@ async fn library_throughput(
 async fn library_latency(
     handle: &NodeHandle,
     samples: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<(f64, f64, BTreeMap<String, usize>)> {
     let mut latencies = Vec::with_capacity(samples);
     let mut ran_on = BTreeMap::new();
     for index in 0..samples {
         let started = Instant::now();
-        let view = handle.run(noop(index), Duration::from_secs(10)).await?;
+        let ack = refusals
+            .retry(orchestrator_gone, || handle.submit(noop(index)))
+            .await?;
+        let view = refusals
+            .retry(orchestrator_gone, || {
+                handle.wait_for(ack.id, Duration::from_secs(10))
+            })
+            .await?;
         latencies.push(started.elapsed());
         *ran_on
             .entry(view.node.map_or("-".to_string(), |n| n.to_string()))
@@ -298,12 +597,23 @@ async fn library_latency(
     Ok((p50, p99, ran_on))
 }
 
+/// Tasks per second through `apis`, counted by the cluster's succeeded
+/// tasks. A batch refused and sent again (see [`Refusals`]) may have been
+/// taken the first time: the run then ends once as many tasks as were sent
+/// succeeded, a little early.
 async fn http_throughput(
     handle: &NodeHandle,
     apis: &[ApiClient],
     settings: &BenchSettings,
+    refusals: &Refusals,
 ) -> anyhow::Result<f64> {
-    let before = handle.cluster().await?.tasks.succeeded;
+    let succeeded = || async {
+        refusals
+            .retry(orchestrator_gone, || handle.cluster())
+            .await
+            .map(|status| status.tasks)
+    };
+    let before = succeeded().await?.succeeded;
     let started = Instant::now();
     let batches: Vec<Vec<Value>> = (0..settings.tasks)
         .collect::<Vec<_>>()
@@ -315,11 +625,15 @@ async fn http_throughput(
                 .collect()
         })
         .collect();
-    let submitted: Vec<Result<Vec<TaskId>, _>> =
+    let submitted: Vec<anyhow::Result<Vec<TaskId>>> =
         futures::stream::iter(batches.into_iter().enumerate())
             .map(|(index, batch)| {
                 let api = apis[index % apis.len()].clone();
-                async move { api.submit_batch(&batch).await }
+                async move {
+                    refusals
+                        .retry(api_orchestrator_gone, || api.submit_batch(&batch))
+                        .await
+                }
             })
             .buffer_unordered(settings.submitters)
             .collect()
@@ -329,14 +643,13 @@ async fn http_throughput(
     }
     let target = before + settings.tasks as u64;
     loop {
-        let status = handle.cluster().await?;
-        if status.tasks.succeeded >= target {
+        let tasks = succeeded().await?;
+        if tasks.succeeded >= target {
             break;
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
-            "HTTP run did not finish: {:?}",
-            status.tasks
+            "HTTP run did not finish: {tasks:?}"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -346,13 +659,20 @@ async fn http_throughput(
 async fn http_latency(
     api: &ApiClient,
     samples: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<(f64, f64, BTreeMap<String, usize>)> {
     let mut latencies = Vec::with_capacity(samples);
     let mut ran_on = BTreeMap::new();
     for index in 0..samples {
         let started = Instant::now();
-        let id = api.submit("echo", json!(index)).await?;
-        let view = api.task(id, Some(Duration::from_secs(10))).await?;
+        let id = refusals
+            .retry(api_orchestrator_gone, || api.submit("echo", json!(index)))
+            .await?;
+        let view = refusals
+            .retry(api_orchestrator_gone, || {
+                api.task(id, Some(Duration::from_secs(10)))
+            })
+            .await?;
         latencies.push(started.elapsed());
         anyhow::ensure!(
             view.state == TaskState::Succeeded,
@@ -377,7 +697,8 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// Prints figures as a table.
+/// Prints figures as a table; with raft figures, also each path's ratio of
+/// raft to single throughput.
 pub fn print(settings: &BenchSettings, figures: &[Figures]) {
     println!(
         "herd bench: 3 nodes on loopback (n1 embedded in this process, n2 and n3 as processes), {} workers/node, {} no-op tasks per run, batches of {}, {} single-task samples",
@@ -389,16 +710,27 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
             .slot_credit
             .unwrap_or(herd_protocol::defaults::DEFAULT_SLOT_CREDIT)
     );
+    let replicated = settings.replicas > 1;
     match &settings.data_dir {
+        Some(dir) if replicated => println!(
+            "journals: single orchestrator in {}, each replica in {} (every 202 and every result is on disk first)",
+            dir.join("single").display(),
+            dir.join("<node>").display()
+        ),
         Some(dir) => println!(
             "orchestrator journal: {} (every 202 and every result is on disk first)",
             dir.display()
         ),
         None => println!("orchestrator journal: off (in memory)"),
     }
+    if replicated {
+        println!(
+            "single: n1 runs the only orchestrator; raft x3: n1, n2 and n3 each hold a replica of the task book (--replication raft), the leader's node runs the orchestrator"
+        );
+    }
     println!(
-        "{:<12} {:>14} {:>12} {:>12}   single tasks ran on",
-        "path", "tasks/s", "p50 µs", "p99 µs"
+        "{:<8} {:<26} {:>10} {:>10} {:>10} {:>8}   single tasks ran on",
+        "setup", "path", "tasks/s", "p50 µs", "p99 µs", "refused"
     );
     for figure in figures {
         let ran: Vec<String> = figure
@@ -406,13 +738,110 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
             .iter()
             .map(|(node, n)| format!("{node}:{n}"))
             .collect();
+        let path = match &figure.leader {
+            Some(leader) => format!("{} (leader {leader})", figure.path),
+            None => figure.path.clone(),
+        };
         println!(
-            "{:<12} {:>14.0} {:>12.0} {:>12.0}   {}",
-            figure.path,
+            "{:<8} {:<26} {:>10.0} {:>10.0} {:>10.0} {:>8}   {}",
+            figure.setup,
+            path,
             figure.throughput_per_s,
             figure.p50_us,
             figure.p99_us,
+            figure.refused,
             ran.join(" ")
         );
+    }
+    if figures.iter().any(|figure| figure.refused > 0) {
+        println!(
+            "refused: requests (batches, task waits, status reads) refused at least once while no orchestrator served (no quorum, an election, the orchestrator stopping) and sent again; their waits are in the figures"
+        );
+    }
+    for (path, ratio) in throughput_ratios(figures) {
+        println!("raft x3 / single, {path}: {ratio:.2} of the throughput");
+    }
+}
+
+/// For each path measured in both setups: raft throughput / single.
+pub fn throughput_ratios(figures: &[Figures]) -> Vec<(String, f64)> {
+    figures
+        .iter()
+        .filter(|figure| figure.setup == Setup::Raft.label())
+        .filter_map(|raft| {
+            let single = figures
+                .iter()
+                .find(|figure| figure.setup == Setup::Single.label() && figure.path == raft.path)?;
+            Some((
+                raft.path.clone(),
+                raft.throughput_per_s / single.throughput_per_s,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(setup: Setup, path: &str, throughput_per_s: f64) -> Figures {
+        Figures {
+            setup: setup.label().to_string(),
+            leader: None,
+            path: path.to_string(),
+            throughput_per_s,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            ran_on: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_raft_path_with_the_single_one() {
+        let figures = [
+            figure(Setup::Single, "library API", 100.0),
+            figure(Setup::Single, "HTTP API", 200.0),
+            figure(Setup::Single, "HTTP n1", 50.0),
+            figure(Setup::Raft, "library API", 60.0),
+            figure(Setup::Raft, "HTTP API", 90.0),
+        ];
+        assert_eq!(
+            throughput_ratios(&figures),
+            vec![
+                ("library API".to_string(), 0.6),
+                ("HTTP API".to_string(), 0.45)
+            ]
+        );
+        assert!(throughput_ratios(&figures[..3]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_sent_again_and_counted_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Refused(bool);
+        let refusals = Refusals::default();
+        let mut left = 3;
+        let answer = refusals
+            .retry(
+                |error: &Refused| error.0,
+                || {
+                    left -= 1;
+                    let outcome = if left > 0 { Err(Refused(true)) } else { Ok(7) };
+                    async move { outcome }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((answer, refusals.count()), (7, 1));
+        let fatal = refusals
+            .retry(
+                |error: &Refused| error.0,
+                || async { Err::<(), _>(Refused(false)) },
+            )
+            .await;
+        assert!(fatal.is_err());
+        assert_eq!(refusals.count(), 1);
     }
 }

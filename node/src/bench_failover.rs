@@ -8,6 +8,9 @@
 //! - `SIGSTOP` of n3 → n3 is declared down (then `SIGCONT` and rejoin);
 //! - a handler panic → the replacement worker starts its next task.
 //!
+//! With `--replicas 3` it then measures leader rounds on a second cluster of
+//! three raft replicas (see [`crate::bench_leader`]).
+//!
 //! Figures are printed, never asserted.
 
 use std::collections::BTreeMap;
@@ -32,17 +35,25 @@ pub struct Phase {
     pub median_ms: f64,
     /// Worst round, milliseconds.
     pub max_ms: f64,
+    /// Every round, in the order measured, milliseconds.
+    pub rounds_ms: Vec<f64>,
+    /// Anything about the rounds a reader of the figures must know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Median and maximum of `samples`.
 pub fn phase(name: &str, mut samples: Vec<Duration>) -> Phase {
-    samples.sort();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let rounds_ms = samples.iter().map(ms).collect();
+    samples.sort();
     Phase {
         name: name.to_string(),
         rounds: samples.len(),
         median_ms: samples.get(samples.len() / 2).map_or(0.0, ms),
         max_ms: samples.last().map_or(0.0, ms),
+        rounds_ms,
+        note: None,
     }
 }
 
@@ -67,8 +78,27 @@ impl TaskHandler for Chaos {
     }
 }
 
-/// Runs every failover measurement for `rounds` rounds each.
-pub async fn run(rounds: usize) -> anyhow::Result<Vec<Phase>> {
+/// Runs every failover measurement for `rounds` rounds each; with
+/// `replicas` 3, then the raft leader rounds (replicas journaling under
+/// `data_dir`, if given).
+pub async fn run(
+    rounds: usize,
+    replicas: usize,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Phase>> {
+    anyhow::ensure!(
+        matches!(replicas, 1 | 3),
+        "--replicas {replicas}: give 1 (a single orchestrator) or 3 (also the raft leader rounds)"
+    );
+    let mut phases = single_orchestrator(rounds).await?;
+    if replicas == 3 {
+        phases.extend(crate::bench_leader::run(rounds, data_dir).await?);
+    }
+    Ok(phases)
+}
+
+/// The rounds of the single-orchestrator cluster (n1 embedded).
+async fn single_orchestrator(rounds: usize) -> anyhow::Result<Vec<Phase>> {
     let cookie = random_cookie();
     let ports = free_ports(2);
     let seed = vec!["--seed".to_string(), format!("127.0.0.1:{}", ports[0])];
@@ -311,16 +341,38 @@ async fn drain_queue(handle: &NodeHandle) -> anyhow::Result<()> {
 /// What `herd bench failover` measures, for the table's title.
 pub const TITLE: &str = "herd bench failover: n1 embedded (orchestrator), n2 and n3 as processes, default detector settings";
 
+/// Prints the figures as a table under `title`; with `per_round`, then
+/// every round of each phase.
+pub fn print_rounds(title: &str, phases: &[Phase], per_round: bool) {
+    print(title, phases);
+    if per_round {
+        println!("every round, ms, in the order measured:");
+        for phase in phases {
+            let rounds: Vec<String> = phase
+                .rounds_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect();
+            println!("  {:<56} {}", phase.name, rounds.join(", "));
+        }
+    }
+    for phase in phases {
+        if let Some(note) = &phase.note {
+            println!("note: {}: {note}", phase.name);
+        }
+    }
+}
+
 /// Prints the figures as a table under `title`.
 pub fn print(title: &str, phases: &[Phase]) {
     println!("{title}");
     println!(
-        "{:<55} {:>7} {:>12} {:>10}",
+        "{:<58} {:>7} {:>12} {:>10}",
         "phase", "rounds", "median ms", "max ms"
     );
     for phase in phases {
         println!(
-            "{:<55} {:>7} {:>12.3} {:>10.3}",
+            "{:<58} {:>7} {:>12.3} {:>10.3}",
             phase.name, phase.rounds, phase.median_ms, phase.max_ms
         );
     }

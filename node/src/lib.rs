@@ -9,6 +9,7 @@ pub mod api_client;
 pub mod bench;
 pub mod bench_failover;
 pub mod bench_idle;
+pub mod bench_leader;
 pub mod bench_llm;
 pub mod bench_scaling;
 pub mod cli;

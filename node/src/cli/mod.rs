@@ -56,7 +56,7 @@ pub struct BenchArgs {
     /// `throughput` (tasks/s and latency), `failover` (detection and recovery times), `scaling` (decision and reaction times), `llm` (the llm handler's overhead and how closely a provider limit is used) or `idle` (CPU per idle node at several cluster sizes).
     #[arg(default_value = "throughput", value_parser = ["throughput", "failover", "scaling", "llm", "idle"])]
     scenario: String,
-    /// Rounds per failover phase.
+    /// Rounds per failover phase (with --replicas 3 also the number of kill -9 rounds and of SIGSTOP rounds of the Raft leader).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// No-op tasks per throughput run.
@@ -74,9 +74,12 @@ pub struct BenchArgs {
     /// Concurrent submitters in the throughput runs.
     #[arg(long, default_value_t = 4)]
     submitters: usize,
-    /// Journal n1's tasks here (measures durable submission); a fresh temporary directory is fine.
+    /// `throughput`: journal n1's tasks here (measures durable submission); a fresh temporary directory is fine. With --replicas 3, `throughput` journals the single orchestrator into DIR/single and each replica into DIR/n1, DIR/n2, DIR/n3, and `failover` journals its leader rounds' replicas into DIR/n1, DIR/n2, DIR/n3 (a killed leader restarts on its own directory); without it they are in memory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// `throughput`, `failover`: task book replicas. 1: the single orchestrator on n1 only. 3: then also a fresh cluster whose three nodes all have the orchestrator role and `--replication raft`; `throughput` prints both sets of figures and the raft/single throughput ratio (`refused`: requests refused while no orchestrator served, sent again), `failover` adds leader rounds on three `herd node` processes (kill -9 and SIGSTOP of the Raft leader → a survivor shows a new leader, → the first task completed after the signal).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_replicas)]
+    replicas: u8,
     /// `throughput`: attempts the orchestrator gives a pool per slot (`scaling.slot_credit`, 1–16); default: the config default.
     #[arg(long, value_name = "N")]
     slot_credit: Option<u32>,
@@ -99,6 +102,15 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
 }
+/// `--replicas`: 1 or 3.
+fn parse_replicas(text: &str) -> Result<u8, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("give 1 (the single orchestrator) or 3 (also three raft replicas)".to_string()),
+    }
+}
+
 /// Flags of `herd node`. Each also has an environment variable and a config
 /// file key; precedence is flag > environment > file > default.
 #[derive(Args, Debug, Default)]
@@ -177,6 +189,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
+    // A node embedded in the bench (n1) logs to stderr only when asked
+    // (LOG_LEVEL or RUST_LOG), so that the figures stay readable.
+    if (std::env::var_os("LOG_LEVEL").is_some() || std::env::var_os("RUST_LOG").is_some())
+        && let Ok((format, filter)) = crate::telemetry::settings(&|name| std::env::var(name).ok())
+    {
+        crate::telemetry::init(format, filter, "bench");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -197,8 +216,23 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         }
         "failover" => report(
             &args,
-            runtime.block_on(crate::bench_failover::run(args.rounds.max(1))),
-            |phases| crate::bench_failover::print(crate::bench_failover::TITLE, phases),
+            runtime.block_on(crate::bench_failover::run(
+                args.rounds.max(1),
+                usize::from(args.replicas),
+                args.data_dir.as_deref(),
+            )),
+            |phases| {
+                let title = if args.replicas == 3 {
+                    format!(
+                        "{}\n{}",
+                        crate::bench_failover::TITLE,
+                        crate::bench_leader::TITLE
+                    )
+                } else {
+                    crate::bench_failover::TITLE.to_string()
+                };
+                crate::bench_failover::print_rounds(&title, phases, args.replicas == 3)
+            },
         ),
         "idle" => report(
             &args,
@@ -221,6 +255,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 latency_samples: args.latency_samples.max(1),
                 submitters: args.submitters.max(1),
                 data_dir: args.data_dir.clone(),
+                replicas: usize::from(args.replicas),
                 slot_credit: args.slot_credit,
                 secure: args.tls && args.token,
             };
