@@ -129,7 +129,22 @@ async fn a_stuck_pool_on_a_live_node_is_restarted_at_a_monitors_request_and_noth
             );
         }
 
-        // The restarted pool takes work again; every task finishes once.
+        // The restarted pool takes work again once it has registered with
+        // the orchestrator (on a loaded machine the later tasks could
+        // otherwise all finish elsewhere first); every task finishes once.
+        eventually(
+            Duration::from_secs(20),
+            "n2's restarted pool is registered",
+            || {
+                let api = api.clone();
+                async move {
+                    let status = api.cluster().await.ok()?;
+                    let n2 = status.nodes.iter().find(|n| n.name.as_str() == "n2")?;
+                    (n2.workers > 0).then_some(())
+                }
+            },
+        )
+        .await;
         let after = sleep_tasks(200, 20);
         ids.extend(api.submit_batch(&after).await.unwrap());
         let status = wait_finished(&api, 500, Duration::from_secs(120)).await;
