@@ -93,19 +93,7 @@ enum Fault {
 
 /// Runs `rounds` kill -9 rounds and `rounds` SIGSTOP rounds of the leader.
 pub async fn run(rounds: usize, data_dir: Option<&Path>) -> anyhow::Result<Vec<Phase>> {
-    let specs: Vec<NodeSpec> = NAMES
-        .into_iter()
-        .map(|name| {
-            let mut spec = NodeSpec::new(name, "orchestrator,worker,monitor", WORKERS);
-            spec.extra_args = vec!["--replication".into(), "raft".into()];
-            if let Some(dir) = data_dir {
-                spec.extra_args.push("--data-dir".into());
-                spec.extra_args
-                    .push(dir.join(name).to_string_lossy().into_owned());
-            }
-            spec
-        })
-        .collect();
+    let specs = NodeSpec::three_replicas(WORKERS, data_dir);
     let mut cluster = LocalCluster::start(specs.clone(), Duration::from_secs(60)).await?;
     let mut kill = Samples::default();
     let mut stop = Samples::default();

@@ -63,6 +63,24 @@ impl NodeSpec {
             NodeSpec::new("n3", "worker,monitor", workers),
         ]
     }
+
+    /// Three nodes, n1–n3, each with every role and `--replication raft`;
+    /// with `data_dir`, each keeps its replica in `data_dir/<name>`.
+    pub fn three_replicas(workers: u32, data_dir: Option<&Path>) -> Vec<NodeSpec> {
+        ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|name| {
+                let mut spec = NodeSpec::new(name, "orchestrator,worker,monitor", workers);
+                spec.extra_args = vec!["--replication".into(), "raft".into()];
+                if let Some(dir) = data_dir {
+                    spec.extra_args.push("--data-dir".into());
+                    spec.extra_args
+                        .push(dir.join(name).to_string_lossy().into_owned());
+                }
+                spec
+            })
+            .collect()
+    }
 }
 
 /// A running node process.

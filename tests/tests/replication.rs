@@ -14,24 +14,6 @@ use herd_tests::{
 };
 use serde_json::json;
 
-/// Three nodes with every role and raft replication; with `data_dir`, each
-/// keeps its replica in a directory of its own under it.
-fn replicated_nodes(workers: u32, data_dir: Option<&std::path::Path>) -> Vec<NodeSpec> {
-    ["n1", "n2", "n3"]
-        .into_iter()
-        .map(|name| {
-            let mut spec = NodeSpec::new(name, "orchestrator,worker,monitor", workers);
-            spec.extra_args = vec!["--replication".into(), "raft".into()];
-            if let Some(dir) = data_dir {
-                spec.extra_args.push("--data-dir".into());
-                spec.extra_args
-                    .push(dir.join(name).to_string_lossy().into_owned());
-            }
-            spec
-        })
-        .collect()
-}
-
 /// The replica group as node `api` reports it, once it has three voters
 /// that all hold the leader's log (within the 1,000 entries at which the
 /// leader counts a replica caught up: under load, appends are in flight).
@@ -191,7 +173,7 @@ async fn kill_the_leader_during_tasks(cluster: &mut LocalCluster) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_during_tasks_loses_nothing_in_memory() {
     with_deadline(DEADLINE, async {
-        let mut cluster = start_cluster(replicated_nodes(8, None)).await;
+        let mut cluster = start_cluster(NodeSpec::three_replicas(8, None)).await;
         let old_leader = kill_the_leader_during_tasks(&mut cluster).await;
         // `herd status` shows the group as the new leader sees it.
         let survivor = if old_leader == "n1" { "n2" } else { "n1" };
@@ -219,7 +201,7 @@ async fn kill_9_of_the_leader_during_tasks_loses_nothing_in_memory() {
 async fn kill_9_of_the_leader_with_data_directories_loses_nothing_and_it_rejoins_as_itself() {
     with_deadline(DEADLINE, async {
         let data = temp_dir("replication").unwrap();
-        let mut cluster = start_cluster(replicated_nodes(8, Some(data.path()))).await;
+        let mut cluster = start_cluster(NodeSpec::three_replicas(8, Some(data.path()))).await;
         let old_leader = kill_the_leader_during_tasks(&mut cluster).await;
         // The old leader restarts on its data directory: the same replica,
         // back as a voter that follows, with the whole book.
@@ -265,7 +247,7 @@ async fn with_two_of_three_replicas_down_the_survivor_says_no_quorum_and_resumes
 {
     with_deadline(DEADLINE, async {
         let data = temp_dir("replication-quorum").unwrap();
-        let mut cluster = start_cluster(replicated_nodes(4, Some(data.path()))).await;
+        let mut cluster = start_cluster(NodeSpec::three_replicas(4, Some(data.path()))).await;
         let replication = three_voters_in_step(&cluster.api("n1")).await;
         let leader = replication.leader.expect("a leader");
         // The survivor is a follower: the leader and the other go down.
@@ -337,7 +319,7 @@ async fn with_two_of_three_replicas_down_the_survivor_says_no_quorum_and_resumes
 async fn a_frozen_leader_is_deposed_and_once_thawed_stops_leading_and_its_late_results_are_fenced()
 {
     with_deadline(DEADLINE, async {
-        let mut cluster = start_cluster(replicated_nodes(4, None)).await;
+        let mut cluster = start_cluster(NodeSpec::three_replicas(4, None)).await;
         let replication = three_voters_in_step(&cluster.api("n1")).await;
         let leader = replication.leader.expect("a leader");
         let observer_name = if leader == "n1" { "n2" } else { "n1" };
@@ -418,7 +400,7 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
             }
         };
         // n1 founds the group, so it leads: it goes in the namespace.
-        let mut specs = replicated_nodes(4, None);
+        let mut specs = NodeSpec::three_replicas(4, None);
         specs[0].host = net.inner_ip.clone();
         specs[0].wrapper = net.wrapper();
         specs[1].host = net.outer_ip.clone();
@@ -524,7 +506,7 @@ async fn a_replica_whose_data_directory_was_wiped_rejoins_as_a_new_one_and_catch
             "herd.toml",
             "[cluster]\nsnapshot_every_entries = 100\n",
         );
-        let specs = replicated_nodes(8, Some(data.path()))
+        let specs = NodeSpec::three_replicas(8, Some(data.path()))
             .into_iter()
             .map(|spec| NodeSpec {
                 config: Some(config.clone()),
@@ -583,7 +565,7 @@ async fn a_replica_whose_data_directory_was_wiped_rejoins_as_a_new_one_and_catch
 async fn a_rolling_restart_of_every_replica_while_tasks_flow_loses_nothing() {
     with_deadline(DEADLINE, async {
         let data = temp_dir("replication-rolling").unwrap();
-        let mut cluster = start_cluster(replicated_nodes(4, Some(data.path()))).await;
+        let mut cluster = start_cluster(NodeSpec::three_replicas(4, Some(data.path()))).await;
         three_voters_in_step(&cluster.api("n1")).await;
         let apis: Vec<ApiClient> = ["n1", "n2", "n3"]
             .into_iter()
@@ -645,7 +627,7 @@ async fn a_rolling_restart_of_every_replica_while_tasks_flow_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_orchestrator_is_stuck_is_made_to_step_down_by_a_monitor() {
     with_deadline(DEADLINE, async {
-        let specs = replicated_nodes(4, None)
+        let specs = NodeSpec::three_replicas(4, None)
             .into_iter()
             .map(|mut spec| {
                 spec.env.push(("HERD_TEST_HOOKS".into(), "1".into()));
