@@ -88,6 +88,21 @@ pub enum MonitorMsg {
 
 impl ractor::Message for MonitorMsg {}
 
+impl PingResult {
+    /// Records this result in `probe` (a gone actor resets it: its node's
+    /// supervisor replaces it) and returns the verdict, if there is one.
+    fn record_in(self, probe: &mut Probe) -> Option<Verdict> {
+        match self {
+            PingResult::Answered => Some(probe.answered(true)),
+            PingResult::Missed => Some(probe.answered(false)),
+            PingResult::Gone => {
+                probe.reset();
+                None
+            }
+        }
+    }
+}
+
 /// One pool this monitor watches.
 struct Watched {
     pid: u64,
@@ -213,13 +228,8 @@ impl MonitorState {
         else {
             return;
         };
-        let verdict = match result {
-            PingResult::Answered => watched.probe.answered(true),
-            PingResult::Missed => watched.probe.answered(false),
-            PingResult::Gone => {
-                watched.probe.reset();
-                return;
-            }
+        let Some(verdict) = result.record_in(&mut watched.probe) else {
+            return;
         };
         match verdict {
             Verdict::Responsive => {}
@@ -336,13 +346,8 @@ impl MonitorState {
         let Some(watched) = self.watched.get_mut(&node).filter(|w| w.pid == pid) else {
             return;
         };
-        let verdict = match result {
-            PingResult::Answered => watched.probe.answered(true),
-            PingResult::Missed => watched.probe.answered(false),
-            PingResult::Gone => {
-                watched.probe.reset();
-                return;
-            }
+        let Some(verdict) = result.record_in(&mut watched.probe) else {
+            return;
         };
         match verdict {
             Verdict::Responsive => {}
