@@ -289,11 +289,12 @@ pub enum ReplicationMode {
     /// One orchestrator (the senior orchestrator-role node; any other is
     /// refused). Its book is journaled with a data directory, else lost with
     /// its node.
-    #[default]
     Single,
     /// Every orchestrator-role node holds a replica of the book, kept in step
     /// by Raft; the leader runs the orchestrator, and a follower takes over
-    /// when it is lost.
+    /// when it is lost. The default: one orchestrator-role node is a valid
+    /// one-replica group, and each further one joins it.
+    #[default]
     Raft,
 }
 
@@ -344,7 +345,7 @@ impl Default for ClusterSettings {
             reconnect_max: Duration::from_millis(5_000),
             failure_detector: FailureDetectorSettings::default(),
             watchers: DEFAULT_WATCHERS,
-            replication: ReplicationMode::Single,
+            replication: ReplicationMode::default(),
             voters: DEFAULT_VOTERS,
             snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
         }

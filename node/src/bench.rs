@@ -102,7 +102,8 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
 /// The cluster a measurement runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
-    /// n1 has the orchestrator role, n2 and n3 workers and monitors.
+    /// n1 has the orchestrator role with `--replication single`, n2 and n3
+    /// workers and monitors.
     Single,
     /// All three have every role and `--replication raft`.
     Raft,
@@ -204,7 +205,13 @@ async fn measure(
         http: Some(format!("127.0.0.1:{n1_http}")),
         workers: Some(settings.workers.to_string()),
         seeds: Some(peers.nodes.iter().map(|node| node.cluster_addr()).collect()),
-        replication: (setup == Setup::Raft).then(|| "raft".to_string()),
+        replication: Some(
+            match setup {
+                Setup::Single => "single",
+                Setup::Raft => "raft",
+            }
+            .to_string(),
+        ),
         ..Overrides::default()
     };
     let mut config = herd_config::resolve(&overrides, &herd_config::Environment::default())?;

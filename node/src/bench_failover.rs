@@ -117,6 +117,9 @@ async fn single_orchestrator(rounds: usize) -> anyhow::Result<Vec<Phase>> {
         http: Some(format!("127.0.0.1:{}", ports[1])),
         workers: Some("1".into()),
         seeds: Some(peers.nodes.iter().map(|node| node.cluster_addr()).collect()),
+        // These rounds measure worker loss and restarts under one
+        // orchestrator; the raft leader rounds are `bench_leader`'s.
+        replication: Some("single".into()),
         ..Overrides::default()
     };
     let config = herd_config::resolve(&overrides, &herd_config::Environment::default())?;

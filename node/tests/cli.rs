@@ -228,7 +228,7 @@ fn the_http_port_in_use_is_reported() {
 }
 
 /// Runs `herd node` as an orchestrator on `data_dir` (to its refusal).
-fn orchestrator_on(data_dir: &std::path::Path) -> std::process::Output {
+fn single_orchestrator_on(data_dir: &std::path::Path) -> std::process::Output {
     herd(
         &[
             "node",
@@ -242,6 +242,9 @@ fn orchestrator_on(data_dir: &std::path::Path) -> std::process::Output {
             "127.0.0.1:0",
             "--data-dir",
             data_dir.to_str().unwrap(),
+            // The journal (`orchestrator.redb`) is single replication's.
+            "--replication",
+            "single",
         ],
         &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
     )
@@ -262,7 +265,7 @@ fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versi
             .unwrap();
         transaction.commit().unwrap();
     }
-    let output = orchestrator_on(data.path());
+    let output = single_orchestrator_on(data.path());
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(message.contains("orchestrator.redb"), "{message}");
@@ -281,7 +284,7 @@ fn a_zero_length_journal_is_refused_naming_the_file_and_left_untouched() {
     let data = tempfile::tempdir().unwrap();
     let journal = data.path().join("orchestrator.redb");
     std::fs::File::create(&journal).unwrap();
-    let output = orchestrator_on(data.path());
+    let output = single_orchestrator_on(data.path());
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(
@@ -293,6 +296,39 @@ fn a_zero_length_journal_is_refused_naming_the_file_and_left_untouched() {
     assert!(message.contains("move it away"), "{message}");
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
     assert!(!data.path().join("orchestrator.redb.new").exists());
+}
+
+#[test]
+fn by_default_a_zero_length_replica_store_is_refused_naming_the_file_and_left_untouched() {
+    // Raft replication (the default) keeps the replica's log in
+    // replica.redb: an empty one must not become a new replica that forgot
+    // its vote.
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("replica.redb");
+    std::fs::File::create(&store).unwrap();
+    let output = herd(
+        &[
+            "node",
+            "--name",
+            "n1",
+            "--roles",
+            "orchestrator,worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains(&store.display().to_string()), "{message}");
+    assert!(message.contains("is empty"), "{message}");
+    assert!(message.contains("restore"), "{message}");
+    assert!(message.contains("move it away"), "{message}");
+    assert_eq!(std::fs::metadata(&store).unwrap().len(), 0);
 }
 
 #[tokio::test]

@@ -182,12 +182,32 @@ async fn a_frozen_node_is_detected_its_tasks_finish_elsewhere_and_it_rejoins_fen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_orchestrator_killed_and_restarted_with_its_data_dir_completes_every_acknowledged_task()
+async fn the_orchestrator_killed_and_restarted_with_its_journal_completes_every_acknowledged_task()
 {
+    restart_on_data_dir("single", "orchestrator state recovered from the journal").await;
+}
+
+/// The default: n1 is a one-replica raft group, and its replica's log is
+/// what survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_replica_killed_and_restarted_with_its_data_dir_completes_every_acknowledged_task()
+{
+    restart_on_data_dir("raft", "opened the replica store").await;
+}
+
+/// Kills n1 (the orchestrator) during 2,000 tasks and restarts it on its
+/// data directory under `replication`; every acknowledged task must
+/// succeed, and n1's log must say `recovered`.
+async fn restart_on_data_dir(replication: &str, recovered: &str) {
     with_deadline(DEADLINE, async {
         let data = temp_dir("journal").unwrap();
         let mut specs = NodeSpec::three_nodes(4);
-        specs[0].extra_args = vec!["--data-dir".into(), data.path().display().to_string()];
+        specs[0].extra_args = vec![
+            "--data-dir".into(),
+            data.path().display().to_string(),
+            "--replication".into(),
+            replication.into(),
+        ];
         let mut cluster = start_cluster(specs).await;
         let api = cluster.api("n2");
         let mut ids = Vec::new();
@@ -230,10 +250,7 @@ async fn the_orchestrator_killed_and_restarted_with_its_data_dir_completes_every
             "an acknowledged task was lost"
         );
         let log = cluster.node("n1").log_text();
-        assert!(
-            log.contains("orchestrator state recovered from the journal"),
-            "{log}"
-        );
+        assert!(log.contains(recovered), "{log}");
         cluster.stop().await;
     })
     .await;

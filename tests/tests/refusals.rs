@@ -5,10 +5,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::replica::ReplicaRole;
 use herd_protocol::{TaskState, UnixMillis};
 use herd_tests::{
-    DEADLINE, LocalCluster, NodeSpec, all_tasks, eventually, node_state, three_node_cluster,
-    wait_finished, wait_until_busy, with_deadline,
+    DEADLINE, LocalCluster, NodeSpec, all_tasks, eventually, node_state, start_cluster,
+    three_node_cluster, wait_finished, wait_until_busy, with_deadline,
 };
 use serde_json::json;
 
@@ -102,30 +103,34 @@ async fn a_node_with_the_wrong_cookie_cannot_join_nor_see_nor_run_tasks() {
     .await;
 }
 
+/// Under `--replication single` there is one orchestrator: a second
+/// orchestrator-role node is refused (with raft replication it joins the
+/// group instead; see the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_orchestrator_is_refused_with_a_clear_error_and_exit_code_two() {
+async fn with_single_replication_a_second_orchestrator_is_refused_with_a_clear_error_and_exit_code_two()
+ {
     with_deadline(DEADLINE, async {
-        let mut cluster = three_node_cluster(2).await;
-        let seeds: Vec<String> = cluster
+        let single = || ["--replication".to_string(), "single".to_string()];
+        let mut specs = NodeSpec::three_nodes(2);
+        specs[0].extra_args.extend(single());
+        let mut cluster = start_cluster(specs).await;
+        let mut rival_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
+        rival_spec.extra_args = cluster
             .nodes
             .iter()
-            .map(|node| node.cluster_addr())
-            .collect();
-        let mut rival_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
-        rival_spec.extra_args = seeds
-            .iter()
-            .flat_map(|seed| ["--seed".to_string(), seed.clone()])
+            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
+            .chain(single())
             .collect();
         let mut rival = LocalCluster::spawn(vec![rival_spec], &cluster.cookie).unwrap();
         let code = rival.wait_exit("n9", Duration::from_secs(15)).await;
         assert_eq!(code, Some(2), "log:\n{}", rival.log_tails());
         let log = rival.node("n9").log_text();
         assert!(
-        log.contains(
-            "was started with the orchestrator role, but the cluster already runs orchestrator n1"
-        ),
-        "{log}"
-    );
+            log.contains(
+                "was started with the orchestrator role, but the cluster already runs orchestrator n1"
+            ),
+            "{log}"
+        );
         assert!(log.contains("remove `orchestrator` from --roles"), "{log}");
         // The cluster keeps its orchestrator and keeps working.
         let status = cluster.api("n3").cluster().await.unwrap();
@@ -146,13 +151,77 @@ async fn a_second_orchestrator_is_refused_with_a_clear_error_and_exit_code_two()
     .await;
 }
 
+/// With the default (raft) replication, a further orchestrator-role node is
+/// not refused: it joins the replica group, receives the book, and votes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_second_orchestrator_role_node_joins_the_replica_group_and_holds_the_book() {
+    with_deadline(DEADLINE, async {
+        let mut cluster = three_node_cluster(2).await;
+        let before = cluster.api("n2").cluster().await.unwrap();
+        let replication = before.replication.expect("raft is the default");
+        assert_eq!(replication.leader.as_deref(), Some("n1"));
+        assert_eq!(replication.replicas.len(), 1, "{replication:?}");
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(cluster.api(2).submit("echo", json!(i)).await.unwrap());
+        }
+        let mut joiner_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
+        joiner_spec.extra_args = cluster
+            .nodes
+            .iter()
+            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
+            .collect();
+        let mut joiner = LocalCluster::spawn(vec![joiner_spec], &cluster.cookie).unwrap();
+        let api = cluster.api("n3");
+        let group = eventually(
+            Duration::from_secs(30),
+            "n9 votes in the group and holds the leader's log",
+            || {
+                let api = api.clone();
+                async move {
+                    let replication = api.cluster().await.ok()?.replication?;
+                    let leader_at = replication
+                        .replicas
+                        .iter()
+                        .find(|r| r.state == ReplicaRole::Leader)?
+                        .applied_index?;
+                    let joined = replication.replicas.iter().any(|r| {
+                        r.name == "n9"
+                            && r.state == ReplicaRole::Follower
+                            && r.applied_index == Some(leader_at)
+                    });
+                    joined.then_some(replication)
+                }
+            },
+        )
+        .await;
+        assert_eq!(group.leader.as_deref(), Some("n1"), "{group:?}");
+        assert_eq!(group.replicas.len(), 2, "{group:?}");
+        // n9 stays up (no refusal), and its API forwards to the leader.
+        assert!(joiner.nodes[0].pid().is_some());
+        let status = joiner.api("n9").cluster().await.unwrap();
+        assert_eq!(status.orchestrator.as_str(), "n1");
+        for id in ids {
+            let view = joiner
+                .api("n9")
+                .task(id, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+            assert_eq!(view.state, TaskState::Succeeded);
+        }
+        joiner.stop().await;
+        cluster.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestrator_in_the_other_replication_mode_is_refused_with_a_clear_error_and_exit_code_two()
  {
     with_deadline(DEADLINE, async {
         let mut cluster = three_node_cluster(2).await;
         let mut rival_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
-        rival_spec.extra_args = vec!["--replication".into(), "raft".into()];
+        rival_spec.extra_args = vec!["--replication".into(), "single".into()];
         for node in &cluster.nodes {
             rival_spec.extra_args.push("--seed".into());
             rival_spec.extra_args.push(node.cluster_addr());
@@ -162,11 +231,11 @@ async fn an_orchestrator_in_the_other_replication_mode_is_refused_with_a_clear_e
         assert_eq!(code, Some(2), "log:\n{}", rival.log_tails());
         let log = rival.node("n9").log_text();
         assert!(
-            log.contains("node n9") && log.contains("runs --replication raft"),
+            log.contains("node n9") && log.contains("runs --replication single"),
             "{log}"
         );
         assert!(
-            log.contains("runs --replication single; set the same --replication"),
+            log.contains("runs --replication raft; set the same --replication"),
             "{log}"
         );
         // The cluster keeps its orchestrator and keeps working.

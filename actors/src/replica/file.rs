@@ -187,6 +187,7 @@ impl ReplicaFile {
                         OpenFailure::Other(reason) => open_error(reason),
                     })?;
                 let replica_id = settle(&database, &path, Settle::Existing)?;
+                info!(path = %path.display(), replica_id, "opened the replica store; the replica rejoins with its log");
                 Ok(Self::wrap(database, path, replica_id))
             }
         }
