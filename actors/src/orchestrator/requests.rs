@@ -187,7 +187,7 @@ impl OrchestratorState {
             let _ = reply.send(OrchestratorReply::Updated(result));
             return;
         }
-        let overrides = self.scaling.overrides(&self.weights);
+        let overrides = self.scaling.overrides();
         let effects = self.apply(myself, Command::ScalingOverrides(Box::new(overrides)));
         debug_assert!(effects.is_empty(), "scaling overrides change no task");
         let answer = OrchestratorReply::Updated(result);

@@ -96,9 +96,10 @@ pub struct ScalingControl {
     pub(super) settings: ScalingSettings,
     pub(super) base: BTreeMap<AgentType, f64>,
     pub(super) pinned: BTreeSet<AgentType>,
-    /// An operator changed weights or pins (since the configuration, or
-    /// in an earlier term: see `scaling_updates`).
-    pub(super) weights_overridden: bool,
+    /// The weights as the latest agent update by an operator left them
+    /// (in this orchestrator or, resumed, an earlier one: see
+    /// `scaling_updates`); `None` while none was made.
+    pub(super) operator_weights: Option<BTreeMap<AgentType, f64>>,
     /// An operator changed the pool bounds.
     pub(super) bounds_overridden: bool,
     tracker: DemandTracker,
@@ -118,7 +119,7 @@ impl ScalingControl {
             settings,
             base: initial_weights(configured),
             pinned: BTreeSet::new(),
-            weights_overridden: false,
+            operator_weights: None,
             bounds_overridden: false,
             tracker: DemandTracker::default(),
             autoscaler: Autoscaler::default(),

@@ -85,7 +85,7 @@ impl ScalingControl {
             }
             None => {}
         }
-        self.weights_overridden = true;
+        self.operator_weights = Some(weights.clone());
         info!(agent_type = %agent_type, weight = weights[agent_type], pinned = self.pinned.contains(agent_type), "agent type updated by an operator");
         Ok(())
     }
@@ -149,18 +149,22 @@ impl ScalingControl {
     }
 
     /// What operators have changed so far, as the book records it: the
-    /// weights in force (`weights`), the pins and the base weights once any
-    /// agent update succeeded; the pool bounds once any scaling update did.
-    /// The whole state, so recording it after each update makes replaying
-    /// idempotent.
-    pub fn overrides(&self, weights: &BTreeMap<AgentType, f64>) -> ScalingOverrides {
+    /// weights as the latest agent update left them, the pins and the base
+    /// weights once any agent update succeeded; the pool bounds once any
+    /// scaling update did. The whole state, so recording it after each
+    /// update makes replaying idempotent. Weights the rebalancer moved
+    /// since the latest agent update are not in it.
+    pub fn overrides(&self) -> ScalingOverrides {
         ScalingOverrides {
-            weights: self.weights_overridden.then(|| WeightOverrides {
-                weights: weights.clone(),
-                pinned: self.pinned.clone(),
-                base: self.base.clone(),
-            }),
-            pool_bounds: self.bounds_overridden.then(|| PoolBounds {
+            weights: self
+                .operator_weights
+                .as_ref()
+                .map(|weights| WeightOverrides {
+                    weights: weights.clone(),
+                    pinned: self.pinned.clone(),
+                    base: self.base.clone(),
+                }),
+            pool_bounds: self.bounds_overridden.then_some(PoolBounds {
                 min_workers: self.settings.min_workers,
                 max_workers: self.settings.max_workers,
                 scale_up_threshold: self.settings.scale_up_threshold,
@@ -184,11 +188,17 @@ impl ScalingControl {
             self.settings.scale_up_threshold = bounds.scale_up_threshold;
             self.settings.scale_down_threshold = bounds.scale_down_threshold;
             self.bounds_overridden = true;
+            info!(
+                min_workers = bounds.min_workers,
+                max_workers = bounds.max_workers,
+                scale_up_threshold = bounds.scale_up_threshold,
+                scale_down_threshold = bounds.scale_down_threshold,
+                "pool bounds set by an operator resumed from the task book"
+            );
         }
         let Some(recorded) = &overrides.weights else {
             return self.base.clone();
         };
-        self.weights_overridden = true;
         let base: BTreeMap<AgentType, f64> = self
             .base
             .iter()
@@ -204,25 +214,29 @@ impl ScalingControl {
             .filter(|t| self.base.contains_key(*t))
             .cloned()
             .collect();
-        if recorded.weights.keys().eq(self.base.keys()) {
-            return recorded.weights.clone();
-        }
-        let pins: BTreeMap<AgentType, f64> = self
-            .pinned
-            .iter()
-            .filter_map(|t| Some((t.clone(), *recorded.weights.get(t)?)))
-            .collect();
-        match share_around_pins(&self.base, &pins) {
-            Ok(weights) => {
-                self.pinned = pins.into_keys().collect();
-                weights
+        let weights = if recorded.weights.keys().eq(self.base.keys()) {
+            recorded.weights.clone()
+        } else {
+            let pins: BTreeMap<AgentType, f64> = self
+                .pinned
+                .iter()
+                .filter_map(|t| Some((t.clone(), *recorded.weights.get(t)?)))
+                .collect();
+            match share_around_pins(&self.base, &pins) {
+                Ok(weights) => {
+                    self.pinned = pins.into_keys().collect();
+                    weights
+                }
+                Err(NoRoom { room, floor }) => {
+                    warn!(pinned = ?pins, room, floor, "the recorded pinned weights do not fit the configured agent types; starting without pins");
+                    self.pinned.clear();
+                    self.base.clone()
+                }
             }
-            Err(NoRoom { room, floor }) => {
-                warn!(pinned = ?pins, room, floor, "the recorded pinned weights do not fit the configured agent types; starting without pins");
-                self.pinned.clear();
-                self.base.clone()
-            }
-        }
+        };
+        info!(weights = ?weights, pinned = ?self.pinned, "agent weights set by an operator resumed from the task book");
+        self.operator_weights = Some(weights.clone());
+        weights
     }
 }
 
@@ -327,7 +341,7 @@ mod tests {
         let mut w = weights();
         let mut leader = ScalingControl::new(ScalingSettings::default(), &w);
         assert_eq!(
-            leader.overrides(&w),
+            leader.overrides(),
             ScalingOverrides::default(),
             "nothing changed, nothing to record"
         );
@@ -354,6 +368,13 @@ mod tests {
                 },
             )
             .unwrap();
+        let as_operators_left_them = w.clone();
+        // The rebalancer then moves unpinned weights: its decisions are not
+        // recorded, not even by a later scaling update.
+        let (c, d) = (AgentType::new("c"), AgentType::new("d"));
+        let moved = w[&c] / 2.0;
+        *w.get_mut(&c).unwrap() -= moved;
+        *w.get_mut(&d).unwrap() += moved;
         leader
             .update_bounds(&ScalingUpdate {
                 min_workers: Some(3),
@@ -362,12 +383,12 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let recorded = leader.overrides(&w);
+        let recorded = leader.overrides();
 
         // The next orchestrator starts from the configuration, then resumes.
         let mut next = ScalingControl::new(ScalingSettings::default(), &weights());
         let resumed = next.resume(&recorded);
-        assert_eq!(resumed, w);
+        assert_eq!(resumed, as_operators_left_them);
         assert!(next.is_pinned(&a) && !next.is_pinned(&b));
         assert!((resumed[&a] - 0.7).abs() < 1e-9);
         let status = next.status();
@@ -379,12 +400,12 @@ mod tests {
         );
         assert_eq!(next.initial_weights(), leader.initial_weights());
         // It records the same again: a resumed loop's next update carries them on.
-        assert_eq!(next.overrides(&resumed), recorded);
+        assert_eq!(next.overrides(), recorded);
 
         // Without overrides: the configuration, and nothing recorded.
         let mut fresh = ScalingControl::new(ScalingSettings::default(), &weights());
         assert_eq!(fresh.resume(&ScalingOverrides::default()), weights());
-        assert_eq!(fresh.overrides(&weights()), ScalingOverrides::default());
+        assert_eq!(fresh.overrides(), ScalingOverrides::default());
     }
 
     #[test]
@@ -401,7 +422,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let recorded = leader.overrides(&w);
+        let recorded = leader.overrides();
         // The next orchestrator is configured without `d` and with `e`.
         let configured: BTreeMap<AgentType, f64> = ["a", "b", "c", "e"]
             .iter()
