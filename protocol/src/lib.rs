@@ -29,7 +29,11 @@ pub use time::UnixMillis;
 /// Version of the herd wire protocol. Nodes refuse peers with a different
 /// version: message layouts are positional (bincode), so a mismatch would
 /// decode into garbage rather than fail loudly.
-pub const PROTOCOL_VERSION: u32 = 5;
+///
+/// 6: raft log entries may carry the task book's `ScalingOverrides`
+/// command, and replica snapshots its scaling overrides, which a node of
+/// version 5 cannot decode.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The herd release this crate belongs to, reported in node greetings.
 pub const HERD_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -257,6 +257,58 @@ async fn restart_on_data_dir(replication: &str, recovered: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_weight_and_pool_bounds_survive_a_restart_of_the_orchestrator_on_its_data_dir() {
+    with_deadline(DEADLINE, async {
+        let data = temp_dir("journal-scaling").unwrap();
+        let mut spec = NodeSpec::new("n1", "orchestrator,worker,monitor", 2);
+        spec.extra_args = vec!["--data-dir".into(), data.path().display().to_string()];
+        let mut cluster = start_cluster(vec![spec]).await;
+        let api = cluster.api("n1");
+        let answer = api
+            .update_agent("sleep", &json!({ "weight": 0.7 }))
+            .await
+            .unwrap();
+        assert_eq!(answer["pinned"], json!(true), "{answer}");
+        api.update_scaling(&json!({ "max_workers": 30, "scale_up_threshold": 0.95 }))
+            .await
+            .unwrap();
+        let before = api.cluster().await.unwrap();
+
+        cluster.kill("n1").await;
+        cluster.restart("n1").unwrap();
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let after = eventually(
+            Duration::from_secs(10),
+            "the restarted orchestrator answers",
+            || {
+                let api = cluster.api("n1");
+                async move { api.cluster().await.ok() }
+            },
+        )
+        .await;
+        let sleep = &after.agents[&"sleep".into()];
+        assert!(sleep.pinned, "{:?}", after.agents);
+        assert!((sleep.weight - 0.7).abs() < 1e-9, "{:?}", after.agents);
+        assert!((after.agents[&"echo".into()].weight - 0.3).abs() < 1e-9);
+        assert_eq!(after.scaling, before.scaling);
+        assert_eq!(
+            (after.scaling.max_workers, after.scaling.scale_up_threshold),
+            (30, 0.95)
+        );
+        let log = cluster.node("n1").log_text();
+        assert!(
+            log.contains("orchestrator state recovered from the journal"),
+            "{log}"
+        );
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_worker_node_hands_back_long_tasks_and_it_leaves() {
     with_deadline(DEADLINE, async {
         let mut specs = NodeSpec::three_nodes(2);

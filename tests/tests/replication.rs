@@ -198,6 +198,58 @@ async fn kill_9_of_the_leader_during_tasks_loses_nothing_in_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_weight_and_pool_bounds_set_at_run_time_survive_kill_9_of_the_leader() {
+    with_deadline(DEADLINE, async {
+        let mut cluster = start_cluster(NodeSpec::three_replicas(2, None)).await;
+        let api = cluster.api("n2");
+        let leader = three_voters_in_step(&api).await.leader.expect("a leader");
+        // Through a follower: the API forwards to the leader, which answers
+        // once the change is committed on a majority.
+        let observer = cluster.api(if leader == "n1" { "n2" } else { "n1" });
+        let answer = observer
+            .update_agent("echo", &json!({ "weight": 0.8 }))
+            .await
+            .unwrap();
+        assert_eq!(answer["pinned"], json!(true), "{answer}");
+        let bounds = json!({
+            "min_workers": 2,
+            "max_workers": 40,
+            "scale_up_threshold": 0.9,
+            "scale_down_threshold": 0.1,
+        });
+        let answer = observer.update_scaling(&bounds).await.unwrap();
+        assert_eq!(answer["max_workers"], json!(40), "{answer}");
+        let before = observer.cluster().await.unwrap();
+        assert_eq!(before.orchestrator.as_str(), leader);
+
+        cluster.kill(leader.as_str()).await;
+        let elected = new_leader(&observer, &leader).await;
+        let after = cluster.api(elected.as_str()).cluster().await.unwrap();
+        assert_eq!(after.orchestrator.as_str(), elected);
+        let echo = &after.agents[&"echo".into()];
+        assert!(echo.pinned, "{:?}", after.agents);
+        assert!((echo.weight - 0.8).abs() < 1e-9, "{:?}", after.agents);
+        let sleep = &after.agents[&"sleep".into()];
+        assert!(!sleep.pinned);
+        assert!((sleep.weight - 0.2).abs() < 1e-9, "{:?}", after.agents);
+        assert_eq!(after.scaling, before.scaling);
+        assert_eq!(
+            (after.scaling.min_workers, after.scaling.max_workers),
+            (2, 40)
+        );
+        assert_eq!(
+            (
+                after.scaling.scale_up_threshold,
+                after.scaling.scale_down_threshold
+            ),
+            (0.9, 0.1)
+        );
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_with_data_directories_loses_nothing_and_it_rejoins_as_itself() {
     with_deadline(DEADLINE, async {
         let data = temp_dir("replication").unwrap();

@@ -2,19 +2,27 @@
 //! snapshot) starts with the format version it was written in, and the file
 //! records its version too, so a release never misreads data written by
 //! another one. The payload after the version is the codec's encoding of a
-//! [`crate::task_book::Command`] or of the [`crate::task_book::TaskBook`].
+//! [`crate::task_book::Command`] or, for the snapshot, of the
+//! [`crate::task_book::TaskBook`] (see [`encode_snapshot`]).
 //!
 //! Versions:
 //! - 1: before tenants. Still read: [`decode`] reads a version 1 value in
 //!   herd-protocol's `without_tenants` mode, where every task
-//!   belongs to the default tenant. Values are rewritten in version 2 as the
-//!   journal snapshots, so a migrated file holds no version 1 value for long.
+//!   belongs to the default tenant. Values are rewritten in the current
+//!   version as the journal snapshots, so a migrated file holds no version 1
+//!   value for long.
 //! - 2: tasks carry their tenant; pending queues are per tenant.
+//! - 3: entries may be `Command::ScalingOverrides`, and the snapshot is the
+//!   book followed by its scaling overrides (a book's encoding leaves them
+//!   out). Version 1 and 2 snapshots are a bare book: no overrides.
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::task_book::{ScalingOverrides, TaskBook};
 
 /// The version this release writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// The oldest version this release reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
@@ -70,6 +78,45 @@ pub fn decode<T: DeserializeOwned>(
     } else {
         herd_protocol::codec::decode_stored(payload)
     }
+}
+
+/// A snapshot's payload from version 3, as encoded.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    book: &'a TaskBook,
+    scaling_overrides: &'a ScalingOverrides,
+}
+
+/// A snapshot's payload from version 3, as decoded.
+#[derive(Deserialize)]
+struct SnapshotIn {
+    book: TaskBook,
+    scaling_overrides: ScalingOverrides,
+}
+
+/// The payload of a snapshot of `book` in the current version.
+pub fn encode_snapshot(book: &TaskBook) -> Result<Vec<u8>, herd_protocol::codec::EncodeError> {
+    herd_protocol::codec::encode(&SnapshotOut {
+        book,
+        scaling_overrides: book.scaling_overrides(),
+    })
+}
+
+/// The book of a snapshot payload written in `version` (without the
+/// settings and agent types, which the caller gives it).
+pub fn decode_snapshot(
+    version: u16,
+    payload: &[u8],
+) -> Result<TaskBook, herd_protocol::codec::DecodeError> {
+    if version < 3 {
+        return decode(version, payload);
+    }
+    let SnapshotIn {
+        mut book,
+        scaling_overrides,
+    } = decode(version, payload)?;
+    book.restore_scaling_overrides(scaling_overrides);
+    Ok(book)
 }
 
 /// True when a file marked `version` can be opened by this release.

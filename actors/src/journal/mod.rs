@@ -15,6 +15,7 @@ pub(crate) mod preflight;
 mod store;
 mod writer;
 
+pub use format::encode_snapshot;
 pub use store::{FILE_NAME, JournalStore, StoreError};
 pub use writer::{JournalWriter, WriterEvent};
 
@@ -95,7 +96,7 @@ mod tests {
                 .unwrap();
             let _ = original.apply(Command::Submit(submission));
         }
-        let snapshot = herd_protocol::codec::encode(&original).unwrap();
+        let snapshot = encode_snapshot(&original).unwrap();
         assert!(snapshot.len() > herd_protocol::limits::CLUSTER_FRAME_LIMIT_BYTES);
         store.snapshot(24, &snapshot).unwrap();
         drop(store);
@@ -204,7 +205,7 @@ mod tests {
                 store.append(&batch).unwrap();
                 batch.clear();
                 store
-                    .snapshot(sequence, &herd_protocol::codec::encode(&original).unwrap())
+                    .snapshot(sequence, &encode_snapshot(&original).unwrap())
                     .unwrap();
                 assert_eq!(
                     store.journal_len().unwrap(),
@@ -469,6 +470,108 @@ mod tests {
     }
 
     #[test]
+    fn scaling_overrides_survive_replay_and_a_snapshot() {
+        use crate::task_book::ScalingOverrides;
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path()).unwrap();
+        let mut original = book();
+        let overrides = ScalingOverrides::example();
+        let submit = Command::Submit(
+            original
+                .validate_submission(
+                    vec![(TaskId::new_v7(), TaskSpec::new("echo", JsonText::null()))],
+                    UnixMillis(5),
+                )
+                .unwrap(),
+        );
+        let record = Command::ScalingOverrides(Box::new(overrides.clone()));
+        let entries: Vec<(u64, Vec<u8>)> = [submit, record]
+            .into_iter()
+            .enumerate()
+            .map(|(index, command)| {
+                let bytes = herd_protocol::codec::encode(&command).unwrap();
+                let _ = original.apply(command);
+                (index as u64 + 1, bytes)
+            })
+            .collect();
+        store.append(&entries).unwrap();
+        let replayed = store.recover(book()).unwrap().book;
+        assert_eq!(replayed.scaling_overrides(), &overrides);
+
+        // The snapshot replaces the entries: it must carry them.
+        store
+            .snapshot(2, &encode_snapshot(&original).unwrap())
+            .unwrap();
+        assert_eq!(store.journal_len().unwrap(), 0);
+        drop(store);
+        let recovered = JournalStore::open(dir.path())
+            .unwrap()
+            .recover(book())
+            .unwrap()
+            .book;
+        assert_eq!(recovered.scaling_overrides(), &overrides);
+        assert_eq!(observe(&recovered), observe(&original));
+    }
+
+    #[test]
+    fn a_format_2_journal_with_a_snapshot_replays_and_has_no_scaling_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = book();
+        let submit = |book: &TaskBook, at: u64| {
+            Command::Submit(
+                book.validate_submission(
+                    vec![(TaskId::new_v7(), TaskSpec::new("sleep", JsonText::null()))],
+                    UnixMillis(at),
+                )
+                .unwrap(),
+            )
+        };
+        let before_snapshot = submit(&original, 5);
+        let _ = original.apply(before_snapshot);
+        // Written as format 2 wrote it: a bare book, then one later entry.
+        let old_snapshot = herd_protocol::codec::encode(&original).unwrap();
+        let after_snapshot = submit(&original, 6);
+        let old_entry = herd_protocol::codec::encode(&after_snapshot).unwrap();
+        let _ = original.apply(after_snapshot);
+        drop(JournalStore::open(dir.path()).unwrap());
+        {
+            let database = redb::Database::create(dir.path().join("orchestrator.redb")).unwrap();
+            let transaction = database.begin_write().unwrap();
+            {
+                let mut meta = transaction.open_table(store::META).unwrap();
+                meta.insert("format", 2u16.to_be_bytes().as_slice())
+                    .unwrap();
+                meta.insert("snapshot", format::seal_as(2, &old_snapshot).as_slice())
+                    .unwrap();
+                meta.insert("snapshot_seq", 1u64.to_be_bytes().as_slice())
+                    .unwrap();
+                let mut journal = transaction.open_table(store::JOURNAL).unwrap();
+                journal
+                    .insert(2u64, format::seal_as(2, &old_entry).as_slice())
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+        }
+        let store = JournalStore::open(dir.path()).unwrap();
+        let recovered = store.recover(book()).unwrap();
+        assert_eq!(recovered.last_sequence, 2);
+        assert_eq!(observe(&recovered.book), observe(&original));
+        assert_eq!(
+            recovered.book.scaling_overrides(),
+            &crate::task_book::ScalingOverrides::default()
+        );
+        // The migrated file takes today's entries after the old ones.
+        let overrides = crate::task_book::ScalingOverrides::example();
+        let record = Command::ScalingOverrides(Box::new(overrides.clone()));
+        store
+            .append(&[(3, herd_protocol::codec::encode(&record).unwrap())])
+            .unwrap();
+        let again = store.recover(book()).unwrap().book;
+        assert_eq!(again.scaling_overrides(), &overrides);
+        assert_eq!(observe(&again), observe(&original));
+    }
+
+    #[test]
     fn a_journal_of_another_format_version_is_refused_naming_file_and_versions() {
         let dir = tempfile::tempdir().unwrap();
         drop(JournalStore::open(dir.path()).unwrap());
@@ -488,7 +591,7 @@ mod tests {
             .to_string();
         assert!(error.contains("orchestrator.redb"), "{error}");
         assert!(error.contains("format version 9"), "{error}");
-        assert!(error.contains("reads format versions 1 to 2"), "{error}");
+        assert!(error.contains("reads format versions 1 to 3"), "{error}");
         assert!(!error.contains("delete"), "{error}");
 
         // One record of another version inside a current file is refused too.

@@ -240,7 +240,11 @@ impl JournalStore {
                             format::encode_file_version(FORMAT_VERSION).as_slice(),
                         )
                         .map_err(io)?;
-                        info!(path = %self.path.display(), from = found, to = FORMAT_VERSION, "migrating the orchestrator journal: tasks written before tenants belong to the default tenant");
+                        if found < 2 {
+                            info!(path = %self.path.display(), from = found, to = FORMAT_VERSION, "migrating the orchestrator journal: tasks written before tenants belong to the default tenant");
+                        } else {
+                            info!(path = %self.path.display(), from = found, to = FORMAT_VERSION, "migrating the orchestrator journal");
+                        }
                     }
                 }
                 None => {
@@ -295,7 +299,7 @@ impl JournalStore {
         let mut book = match meta.get("snapshot").map_err(io)? {
             Some(bytes) => {
                 let (version, payload) = self.unseal("the snapshot", bytes.value())?;
-                let mut book: TaskBook = format::decode(version, payload)
+                let mut book = format::decode_snapshot(version, payload)
                     .map_err(|e| self.corrupt("snapshot", &e.to_string()))?;
                 book.reconfigure_like(&empty);
                 book
@@ -340,8 +344,9 @@ impl JournalStore {
         transaction.commit().map_err(io)
     }
 
-    /// Stores a snapshot covering everything up to `sequence` and deletes the
-    /// journal entries it covers, in one transaction.
+    /// Stores a snapshot covering everything up to `sequence` (`book`
+    /// encoded by [`super::encode_snapshot`]) and deletes the journal entries
+    /// it covers, in one transaction.
     pub fn snapshot(&self, sequence: u64, book: &[u8]) -> Result<(), StoreError> {
         let transaction = self.database.begin_write().map_err(io)?;
         {

@@ -86,7 +86,7 @@ impl OrchestratorState {
         self.durability.flush();
         if self.durability.snapshot_due() {
             let started = Instant::now();
-            let snapshot = herd_protocol::codec::encode(&self.book)
+            let snapshot = crate::journal::encode_snapshot(&self.book)
                 .map_err(|e| format!("the task book could not be encoded: {e}"))?;
             debug!(
                 bytes = snapshot.len(),

@@ -9,6 +9,7 @@ use herd_protocol::messages::orchestrator::{
     DrainOutcome, MemberState, OrchestratorReply, OrchestratorRequest, RequestFailure, RetryOutcome,
 };
 use herd_protocol::messages::pool::PoolCast;
+use herd_protocol::messages::scaling::UpdateRejection;
 use herd_protocol::{AgentType, JsonText, Mailbox, NodeName, TaskId, TaskSpec, UnixMillis};
 use ractor::{ActorRef, RpcReplyPort};
 use tracing::info;
@@ -89,10 +90,11 @@ impl OrchestratorState {
                     self.weights_changed();
                     self.schedule_dispatch(myself);
                 }
-                OrchestratorReply::Updated(result)
+                return self.answer_scaling_update(myself, result, reply);
             }
             OrchestratorRequest::UpdateScaling(update) => {
-                OrchestratorReply::Updated(self.scaling.update_bounds(&update))
+                let result = self.scaling.update_bounds(&update);
+                return self.answer_scaling_update(myself, result, reply);
             }
             OrchestratorRequest::DrainNode(name) => {
                 OrchestratorReply::Drain(self.drain_node(&name))
@@ -167,6 +169,28 @@ impl OrchestratorState {
         self.schedule_dispatch(myself);
         // 202 means durable: the answer waits for the journal.
         let answer = OrchestratorReply::Submitted(Ok(acks));
+        self.release(myself, Deferred::Reply(reply, Box::new(answer)));
+    }
+
+    /// Records what operators have changed, after a successful scaling
+    /// update, in the book (the whole overrides, so a new leader or a
+    /// replayed journal resumes them) and answers once that is durable, as
+    /// a 202 waits for its submission. A refused update changed nothing:
+    /// nothing is recorded and it is answered at once.
+    fn answer_scaling_update(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        result: Result<(), UpdateRejection>,
+        reply: RpcReplyPort<OrchestratorReply>,
+    ) {
+        if result.is_err() {
+            let _ = reply.send(OrchestratorReply::Updated(result));
+            return;
+        }
+        let overrides = self.scaling.overrides();
+        let effects = self.apply(myself, Command::ScalingOverrides(Box::new(overrides)));
+        debug_assert!(effects.is_empty(), "scaling overrides change no task");
+        let answer = OrchestratorReply::Updated(result);
         self.release(myself, Deferred::Reply(reply, Box::new(answer)));
     }
 

@@ -86,11 +86,22 @@ impl ScalingPlan {
     }
 }
 
-/// The scaling loop's memory.
+/// The scaling loop's memory. Of it, only what operators changed (weights,
+/// pins, pool bounds) outlives this orchestrator: it is recorded in the task
+/// book and resumed by the next one (see `scaling_updates`). Measured
+/// demand, the autoscaler's window, weights the rebalancer moved and the
+/// decision history start afresh with each orchestrator: they follow the
+/// load, which the next one measures again.
 pub struct ScalingControl {
     pub(super) settings: ScalingSettings,
     pub(super) base: BTreeMap<AgentType, f64>,
     pub(super) pinned: BTreeSet<AgentType>,
+    /// The weights as the latest agent update by an operator left them
+    /// (in this orchestrator or, resumed, an earlier one: see
+    /// `scaling_updates`); `None` while none was made.
+    pub(super) operator_weights: Option<BTreeMap<AgentType, f64>>,
+    /// An operator changed the pool bounds.
+    pub(super) bounds_overridden: bool,
     tracker: DemandTracker,
     autoscaler: Autoscaler,
     started: Instant,
@@ -108,6 +119,8 @@ impl ScalingControl {
             settings,
             base: initial_weights(configured),
             pinned: BTreeSet::new(),
+            operator_weights: None,
+            bounds_overridden: false,
             tracker: DemandTracker::default(),
             autoscaler: Autoscaler::default(),
             started: now,

@@ -1,6 +1,7 @@
 //! What the orchestrator holds, and how it is built at start: the task book
 //! (recovered from the journal when there is one), the pools, weights,
-//! circuits and scaling state.
+//! circuits and scaling state (resuming operators' scaling changes the book
+//! recorded).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -131,8 +132,11 @@ impl OrchestratorState {
             .iter()
             .map(|(t, e)| (t.clone(), e.weight))
             .collect();
-        let scaling = ScalingControl::new(args.scaling.clone(), &configured);
-        let weights = scaling.initial_weights();
+        let mut scaling = ScalingControl::new(args.scaling.clone(), &configured);
+        // Operators' pins and bounds outlive the orchestrator that took
+        // them: the book recorded them (a new leader's copy, a replayed
+        // journal); the loop's own decisions start afresh.
+        let weights = scaling.resume(book.scaling_overrides());
         let borrow_order = borrow_order(&weights);
         let llm_types = args
             .agent_types

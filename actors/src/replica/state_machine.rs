@@ -28,7 +28,7 @@ use super::file::{ReplicaFile, ReplicaFileError, SNAPSHOT, SNAPSHOT_DATA_KEY, SN
 use super::types::{
     BatchApplied, ReplicaEntry, ReplicaId, ReplicaNode, ReplicaStorageError, ReplicaTypes,
 };
-use crate::task_book::{BookConfiguration, TaskBook};
+use crate::task_book::{BookConfiguration, ScalingOverrides, TaskBook};
 
 /// The last applied log id of a replica.
 pub type AppliedLogId = Option<LogId<ReplicaId>>;
@@ -55,6 +55,11 @@ struct SnapshotOut<'a> {
     /// The book's settings and agent types (a book's encoding leaves them
     /// out): the last `Configure` in the log it covers, or the template's.
     configuration: BookConfiguration,
+    /// The book's scaling overrides (left out of its encoding too): the
+    /// last `ScalingOverrides` in the log it covers. Last, so that a
+    /// snapshot written before it existed is told apart (see
+    /// [`decode_snapshot`]).
+    scaling_overrides: &'a ScalingOverrides,
 }
 
 /// A snapshot's content, as decoded: the same fields as [`SnapshotOut`].
@@ -64,6 +69,44 @@ struct SnapshotIn {
     last_membership: AppliedMembership,
     book: TaskBook,
     configuration: BookConfiguration,
+    scaling_overrides: ScalingOverrides,
+}
+
+/// A snapshot written by a release before scaling overrides were
+/// replicated: [`SnapshotIn`] without its last field. Such a book had no
+/// overrides.
+#[derive(Deserialize)]
+struct SnapshotBeforeScalingOverrides {
+    last_applied: AppliedLogId,
+    last_membership: AppliedMembership,
+    book: TaskBook,
+    configuration: BookConfiguration,
+}
+
+impl From<SnapshotBeforeScalingOverrides> for SnapshotIn {
+    fn from(old: SnapshotBeforeScalingOverrides) -> SnapshotIn {
+        SnapshotIn {
+            last_applied: old.last_applied,
+            last_membership: old.last_membership,
+            book: old.book,
+            configuration: old.configuration,
+            scaling_overrides: ScalingOverrides::default(),
+        }
+    }
+}
+
+impl SnapshotIn {
+    /// The state it holds: the book with what its encoding left out put back.
+    fn into_applied(self) -> Applied {
+        let mut book = self.book;
+        book.reconfigure_to(self.configuration);
+        book.restore_scaling_overrides(self.scaling_overrides);
+        Applied {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership,
+            book,
+        }
+    }
 }
 
 /// The current snapshot: what `get_current_snapshot` hands out.
@@ -156,18 +199,7 @@ impl ReplicaStateMachine {
         stored: Option<(CurrentSnapshot, SnapshotIn)>,
     ) -> ReplicaStateMachine {
         let (current, applied) = match stored {
-            Some((current, content)) => {
-                let mut book = content.book;
-                book.reconfigure_to(content.configuration);
-                (
-                    Some(current),
-                    Applied {
-                        last_applied: content.last_applied,
-                        last_membership: content.last_membership,
-                        book,
-                    },
-                )
-            }
+            Some((current, content)) => (Some(current), content.into_applied()),
             None => (
                 None,
                 Applied {
@@ -315,10 +347,19 @@ fn load_snapshot(
     Ok(Some((CurrentSnapshot { meta, data }, content)))
 }
 
-/// Decodes a snapshot's data and checks it is what `meta` says.
+/// Decodes a snapshot's data and checks it is what `meta` says. Data of a
+/// release before scaling overrides were replicated (a data directory kept
+/// across the upgrade) lacks the last field: decoding it as today's runs
+/// out of bytes, and decoding today's as the old layout leaves bytes over,
+/// so the two never pass for each other.
 fn decode_snapshot(meta: &ReplicaSnapshotMeta, data: &[u8]) -> Result<SnapshotIn, SnapshotError> {
-    let content: SnapshotIn =
-        herd_protocol::codec::decode_stored(data).map_err(|e| SnapshotError::Undecodable {
+    let content: SnapshotIn = herd_protocol::codec::decode_stored(data)
+        .or_else(|error| {
+            herd_protocol::codec::decode_stored::<SnapshotBeforeScalingOverrides>(data)
+                .map(SnapshotIn::from)
+                .map_err(|_| error)
+        })
+        .map_err(|e| SnapshotError::Undecodable {
             snapshot_id: meta.snapshot_id.clone(),
             reason: e.to_string(),
         })?;
@@ -373,6 +414,7 @@ impl RaftSnapshotBuilder<ReplicaTypes> for ReplicaSnapshotBuilder {
                 last_membership: &applied.last_membership,
                 book: &applied.book,
                 configuration: applied.book.configuration(),
+                scaling_overrides: applied.book.scaling_overrides(),
             })
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
             // A random part keeps ids unique across restarts: two different
@@ -488,8 +530,7 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
         let content = decode_snapshot(meta, &data).map_err(|e| {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
         })?;
-        let mut book = content.book;
-        book.reconfigure_to(content.configuration);
+        let installed = content.into_applied();
         let current = CurrentSnapshot {
             meta: meta.clone(),
             data,
@@ -504,11 +545,7 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
                 .applied
                 .write()
                 .map_err(|e| StorageIOError::write_state_machine(poisoned(e)))?;
-            *applied = Applied {
-                last_applied: content.last_applied,
-                last_membership: content.last_membership,
-                book,
-            };
+            *applied = installed;
         }
         tracing::info!(
             through = ?meta.last_log_id,

@@ -19,11 +19,13 @@ use openraft::{
 
 use super::file::{FILE_NAME, ReplicaFile};
 use super::log_store::ReplicaLogStore;
-use super::state_machine::ReplicaStateMachine;
+use super::state_machine::{AppliedLogId, AppliedMembership, ReplicaStateMachine};
 use super::types::{
     BatchApplied, CommandBatch, ReplicaEntry, ReplicaId, ReplicaStorageError, ReplicaTypes,
 };
-use crate::task_book::{AgentTypeSettings, Command, Effect, TaskBook, TaskBookSettings};
+use crate::task_book::{
+    AgentTypeSettings, Command, Effect, ScalingOverrides, TaskBook, TaskBookSettings,
+};
 
 pub(super) fn template() -> TaskBook {
     TaskBook::new(
@@ -425,6 +427,89 @@ async fn a_snapshot_that_does_not_decode_is_refused_and_changes_nothing() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn scaling_overrides_survive_a_snapshot_its_install_and_a_restart_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = ScalingOverrides::example();
+    let mut scenario = Scenario::new();
+    let mut commands = scenario.batch(3);
+    commands.push(Command::ScalingOverrides(Box::new(overrides.clone())));
+    let _ = scenario.book.apply(commands[3].clone());
+    let file = ReplicaFile::open(dir.path()).unwrap();
+    let mut leader = ReplicaStateMachine::open(template(), file).unwrap();
+    leader
+        .apply(vec![
+            batch_entry(1, commands),
+            batch_entry(2, scenario.batch(2)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        leader.book().copy_of_book().1.scaling_overrides(),
+        &overrides
+    );
+
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut follower = ReplicaStateMachine::in_memory(template());
+    let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+    *receiving = *snapshot.snapshot;
+    follower
+        .install_snapshot(&snapshot.meta, receiving)
+        .await
+        .unwrap();
+    let (_, installed) = follower.book().copy_of_book();
+    assert_eq!(installed.scaling_overrides(), &overrides);
+    assert_eq!(observe(&installed), observe(&scenario.book));
+    drop(leader);
+
+    let restarted =
+        ReplicaStateMachine::open(template(), ReplicaFile::open(dir.path()).unwrap()).unwrap();
+    let (as_of, book) = restarted.book().copy_of_book();
+    assert_eq!(as_of, Some(log_id(2)));
+    assert_eq!(book.scaling_overrides(), &overrides);
+    assert_eq!(observe(&book), observe(&scenario.book));
+}
+
+#[tokio::test]
+async fn a_snapshot_written_before_scaling_overrides_were_replicated_still_installs() {
+    // The layout of such snapshots: today's fields but the last.
+    #[derive(serde::Serialize)]
+    struct OldSnapshot<'a> {
+        last_applied: AppliedLogId,
+        last_membership: &'a AppliedMembership,
+        book: &'a TaskBook,
+        configuration: crate::task_book::BookConfiguration,
+    }
+    let mut scenario = Scenario::new();
+    let _ = scenario.batch(6);
+    let data = herd_protocol::codec::encode(&OldSnapshot {
+        last_applied: Some(log_id(4)),
+        last_membership: &AppliedMembership::default(),
+        book: &scenario.book,
+        configuration: scenario.book.configuration(),
+    })
+    .unwrap();
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(log_id(4)),
+        last_membership: Default::default(),
+        snapshot_id: "before-overrides".to_string(),
+    };
+    let mut follower = ReplicaStateMachine::in_memory(template());
+    follower
+        .install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
+        .await
+        .unwrap();
+    let (as_of, book) = follower.book().copy_of_book();
+    assert_eq!(as_of, Some(log_id(4)));
+    assert_eq!(observe(&book), observe(&scenario.book));
+    assert_eq!(book.scaling_overrides(), &ScalingOverrides::default());
 }
 
 /// Opens `dir` expecting a refusal; returns its message.

@@ -425,8 +425,10 @@ impl NodeHandle {
         }
     }
 
-    /// Changes an agent type's weight or pin at run time. The inner `Err`
-    /// says what is invalid (nothing changed then).
+    /// Changes an agent type's weight or pin at run time. `Ok` comes once
+    /// the change is recorded in the task book (journaled, or committed on
+    /// a majority of replicas), so it outlives the orchestrator. The inner
+    /// `Err` says what is invalid (nothing changed then).
     pub async fn update_agent(
         &self,
         agent_type: AgentType,
@@ -444,8 +446,9 @@ impl NodeHandle {
         }
     }
 
-    /// Changes the pool bounds at run time. The inner `Err` says what is
-    /// invalid (nothing changed then).
+    /// Changes the pool bounds at run time. `Ok` comes once the change is
+    /// recorded in the task book, as for [`Self::update_agent`]. The inner
+    /// `Err` says what is invalid (nothing changed then).
     pub async fn update_scaling(
         &self,
         update: ScalingUpdate,

@@ -91,6 +91,12 @@ pub enum Command {
     /// (retention, retries, limits). Appended last: earlier journals'
     /// variant numbers are unchanged.
     Configure(Box<BookConfiguration>),
+    /// Operators' run-time scaling changes from now on (weights, pins, pool
+    /// bounds): the whole state after a successful `PUT /v1/agents/{type}`
+    /// or `PUT /v1/scaling`, never a delta, so replaying it is idempotent.
+    /// The book keeps the latest and nothing else changes. Appended last:
+    /// earlier journals' and logs' variant numbers are unchanged.
+    ScalingOverrides(Box<super::ScalingOverrides>),
 }
 
 /// The settings and agent types a book applies commands under.

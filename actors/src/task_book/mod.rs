@@ -26,6 +26,7 @@ mod queue;
 mod record;
 mod requests;
 mod retry;
+mod scaling_overrides;
 mod submission;
 mod tenants;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use record::TaskRecord;
 #[cfg(test)]
 pub use retry::Backoff;
 pub use retry::RetryPolicy;
+pub use scaling_overrides::{PoolBounds, ScalingOverrides, WeightOverrides};
 pub use submission::Submission;
 pub use tenants::{TenantLimit, TenantLimits, TenantUsage};
 
@@ -119,13 +121,19 @@ struct MemberLoad {
 /// The orchestrator's task state machine. See the module docs.
 ///
 /// It serialises (for snapshots) without its settings and agent types, which
-/// come from configuration: see [`TaskBook::reconfigure`].
+/// come from configuration or the log: see [`TaskBook::reconfigure`]; and
+/// without its scaling overrides, which snapshots carry beside it (so a
+/// book's encoding keeps the layout older snapshots were written in): see
+/// [`TaskBook::restore_scaling_overrides`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskBook {
     #[serde(skip)]
     settings: TaskBookSettings,
     #[serde(skip)]
     agent_types: BTreeMap<AgentType, AgentTypeSettings>,
+    /// The latest [`Command::ScalingOverrides`]: kept, never acted on.
+    #[serde(skip)]
+    scaling_overrides: ScalingOverrides,
     tasks: BTreeMap<TaskId, TaskRecord>,
     queues: HashMap<AgentType, PendingQueue>,
     idempotency: HashMap<String, TaskId>,
@@ -162,6 +170,7 @@ impl TaskBook {
         TaskBook {
             settings,
             agent_types,
+            scaling_overrides: ScalingOverrides::default(),
             tasks: BTreeMap::new(),
             queues,
             idempotency: HashMap::new(),
@@ -201,6 +210,19 @@ impl TaskBook {
             settings: self.settings.clone(),
             agent_types: self.agent_types.clone(),
         }
+    }
+
+    /// Operators' run-time scaling changes as last recorded (by
+    /// [`Command::ScalingOverrides`]); the default when none was. Settings
+    /// and agent types changing ([`TaskBook::reconfigure`]) leave them be.
+    pub fn scaling_overrides(&self) -> &ScalingOverrides {
+        &self.scaling_overrides
+    }
+
+    /// Puts back the scaling overrides a snapshot carried beside this book's
+    /// encoding (which leaves them out).
+    pub fn restore_scaling_overrides(&mut self, overrides: ScalingOverrides) {
+        self.scaling_overrides = overrides;
     }
 
     /// Takes the settings and agent types of `other` (a freshly configured
@@ -255,6 +277,11 @@ impl TaskBook {
             } => self.hand_back(&member, attempts, now, &mut effects),
             Command::Tick { now } => self.tick(now, &mut effects),
             Command::Configure(configuration) => self.reconfigure_to(*configuration),
+            Command::ScalingOverrides(overrides) => {
+                // Kept for the next orchestrator; no task changes.
+                self.scaling_overrides = *overrides;
+                return effects;
+            }
         }
         self.forget_beyond_retention(&mut effects);
         effects

@@ -718,3 +718,112 @@ fn max_attempts_guard() -> RetryPolicy {
         jitter: Duration::from_millis(100),
     }
 }
+
+#[test]
+fn scaling_overrides_are_kept_as_last_recorded_and_change_no_task() {
+    let mut book = book();
+    submit(&mut book, vec![spec("echo"), spec("sleep")]);
+    let tasks_before = format!("{:?} {:?}", book.counts(), book.totals());
+    assert_eq!(book.scaling_overrides(), &ScalingOverrides::default());
+
+    let overrides = ScalingOverrides::example();
+    let effects = book.apply(Command::ScalingOverrides(Box::new(overrides.clone())));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(book.scaling_overrides(), &overrides);
+    // A state, not a delta: applying it again (a replay) changes nothing,
+    // and a later one replaces it whole.
+    let _ = book.apply(Command::ScalingOverrides(Box::new(overrides.clone())));
+    assert_eq!(book.scaling_overrides(), &overrides);
+    let bounds_only = ScalingOverrides {
+        weights: None,
+        ..overrides.clone()
+    };
+    let _ = book.apply(Command::ScalingOverrides(Box::new(bounds_only.clone())));
+    assert_eq!(book.scaling_overrides(), &bounds_only);
+    let _ = book.apply(Command::ScalingOverrides(Box::new(overrides.clone())));
+
+    // A new term's Configure, a restart's reconfigure and the copy a new
+    // leader starts from all keep them.
+    let configuration = book.configuration();
+    let _ = book.apply(Command::Configure(Box::new(configuration.clone())));
+    book.reconfigure_to(configuration);
+    book.reconfigure_like(&self::book());
+    assert_eq!(book.clone().scaling_overrides(), &overrides);
+    assert_eq!(
+        format!("{:?} {:?}", book.counts(), book.totals()),
+        tasks_before
+    );
+    book.check_invariants();
+}
+
+#[test]
+fn command_variants_keep_their_positions_so_older_journals_and_logs_decode() {
+    // bincode encodes a variant by its position: a variant inserted before
+    // another would make every older journal entry and log entry decode as
+    // something else. New commands are appended.
+    let mut book = book();
+    let submission = book
+        .validate_submission(vec![(TaskId::new_v7(), spec("echo"))], at(0))
+        .unwrap();
+    let report = TaskReport {
+        task_id: TaskId::new_v7(),
+        epoch: AssignmentEpoch(1),
+        worker: WorkerId(0),
+        outcome: success(),
+        started_at: at(1),
+        finished_at: at(2),
+    };
+    let id = TaskId::new_v7();
+    let commands = vec![
+        Command::Submit(submission),
+        Command::Assign {
+            member: member("n1"),
+            agent_type: AgentType::new("echo"),
+            max: 1,
+            now: at(0),
+        },
+        Command::Report {
+            member: member("n1"),
+            report,
+            now: at(0),
+        },
+        Command::MemberLost {
+            member: member("n1"),
+            now: at(0),
+        },
+        Command::AttemptsLost {
+            member: member("n1"),
+            attempts: vec![(id, AssignmentEpoch(1))],
+            now: at(0),
+        },
+        Command::HandBack {
+            member: member("n1"),
+            attempts: vec![(id, AssignmentEpoch(1))],
+            now: at(0),
+        },
+        Command::Cancel { id, now: at(0) },
+        Command::Tick { now: at(0) },
+        Command::RetryDead {
+            id,
+            payload: None,
+            now: at(0),
+        },
+        Command::Configure(Box::new(book.configuration())),
+        Command::ScalingOverrides(Box::new(ScalingOverrides::example())),
+    ];
+    for (position, command) in commands.into_iter().enumerate() {
+        let bytes = herd_protocol::codec::encode(&command).unwrap();
+        assert_eq!(usize::from(bytes[0]), position, "{command:?}");
+        let decoded: Command = herd_protocol::codec::decode_stored(&bytes).unwrap();
+        assert_eq!(format!("{decoded:?}"), format!("{command:?}"));
+        let _ = book.apply(decoded);
+    }
+    // An entry as releases before the last variant wrote it: `Tick` at
+    // 1,000,005 ms (position 7, then the time as a varint).
+    let old = [7u8, 0xFC, 0x45, 0x42, 0x0F, 0x00];
+    let decoded: Command = herd_protocol::codec::decode_stored(&old).unwrap();
+    assert!(
+        matches!(decoded, Command::Tick { now } if now == at(5)),
+        "{decoded:?}"
+    );
+}

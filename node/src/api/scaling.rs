@@ -79,6 +79,8 @@ fn parse_body<T: DeserializeOwned>(
 /// `PUT /v1/agents/{type}` with `{"weight": 0.4, "pinned": true}` (both
 /// optional). A new weight pins the type (the rebalancer leaves it alone)
 /// unless `"pinned": false` is given; `{"pinned": false}` releases it.
+/// Answered once the change is recorded in the task book (journaled, or
+/// committed on a majority of replicas), so a failover or a restart keeps it.
 pub async fn update_agent(
     State(state): State<ApiState>,
     caller: Caller,
@@ -113,7 +115,8 @@ pub async fn update_agent(
 }
 
 /// `PUT /v1/scaling` with any of `min_workers`, `max_workers`,
-/// `scale_up_threshold`, `scale_down_threshold`.
+/// `scale_up_threshold`, `scale_down_threshold`. Answered once recorded in
+/// the task book, as `PUT /v1/agents/{type}`.
 pub async fn update_scaling(
     State(state): State<ApiState>,
     caller: Caller,
