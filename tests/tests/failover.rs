@@ -257,11 +257,28 @@ async fn restart_on_data_dir(replication: &str, recovered: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pinned_weight_and_pool_bounds_survive_a_restart_of_the_orchestrator_on_its_data_dir() {
+async fn a_pinned_weight_and_pool_bounds_survive_a_restart_of_the_orchestrator_on_its_journal() {
+    pins_survive_a_restart("single", "orchestrator state recovered from the journal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_weight_and_pool_bounds_survive_a_restart_of_the_only_replica_on_its_data_dir() {
+    pins_survive_a_restart("raft", "opened the replica store").await;
+}
+
+/// Pins a weight and sets pool bounds on a one-node cluster under
+/// `replication`, kills and restarts it on its data directory, and checks
+/// that both are back (and that n1's log says `recovered`).
+async fn pins_survive_a_restart(replication: &str, recovered: &str) {
     with_deadline(DEADLINE, async {
         let data = temp_dir("journal-scaling").unwrap();
         let mut spec = NodeSpec::new("n1", "orchestrator,worker,monitor", 2);
-        spec.extra_args = vec!["--data-dir".into(), data.path().display().to_string()];
+        spec.extra_args = vec![
+            "--data-dir".into(),
+            data.path().display().to_string(),
+            "--replication".into(),
+            replication.into(),
+        ];
         let mut cluster = start_cluster(vec![spec]).await;
         let api = cluster.api("n1");
         let answer = api
@@ -299,10 +316,7 @@ async fn a_pinned_weight_and_pool_bounds_survive_a_restart_of_the_orchestrator_o
             (30, 0.95)
         );
         let log = cluster.node("n1").log_text();
-        assert!(
-            log.contains("orchestrator state recovered from the journal"),
-            "{log}"
-        );
+        assert!(log.contains(recovered), "{log}");
         cluster.stop().await;
     })
     .await;
