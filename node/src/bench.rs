@@ -4,10 +4,12 @@
 //! The bench process embeds node n1 (orchestrator and workers) and starts n2
 //! and n3 as `herd node` processes, so the library figures are what a program
 //! embedding herd sees, and every task may run on any of three processes.
-//! With `--replicas 3` the same measurement then runs again on a fresh
-//! cluster whose three nodes all have the orchestrator role and raft
-//! replication (n1 still embedded; the Raft leader's node runs the
-//! orchestrator), so both sets of figures are printed side by side.
+//! With `--replicas 3` the same measurement then runs again on two fresh
+//! clusters with raft replication: one where n1 alone has the orchestrator
+//! role (a one-replica group, what a cluster with one orchestrator-role node
+//! runs by default), and one whose three nodes all have it (n1 still
+//! embedded; the Raft leader's node runs the orchestrator), so the three
+//! sets of figures are printed side by side.
 //! Figures are printed, never asserted: machines are shared and noisy.
 
 use std::collections::BTreeMap;
@@ -40,10 +42,12 @@ pub struct BenchSettings {
     pub submitters: usize,
     /// Journal n1's task book here (durable submissions). With
     /// `replicas` 3, the single orchestrator journals into `single/` under
-    /// it and each replica into a directory named after its node.
+    /// it, the one-replica group into `raft1/`, and each of the three
+    /// replicas into a directory named after its node.
     pub data_dir: Option<std::path::PathBuf>,
-    /// 1: the single orchestrator only; 3: also three raft replicas of the
-    /// task book (every node with the orchestrator role).
+    /// 1: the single orchestrator only; 3: also a one-replica raft group on
+    /// n1 and three raft replicas of the task book (every node with the
+    /// orchestrator role).
     pub replicas: usize,
     /// Attempts per slot the orchestrator may hand a pool
     /// (`scaling.slot_credit`); `None`: the config default.
@@ -55,8 +59,9 @@ pub struct BenchSettings {
 /// One measured figure set.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Figures {
-    /// The cluster measured: `single` (one orchestrator, on n1) or `raft x3`
-    /// (three replicas; the leader's node named in `leader`).
+    /// The cluster measured: `single` (one orchestrator, on n1), `raft x1`
+    /// (a one-replica group on n1) or `raft x3` (three replicas; the
+    /// leader's node named in `leader`).
     pub setup: String,
     /// The Raft leader's node during the run (raft replication only).
     pub leader: Option<String>,
@@ -77,7 +82,7 @@ pub struct Figures {
 }
 
 /// Runs the benchmark and returns its figures: the single orchestrator's,
-/// then, with `replicas` 3, those of three raft replicas.
+/// then, with `replicas` 3, those of one and of three raft replicas.
 pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
     anyhow::ensure!(
         matches!(settings.replicas, 1 | 3),
@@ -94,6 +99,8 @@ pub async fn run(settings: BenchSettings) -> anyhow::Result<Vec<Figures>> {
     });
     let mut figures = measure(&settings, Setup::Single, single_dir.as_deref()).await?;
     if replicated {
+        let one_dir = settings.data_dir.as_ref().map(|dir| dir.join("raft1"));
+        figures.extend(measure(&settings, Setup::RaftOne, one_dir.as_deref()).await?);
         figures.extend(measure(&settings, Setup::Raft, settings.data_dir.as_deref()).await?);
     }
     Ok(figures)
@@ -105,6 +112,9 @@ enum Setup {
     /// n1 has the orchestrator role with `--replication single`, n2 and n3
     /// workers and monitors.
     Single,
+    /// As `Single`, but n1's orchestrator role makes a one-replica raft
+    /// group (the default replication).
+    RaftOne,
     /// All three have every role and `--replication raft`.
     Raft,
 }
@@ -113,6 +123,7 @@ impl Setup {
     fn label(self) -> &'static str {
         match self {
             Setup::Single => "single",
+            Setup::RaftOne => "raft x1",
             Setup::Raft => "raft x3",
         }
     }
@@ -166,7 +177,7 @@ async fn measure(
     let n1_seed = vec!["--seed".to_string(), format!("127.0.0.1:{n1_cluster}")];
     let config_dir = crate::local_cluster::temp_dir("bench-config")?;
     let raft_args = match setup {
-        Setup::Single => Vec::new(),
+        Setup::Single | Setup::RaftOne => Vec::new(),
         Setup::Raft => vec![
             "--replication".to_string(),
             "raft".to_string(),
@@ -182,7 +193,7 @@ async fn measure(
             let mut extra_args = n1_seed.clone();
             extra_args.extend(raft_args.iter().cloned());
             let roles = match setup {
-                Setup::Single => "worker,monitor",
+                Setup::Single | Setup::RaftOne => "worker,monitor",
                 Setup::Raft => {
                     if let Some(dir) = data_dir {
                         extra_args.push("--data-dir".into());
@@ -208,7 +219,7 @@ async fn measure(
         replication: Some(
             match setup {
                 Setup::Single => "single",
-                Setup::Raft => "raft",
+                Setup::RaftOne | Setup::Raft => "raft",
             }
             .to_string(),
         ),
@@ -219,7 +230,7 @@ async fn measure(
     config.tasks.retain_finished = retain;
     config.limits.max_unfinished_tasks = max_unfinished;
     config.data_dir = match setup {
-        Setup::Single => data_dir.map(std::path::Path::to_path_buf),
+        Setup::Single | Setup::RaftOne => data_dir.map(std::path::Path::to_path_buf),
         Setup::Raft => data_dir.map(|dir| dir.join("n1")),
     };
     if let Some(credit) = settings.slot_credit {
@@ -235,6 +246,7 @@ async fn measure(
     wait_for_pools(&handle, 3).await?;
     let leader = match setup {
         Setup::Single => None,
+        Setup::RaftOne => Some(wait_for_replicas(&handle, 1).await?),
         Setup::Raft => Some(wait_for_replicas(&handle, 3).await?),
     };
     let figure =
@@ -295,7 +307,8 @@ async fn measure(
     if let Some(first) = &leader {
         // A change of leader during the run shows in the figures' label
         // rather than being hidden.
-        let now = wait_for_replicas(&handle, 3).await?;
+        let voters = if setup == Setup::Raft { 3 } else { 1 };
+        let now = wait_for_replicas(&handle, voters).await?;
         if &now != first {
             eprintln!("herd bench: the Raft leader moved from {first} to {now} during the run");
             for figure in &mut figures {
@@ -720,8 +733,9 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
     let replicated = settings.replicas > 1;
     match &settings.data_dir {
         Some(dir) if replicated => println!(
-            "journals: single orchestrator in {}, each replica in {} (every 202 and every result is on disk first)",
+            "journals: single orchestrator in {}, the one replica (raft x1) in {}, each of three replicas in {} (every 202 and every result is on disk first)",
             dir.join("single").display(),
+            dir.join("raft1").display(),
             dir.join("<node>").display()
         ),
         Some(dir) => println!(
@@ -732,7 +746,7 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
     }
     if replicated {
         println!(
-            "single: n1 runs the only orchestrator; raft x3: n1, n2 and n3 each hold a replica of the task book (--replication raft), the leader's node runs the orchestrator"
+            "single: n1 runs the only orchestrator (--replication single); raft x1: n1 alone holds the task book's replica (the default with one orchestrator-role node); raft x3: n1, n2 and n3 each hold a replica of the task book (--replication raft), the leader's node runs the orchestrator"
         );
     }
     println!(
@@ -765,21 +779,23 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
             "refused: requests (batches, task waits, status reads) refused at least once while no orchestrator served (no quorum, an election, the orchestrator stopping) and sent again; their waits are in the figures"
         );
     }
-    for (path, ratio) in throughput_ratios(figures) {
-        println!("raft x3 / single, {path}: {ratio:.2} of the throughput");
+    for (setup, path, ratio) in throughput_ratios(figures) {
+        println!("{setup} / single, {path}: {ratio:.2} of the throughput");
     }
 }
 
-/// For each path measured in both setups: raft throughput / single.
-pub fn throughput_ratios(figures: &[Figures]) -> Vec<(String, f64)> {
+/// For each raft setup and path also measured single: the raft setup's
+/// label, the path, and raft throughput / single.
+pub fn throughput_ratios(figures: &[Figures]) -> Vec<(String, String, f64)> {
     figures
         .iter()
-        .filter(|figure| figure.setup == Setup::Raft.label())
+        .filter(|figure| figure.setup != Setup::Single.label())
         .filter_map(|raft| {
             let single = figures
                 .iter()
                 .find(|figure| figure.setup == Setup::Single.label() && figure.path == raft.path)?;
             Some((
+                raft.setup.clone(),
                 raft.path.clone(),
                 raft.throughput_per_s / single.throughput_per_s,
             ))
@@ -810,14 +826,17 @@ mod tests {
             figure(Setup::Single, "library API", 100.0),
             figure(Setup::Single, "HTTP API", 200.0),
             figure(Setup::Single, "HTTP n1", 50.0),
+            figure(Setup::RaftOne, "HTTP API", 180.0),
             figure(Setup::Raft, "library API", 60.0),
             figure(Setup::Raft, "HTTP API", 90.0),
         ];
+        let ratio = |setup: &str, path: &str, r: f64| (setup.to_string(), path.to_string(), r);
         assert_eq!(
             throughput_ratios(&figures),
             vec![
-                ("library API".to_string(), 0.6),
-                ("HTTP API".to_string(), 0.45)
+                ratio("raft x1", "HTTP API", 0.9),
+                ratio("raft x3", "library API", 0.6),
+                ratio("raft x3", "HTTP API", 0.45)
             ]
         );
         assert!(throughput_ratios(&figures[..3]).is_empty());
