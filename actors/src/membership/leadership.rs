@@ -68,7 +68,9 @@ impl MembershipState {
     pub(super) fn on_leader_claim(&mut self, claim: LeaderClaim) {
         self.leave_if_younger_than(claim.group.as_ref());
         if !self.view.follows_claim(claim.group.as_ref()) {
-            info!(leader = %claim.member, term = claim.term, group = ?claim.group, "ignoring the leadership claim of a replica group this node does not follow");
+            if let Some(group) = &claim.group {
+                info!(leader = %claim.member, term = claim.term, %group, "ignoring the leadership claim of a replica group this node does not follow");
+            }
             return;
         }
         self.forget_unfollowed_claim();

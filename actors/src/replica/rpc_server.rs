@@ -107,7 +107,6 @@ impl Actor for ReplicaServer {
                 if let Some(refusal) =
                     foreign_group(state.args.group.borrow().as_ref(), request.group.as_ref())
                 {
-                    metrics::counter!("herd_replica_rpcs_refused_total").increment(1);
                     let _ = reply.send(ReplicaReply::Refused(refusal));
                     return Ok(());
                 }
