@@ -68,13 +68,14 @@ impl MembershipState {
         }
     }
 
-    /// Stops this node (exit 2) if its replica's group is younger than a
-    /// group in sight: a live peer's, or `claimed` (a leader's claim).
+    /// Stops this node (exit 2, once) if its replica's group is younger
+    /// than a live peer's. Nodes of the older group never stop here.
     pub(super) fn leave_if_younger_group(&mut self) {
         self.leave_if_younger_than(None);
     }
 
-    /// [`Self::leave_if_younger_group`], counting `claimed` as in sight too.
+    /// [`Self::leave_if_younger_group`], counting the group a leader's
+    /// claim names (`claimed`) as in sight too.
     pub(super) fn leave_if_younger_than(&mut self, claimed: Option<&ReplicaGroupId>) {
         if self.leaving_younger_group {
             return;
