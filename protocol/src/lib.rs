@@ -33,7 +33,11 @@ pub use time::UnixMillis;
 /// 6: raft log entries may carry the task book's `ScalingOverrides`
 /// command, and replica snapshots its scaling overrides, which a node of
 /// version 5 cannot decode.
-pub const PROTOCOL_VERSION: u32 = 6;
+///
+/// 7: greetings, leadership claims and Raft requests carry the sender's
+/// replica group, and raft log entries may carry the `ReplicaGroup`
+/// command, which a node of version 6 cannot decode.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The herd release this crate belongs to, reported in node greetings.
 pub const HERD_VERSION: &str = env!("CARGO_PKG_VERSION");

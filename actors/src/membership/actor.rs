@@ -1,7 +1,9 @@
 //! The membership actor: state and message routing. The behaviour lives in
 //! `connections` (sessions and dialing), `greetings` (who may join),
 //! `liveness` (heartbeats to the peers this node watches, declaring down),
-//! `reporting` (unreachability reports and their quorum) and `leaving`.
+//! `reporting` (unreachability reports and their quorum), `leaving`,
+//! `leadership` (raft leaders' claims) and `own_group` (this node's replica
+//! group, and leaving when an older group is in sight).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use herd_config::NodeConfig;
 use herd_protocol::messages::membership::{Greeting, MembershipCast};
+use herd_protocol::messages::replica::ReplicaGroupId;
 use herd_protocol::messages::{NoReply, NoRequest, groups};
 use herd_protocol::{Mailbox, MemberId, NodeName, Protocol, UnixMillis};
 use ractor::pg::GroupChangeMessage;
@@ -99,7 +102,11 @@ pub enum MembershipLocal {
         term: u64,
         /// Whether this node leads it.
         leading: bool,
+        /// The group its replica leads (named before it leads).
+        group: Option<ReplicaGroupId>,
     },
+    /// This node's replica learned its group from the log (or a snapshot).
+    ReplicaGroup(ReplicaGroupId),
 }
 
 /// Starts membership for one node.
@@ -114,6 +121,9 @@ pub struct MembershipArgs {
     pub events: mpsc::UnboundedSender<NodeEvent>,
     /// Mutual TLS for the cluster port and every dial, if configured.
     pub cluster_tls: Option<ClusterTls>,
+    /// This node's replica's group, as its log names it (raft replication,
+    /// orchestrator role).
+    pub replica_group: Option<watch::Receiver<Option<ReplicaGroupId>>>,
 }
 
 /// The membership actor.
@@ -164,6 +174,12 @@ pub struct MembershipState {
     pub(super) own_claim: Option<LeaderClaim>,
     /// Told once every peer acknowledged this node's leaving.
     pub(super) leave_waiter: Option<(oneshot::Sender<()>, HashSet<NodeName>)>,
+    /// Forwards this node's replica group when its log names it; aborted
+    /// when membership stops.
+    pub(super) group_forwarder: Option<tokio::task::AbortHandle>,
+    /// Set once this node found its replica group younger than another in
+    /// sight and reported it (so it is reported once).
+    pub(super) leaving_younger_group: bool,
 }
 impl Actor for Membership {
     type Msg = MembershipMsg;
@@ -239,8 +255,13 @@ impl Actor for Membership {
         ractor::pg::join(groups::MEMBERSHIP.to_string(), vec![myself.get_cell()]);
         ractor::pg::monitor(groups::MEMBERSHIP.to_string(), myself.get_cell());
 
+        let mut greeting = args.greeting;
+        let group_forwarder = args.replica_group.map(|mut group| {
+            greeting.replica_group = group.borrow_and_update().clone();
+            super::own_group::forward(group, myself.clone())
+        });
         let now = UnixMillis::now();
-        let local = MemberInfo::from_greeting(&args.greeting, None, now);
+        let local = MemberInfo::from_greeting(&greeting, None, now);
         let mut view = ClusterView::alone(local);
         let dialer = Dialer::new(
             &config.seeds,
@@ -256,10 +277,10 @@ impl Actor for Membership {
         });
         myself.cast(Mailbox::Local(MembershipLocal::DialTick))?;
         info!(listen = %config.listen, advertise = %config.advertise_addr(), seeds = ?config.seeds, tls = args.cluster_tls.is_some(), "membership started");
-        let local_member = args.greeting.member.clone();
+        let local_member = greeting.member.clone();
         Ok(MembershipState {
             config,
-            greeting: args.greeting,
+            greeting,
             node_server,
             cluster_tls: args.cluster_tls,
             gate,
@@ -282,6 +303,8 @@ impl Actor for Membership {
             leaving: false,
             own_claim: None,
             leave_waiter: None,
+            group_forwarder,
+            leaving_younger_group: false,
         })
     }
 
@@ -292,6 +315,9 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         ractor::pg::demonitor(groups::MEMBERSHIP.to_string(), myself.get_id());
         state.gate.abort();
+        if let Some(forwarder) = &state.group_forwarder {
+            forwarder.abort();
+        }
         state.node_server.stop(Some("node stopping".to_string()));
         Ok(())
     }
@@ -315,9 +341,19 @@ impl Actor for Membership {
             Mailbox::Local(MembershipLocal::HeartbeatTick) => state.heartbeat_tick(&myself),
             Mailbox::Local(MembershipLocal::Judge) => state.judge_tick(&myself),
             Mailbox::Local(MembershipLocal::Leave(done)) => state.leave(done),
-            Mailbox::Local(MembershipLocal::Leadership { term, leading }) => {
+            Mailbox::Local(MembershipLocal::Leadership {
+                term,
+                leading,
+                group,
+            }) => {
+                // Learned before the claim, so the claim and this node's
+                // greeting name the same group.
+                if let Some(group) = group {
+                    state.learn_own_group(group);
+                }
                 state.claim_leadership(term, leading)
             }
+            Mailbox::Local(MembershipLocal::ReplicaGroup(group)) => state.learn_own_group(group),
             Mailbox::Cast(MembershipCast::Hello(greeting)) => {
                 let member = greeting.member.clone();
                 state.on_hello(greeting);
@@ -328,10 +364,12 @@ impl Actor for Membership {
                 member,
                 term,
                 leading,
+                group,
             }) => state.on_leader_claim(LeaderClaim {
                 member,
                 term,
                 leading,
+                group,
             }),
             Mailbox::Cast(MembershipCast::Peers { addresses }) => state.on_peers(addresses),
             Mailbox::Cast(MembershipCast::Refused { by, reason }) => state.on_refused(by, reason),

@@ -21,7 +21,7 @@ impl MembershipState {
     }
 
     /// Greets every peer whose membership actor this node knows.
-    fn greet_everyone(&self) {
+    pub(super) fn greet_everyone(&self) {
         for cell in
             ractor::pg::get_members(&herd_protocol::messages::groups::MEMBERSHIP.to_string())
         {
@@ -131,10 +131,14 @@ impl MembershipState {
                 return;
             }
             Some(known) if known.member == greeting.member && known.state == MemberState::Up => {
-                // A repeated greeting (both sides greet): refresh the session.
+                // A repeated greeting (both sides greet, and a node greets
+                // again once its replica's group is named): refresh the
+                // session and the group.
                 if let Some(peer) = self.view.peers.get_mut(&greeting.member.name) {
                     peer.session = session.or(peer.session);
+                    peer.replica_group = greeting.replica_group.clone();
                 }
+                self.on_peer_groups_changed();
                 self.publish();
                 return;
             }
@@ -153,6 +157,7 @@ impl MembershipState {
             MemberInfo::from_greeting(&greeting, session, now),
         );
         self.enforce_single_orchestrator();
+        self.on_peer_groups_changed();
         self.publish();
     }
 

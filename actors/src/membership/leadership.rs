@@ -8,6 +8,12 @@
 //! Raft elects at most one leader per term, so nodes that heard the same
 //! claims agree; one that missed a withdrawal learns the next leader's
 //! claim, whose term is higher.
+//!
+//! Claims name the claimant's replica group. Terms of different groups say
+//! nothing about each other, so a node keeps only claims of the group it
+//! follows (its own replica's, else the oldest in sight: see
+//! [`replica_groups`](super::replica_groups)); a claim of an older group
+//! than its own replica's makes it leave.
 
 use herd_protocol::messages::membership::MembershipCast;
 use herd_protocol::messages::orchestrator::MemberState;
@@ -25,6 +31,7 @@ impl MembershipState {
             member: self.greeting.member.clone(),
             term,
             leading,
+            group: self.greeting.replica_group.clone(),
         };
         self.own_claim = Some(claim.clone());
         for membership in self.peer_memberships().values() {
@@ -56,9 +63,17 @@ impl MembershipState {
             || self.own_claim.as_ref().is_some_and(|claim| claim.leading)
     }
 
-    /// A claim from a peer (or this node): kept if it supersedes the one
-    /// held.
+    /// A claim from a peer (or this node): kept if it is of the group this
+    /// node follows and supersedes the one held.
     pub(super) fn on_leader_claim(&mut self, claim: LeaderClaim) {
+        self.leave_if_younger_than(claim.group.as_ref());
+        if !self.view.follows_claim(claim.group.as_ref()) {
+            if let Some(group) = &claim.group {
+                info!(leader = %claim.member, term = claim.term, %group, "ignoring the leadership claim of a replica group this node does not follow");
+            }
+            return;
+        }
+        self.forget_unfollowed_claim();
         if !LeaderClaim::supersedes(&claim, self.view.leader.as_ref()) {
             return;
         }
@@ -75,5 +90,6 @@ fn cast_of(claim: &LeaderClaim) -> MembershipCast {
         member: claim.member.clone(),
         term: claim.term,
         leading: claim.leading,
+        group: claim.group.clone(),
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use herd_protocol::messages::membership::{Greeting, Role};
 use herd_protocol::messages::orchestrator::MemberState;
+use herd_protocol::messages::replica::ReplicaGroupId;
 use herd_protocol::{MemberId, NodeName, UnixMillis};
 use ractor::ActorId;
 use ractor_cluster::NodeId;
@@ -27,6 +28,8 @@ pub struct MemberInfo {
     pub orchestrator_since: Option<UnixMillis>,
     /// The id of its task book replica (raft replication).
     pub replica_id: Option<u64>,
+    /// The group its replica belongs to, once named (raft replication).
+    pub replica_group: Option<ReplicaGroupId>,
     /// The ractor_cluster session to it (`None` for this node, or when down).
     pub session: Option<NodeId>,
     /// When `state` last changed.
@@ -45,6 +48,7 @@ impl MemberInfo {
             workers: greeting.workers,
             orchestrator_since: greeting.orchestrator_since,
             replica_id: greeting.replica_id,
+            replica_group: greeting.replica_group.clone(),
             session,
             state_since: now,
         }
@@ -131,11 +135,32 @@ impl ClusterView {
             })
     }
 
+    /// The replica groups of the live peers, as their greetings named them.
+    pub fn peer_groups(&self) -> impl Iterator<Item = &ReplicaGroupId> {
+        self.peers
+            .values()
+            .filter(|peer| matches!(peer.state, MemberState::Up | MemberState::Suspect))
+            .filter_map(|peer| peer.replica_group.as_ref())
+    }
+
+    /// The replica group whose leader this node follows (see
+    /// [`replica_groups`](super::replica_groups)): its own replica's, else
+    /// the oldest of its live peers'.
+    pub fn followed_group(&self) -> Option<&ReplicaGroupId> {
+        super::replica_groups::followed_group(self.local.replica_group.as_ref(), self.peer_groups())
+    }
+
+    /// Whether a claim for `group` is one this node follows.
+    pub fn follows_claim(&self, group: Option<&ReplicaGroupId>) -> bool {
+        super::replica_groups::follows_claim(self.followed_group(), group)
+    }
+
     /// The orchestrator to use. With single replication, the senior
     /// orchestrator among up members: the one running longest, ties broken
     /// by name (any other is a second orchestrator and is refused). With
     /// raft replication (no member has `orchestrator_since`), the leader of
-    /// the highest-term claim, while it leads and is alive.
+    /// the highest-term claim, while it leads and is alive, and only if it
+    /// leads the replica group this node follows.
     pub fn elect_orchestrator(&self) -> Option<MemberId> {
         self.up_members()
             .filter_map(|info| info.orchestrator_since.map(|since| (since, &info.member)))
@@ -144,7 +169,11 @@ impl ClusterView {
             .or_else(|| {
                 self.leader
                     .as_ref()
-                    .filter(|claim| claim.leading && self.is_alive(&claim.member))
+                    .filter(|claim| {
+                        claim.leading
+                            && self.is_alive(&claim.member)
+                            && self.follows_claim(claim.group.as_ref())
+                    })
                     .map(|claim| claim.member.clone())
             })
     }
@@ -161,6 +190,9 @@ pub struct LeaderClaim {
     pub term: u64,
     /// False once the claimant stopped leading in `term`.
     pub leading: bool,
+    /// The replica group it leads (terms of different groups are not
+    /// comparable: see [`ClusterView::follows_claim`]).
+    pub group: Option<ReplicaGroupId>,
 }
 
 impl LeaderClaim {
@@ -197,6 +229,7 @@ mod tests {
             workers: 0,
             orchestrator_since: orchestrator_since.map(UnixMillis),
             replica_id: None,
+            replica_group: None,
             session: Some(1),
             state_since: UnixMillis(0),
         }
@@ -240,6 +273,7 @@ mod tests {
             },
             term,
             leading,
+            group: None,
         };
         assert_eq!(view.elect_orchestrator(), None);
         let first = claim("n2", 3, true);
@@ -273,6 +307,49 @@ mod tests {
             .get_mut(&NodeName::parse("n3").unwrap())
             .unwrap()
             .state = MemberState::Down;
+        assert_eq!(view.elect_orchestrator(), None);
+    }
+
+    #[test]
+    fn only_the_leader_of_the_followed_group_is_the_orchestrator_whatever_the_terms() {
+        use herd_protocol::messages::replica::ReplicaGroupId;
+        let group = |founder: &str, founded_at: u64| ReplicaGroupId {
+            founded_at: UnixMillis(founded_at),
+            founder: 1,
+            founder_node: NodeName::parse(founder).unwrap(),
+        };
+        let (older, younger) = (group("n1", 1_000), group("n2", 2_000));
+        // A worker node that sees both groups' replica nodes.
+        let mut view = ClusterView::alone(info("n3", None, MemberState::Up));
+        for (name, replica_group) in [("n1", &older), ("n2", &younger)] {
+            let mut peer = info(name, None, MemberState::Up);
+            peer.replica_group = Some(replica_group.clone());
+            view.peers.insert(NodeName::parse(name).unwrap(), peer);
+        }
+        assert_eq!(view.followed_group(), Some(&older));
+        let claim = |name: &str, term: u64, group: &ReplicaGroupId| LeaderClaim {
+            member: MemberId {
+                name: NodeName::parse(name).unwrap(),
+                incarnation: Incarnation(1),
+            },
+            term,
+            leading: true,
+            group: Some(group.clone()),
+        };
+        // The younger group's leader, even of a higher term, is not used.
+        view.leader = Some(claim("n2", 9, &younger));
+        assert_eq!(view.elect_orchestrator(), None);
+        view.leader = Some(claim("n1", 1, &older));
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n1");
+        // Once the older group's nodes are gone, the younger is followed.
+        view.peers
+            .get_mut(&NodeName::parse("n1").unwrap())
+            .unwrap()
+            .state = MemberState::Left;
+        assert_eq!(view.followed_group(), Some(&younger));
+        // A replica node follows its own group's leader only.
+        view.local.replica_group = Some(older.clone());
+        view.leader = Some(claim("n2", 9, &younger));
         assert_eq!(view.elect_orchestrator(), None);
     }
 }

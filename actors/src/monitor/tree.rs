@@ -168,6 +168,7 @@ mod tests {
             workers: 2,
             orchestrator_since: None,
             replica_id: None,
+            replica_group: None,
             session: Some(1),
             state_since: UnixMillis(0),
         }

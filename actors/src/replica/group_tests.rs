@@ -1,7 +1,9 @@
 //! Three replicas in one process, talking through their real RPC endpoints
 //! and the codec: election, replication of real task book commands, a
 //! leader lost and replaced, and a replica that lost its storage replaced by
-//! a new one that catches up from a snapshot.
+//! a new one that catches up from a snapshot; the group's name, learned by
+//! a joiner and kept across a restart, and replicas of two groups refusing
+//! each other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,13 @@ use std::time::Duration;
 use openraft::{ChangeMembers, Raft, ServerState};
 use ractor::ActorRef;
 
+use herd_protocol::messages::replica::{RaftRpcKind, ReplicaGroupId, ReplicaReply, ReplicaRequest};
+use herd_protocol::{Mailbox, NodeName};
+use openraft::Vote;
+use openraft::raft::AppendEntriesRequest;
+use ractor::rpc::CallResult;
+
+use super::group::name_if_unnamed;
 use super::local_replica::LocalReplica;
 use super::network::ReplicaDirectory;
 use super::rpc_server::ReplicaMsg;
@@ -92,6 +101,25 @@ impl TestReplica {
 
     fn applied(&self) -> Option<u64> {
         self.raft.metrics().borrow().last_applied.map(|id| id.index)
+    }
+
+    /// Names the group as its leader does before its orchestrator starts.
+    async fn name_group(&self) -> ReplicaGroupId {
+        let term = self.raft.metrics().borrow().current_term;
+        let node = NodeName::parse(&self.node.name).unwrap();
+        name_if_unnamed(&self.raft, &self.book, self.id, &node, term)
+            .await
+            .unwrap()
+    }
+
+    /// Founds a one-replica group of its own and names it.
+    async fn found(&self) -> ReplicaGroupId {
+        self.raft
+            .initialize(BTreeMap::from([(self.id, self.node.clone())]))
+            .await
+            .unwrap();
+        leader_among(&[self]).await;
+        self.name_group().await
     }
 }
 
@@ -262,12 +290,7 @@ async fn a_replica_with_a_data_directory_restarts_as_itself_with_its_book() {
     let dir = tempfile::tempdir().unwrap();
     let replica = TestReplica::start_in("n1", Some(dir.path()), &directory).await;
     let id = replica.id;
-    replica
-        .raft
-        .initialize(BTreeMap::from([(id, replica.node.clone())]))
-        .await
-        .unwrap();
-    leader_among(&[&replica]).await;
+    let group = replica.found().await;
     let mut scenario = Scenario::new();
     let at = write(&replica, &mut scenario, 30).await;
     replica.raft.trigger().snapshot().await.unwrap();
@@ -281,7 +304,106 @@ async fn a_replica_with_a_data_directory_restarts_as_itself_with_its_book() {
     assert_eq!(restarted.id, id);
     leader_among(&[&restarted]).await;
     assert_converged(&[&restarted], more, &scenario).await;
+    // Its group too: leading again, it finds the group named, names nothing.
+    assert_eq!(restarted.book.group(), Some(group.clone()));
+    let last = restarted.raft.metrics().borrow().last_log_index;
+    assert_eq!(restarted.name_group().await, group);
+    assert_eq!(restarted.raft.metrics().borrow().last_log_index, last);
     let at = write(&restarted, &mut scenario, 5).await;
     assert_converged(&[&restarted], at, &scenario).await;
     restarted.kill(&directory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_founder_names_the_group_and_a_replica_that_joins_by_snapshot_learns_it() {
+    let directory = LocalDirectory::default();
+    let founder = TestReplica::start("n1", &directory).await;
+    let group = founder.found().await;
+    assert_eq!(group.founder, founder.id);
+    assert_eq!(group.founder_node.as_str(), "n1");
+    assert_eq!(founder.book.group(), Some(group.clone()));
+
+    // Its log is compacted away: a replica that joins now can learn the
+    // group only from the snapshot.
+    let mut scenario = Scenario::new();
+    let at = write(&founder, &mut scenario, 10).await;
+    founder.raft.trigger().snapshot().await.unwrap();
+    founder
+        .raft
+        .wait(Some(DEADLINE))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= at), "a snapshot")
+        .await
+        .unwrap();
+    founder.raft.trigger().purge_log(at).await.unwrap();
+    founder
+        .raft
+        .wait(Some(DEADLINE))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index >= at),
+            "the log purged",
+        )
+        .await
+        .unwrap();
+    let joiner = TestReplica::start("n2", &directory).await;
+    assert_eq!(joiner.book.group(), None);
+    let mut learned = joiner.book.group_changes();
+    founder
+        .raft
+        .add_learner(joiner.id, joiner.node.clone(), true)
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, learned.wait_for(Option::is_some))
+        .await
+        .expect("the joiner learns the group")
+        .unwrap();
+    assert_eq!(joiner.book.group(), Some(group));
+    assert_converged(&[&joiner], at, &scenario).await;
+    founder.kill(&directory).await;
+    joiner.kill(&directory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_the_requests_of_another_group_s_leader_and_keeps_leading_its_own() {
+    let directory = LocalDirectory::default();
+    let older = TestReplica::start("n1", &directory).await;
+    let older_group = older.found().await;
+    let younger = TestReplica::start("n2", &directory).await;
+    let younger_group = younger.found().await;
+    assert_ne!(older_group, younger_group);
+    let younger_term = younger.raft.metrics().borrow().current_term;
+
+    // A heartbeat of the older group's leader, under a term far above the
+    // younger's: taken, it would depose the younger's leader and make its
+    // log follow the other book.
+    let heartbeat = AppendEntriesRequest::<ReplicaTypes> {
+        vote: Vote::new_committed(younger_term + 100, older.id),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let request = ReplicaRequest {
+        to: younger.id,
+        kind: RaftRpcKind::AppendEntries,
+        body: herd_protocol::codec::encode(&heartbeat).unwrap(),
+        group: Some(older_group.clone()),
+    };
+    let reply = younger
+        .replica
+        .endpoint()
+        .call(|port| Mailbox::Call(request, port), Some(DEADLINE))
+        .await
+        .unwrap();
+    let CallResult::Success(ReplicaReply::Refused(why)) = reply else {
+        panic!("a request of another group is refused: {reply:?}");
+    };
+    assert!(
+        why.contains("founded by n2") && why.contains("founded by n1"),
+        "{why}"
+    );
+    let metrics = younger.raft.metrics().borrow().clone();
+    assert_eq!(metrics.state, ServerState::Leader);
+    assert_eq!(metrics.current_term, younger_term);
+    assert_eq!(younger.book.group(), Some(younger_group));
+    older.kill(&directory).await;
+    younger.kill(&directory).await;
 }

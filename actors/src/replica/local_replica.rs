@@ -80,7 +80,7 @@ impl LocalReplica {
         let raft = Raft::new(
             id,
             raft_config(snapshot_every_entries),
-            ReplicaNetwork::new(id, directory),
+            ReplicaNetwork::new(id, directory, book.group_changes()),
             log_store,
             state_machine,
         )
@@ -92,6 +92,7 @@ impl LocalReplica {
             ReplicaServerArgs {
                 raft: raft.clone(),
                 id,
+                group: book.group_changes(),
                 advertise,
             },
         )

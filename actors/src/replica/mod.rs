@@ -19,6 +19,7 @@
 //!   data directory was wiped, is a new member that catches up by snapshot
 //!   instead of a voter that forgot its vote.
 //!
+//! - [`group`]: the group's id, named by its first leader in the log.
 //! - [`membership_plan`]: which change of the replica set the leader makes
 //!   next (voter cap, learners, replacing a replica gone for good).
 //! - [`network`]: Raft RPCs over the cluster's ractor_cluster sessions.
@@ -41,6 +42,7 @@
 //!   local orchestrator copies the book from.
 
 pub mod file;
+pub mod group;
 pub mod local_replica;
 pub mod log_store;
 pub mod membership_plan;

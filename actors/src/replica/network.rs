@@ -7,12 +7,17 @@
 //! [`MAX_RPC_BYTES`] is refused before it is sent: append-entries with a
 //! hint to send fewer entries (openraft retries with them), so replication
 //! can never drop a cluster session with an oversized frame.
+//!
+//! Every request carries the sender's replica group once the log named it;
+//! a replica of another group refuses it (see
+//! [`rpc_server`](super::rpc_server)), so a leader never replicates into, nor
+//! is deposed by, a replica of a group it met by accident.
 
 use std::error::Error;
 use std::time::Duration;
 
 use herd_protocol::messages::groups;
-use herd_protocol::messages::replica::{RaftRpcKind, ReplicaReply, ReplicaRequest};
+use herd_protocol::messages::replica::{RaftRpcKind, ReplicaGroupId, ReplicaReply, ReplicaRequest};
 use herd_protocol::{Mailbox, codec};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
@@ -80,12 +85,23 @@ pub struct ReplicaNetwork<D> {
     /// This replica's id (named in timeout errors).
     local: ReplicaId,
     directory: D,
+    /// This replica's group, once named.
+    group: watch::Receiver<Option<ReplicaGroupId>>,
 }
 
 impl<D: ReplicaDirectory> ReplicaNetwork<D> {
-    /// The network of replica `local`, finding peers through `directory`.
-    pub fn new(local: ReplicaId, directory: D) -> Self {
-        ReplicaNetwork { local, directory }
+    /// The network of replica `local`, finding peers through `directory`;
+    /// its requests carry `group` (the replica's group, once named).
+    pub fn new(
+        local: ReplicaId,
+        directory: D,
+        group: watch::Receiver<Option<ReplicaGroupId>>,
+    ) -> Self {
+        ReplicaNetwork {
+            local,
+            directory,
+            group,
+        }
     }
 }
 
@@ -98,6 +114,7 @@ impl<D: ReplicaDirectory> RaftNetworkFactory<ReplicaTypes> for ReplicaNetwork<D>
             target,
             node: node.clone(),
             directory: self.directory.clone(),
+            group: self.group.clone(),
         }
     }
 }
@@ -109,6 +126,7 @@ pub struct ReplicaConnection<D> {
     target: ReplicaId,
     node: ReplicaNode,
     directory: D,
+    group: watch::Receiver<Option<ReplicaGroupId>>,
 }
 
 /// Why an RPC did not reach the replica or its answer did not come back.
@@ -138,6 +156,7 @@ impl<D: ReplicaDirectory> ReplicaConnection<D> {
             to: self.target,
             kind,
             body,
+            group: self.group.borrow().clone(),
         };
         let reply = endpoint
             .call(|port| Mailbox::Call(request, port), Some(ttl))

@@ -5,16 +5,23 @@
 //! does not hold up a vote or a heartbeat behind it in the mailbox. At most
 //! [`MAX_RPCS_IN_FLIGHT`] run at once; beyond that a request is refused at
 //! once (openraft backs off and retries), so a peer cannot pile up tasks.
+//!
+//! A request from a replica of another group than this one's (both named)
+//! is refused: two groups founded apart must never exchange entries or
+//! votes, or the younger could overwrite the older's log or depose its
+//! leader before membership tells the younger's nodes to leave.
 
 use std::sync::Arc;
 
 use herd_protocol::messages::groups;
-use herd_protocol::messages::replica::{RaftRpcKind, ReplicaCast, ReplicaReply, ReplicaRequest};
+use herd_protocol::messages::replica::{
+    RaftRpcKind, ReplicaCast, ReplicaGroupId, ReplicaReply, ReplicaRequest,
+};
 use herd_protocol::{Mailbox, Protocol, codec};
 use openraft::Raft;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::warn;
 
 use super::types::{ReplicaId, ReplicaTypes};
@@ -56,6 +63,8 @@ pub struct ReplicaServerArgs {
     pub raft: Raft<ReplicaTypes>,
     /// Its id: requests meant for another id are refused.
     pub id: ReplicaId,
+    /// Its group, once named: requests from another group are refused.
+    pub group: watch::Receiver<Option<ReplicaGroupId>>,
     /// Join [`groups::REPLICAS`] (off in tests that run several replicas in
     /// one process and address them directly).
     pub advertise: bool,
@@ -95,6 +104,12 @@ impl Actor for ReplicaServer {
                     )));
                     return Ok(());
                 }
+                if let Some(refusal) =
+                    foreign_group(state.args.group.borrow().as_ref(), request.group.as_ref())
+                {
+                    let _ = reply.send(ReplicaReply::Refused(refusal));
+                    return Ok(());
+                }
                 let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
                     metrics::counter!("herd_replica_rpcs_refused_total").increment(1);
                     let _ = reply.send(ReplicaReply::Busy(format!(
@@ -117,6 +132,17 @@ impl Actor for ReplicaServer {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a request from a replica of group `theirs` is refused by one of
+/// group `ours`, if it is: both named, and different.
+fn foreign_group(ours: Option<&ReplicaGroupId>, theirs: Option<&ReplicaGroupId>) -> Option<String> {
+    match (ours, theirs) {
+        (Some(ours), Some(theirs)) if ours != theirs => Some(format!(
+            "this replica belongs to {ours}, the request comes from {theirs}"
+        )),
+        _ => None,
     }
 }
 
@@ -156,4 +182,30 @@ fn undecodable(kind: RaftRpcKind, error: impl std::fmt::Display) -> ReplicaReply
     ReplicaReply::Refused(format!(
         "the replica could not decode a {kind:?} request: {error}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use herd_protocol::{NodeName, UnixMillis};
+
+    use super::*;
+
+    fn group(founder_node: &str, founded_at: u64) -> ReplicaGroupId {
+        ReplicaGroupId {
+            founded_at: UnixMillis(founded_at),
+            founder: 7,
+            founder_node: NodeName::parse(founder_node).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_a_request_from_another_named_group_is_refused() {
+        let ours = group("n1", 100);
+        assert_eq!(foreign_group(Some(&ours), Some(&ours)), None);
+        // A group not named yet on either side: the log names it later.
+        assert_eq!(foreign_group(None, Some(&ours)), None);
+        assert_eq!(foreign_group(Some(&ours), None), None);
+        let refusal = foreign_group(Some(&ours), Some(&group("n2", 200))).unwrap();
+        assert!(refusal.contains("founded by n1") && refusal.contains("founded by n2"));
+    }
 }

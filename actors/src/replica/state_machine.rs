@@ -10,11 +10,18 @@
 //! The state is persisted only as snapshots: with a replica file, the latest
 //! snapshot is kept in it and [`ReplicaStateMachine::open`] starts from it;
 //! openraft re-applies the committed entries after it from the log.
+//!
+//! Besides the book, the state machine keeps the replica group's id: the
+//! first [`Command::ReplicaGroup`] in the log. Being part of the applied
+//! state, it is the same on every replica that applied the same prefix,
+//! travels in snapshots to a replica that joins later, and comes back with
+//! the snapshot and the log after a restart on the data directory.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use herd_protocol::messages::replica::ReplicaGroupId;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
@@ -22,13 +29,13 @@ use openraft::{
 };
 use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use super::file::{ReplicaFile, ReplicaFileError, SNAPSHOT, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY};
 use super::types::{
     BatchApplied, ReplicaEntry, ReplicaId, ReplicaNode, ReplicaStorageError, ReplicaTypes,
 };
-use crate::task_book::{BookConfiguration, ScalingOverrides, TaskBook};
+use crate::task_book::{BookConfiguration, Command, ScalingOverrides, TaskBook};
 
 /// The last applied log id of a replica.
 pub type AppliedLogId = Option<LogId<ReplicaId>>;
@@ -44,6 +51,8 @@ struct Applied {
     last_applied: AppliedLogId,
     last_membership: AppliedMembership,
     book: TaskBook,
+    /// The replica group, once the log named it.
+    group: Option<ReplicaGroupId>,
 }
 
 /// A snapshot's content, as encoded (borrowing the live state).
@@ -56,10 +65,12 @@ struct SnapshotOut<'a> {
     /// out): the last `Configure` in the log it covers, or the template's.
     configuration: BookConfiguration,
     /// The book's scaling overrides (left out of its encoding too): the
-    /// last `ScalingOverrides` in the log it covers. Last, so that a
+    /// last `ScalingOverrides` in the log it covers.
+    scaling_overrides: &'a ScalingOverrides,
+    /// The replica group, if the log it covers named it. Last, so that a
     /// snapshot written before it existed is told apart (see
     /// [`decode_snapshot`]).
-    scaling_overrides: &'a ScalingOverrides,
+    group: Option<&'a ReplicaGroupId>,
 }
 
 /// A snapshot's content, as decoded: the same fields as [`SnapshotOut`].
@@ -70,11 +81,37 @@ struct SnapshotIn {
     book: TaskBook,
     configuration: BookConfiguration,
     scaling_overrides: ScalingOverrides,
+    group: Option<ReplicaGroupId>,
+}
+
+/// A snapshot written by a release before replica groups were named:
+/// [`SnapshotIn`] without its last field. Its group is named by the next
+/// leader (see `runtime::leadership`), in the log after it.
+#[derive(Deserialize)]
+struct SnapshotBeforeGroups {
+    last_applied: AppliedLogId,
+    last_membership: AppliedMembership,
+    book: TaskBook,
+    configuration: BookConfiguration,
+    scaling_overrides: ScalingOverrides,
+}
+
+impl From<SnapshotBeforeGroups> for SnapshotIn {
+    fn from(old: SnapshotBeforeGroups) -> SnapshotIn {
+        SnapshotIn {
+            last_applied: old.last_applied,
+            last_membership: old.last_membership,
+            book: old.book,
+            configuration: old.configuration,
+            scaling_overrides: old.scaling_overrides,
+            group: None,
+        }
+    }
 }
 
 /// A snapshot written by a release before scaling overrides were
-/// replicated: [`SnapshotIn`] without its last field. Such a book had no
-/// overrides.
+/// replicated: [`SnapshotBeforeGroups`] without its last field. Such a book
+/// had no overrides.
 #[derive(Deserialize)]
 struct SnapshotBeforeScalingOverrides {
     last_applied: AppliedLogId,
@@ -91,6 +128,7 @@ impl From<SnapshotBeforeScalingOverrides> for SnapshotIn {
             book: old.book,
             configuration: old.configuration,
             scaling_overrides: ScalingOverrides::default(),
+            group: None,
         }
     }
 }
@@ -105,6 +143,7 @@ impl SnapshotIn {
             last_applied: self.last_applied,
             last_membership: self.last_membership,
             book,
+            group: self.group,
         }
     }
 }
@@ -149,6 +188,8 @@ pub enum SnapshotError {
 /// [`ReplicaBook`] handles.
 struct Shared {
     applied: RwLock<Applied>,
+    /// `applied.group`, for those who wait for it to be named.
+    group: watch::Sender<Option<ReplicaGroupId>>,
     /// Held across a snapshot's persisting, so the stored snapshot and the
     /// current one change together and never go back in the log.
     current: Mutex<Option<CurrentSnapshot>>,
@@ -206,11 +247,13 @@ impl ReplicaStateMachine {
                     last_applied: None,
                     last_membership: StoredMembership::default(),
                     book: template,
+                    group: None,
                 },
             ),
         };
         ReplicaStateMachine {
             shared: Arc::new(Shared {
+                group: watch::Sender::new(applied.group.clone()),
                 applied: RwLock::new(applied),
                 current: Mutex::new(current),
                 file,
@@ -240,6 +283,19 @@ impl ReplicaBook {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         (applied.last_applied, applied.book.clone())
+    }
+
+    /// The replica group, if the log applied so far named it. Once named it
+    /// never changes (a snapshot installed over it is of the same group:
+    /// replicas of another group refuse each other's requests).
+    pub fn group(&self) -> Option<ReplicaGroupId> {
+        self.shared.group.borrow().clone()
+    }
+
+    /// Follows [`Self::group`]: changes when the log names the group (or a
+    /// snapshot brings it).
+    pub fn group_changes(&self) -> watch::Receiver<Option<ReplicaGroupId>> {
+        self.shared.group.subscribe()
     }
 
     /// The index of the last applied entry (openraft's metrics say the
@@ -348,15 +404,28 @@ fn load_snapshot(
 }
 
 /// Decodes a snapshot's data and checks it is what `meta` says. Data of a
-/// release before scaling overrides were replicated (a data directory kept
-/// across the upgrade) lacks the last field: decoding it as today's runs
-/// out of bytes, and decoding today's as the old layout leaves bytes over,
-/// so the two never pass for each other.
+/// release before replica groups were named, or before scaling overrides
+/// were replicated (a data directory kept across the upgrade), lacks the
+/// last field or two: decoding it as a later layout runs out of bytes, and
+/// decoding a later one as an earlier layout leaves bytes over, so no two
+/// layouts pass for each other.
 fn decode_snapshot(meta: &ReplicaSnapshotMeta, data: &[u8]) -> Result<SnapshotIn, SnapshotError> {
-    let content: SnapshotIn = herd_protocol::codec::decode_stored(data)
+    use herd_protocol::codec::decode_stored;
+    let content: SnapshotIn = decode_stored(data)
         .or_else(|error| {
-            herd_protocol::codec::decode_stored::<SnapshotBeforeScalingOverrides>(data)
+            decode_stored::<SnapshotBeforeGroups>(data)
                 .map(SnapshotIn::from)
+                .or_else(|_| {
+                    decode_stored::<SnapshotBeforeScalingOverrides>(data).map(|old| {
+                        SnapshotIn::from(SnapshotBeforeGroups {
+                            last_applied: old.last_applied,
+                            last_membership: old.last_membership,
+                            book: old.book,
+                            configuration: old.configuration,
+                            scaling_overrides: ScalingOverrides::default(),
+                        })
+                    })
+                })
                 .map_err(|_| error)
         })
         .map_err(|e| SnapshotError::Undecodable {
@@ -374,6 +443,17 @@ fn decode_snapshot(meta: &ReplicaSnapshotMeta, data: &[u8]) -> Result<SnapshotIn
 }
 
 impl Shared {
+    /// Tells [`ReplicaBook::group_changes`] followers of a newly named group.
+    fn publish_group(&self, applied: &Applied) {
+        self.group.send_if_modified(|published| {
+            let changed = *published != applied.group;
+            if changed {
+                published.clone_from(&applied.group);
+            }
+            changed
+        });
+    }
+
     /// Makes `snapshot` the current one (and the stored one, with a file),
     /// unless the current one is further along the log: a build that raced
     /// with an install must not replace the newer snapshot.
@@ -415,6 +495,7 @@ impl RaftSnapshotBuilder<ReplicaTypes> for ReplicaSnapshotBuilder {
                 book: &applied.book,
                 configuration: applied.book.configuration(),
                 scaling_overrides: applied.book.scaling_overrides(),
+                group: applied.group.as_ref(),
             })
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
             // A random part keeps ids unique across restarts: two different
@@ -490,6 +571,12 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
                     EntryPayload::Normal(batch) => {
                         answer.commands = batch.commands.len();
                         for command in batch.commands {
+                            if let Command::ReplicaGroup(group) = &command
+                                && applied.group.is_none()
+                            {
+                                // The first one names the group for good.
+                                applied.group = Some((**group).clone());
+                            }
                             // The leader's orchestrator acts on its own copy.
                             let _effects = applied.book.apply(command);
                         }
@@ -502,6 +589,7 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
                 applied.last_applied = Some(entry.log_id);
                 answers.push(answer);
             }
+            self.shared.publish_group(&applied);
         }
         Ok(answers)
     }
@@ -546,6 +634,7 @@ impl RaftStateMachine<ReplicaTypes> for ReplicaStateMachine {
                 .write()
                 .map_err(|e| StorageIOError::write_state_machine(poisoned(e)))?;
             *applied = installed;
+            self.shared.publish_group(&applied);
         }
         tracing::info!(
             through = ?meta.last_log_id,

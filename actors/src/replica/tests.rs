@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use herd_protocol::messages::orchestrator::TaskQuery;
+use herd_protocol::messages::replica::ReplicaGroupId;
 use herd_protocol::{
     AgentType, FailureKind, Incarnation, JsonText, MemberId, NodeName, Outcome, TaskAssignment,
     TaskId, TaskReport, TaskSpec, UnixMillis, WorkerId,
@@ -510,6 +511,137 @@ async fn a_snapshot_written_before_scaling_overrides_were_replicated_still_insta
     assert_eq!(as_of, Some(log_id(4)));
     assert_eq!(observe(&book), observe(&scenario.book));
     assert_eq!(book.scaling_overrides(), &ScalingOverrides::default());
+}
+
+pub(super) fn group_of(founder_node: &str, founded_at: u64) -> ReplicaGroupId {
+    ReplicaGroupId {
+        founded_at: UnixMillis(founded_at),
+        founder: 7,
+        founder_node: NodeName::parse(founder_node).unwrap(),
+    }
+}
+
+fn naming(group: &ReplicaGroupId) -> Command {
+    Command::ReplicaGroup(Box::new(group.clone()))
+}
+
+#[tokio::test]
+async fn the_first_group_named_in_the_log_is_the_replica_s_group_for_good() {
+    let mut replica = ReplicaStateMachine::in_memory(template());
+    let book = replica.book();
+    let mut changes = book.group_changes();
+    assert_eq!(book.group(), None);
+    let mut scenario = Scenario::new();
+    let first = group_of("n1", 1_000);
+    let mut commands = vec![naming(&first)];
+    commands.extend(scenario.batch(3));
+    replica.apply(vec![batch_entry(1, commands)]).await.unwrap();
+    assert_eq!(book.group(), Some(first.clone()));
+    assert!(changes.has_changed().unwrap(), "followers are told");
+    assert_eq!(*changes.borrow_and_update(), Some(first.clone()));
+    // A later naming (a leader that proposed one while an earlier one was
+    // in flight) changes nothing, on every replica alike.
+    replica
+        .apply(vec![batch_entry(2, vec![naming(&group_of("n2", 500))])])
+        .await
+        .unwrap();
+    assert_eq!(book.group(), Some(first));
+    assert!(!changes.has_changed().unwrap());
+    // The book itself is untouched by the naming.
+    assert_eq!(observe(&book.copy_of_book().1), observe(&scenario.book));
+}
+
+#[tokio::test]
+async fn the_group_survives_a_snapshot_its_install_and_a_restart_from_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = group_of("n1", 1_000);
+    let mut scenario = Scenario::new();
+    {
+        let file = ReplicaFile::open(dir.path()).unwrap();
+        let mut leader = ReplicaStateMachine::open(template(), file).unwrap();
+        let mut commands = vec![naming(&group)];
+        commands.extend(scenario.batch(3));
+        leader
+            .apply(vec![
+                batch_entry(1, commands),
+                batch_entry(2, scenario.batch(2)),
+            ])
+            .await
+            .unwrap();
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        // A replica that joins later and catches up by snapshot learns it.
+        let mut joiner = ReplicaStateMachine::in_memory(template());
+        let changes = joiner.book().group_changes();
+        let mut receiving = joiner.begin_receiving_snapshot().await.unwrap();
+        *receiving = *snapshot.snapshot;
+        joiner
+            .install_snapshot(&snapshot.meta, receiving)
+            .await
+            .unwrap();
+        assert_eq!(joiner.book().group(), Some(group.clone()));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            observe(&joiner.book().copy_of_book().1),
+            observe(&scenario.book)
+        );
+    }
+    // The same data directory: the group is back with the stored snapshot,
+    // before anything is applied again.
+    let restarted =
+        ReplicaStateMachine::open(template(), ReplicaFile::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(restarted.book().group(), Some(group));
+    assert_eq!(restarted.book().applied_index(), Some(2));
+}
+
+#[tokio::test]
+async fn a_snapshot_written_before_groups_were_named_still_installs_without_a_group() {
+    // The layout of such snapshots: today's fields but the last.
+    #[derive(serde::Serialize)]
+    struct OldSnapshot<'a> {
+        last_applied: AppliedLogId,
+        last_membership: &'a AppliedMembership,
+        book: &'a TaskBook,
+        configuration: crate::task_book::BookConfiguration,
+        scaling_overrides: &'a ScalingOverrides,
+    }
+    let mut scenario = Scenario::new();
+    let _ = scenario.batch(6);
+    let overrides = ScalingOverrides::example();
+    let data = herd_protocol::codec::encode(&OldSnapshot {
+        last_applied: Some(log_id(4)),
+        last_membership: &AppliedMembership::default(),
+        book: &scenario.book,
+        configuration: scenario.book.configuration(),
+        scaling_overrides: &overrides,
+    })
+    .unwrap();
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(log_id(4)),
+        last_membership: Default::default(),
+        snapshot_id: "before-groups".to_string(),
+    };
+    let mut follower = ReplicaStateMachine::in_memory(template());
+    follower
+        .install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
+        .await
+        .unwrap();
+    let (as_of, book) = follower.book().copy_of_book();
+    assert_eq!(as_of, Some(log_id(4)));
+    assert_eq!(observe(&book), observe(&scenario.book));
+    assert_eq!(book.scaling_overrides(), &overrides);
+    assert_eq!(follower.book().group(), None);
+    // The next leader names it in the log after the snapshot.
+    let group = group_of("n3", 9_000);
+    follower
+        .apply(vec![batch_entry(5, vec![naming(&group)])])
+        .await
+        .unwrap();
+    assert_eq!(follower.book().group(), Some(group));
 }
 
 /// Opens `dir` expecting a refusal; returns its message.

@@ -315,6 +315,7 @@ impl HerdNode {
             workers: config.workers,
             orchestrator_since,
             replica_id: None,
+            replica_group: None,
             session: None,
             state_since: now,
         };

@@ -10,7 +10,9 @@
 //!   the leader's first entry of the term is committed and applied). The
 //!   orchestrator starts from a copy of the replica's book at that point.
 //!   Before that copy, the previous orchestrator's proposer must have
-//!   finished, so nothing it proposed lands after the copy.
+//!   finished, so nothing it proposed lands after the copy, and the group
+//!   must be named in the log ([`crate::replica::group`]), so the claim
+//!   names it.
 //! - [`LeadershipEvent::Lost`] once the replica no longer leads that term.
 //!
 //! Founding: the group is initialized once, by one node: the up
@@ -18,7 +20,9 @@
 //! complete, no node claims leadership, and it either has no seeds or
 //! reached a peer (a node that reached none of its seeds waits rather than
 //! found a second group). Every other replica is taken in by the leader as
-//! a learner and promoted by [`membership_plan`](crate::replica::membership_plan).
+//! a learner and promoted by [`membership_plan`](crate::replica::membership_plan),
+//! but only a replica of no group yet or of the leader's own: a replica of
+//! a group founded apart holds another book, which cannot be merged.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +37,7 @@ use tracing::{info, warn};
 
 use super::supervisor::{SupervisorLocal, SupervisorMsg};
 use crate::membership::ClusterView;
+use crate::replica::group;
 use crate::replica::membership_plan::{self, MembershipStep, ReplicaSet, ReplicaStatus};
 use crate::replica::proposer::ProposerDone;
 use crate::replica::state_machine::ReplicaBook;
@@ -171,12 +176,24 @@ async fn run(mut args: LeadershipArgs) {
         if !leads(&args.raft.metrics().borrow(), term) {
             continue;
         }
+        let founder_node = args.view.borrow().local.member.name.clone();
+        let named =
+            group::name_if_unnamed(&args.raft, &args.book, args.id, &founder_node, term).await;
+        let group = match named {
+            Ok(group) => group,
+            Err(error) => {
+                warn!(term, %error, "leads, but the replica group is not named yet; trying again before starting the orchestrator");
+                tokio::time::sleep(QUORUM_CHECK).await;
+                continue;
+            }
+        };
         let (_, book) = args.book.copy_of_book();
         let (proposer_done, done) = oneshot::channel();
         previous = Some(done);
         info!(
             term,
             replica = args.id,
+            %group,
             "this replica leads; starting the orchestrator"
         );
         let lead = LeadershipEvent::Lead {
@@ -420,6 +437,7 @@ async fn plan_membership(args: &LeadershipArgs, term: u64) {
             .and_then(|replication| replication.get(&id).copied().flatten())
             .map(|log_id| log_id.index)
     };
+    let own_group = args.book.group();
     let replicas: BTreeMap<ReplicaId, ReplicaStatus> = {
         let view = args.view.borrow();
         view.up_members()
@@ -429,6 +447,9 @@ async fn plan_membership(args: &LeadershipArgs, term: u64) {
                     .filter(|peer| peer.state == MemberState::Suspect),
             )
             .filter(|info| info.has_role(Role::Orchestrator))
+            // A replica of another group holds another book: it leaves
+            // (or, if its group is older, this one does), it never joins.
+            .filter(|info| info.replica_group.is_none() || info.replica_group == own_group)
             .filter_map(|info| {
                 let id = info.replica_id?;
                 let caught_up =

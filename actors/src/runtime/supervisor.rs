@@ -430,8 +430,13 @@ impl SupervisorState {
     }
 
     /// Tells this node's membership (and through it every peer) whether this
-    /// node leads `term`.
+    /// node leads `term`, in its replica's group (named before it leads).
     fn claim(&self, term: u64, leading: bool) {
+        let group = self
+            .replication
+            .as_ref()
+            .and_then(|r| r.replica.as_ref())
+            .and_then(|replica| replica.book().group());
         let membership = self
             .children
             .iter()
@@ -442,6 +447,7 @@ impl SupervisorState {
             let _ = membership.cast(Mailbox::Local(MembershipLocal::Leadership {
                 term,
                 leading,
+                group,
             }));
         }
     }
@@ -557,6 +563,8 @@ impl SupervisorState {
                         .as_ref()
                         .and_then(|r| r.replica.as_ref())
                         .map(LocalReplica::id),
+                    // Membership reads it from the replica (below).
+                    replica_group: None,
                 };
                 let membership_args = MembershipArgs {
                     config: args.config.clone(),
@@ -564,6 +572,11 @@ impl SupervisorState {
                     view: args.view_tx.clone(),
                     events: args.events.clone(),
                     cluster_tls: args.cluster_tls.clone(),
+                    replica_group: self
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.replica.as_ref())
+                        .map(|replica| replica.book().group_changes()),
                 };
                 Actor::spawn_linked(None, Membership, membership_args, myself.get_cell())
                     .await?

@@ -97,6 +97,12 @@ pub enum Command {
     /// The book keeps the latest and nothing else changes. Appended last:
     /// earlier journals' and logs' variant numbers are unchanged.
     ScalingOverrides(Box<super::ScalingOverrides>),
+    /// Names the replica group whose log this is (raft replication): the
+    /// group's first leader commits it before anything else it writes. The
+    /// first one in a log names the group for good; the replica's state
+    /// machine keeps it, the book changes nothing. Never journaled. Appended
+    /// last: earlier journals' and logs' variant numbers are unchanged.
+    ReplicaGroup(Box<herd_protocol::messages::replica::ReplicaGroupId>),
 }
 
 /// The settings and agent types a book applies commands under.

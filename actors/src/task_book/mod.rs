@@ -282,6 +282,9 @@ impl TaskBook {
                 self.scaling_overrides = *overrides;
                 return effects;
             }
+            // The replica's state machine keeps it (see `replica`); tasks
+            // have nothing to do with which group holds them.
+            Command::ReplicaGroup(_) => return effects,
         }
         self.forget_beyond_retention(&mut effects);
         effects

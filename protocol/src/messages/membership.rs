@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::MemberId;
+use crate::messages::replica::ReplicaGroupId;
 use crate::time::UnixMillis;
 
 /// What a node does in the cluster.
@@ -79,6 +80,12 @@ pub struct Greeting {
     /// holds (drawn when its storage was created), so the Raft leader can
     /// take it into the group.
     pub replica_id: Option<u64>,
+    /// With raft replication, the replica group this node's replica belongs
+    /// to, once it knows it (a node greets again when it learns it). A
+    /// leader takes in only replicas of its own group or of none yet, and
+    /// a replica that meets an older group leaves (see
+    /// [`crate::messages::replica::ReplicaGroupId`]).
+    pub replica_group: Option<ReplicaGroupId>,
 }
 
 /// Why a node refuses a peer.
@@ -192,6 +199,10 @@ pub enum MembershipCast {
         term: u64,
         /// True while it leads and its orchestrator runs.
         leading: bool,
+        /// The replica group it leads: a node follows only claims of its
+        /// own replica's group (or, without one, of the oldest group it
+        /// sees).
+        group: Option<ReplicaGroupId>,
     },
     /// The sender withdraws its `Unreachable` report about `subject`: its
     /// heartbeats are answered again, or it is no longer the sender's to

@@ -5,9 +5,47 @@
 //! and a replica that cannot decode a body answers [`ReplicaReply::Refused`]
 //! rather than dropping it.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
+use crate::ids::NodeName;
 use crate::mailbox::WireError;
+use crate::time::UnixMillis;
+
+/// Which replica group of the task book a replica belongs to: drawn by the
+/// group's first leader and recorded as the first entry it commits, so
+/// every replica of one group (and one that joins later, from the log or a
+/// snapshot) holds the same id. Two groups founded apart (by nodes that
+/// could not reach each other) have different ids, and the order says
+/// which is older: by founding time, then by founder.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaGroupId {
+    /// When the group was founded (its first leader's clock).
+    pub founded_at: UnixMillis,
+    /// The founding replica's id.
+    pub founder: u64,
+    /// The node that hosted the founding replica, for messages.
+    pub founder_node: NodeName,
+}
+
+impl ReplicaGroupId {
+    /// True if this group was founded before `other` (the older group is the
+    /// one a cluster keeps).
+    pub fn is_older_than(&self, other: &ReplicaGroupId) -> bool {
+        self < other
+    }
+}
+
+impl fmt::Display for ReplicaGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the group founded by {} at {} (replica {:016x})",
+            self.founder_node, self.founded_at, self.founder
+        )
+    }
+}
 
 /// A replica takes no one-way messages from peers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,6 +72,9 @@ pub struct ReplicaRequest {
     pub kind: RaftRpcKind,
     /// The encoded openraft request.
     pub body: Vec<u8>,
+    /// The sender's replica group, once it knows it: a replica of another
+    /// group refuses the request, so two groups that meet never mix logs.
+    pub group: Option<ReplicaGroupId>,
 }
 
 /// A replica's answer.
