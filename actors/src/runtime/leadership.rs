@@ -399,6 +399,13 @@ fn is_founder(view: &ClusterView, has_seeds: bool) -> bool {
     if !view.discovery_complete || view.leader.is_some() {
         return false;
     }
+    // A live peer already holds a replica of a group: the group exists
+    // (its leader may be between terms, or without a quorum), so this node
+    // waits to be added to it. Founding another would only make a younger
+    // group, whose nodes must leave once they see the older one.
+    if view.peer_groups().next().is_some() {
+        return false;
+    }
     let reached_a_peer = view
         .peers
         .values()
@@ -492,5 +499,75 @@ async fn plan_membership(args: &LeadershipArgs, term: u64) {
     };
     if let Err(error) = outcome {
         warn!(%error, "the replica set change did not commit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herd_protocol::messages::replica::ReplicaGroupId;
+    use herd_protocol::{Incarnation, MemberId, NodeName, UnixMillis};
+
+    use super::*;
+    use crate::membership::MemberInfo;
+
+    fn replica_node(name: &str, replica_id: u64) -> MemberInfo {
+        MemberInfo {
+            member: MemberId {
+                name: NodeName::parse(name).unwrap(),
+                incarnation: Incarnation(1),
+            },
+            state: MemberState::Up,
+            roles: vec![Role::Orchestrator, Role::Worker],
+            cluster_addr: format!("{name}:7100"),
+            http_addr: None,
+            workers: 1,
+            orchestrator_since: None,
+            replica_id: Some(replica_id),
+            replica_group: None,
+            session: Some(1),
+            state_since: UnixMillis(0),
+        }
+    }
+
+    fn view_of_n1_with(peers: Vec<MemberInfo>) -> ClusterView {
+        let mut view = ClusterView::alone(replica_node("n1", 1));
+        view.discovery_complete = true;
+        for peer in peers {
+            view.peers.insert(peer.member.name.clone(), peer);
+        }
+        view
+    }
+
+    #[test]
+    fn the_smallest_named_replica_node_founds_once_discovery_is_complete() {
+        let alone = view_of_n1_with(vec![]);
+        assert!(is_founder(&alone, false));
+        // With seeds it must have reached one of them first.
+        assert!(!is_founder(&alone, true));
+        let with_n2 = view_of_n1_with(vec![replica_node("n2", 2)]);
+        assert!(is_founder(&with_n2, true));
+        let mut undiscovered = with_n2.clone();
+        undiscovered.discovery_complete = false;
+        assert!(!is_founder(&undiscovered, true));
+        let with_n0 = view_of_n1_with(vec![replica_node("n0", 3)]);
+        assert!(!is_founder(&with_n0, true));
+    }
+
+    #[test]
+    fn no_node_founds_while_a_live_peer_holds_a_replica_of_a_group() {
+        // n2's replica belongs to a group whose leader is between terms (no
+        // claim seen): n1 waits to be added instead of founding a younger
+        // group that would have to leave.
+        let mut n2 = replica_node("n2", 2);
+        n2.replica_group = Some(ReplicaGroupId {
+            founded_at: UnixMillis(1_000),
+            founder: 2,
+            founder_node: NodeName::parse("n2").unwrap(),
+        });
+        let view = view_of_n1_with(vec![n2.clone()]);
+        assert!(!is_founder(&view, true));
+        // Once that peer is gone, founding is possible again.
+        n2.state = MemberState::Down;
+        assert!(is_founder(&view_of_n1_with(vec![n2]), false));
     }
 }
