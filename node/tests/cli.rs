@@ -229,25 +229,27 @@ fn the_http_port_in_use_is_reported() {
 
 /// Runs `herd node` as an orchestrator on `data_dir` (to its refusal).
 fn single_orchestrator_on(data_dir: &std::path::Path) -> std::process::Output {
-    herd(
-        &[
-            "node",
-            "--name",
-            "n1",
-            "--roles",
-            "orchestrator,worker",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            // The journal (`orchestrator.redb`) is single replication's.
-            "--replication",
-            "single",
-        ],
-        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
-    )
+    // The journal (`orchestrator.redb`) is single replication's.
+    orchestrator_on(data_dir, &["--replication", "single"])
+}
+
+/// Runs `herd node` with the orchestrator role on `data_dir`, plus `extra`.
+fn orchestrator_on(data_dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "node",
+        "--name",
+        "n1",
+        "--roles",
+        "orchestrator,worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    herd(&args, &[("HERD_COOKIE", "a-cookie-for-this-test-only")])
 }
 
 #[test]
@@ -271,7 +273,7 @@ fn a_data_directory_written_in_another_journal_format_is_refused_with_both_versi
     assert!(message.contains("orchestrator.redb"), "{message}");
     assert!(message.contains("format version 9"), "{message}");
     assert!(
-        message.contains("reads format versions 1 to 2"),
+        message.contains("reads format versions 1 to 3"),
         "{message}"
     );
     assert!(!message.contains("delete"), "{message}");
@@ -306,22 +308,7 @@ fn by_default_a_zero_length_replica_store_is_refused_naming_the_file_and_left_un
     let data = tempfile::tempdir().unwrap();
     let store = data.path().join("replica.redb");
     std::fs::File::create(&store).unwrap();
-    let output = herd(
-        &[
-            "node",
-            "--name",
-            "n1",
-            "--roles",
-            "orchestrator,worker",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        &[("HERD_COOKIE", "a-cookie-for-this-test-only")],
-    );
+    let output = orchestrator_on(data.path(), &[]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(message.contains(&store.display().to_string()), "{message}");

@@ -497,16 +497,7 @@ async fn a_snapshot_written_before_scaling_overrides_were_replicated_still_insta
         configuration: scenario.book.configuration(),
     })
     .unwrap();
-    let meta = openraft::SnapshotMeta {
-        last_log_id: Some(log_id(4)),
-        last_membership: Default::default(),
-        snapshot_id: "before-overrides".to_string(),
-    };
-    let mut follower = ReplicaStateMachine::in_memory(template());
-    follower
-        .install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
-        .await
-        .unwrap();
+    let follower = install_on_a_new_follower(data, "before-overrides").await;
     let (as_of, book) = follower.book().copy_of_book();
     assert_eq!(as_of, Some(log_id(4)));
     assert_eq!(observe(&book), observe(&scenario.book));
@@ -620,16 +611,7 @@ async fn a_snapshot_written_before_groups_were_named_still_installs_without_a_gr
         scaling_overrides: &overrides,
     })
     .unwrap();
-    let meta = openraft::SnapshotMeta {
-        last_log_id: Some(log_id(4)),
-        last_membership: Default::default(),
-        snapshot_id: "before-groups".to_string(),
-    };
-    let mut follower = ReplicaStateMachine::in_memory(template());
-    follower
-        .install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
-        .await
-        .unwrap();
+    let mut follower = install_on_a_new_follower(data, "before-groups").await;
     let (as_of, book) = follower.book().copy_of_book();
     assert_eq!(as_of, Some(log_id(4)));
     assert_eq!(observe(&book), observe(&scenario.book));
@@ -856,4 +838,20 @@ async fn replicas_with_different_local_configurations_apply_the_log_under_its_co
         .await
         .unwrap();
     assert_eq!(follower.book().copy_of_book().1.configuration(), agreed);
+}
+
+/// A new in-memory replica that installed `data` as a snapshot through
+/// log index 4 (as a follower installs a leader's).
+async fn install_on_a_new_follower(data: Vec<u8>, snapshot_id: &str) -> ReplicaStateMachine {
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(log_id(4)),
+        last_membership: Default::default(),
+        snapshot_id: snapshot_id.to_string(),
+    };
+    let mut follower = ReplicaStateMachine::in_memory(template());
+    follower
+        .install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
+        .await
+        .unwrap();
+    follower
 }
