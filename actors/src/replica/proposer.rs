@@ -12,7 +12,12 @@
 //!
 //! Entries are cut at [`MAX_ENTRY_BYTES`] of encoded commands, so one entry
 //! always fits an append (see `network`), and proposals are pipelined: the
-//! next entry is proposed while earlier ones are being replicated.
+//! next entry is proposed while earlier ones are being replicated, but at
+//! most [`MAX_ENTRIES_IN_FLIGHT`] at a time. That bound is the group
+//! commit: what the orchestrator applies while the entries in flight
+//! replicate waits and goes into the next entry together, instead of one
+//! tiny entry per orchestrator turn, each with its own log write (an fsync
+//! with a data directory) and its own append on every follower.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -31,6 +36,11 @@ use crate::task_book::Command;
 /// larger than this goes in an entry of its own; the codec's frame limit
 /// and the book's payload limit bound it.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// Entries proposed and not yet committed at most. Two keep the log busy
+/// (one entry replicates while the next one fills) without cutting the
+/// orchestrator's work into more entries than the log can write.
+pub const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 
 /// Commands in sequence order, each with its sequence number.
 pub type Sequenced = Vec<(u64, Command)>;
@@ -84,6 +94,8 @@ struct InFlight {
     commands: usize,
     proposed: Instant,
     answer: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<ReplicaTypes>>,
+    /// Returned when the entry is resolved, letting the next one go.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 async fn run(
@@ -93,6 +105,7 @@ async fn run(
     notify: impl Fn(WriterEvent) + Send + Sync + 'static,
 ) {
     let notify = std::sync::Arc::new(notify);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     let (in_flight_tx, mut in_flight_rx) = mpsc::unbounded_channel::<InFlight>();
     // Answers are awaited in proposal order on a task of their own, so the
     // next entry is proposed while earlier ones replicate.
@@ -125,12 +138,18 @@ async fn run(
     let mut pending: VecDeque<(u64, Command)> = VecDeque::new();
     'proposing: while let Some(first) = inbox.recv().await {
         pending.extend(first);
-        // Group commit: everything that queued while the last entry was
-        // being proposed goes in the next ones.
-        while let Ok(more) = inbox.try_recv() {
-            pending.extend(more);
-        }
-        while let Some((through, batch)) = next_entry(&mut pending) {
+        loop {
+            // Wait for room in the pipeline, then take everything that
+            // queued meanwhile (group commit).
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break 'proposing;
+            };
+            while let Ok(more) = inbox.try_recv() {
+                pending.extend(more);
+            }
+            let Some((through, batch)) = next_entry(&mut pending) else {
+                break;
+            };
             if !leads_in(&raft, term) {
                 notify(WriterEvent::Failed(format!(
                     "this node no longer leads term {term}"
@@ -152,6 +171,7 @@ async fn run(
                         commands,
                         proposed,
                         answer,
+                        _slot: slot,
                     });
                 }
                 Err(error) => {
