@@ -288,9 +288,9 @@ const STEP_DOWN_LIMIT: Duration = Duration::from_secs(10);
 const QUORUM_CHECK: Duration = Duration::from_millis(150);
 
 /// How long a leader may go without a quorum's acknowledgement before its
-/// orchestrator stops: several heartbeats (100 ms each), under the 900 ms
+/// orchestrator stops: several heartbeats (100 ms each), under the 1.1 s
 /// at least that a follower waits before it stands for election (openraft's
-/// 600 ms leader lease plus an election timeout of 300–600 ms), so a
+/// 600 ms leader lease plus an election timeout of 500–600 ms), so a
 /// deposed leader's orchestrator has stopped before another can start.
 const QUORUM_LEASE: Duration = Duration::from_millis(750);
 
