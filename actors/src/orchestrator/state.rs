@@ -23,7 +23,7 @@ use super::provider_budgets::ProviderBudgets;
 use super::scaling_control::ScalingControl;
 use crate::journal::{JournalStore, JournalWriter};
 use crate::membership::ClusterView;
-use crate::replica::proposer::{Proposer, entries_in_flight};
+use crate::replica::proposer::{Proposer, groups_in_flight};
 use crate::task_book::{AgentTypeSettings, TaskBook};
 
 /// After a restart, how long nodes that ran tasks get to re-register before
@@ -76,7 +76,7 @@ impl OrchestratorState {
         let (book, durability, recovered_work) = match (args.replicated, &args.data_dir) {
             (Some(start), _) => {
                 let notify_to = myself.clone();
-                let in_flight = entries_in_flight(args.data_dir.is_some());
+                let in_flight = groups_in_flight(args.data_dir.is_some());
                 let (proposer, done) =
                     Proposer::start(start.raft, start.term, in_flight, move |event| {
                         let _ = notify_to.cast(Mailbox::Local(OrchestratorLocal::Journal(event)));

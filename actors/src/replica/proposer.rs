@@ -10,14 +10,16 @@
 //! [`WriterEvent::Failed`] once an entry can no longer commit under this
 //! term (leadership lost), after which it proposes nothing more.
 //!
-//! Entries are cut at [`MAX_ENTRY_BYTES`] of encoded commands, so one entry
-//! always fits an append (see `network`), and proposals are pipelined: the
-//! next entry is proposed while earlier ones are being replicated, but only
-//! [`entries_in_flight`] at a time. That bound is the group commit: what
-//! the orchestrator applies while the entries in flight replicate waits and
-//! goes into the next entry together, instead of one tiny entry per
-//! orchestrator turn, each with its own log write (an fsync with a data
-//! directory) and its own append on every follower.
+//! Proposals are pipelined, but only [`groups_in_flight`] *groups* at a
+//! time: a group is everything the orchestrator applied while the groups
+//! before it were replicating, proposed together. That bound is the group
+//! commit: one log write (an fsync with a data directory) and one append
+//! per follower carry a whole group, instead of one tiny entry per
+//! orchestrator turn each paying its own. A group is cut into entries of
+//! at most [`MAX_ENTRY_BYTES`] of encoded commands, because openraft 0.9
+//! times an append out after one heartbeat interval (100 ms): a follower
+//! must decode and store any one entry well within that, even loaded (an
+//! entry near 1 MiB did not, and a new leader never heard its followers).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -35,17 +37,17 @@ use crate::task_book::Command;
 /// Largest entry the proposer makes (encoded commands). A single command
 /// larger than this goes in an entry of its own; the codec's frame limit
 /// and the book's payload limit bound it.
-pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+pub const MAX_ENTRY_BYTES: usize = 128 * 1024;
 
-/// Entries proposed and not yet committed at most. With a data directory
-/// every entry costs an fsync on each replica, so one at a time: each
+/// Groups proposed and not yet committed at most. With a data directory
+/// every log write costs an fsync on each replica, so one at a time: each
 /// carries everything applied during the previous one's commit (as the
-/// single orchestrator's journal does). In memory an entry costs only its
+/// single orchestrator's journal does). In memory a group costs only its
 /// round trip, so two overlap, one replicating while the next fills.
 /// (`herd bench throughput --replicas 3`: one in flight gave the journaled
 /// one-replica group 5,900–7,100 tasks/s against 4,000–5,500 with two, and
 /// two gave three in-memory replicas 44,000–54,000 against 40,000.)
-pub fn entries_in_flight(durable: bool) -> usize {
+pub fn groups_in_flight(durable: bool) -> usize {
     if durable { 1 } else { 2 }
 }
 
@@ -73,7 +75,7 @@ impl ProposerDone {
 
 impl Proposer {
     /// A proposer for the leader of `term` with at most `in_flight`
-    /// entries uncommitted (see [`entries_in_flight`]); `notify` hears of
+    /// groups uncommitted (see [`groups_in_flight`]); `notify` hears of
     /// commits and of the failure that ends it (on a tokio task).
     pub fn start(
         raft: Raft<ReplicaTypes>,
@@ -103,8 +105,9 @@ struct InFlight {
     commands: usize,
     proposed: Instant,
     answer: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<ReplicaTypes>>,
-    /// Returned when the entry is resolved, letting the next one go.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Shared by the entries of one group; returned once the last of them
+    /// is resolved, letting the next group go.
+    _slot: std::sync::Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 async fn run(
@@ -148,18 +151,16 @@ async fn run(
     let mut pending: VecDeque<(u64, Command)> = VecDeque::new();
     'proposing: while let Some(first) = inbox.recv().await {
         pending.extend(first);
-        loop {
-            // Wait for room in the pipeline, then take everything that
-            // queued meanwhile (group commit).
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break 'proposing;
-            };
-            while let Ok(more) = inbox.try_recv() {
-                pending.extend(more);
-            }
-            let Some((through, batch)) = next_entry(&mut pending) else {
-                break;
-            };
+        // Wait for room in the pipeline, then take everything that queued
+        // meanwhile: this group (group commit).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break 'proposing;
+        };
+        let slot = std::sync::Arc::new(slot);
+        while let Ok(more) = inbox.try_recv() {
+            pending.extend(more);
+        }
+        while let Some((through, batch)) = next_entry(&mut pending) {
             if !leads_in(&raft, term) {
                 notify(WriterEvent::Failed(format!(
                     "this node no longer leads term {term}"
@@ -181,7 +182,7 @@ async fn run(
                         commands,
                         proposed,
                         answer,
-                        _slot: slot,
+                        _slot: slot.clone(),
                     });
                 }
                 Err(error) => {
