@@ -46,27 +46,38 @@ async fn three_voters_in_step(api: &ApiClient) -> ReplicationStatus {
     .await
 }
 
-/// Waits until `api`'s node names a leader other than `old`; returns it.
-async fn new_leader(api: &ApiClient, old: &str) -> String {
-    eventually(
-        Duration::from_secs(15),
-        &format!("a leader other than {old}"),
-        || {
-            let api = api.clone();
-            let old = old.to_string();
-            async move {
-                let status = api.cluster().await.ok()?;
+/// Waits (15 s at most) until `api`'s node names a leader other than `old`;
+/// returns it. On timeout, fails with the last answer and the nodes' logs.
+async fn new_leader(cluster: &LocalCluster, api: &ApiClient, old: &str) -> String {
+    let _step = herd_tests::waiting_for(&format!("a leader other than {old}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let last = match api.cluster().await {
+            Ok(status) => {
                 let name = status.orchestrator.to_string();
-                let leads = status
-                    .replication?
-                    .replicas
-                    .iter()
-                    .any(|r| r.name == name && r.state == ReplicaRole::Leader);
-                (name != old && leads).then_some(name)
+                let leads = status.replication.as_ref().is_some_and(|group| {
+                    group
+                        .replicas
+                        .iter()
+                        .any(|r| r.name == name && r.state == ReplicaRole::Leader)
+                });
+                if name != old && leads {
+                    return name;
+                }
+                format!(
+                    "orchestrator {name:?}, replication {:?}",
+                    status.replication
+                )
             }
-        },
-    )
-    .await
+            Err(error) => format!("error: {error}"),
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader other than {old} within 15 s; last answer: {last}\n{}",
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
@@ -161,7 +172,7 @@ async fn kill_the_leader_during_tasks(cluster: &mut LocalCluster) -> String {
     })
     .await;
     cluster.kill(leader.as_str()).await;
-    let elected = new_leader(&observer, &leader).await;
+    let elected = new_leader(cluster, &observer, &leader).await;
     assert_ne!(elected, leader);
     // Submissions go on through the survivors.
     let more = submit_acknowledged(&observer, 500, 5).await;
@@ -223,7 +234,7 @@ async fn a_pinned_weight_and_pool_bounds_set_at_run_time_survive_kill_9_of_the_l
         assert_eq!(before.orchestrator.as_str(), leader);
 
         cluster.kill(leader.as_str()).await;
-        let elected = new_leader(&observer, &leader).await;
+        let elected = new_leader(&cluster, &observer, &leader).await;
         let after = cluster.api(elected.as_str()).cluster().await.unwrap();
         assert_eq!(after.orchestrator.as_str(), elected);
         let echo = &after.agents[&"echo".into()];
@@ -381,7 +392,7 @@ async fn a_frozen_leader_is_deposed_and_once_thawed_stops_leading_and_its_late_r
         let acknowledged = submit_acknowledged(&observer, 36, 4_000).await;
         wait_until_pool_busy(&cluster.api(leader.as_str()), &leader).await;
         cluster.signal(leader.as_str(), libc::SIGSTOP);
-        let elected = new_leader(&observer, &leader).await;
+        let elected = new_leader(&cluster, &observer, &leader).await;
         assert_ne!(elected, leader);
         let more = submit_acknowledged(&observer, 20, 100).await;
         cluster.signal(leader.as_str(), libc::SIGCONT);
@@ -476,7 +487,7 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
         .await;
 
         net.cut();
-        let elected = new_leader(&observer, "n1").await;
+        let elected = new_leader(&cluster, &observer, "n1").await;
         // The minority side (n1 alone) refuses writes with no_quorum; a
         // client inside its namespace asks it.
         let n1_url = format!("{}/v1/tasks", cluster.node("n1").api_url());
@@ -605,7 +616,7 @@ async fn a_replica_whose_data_directory_was_wiped_rejoins_as_a_new_one_and_catch
         check_history(&observer, &history).await;
         // Its copy of the book serves: when it leads, nothing is missing.
         cluster.kill(leader.as_str()).await;
-        let elected = new_leader(&observer, &leader).await;
+        let elected = new_leader(&cluster, &observer, &leader).await;
         let survivor = cluster.api(elected.as_str());
         check_history(&survivor, &history).await;
         cluster.stop().await;
