@@ -7,7 +7,7 @@ use herd_protocol::messages::membership::Role;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_protocol::messages::pool::{PoolReply, PoolRequest};
 use herd_protocol::messages::supervision::{RestartOutcome, SupervisorReply, SupervisorRequest};
-use herd_protocol::{Mailbox, MemberId, NodeName};
+use herd_protocol::{Mailbox, NodeName};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
@@ -251,14 +251,14 @@ impl MonitorState {
                 };
                 warn!(orchestrator = %node, %reason, "the orchestrator is stuck; asking its node to step down so another replica leads");
                 watched.step_down_in_flight = true;
-                leader_watch::request_step_down(
-                    myself.clone(),
-                    supervisor,
-                    node,
-                    pid,
-                    view.local.member.clone(),
+                let request = SupervisorRequest::StepDown {
+                    orchestrator_pid: pid,
+                    monitor: view.local.member.clone(),
                     reason,
-                );
+                };
+                request_off_mailbox(myself.clone(), supervisor, request, move |outcome| {
+                    MonitorMsg::StepDownAnswered { node, pid, outcome }
+                });
             }
         }
     }
@@ -369,14 +369,14 @@ impl MonitorState {
                 };
                 warn!(pool = %node, %reason, "worker pool is stuck; asking its node's supervisor to restart it");
                 watched.restart_in_flight = true;
-                request_restart(
-                    myself.clone(),
-                    supervisor,
-                    node,
-                    pid,
-                    view.local.member.clone(),
+                let request = SupervisorRequest::RestartPool {
+                    pool_pid: pid,
+                    monitor: view.local.member.clone(),
                     reason,
-                );
+                };
+                request_off_mailbox(myself.clone(), supervisor, request, move |outcome| {
+                    MonitorMsg::RestartAnswered { node, pid, outcome }
+                });
             }
         }
     }
@@ -472,30 +472,25 @@ fn ping(monitor: ActorRef<MonitorMsg>, node: NodeName, pid: u64, pool: ActorRef<
     });
 }
 
-/// Asks a node's supervisor to restart its pool, off the monitor's mailbox.
-fn request_restart(
+/// Sends a restart or step-down `request` to a node's supervisor off the
+/// monitor's mailbox, and hands the monitor the answer as
+/// `answered(outcome)`.
+fn request_off_mailbox(
     monitor: ActorRef<MonitorMsg>,
     supervisor: ActorRef<crate::runtime::SupervisorMsg>,
-    node: NodeName,
-    pid: u64,
-    me: MemberId,
-    reason: String,
+    request: SupervisorRequest,
+    answered: impl FnOnce(Result<RestartOutcome, String>) -> MonitorMsg + Send + 'static,
 ) {
     tokio::spawn(async move {
-        let request = SupervisorRequest::RestartPool {
-            pool_pid: pid,
-            monitor: me,
-            reason,
-        };
         let outcome = ask_supervisor(&supervisor, request).await;
-        let _ = monitor.cast(MonitorMsg::RestartAnswered { node, pid, outcome });
+        let _ = monitor.cast(answered(outcome));
     });
 }
 
 /// Sends a restart or step-down request to a node's supervisor and waits
 /// (at most [`RESTART_REQUEST_DEADLINE`]) for its answer, or says why there
 /// was none.
-pub(super) async fn ask_supervisor(
+async fn ask_supervisor(
     supervisor: &ActorRef<crate::runtime::SupervisorMsg>,
     request: SupervisorRequest,
 ) -> Result<RestartOutcome, String> {

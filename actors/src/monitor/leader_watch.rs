@@ -7,12 +7,12 @@
 //! mailbox: these functions only send, and report back to the monitor.
 
 use herd_protocol::messages::orchestrator::{OrchestratorReply, OrchestratorRequest};
-use herd_protocol::messages::supervision::{RestartOutcome, SupervisorRequest};
-use herd_protocol::{Mailbox, MemberId, NodeName};
+use herd_protocol::messages::supervision::RestartOutcome;
+use herd_protocol::{Mailbox, NodeName};
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
-use super::actor::{MonitorMsg, PingResult, ask_supervisor};
+use super::actor::{MonitorMsg, PingResult};
 use super::probe::PING_DEADLINE;
 use crate::orchestrator::OrchestratorMsg;
 
@@ -44,27 +44,6 @@ pub(super) fn ping(
             }
         };
         let _ = monitor.cast(MonitorMsg::OrchestratorPinged { node, pid, result });
-    });
-}
-
-/// Asks the leader's supervisor to kill its stuck orchestrator and step
-/// down, and reports the answer to the monitor.
-pub(super) fn request_step_down(
-    monitor: ActorRef<MonitorMsg>,
-    supervisor: ActorRef<crate::runtime::SupervisorMsg>,
-    node: NodeName,
-    pid: u64,
-    me: MemberId,
-    reason: String,
-) {
-    tokio::spawn(async move {
-        let request = SupervisorRequest::StepDown {
-            orchestrator_pid: pid,
-            monitor: me,
-            reason,
-        };
-        let outcome = ask_supervisor(&supervisor, request).await;
-        let _ = monitor.cast(MonitorMsg::StepDownAnswered { node, pid, outcome });
     });
 }
 
