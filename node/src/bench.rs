@@ -127,6 +127,15 @@ impl Setup {
             Setup::Raft => "raft x3",
         }
     }
+
+    /// The replica group's voters, with raft replication.
+    fn voters(self) -> Option<usize> {
+        match self {
+            Setup::Single => None,
+            Setup::RaftOne => Some(1),
+            Setup::Raft => Some(3),
+        }
+    }
 }
 
 /// Settings n2 and n3 need when they may run the orchestrator (raft): the
@@ -244,10 +253,9 @@ async fn measure(
     handle.wait_until_ready(Duration::from_secs(20)).await?;
     wait_for_peers(&peers, Duration::from_secs(20)).await?;
     wait_for_pools(&handle, 3).await?;
-    let leader = match setup {
-        Setup::Single => None,
-        Setup::RaftOne => Some(wait_for_replicas(&handle, 1).await?),
-        Setup::Raft => Some(wait_for_replicas(&handle, 3).await?),
+    let leader = match setup.voters() {
+        None => None,
+        Some(voters) => Some(wait_for_replicas(&handle, voters).await?),
     };
     let figure =
         |path: &str, throughput_per_s, p50_us, p99_us, ran_on, refusals: Refusals| Figures {
@@ -307,7 +315,7 @@ async fn measure(
     if let Some(first) = &leader {
         // A change of leader during the run shows in the figures' label
         // rather than being hidden.
-        let voters = if setup == Setup::Raft { 3 } else { 1 };
+        let voters = setup.voters().expect("a leader is only named with raft");
         let now = wait_for_replicas(&handle, voters).await?;
         if &now != first {
             eprintln!("herd bench: the Raft leader moved from {first} to {now} during the run");
