@@ -238,15 +238,15 @@ impl MonitorState {
             }
             Verdict::Stuck => {
                 let view = self.view.borrow().clone();
-                let reason = format!(
-                    "stuck: the orchestrator missed {MISSES_TO_STUCK} pings in a row ({} ms deadline each) while its node answered heartbeats",
-                    PING_DEADLINE.as_millis()
-                );
-                let Some(supervisor) = find_supervisor(&view, &node) else {
-                    metrics::counter!("herd_monitor_interventions_total", "action" => "report_only")
-                        .increment(1);
-                    error!(orchestrator = %node, %reason, "the orchestrator is stuck and its node's supervisor cannot be reached; reporting only");
-                    watched.probe.reset();
+                let reason = stuck_reason("orchestrator");
+                let Some(supervisor) = supervisor_or_report_only(
+                    &view,
+                    &node,
+                    &mut watched.probe,
+                    || {
+                        error!(orchestrator = %node, %reason, "the orchestrator is stuck and its node's supervisor cannot be reached; reporting only");
+                    },
+                ) else {
                     return;
                 };
                 warn!(orchestrator = %node, %reason, "the orchestrator is stuck; asking its node to step down so another replica leads");
@@ -356,15 +356,15 @@ impl MonitorState {
             }
             Verdict::Stuck => {
                 let view = self.view.borrow().clone();
-                let reason = format!(
-                    "stuck: the pool missed {MISSES_TO_STUCK} pings in a row ({} ms deadline each) while its node answered heartbeats",
-                    PING_DEADLINE.as_millis()
-                );
-                let Some(supervisor) = find_supervisor(&view, &node) else {
-                    metrics::counter!("herd_monitor_interventions_total", "action" => "report_only")
-                        .increment(1);
-                    error!(pool = %node, %reason, "worker pool is stuck and its node's supervisor cannot be reached; reporting only");
-                    watched.probe.reset();
+                let reason = stuck_reason("pool");
+                let Some(supervisor) = supervisor_or_report_only(
+                    &view,
+                    &node,
+                    &mut watched.probe,
+                    || {
+                        error!(pool = %node, %reason, "worker pool is stuck and its node's supervisor cannot be reached; reporting only");
+                    },
+                ) else {
                     return;
                 };
                 warn!(pool = %node, %reason, "worker pool is stuck; asking its node's supervisor to restart it");
@@ -470,6 +470,34 @@ fn ping(monitor: ActorRef<MonitorMsg>, node: NodeName, pid: u64, pool: ActorRef<
         };
         let _ = monitor.cast(MonitorMsg::PingAnswered { node, pid, result });
     });
+}
+
+/// Why a monitor intervenes on a stuck `what` (a pool, the orchestrator):
+/// recorded with the restart or step-down.
+fn stuck_reason(what: &str) -> String {
+    format!(
+        "stuck: the {what} missed {MISSES_TO_STUCK} pings in a row ({} ms deadline each) while its node answered heartbeats",
+        PING_DEADLINE.as_millis()
+    )
+}
+
+/// The supervisor of `node`, to ask for an intervention on a stuck actor
+/// there; when it cannot be reached, the monitor only reports: counted as
+/// `report_only`, said by `report`, and the actor's probe starts afresh.
+fn supervisor_or_report_only(
+    view: &ClusterView,
+    node: &NodeName,
+    probe: &mut Probe,
+    report: impl FnOnce(),
+) -> Option<ActorRef<crate::runtime::SupervisorMsg>> {
+    let supervisor = find_supervisor(view, node);
+    if supervisor.is_none() {
+        metrics::counter!("herd_monitor_interventions_total", "action" => "report_only")
+            .increment(1);
+        report();
+        probe.reset();
+    }
+    supervisor
 }
 
 /// Sends a restart or step-down `request` to a node's supervisor off the
