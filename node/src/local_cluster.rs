@@ -557,6 +557,15 @@ impl LocalCluster {
     }
 
     /// The nodes' names, for messages.
+    /// `--seed ADDR` for every node of the cluster: the arguments that
+    /// point another node at it.
+    pub fn seed_args(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
+            .collect()
+    }
+
     fn names(&self) -> String {
         self.nodes
             .iter()

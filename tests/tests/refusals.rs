@@ -23,16 +23,8 @@ async fn a_node_with_the_wrong_cookie_cannot_join_nor_see_nor_run_tasks() {
         )
         .unwrap();
         // Point the intruder at the real cluster: restart it with real seeds.
-        let seeds: Vec<String> = cluster
-            .nodes
-            .iter()
-            .map(|node| node.cluster_addr())
-            .collect();
         intruder.kill("n4").await;
-        intruder.nodes[0].spec.extra_args = seeds
-            .iter()
-            .flat_map(|seed| ["--seed".to_string(), seed.clone()])
-            .collect();
+        intruder.nodes[0].spec.extra_args = cluster.seed_args();
         intruder.restart("n4").unwrap();
         let intruder_api = intruder.api("n4");
         eventually(
@@ -115,12 +107,7 @@ async fn with_single_replication_a_second_orchestrator_is_refused_with_a_clear_e
         specs[0].extra_args.extend(single());
         let mut cluster = start_cluster(specs).await;
         let mut rival_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
-        rival_spec.extra_args = cluster
-            .nodes
-            .iter()
-            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
-            .chain(single())
-            .collect();
+        rival_spec.extra_args = cluster.seed_args().into_iter().chain(single()).collect();
         let mut rival = LocalCluster::spawn(vec![rival_spec], &cluster.cookie).unwrap();
         let code = rival.wait_exit("n9", Duration::from_secs(15)).await;
         assert_eq!(code, Some(2), "log:\n{}", rival.log_tails());
@@ -166,11 +153,7 @@ async fn by_default_a_second_orchestrator_role_node_joins_the_replica_group_and_
             ids.push(cluster.api(2).submit("echo", json!(i)).await.unwrap());
         }
         let mut joiner_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
-        joiner_spec.extra_args = cluster
-            .nodes
-            .iter()
-            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
-            .collect();
+        joiner_spec.extra_args = cluster.seed_args();
         let mut joiner = LocalCluster::spawn(vec![joiner_spec], &cluster.cookie).unwrap();
         let api = cluster.api("n3");
         let group = eventually(
@@ -222,10 +205,7 @@ async fn an_orchestrator_in_the_other_replication_mode_is_refused_with_a_clear_e
         let mut cluster = three_node_cluster(2).await;
         let mut rival_spec = NodeSpec::new("n9", "orchestrator,worker,monitor", 2);
         rival_spec.extra_args = vec!["--replication".into(), "single".into()];
-        for node in &cluster.nodes {
-            rival_spec.extra_args.push("--seed".into());
-            rival_spec.extra_args.push(node.cluster_addr());
-        }
+        rival_spec.extra_args.extend(cluster.seed_args());
         let mut rival = LocalCluster::spawn(vec![rival_spec], &cluster.cookie).unwrap();
         let code = rival.wait_exit("n9", Duration::from_secs(15)).await;
         assert_eq!(code, Some(2), "log:\n{}", rival.log_tails());
@@ -309,11 +289,7 @@ async fn a_second_node_with_a_taken_name_exits_two_and_the_real_one_keeps_runnin
 
         let real_addr = cluster.node("n2").cluster_addr();
         let mut impostor_spec = NodeSpec::new("n2", "worker,monitor", 2);
-        impostor_spec.extra_args = cluster
-            .nodes
-            .iter()
-            .flat_map(|node| ["--seed".to_string(), node.cluster_addr()])
-            .collect();
+        impostor_spec.extra_args = cluster.seed_args();
         // What the nodes log from here on (a start-up redial may come before).
         let logged_before: Vec<usize> = cluster
             .nodes

@@ -71,10 +71,7 @@ async fn when_two_groups_founded_apart_meet_the_younger_s_node_exits_two_and_the
 
         // n3 seeds both: the groups meet.
         let mut bridge_spec = NodeSpec::new("n3", "worker,monitor", 2);
-        for node in [n1.node("n1"), n2.node("n2")] {
-            bridge_spec.extra_args.push("--seed".into());
-            bridge_spec.extra_args.push(node.cluster_addr());
-        }
+        bridge_spec.extra_args = [n1.seed_args(), n2.seed_args()].concat();
         let mut n3 = LocalCluster::spawn(vec![bridge_spec], &cookie).unwrap();
 
         // The younger group's node leaves with a configuration error that
