@@ -177,6 +177,9 @@ pub struct ScalingSection {
     pub max_concurrent_llm_calls: Option<i64>,
     /// Attempts a pool is given per slot (one runs, the rest wait there).
     pub slot_credit: Option<i64>,
+    /// Most attempts a pool is given per slot when commits are slow and a
+    /// type's tasks short (the credit adapts between the two).
+    pub max_slot_credit: Option<i64>,
     /// CPU cores budgeted per worker slot.
     pub max_cpu_per_worker: Option<f64>,
     /// Memory budgeted per worker slot, GB.

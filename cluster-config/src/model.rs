@@ -441,6 +441,11 @@ pub struct ScalingSettings {
     /// Attempts a pool is given per slot: one runs, the others wait in the
     /// pool's backlog and start as soon as the slot frees.
     pub slot_credit: u32,
+    /// Most attempts a pool is given per slot: a type whose tasks are short
+    /// against the commit latency gets up to this many (see the
+    /// orchestrator's slot credit meter); equal to `slot_credit`, the
+    /// credit is fixed.
+    pub max_slot_credit: u32,
     /// CPU cores budgeted per slot (limits slots per node).
     pub max_cpu_per_worker: Option<f64>,
     /// Memory budgeted per slot in GB (limits slots per node).
@@ -467,6 +472,7 @@ impl ScalingSettings {
             worker_timeout: None,
             max_concurrent_llm_calls: 10,
             slot_credit: herd_protocol::defaults::DEFAULT_SLOT_CREDIT,
+            max_slot_credit: herd_protocol::defaults::DEFAULT_MAX_SLOT_CREDIT,
             max_cpu_per_worker: None,
             max_memory_per_worker_gb: None,
             max_weight_step: 0.5,

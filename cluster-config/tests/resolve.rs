@@ -592,6 +592,69 @@ fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
 }
 
 #[test]
+fn slot_credit_adapts_between_its_floor_and_ceiling_and_a_ceiling_below_the_floor_is_refused() {
+    let defaults = resolve(&minimal(), &Environment::default()).unwrap();
+    assert_eq!(
+        (
+            defaults.scaling.slot_credit,
+            defaults.scaling.max_slot_credit
+        ),
+        (4, 64)
+    );
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nslot_credit = 8\nmax_slot_credit = 8\n",
+    );
+    let fixed = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (fixed.scaling.slot_credit, fixed.scaling.max_slot_credit),
+        (8, 8)
+    );
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nslot_credit = 8\nmax_slot_credit = 2\n",
+    );
+    let message = resolve(
+        &Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    let expected = format!(
+        "{}:7: scaling.max_slot_credit: is 2, below slot_credit (8); raise max_slot_credit, or set both equal for a fixed credit",
+        path.display()
+    );
+    assert!(
+        message.contains(&expected),
+        "missing {expected:?} in:\n{message}"
+    );
+    let (_dir, path) = write_config(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nmax_slot_credit = 500\n",
+    );
+    let message = resolve(
+        &Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        },
+        &Environment::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("scaling.max_slot_credit: is 500, outside 1..=128"),
+        "{message}"
+    );
+}
+
+#[test]
 fn http_server_bounds_come_from_the_http_section_and_are_range_checked() {
     let (_dir, path) = write_config(
         "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n[http]\nmax_connections = 100\nheader_timeout_s = 2\n",

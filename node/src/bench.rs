@@ -49,8 +49,9 @@ pub struct BenchSettings {
     /// n1 and three raft replicas of the task book (every node with the
     /// orchestrator role).
     pub replicas: usize,
-    /// Attempts per slot the orchestrator may hand a pool
-    /// (`scaling.slot_credit`); `None`: the config default.
+    /// A fixed number of attempts per slot the orchestrator may hand a pool
+    /// (`scaling.slot_credit` and `scaling.max_slot_credit` both); `None`:
+    /// the config defaults (a credit that adapts between them).
     pub slot_credit: Option<u32>,
     /// Also measure n1's API over HTTPS with a bearer token, beside plain
     /// HTTP to n1 alone (`--tls --token`).
@@ -149,7 +150,9 @@ fn peer_config(
         "[tasks]\nretain_finished = {retain}\n\n[limits]\nmax_unfinished_tasks = {max_unfinished}\n"
     );
     if let Some(credit) = settings.slot_credit {
-        text.push_str(&format!("\n[scaling]\nslot_credit = {credit}\n"));
+        text.push_str(&format!(
+            "\n[scaling]\nslot_credit = {credit}\nmax_slot_credit = {credit}\n"
+        ));
     }
     let path = dir.join("peer.toml");
     std::fs::write(&path, text)?;
@@ -244,6 +247,7 @@ async fn measure(
     };
     if let Some(credit) = settings.slot_credit {
         config.scaling.slot_credit = credit;
+        config.scaling.max_slot_credit = credit;
     }
     let node = HerdNode::start(config, BTreeMap::new()).await?;
     let handle = node.handle();
@@ -732,12 +736,14 @@ pub fn print(settings: &BenchSettings, figures: &[Figures]) {
         "herd bench: 3 nodes on loopback (n1 embedded in this process, n2 and n3 as processes), {} workers/node, {} no-op tasks per run, batches of {}, {} single-task samples",
         settings.workers, settings.tasks, settings.batch, settings.latency_samples
     );
-    println!(
-        "slot credit: {} attempts per slot",
-        settings
-            .slot_credit
-            .unwrap_or(herd_protocol::defaults::DEFAULT_SLOT_CREDIT)
-    );
+    match settings.slot_credit {
+        Some(credit) => println!("slot credit: fixed, {credit} attempts per slot"),
+        None => println!(
+            "slot credit: adaptive, {}–{} attempts per slot (following commit latency and run time)",
+            herd_protocol::defaults::DEFAULT_SLOT_CREDIT,
+            herd_protocol::defaults::DEFAULT_MAX_SLOT_CREDIT
+        ),
+    }
     let replicated = settings.replicas > 1;
     match &settings.data_dir {
         Some(dir) if replicated => println!(

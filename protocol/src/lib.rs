@@ -37,7 +37,9 @@ pub use time::UnixMillis;
 /// 7: greetings, leadership claims and Raft requests carry the sender's
 /// replica group, and raft log entries may carry the `ReplicaGroup`
 /// command, which a node of version 6 cannot decode.
-pub const PROTOCOL_VERSION: u32 = 7;
+///
+/// 8: the cluster summary's agent types carry their slot credit.
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The herd release this crate belongs to, reported in node greetings.
 pub const HERD_VERSION: &str = env!("CARGO_PKG_VERSION");

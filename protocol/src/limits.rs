@@ -153,10 +153,11 @@ pub const MIN_WORKERS_RANGE: RangeInclusive<u32> = 1..=100;
 /// The most worker slots the cluster may be told to grow to (seed 004).
 pub const MAX_WORKERS_RANGE: RangeInclusive<u32> = 1..=1000;
 
-/// The attempts a pool may be given per worker slot (`scaling.slot_credit`):
-/// one runs, the others wait in the pool's backlog and start the moment the
-/// slot frees. 1 means a slot is only re-filled by the orchestrator.
-pub const SLOT_CREDIT_RANGE: RangeInclusive<u32> = 1..=16;
+/// The attempts a pool may be given per worker slot (`scaling.slot_credit`,
+/// the floor, and `scaling.max_slot_credit`, the ceiling): one runs, the
+/// others wait in the pool's backlog and start the moment the slot frees. 1
+/// means a slot is only re-filled by the orchestrator.
+pub const SLOT_CREDIT_RANGE: RangeInclusive<u32> = 1..=128;
 
 /// The weights an agent type may be given (shares of the worker slots,
 /// normalised across types).

@@ -171,7 +171,11 @@ async fn idempotency_keys_priorities_listing_and_cancellation_work_over_http() {
         // Without prefetch, so that a task waits in the orchestrator's queue
         // (pending, in priority order) as soon as the slots are taken.
         let dir = temp_dir("api-priorities").unwrap();
-        let config = write_config(dir.path(), "herd.toml", "[scaling]\nslot_credit = 1\n");
+        let config = write_config(
+            dir.path(),
+            "herd.toml",
+            "[scaling]\nslot_credit = 1\nmax_slot_credit = 1\n",
+        );
         let mut cluster = three_node_cluster_with(2, &config, &[]).await;
         let api = cluster.api("n1");
         let first = api

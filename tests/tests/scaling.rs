@@ -181,7 +181,12 @@ async fn a_put_weight_takes_effect_and_invalid_updates_are_refused() {
         let dir = temp_dir("scaling-put").unwrap();
         // Without prefetch: the test counts the attempts of each type on the
         // slots, which with prefetch would include those waiting in backlogs.
-        let mut cluster = cluster(dir.path(), "[scaling]\nslot_credit = 1", 4).await;
+        let mut cluster = cluster(
+            dir.path(),
+            "[scaling]\nslot_credit = 1\nmax_slot_credit = 1",
+            4,
+        )
+        .await;
         let api = cluster.api("n3");
         let answer = api
             .update_agent("generation", &json!({ "weight": 0.7 }))
@@ -400,6 +405,7 @@ min_workers = 3
 max_workers = 12
 stabilization_s = 60
 slot_credit = 1                  # "three wait" in the orchestrator's queue
+max_slot_credit = 1
 "#,
             4,
         )

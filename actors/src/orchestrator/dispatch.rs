@@ -17,7 +17,7 @@ use super::OrchestratorMsg;
 use super::actor::OrchestratorLocal;
 use super::durability::Deferred;
 use super::state::OrchestratorState;
-use crate::scheduling::{DispatchInput, PoolLoad, plan_dispatch};
+use crate::scheduling::{DispatchInput, PoolLoad, SlotCredits, plan_dispatch};
 use crate::task_book::{Command, Effect};
 
 impl OrchestratorState {
@@ -79,13 +79,14 @@ impl OrchestratorState {
         self.rotation = self.rotation.wrapping_add(1);
         let start = self.rotation % loads.len();
         loads.rotate_left(start);
+        let slot_credit = self.slot_credits();
         let plan = plan_dispatch(&DispatchInput {
             pools: &loads,
             allocation: self.pools.allocation(),
             demand: &demand,
             borrow_order: &self.borrow_order,
             llm_types: &self.llm_types,
-            slot_credit: self.scaling.settings().slot_credit,
+            slot_credit,
         });
         let stamp = UnixMillis::now();
         let mut batches: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
@@ -109,6 +110,8 @@ impl OrchestratorState {
                     if self.providers.routes(&assignment.agent_type) {
                         self.providers.grant(&mut assignment, now);
                     }
+                    self.slot_credit
+                        .observe_payload(&assignment.agent_type, assignment.payload.len());
                     self.trace_queued(&assignment);
                     batches.entry(member).or_default().push(assignment);
                     assigned += 1;
@@ -118,6 +121,18 @@ impl OrchestratorState {
         }
         for (member, assignments) in batches {
             self.release(myself, Deferred::Assignments(member, assignments));
+        }
+    }
+
+    /// Each type's slot credit as the meter has it, within the bounds now
+    /// in force (`scaling.slot_credit` to `scaling.max_slot_credit`).
+    pub(super) fn slot_credits(&mut self) -> SlotCredits {
+        let settings = self.scaling.settings();
+        self.slot_credit
+            .set_bounds(settings.slot_credit, settings.max_slot_credit);
+        SlotCredits {
+            default: self.slot_credit.floor(),
+            by_type: self.slot_credit.credits(),
         }
     }
 

@@ -119,6 +119,7 @@ impl OrchestratorState {
                     metrics::histogram!("herd_journal_commit_seconds").record(commit.as_secs_f64());
                     metrics::counter!("herd_journal_entries_total").increment(entries as u64);
                 }
+                self.slot_credit.observe_commit(commit);
                 for action in self.durability.durable(through) {
                     self.run(myself, action);
                 }

@@ -2,6 +2,8 @@
 //! of a superseded attempt is fenced by its epoch), then acknowledged to the
 //! pool once durable, so the pool can forget it.
 
+use std::time::Duration;
+
 use herd_protocol::{MemberId, TaskReport, UnixMillis};
 use ractor::ActorRef;
 use tracing::info;
@@ -26,6 +28,11 @@ impl OrchestratorState {
         let mut effects = Vec::new();
         for report in reports {
             self.trace_completed(&member, &report);
+            if let Some(record) = self.book.record(report.task_id) {
+                let run_ms = report.finished_at.0.saturating_sub(report.started_at.0);
+                self.slot_credit
+                    .observe_run(&record.agent_type, Duration::from_millis(run_ms));
+            }
             effects.extend(self.apply(
                 myself,
                 Command::Report {

@@ -65,6 +65,7 @@ impl OrchestratorState {
                         },
                     )
                 });
+                let slot_credits = self.slot_credits();
                 OrchestratorReply::Cluster(cluster_status(StatusSources {
                     local: &view.local.member,
                     book: &self.book,
@@ -76,6 +77,7 @@ impl OrchestratorState {
                     scaling: &self.scaling,
                     providers,
                     replication,
+                    slot_credits: &slot_credits,
                 }))
             }
             OrchestratorRequest::ScalingDecisions { limit } => {

@@ -422,6 +422,11 @@ impl OrchestratorState {
     pub(super) fn scaling_step(&mut self, myself: &ActorRef<OrchestratorMsg>) {
         self.providers.publish(Instant::now());
         super::tenants::publish_tenant_gauges(&self.book, &mut self.tenant_gauges);
+        let credits = self.slot_credits();
+        for agent_type in self.agent_types.keys() {
+            metrics::gauge!("herd_slot_credit", "agent_type" => agent_type.to_string())
+                .set(f64::from(credits.of(agent_type)));
+        }
         if !self.view.borrow().discovery_complete {
             return;
         }

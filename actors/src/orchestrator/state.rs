@@ -58,6 +58,9 @@ pub struct OrchestratorState {
     pub(super) raft: Option<openraft::Raft<crate::replica::types::ReplicaTypes>>,
     /// Tenants whose gauges were last set non-zero.
     pub(super) tenant_gauges: std::collections::BTreeSet<herd_protocol::Tenant>,
+    /// Attempts each pool may hold per slot, by type, from observed commit
+    /// latencies and run times.
+    pub(super) slot_credit: crate::scheduling::SlotCreditMeter,
 }
 
 impl OrchestratorState {
@@ -195,6 +198,10 @@ impl OrchestratorState {
             providers,
             tenant_gauges: Default::default(),
             raft,
+            slot_credit: crate::scheduling::SlotCreditMeter::new(
+                args.scaling.slot_credit,
+                args.scaling.max_slot_credit,
+            ),
         };
         if state.durability.replicated_term().is_some() {
             let configuration = state.book.configuration();

@@ -39,6 +39,8 @@ pub struct StatusSources<'a> {
     pub providers: Vec<ProviderStatus>,
     /// The replica group, with raft replication.
     pub replication: Option<herd_protocol::messages::replica::ReplicationStatus>,
+    /// Each type's slot credit now.
+    pub slot_credits: &'a crate::scheduling::SlotCredits,
 }
 
 /// Builds the summary from the book, the pools and the membership view.
@@ -54,6 +56,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
         scaling,
         providers,
         replication,
+        slot_credits,
     } = sources;
     let now = std::time::Instant::now();
     let allocation = pools.allocation();
@@ -100,6 +103,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
                 queue_depth: book.queue_depth(agent_type),
                 circuit: circuits.status(agent_type, now),
                 pinned: scaling.is_pinned(agent_type),
+                slot_credit: slot_credits.of(agent_type),
             };
             (agent_type.clone(), status)
         })

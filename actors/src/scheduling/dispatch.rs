@@ -17,11 +17,12 @@
 //! Weights therefore bind under contention and never leave a slot idle while
 //! work waits.
 //!
-//! 3. **Prefetch** (`slot_credit` > 1): only once phases 1–2 leave a pool no
-//!    idle slot, it gets up to `slots × (slot_credit − 1)` further attempts
-//!    (each type first up to `slot_credit ×` its quota there, so the backlog
-//!    follows the weights; the rest lent in borrowing order; never
-//!    LLM-calling types),
+//! 3. **Prefetch** (a slot credit above 1): only once phases 1–2 leave a
+//!    pool no idle slot, it gets further attempts, each type up to `slots ×
+//!    credit` held there in all (its [slot credit](super::slot_credit),
+//!    which follows commit latency and the type's run time): first each
+//!    type up to `credit ×` its quota there, so the backlog follows the
+//!    weights; the rest lent in borrowing order; never LLM-calling types,
 //!    which wait in the pool's backlog and start the moment a slot frees,
 //!    without a round trip to the orchestrator. A pool with an idle slot
 //!    (held for a quiet type, say) gets none, so phases 1–2 decide exactly
@@ -72,10 +73,40 @@ pub struct DispatchInput<'a> {
     pub borrow_order: &'a [AgentType],
     /// Types whose tasks call an LLM API (limited by each pool's `llm_room`).
     pub llm_types: &'a BTreeSet<AgentType>,
-    /// Attempts a pool may hold per slot (`scaling.slot_credit`, at least
-    /// 1): beyond its idle slots, a pool whose slots are all taken gets up
-    /// to `slots × (slot_credit − 1)` more, which wait in its backlog.
-    pub slot_credit: u32,
+    /// Attempts a pool may hold per slot, by type (at least 1): beyond its
+    /// idle slots, a pool whose slots are all taken gets up to `slots ×
+    /// credit` attempts of a type in all, the ones not running waiting in
+    /// its backlog.
+    pub slot_credit: SlotCredits,
+}
+
+/// Attempts a pool may hold per slot, by agent type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlotCredits {
+    /// The credit of a type not listed (`scaling.slot_credit`).
+    pub default: u32,
+    /// Types whose credit differs from it.
+    pub by_type: BTreeMap<AgentType, u32>,
+}
+
+impl SlotCredits {
+    /// The same credit for every type.
+    #[cfg(test)]
+    pub fn uniform(credit: u32) -> Self {
+        SlotCredits {
+            default: credit,
+            by_type: BTreeMap::new(),
+        }
+    }
+
+    /// The credit of `agent_type` (at least 1).
+    pub fn of(&self, agent_type: &AgentType) -> u32 {
+        self.by_type
+            .get(agent_type)
+            .copied()
+            .unwrap_or(self.default)
+            .max(1)
+    }
 }
 
 /// What is planned so far and what each pool has left.
@@ -127,7 +158,7 @@ impl<'a> Ledger<'a> {
 
 /// Plans assignments: `(pool, type, count)` triples. Guarantees: no pool gets
 /// more than its idle slots plus, once those are all planned, its prefetch
-/// credit (`slots × (slot_credit − 1)` attempts held beyond its slots), no
+/// credit (no type more than `slots × credit` held there in all), no
 /// type more than its demand, no pool more LLM-calling attempts than its
 /// `llm_room` or its idle slots.
 pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32)> {
@@ -225,10 +256,14 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
     }
 
     // Phase 3: prefetch into the backlogs of pools with no idle slot left:
-    // first each type up to `slot_credit` × its quota there (so what waits,
+    // first each type up to its credit × its quota there (so what waits,
     // and therefore what runs next, follows the weights under contention),
-    // then the rest lent in borrowing order, one per type per round.
-    if input.slot_credit > 1 {
+    // then the rest lent in borrowing order, one per type per round, each
+    // type up to its credit × the pool's slots held there in all.
+    let prefetching = demand
+        .iter()
+        .any(|(agent_type, wanted)| *wanted > 0 && input.slot_credit.of(agent_type) > 1);
+    if prefetching {
         for (index, pool) in input.pools.iter().enumerate() {
             if ledger.idle[index] > 0 {
                 continue;
@@ -236,6 +271,20 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
             let planned_of = |ledger: &Ledger<'_>, agent_type: &AgentType| {
                 ledger.plan.get(&(index, agent_type)).copied().unwrap_or(0)
             };
+            let held_of = |ledger: &Ledger<'_>, agent_type: &AgentType| {
+                pool.running_of(agent_type) + planned_of(ledger, agent_type)
+            };
+            let prefetchable = |agent_type: &AgentType| {
+                supports(pool, agent_type) && !input.llm_types.contains(agent_type)
+            };
+            // The pool holds at most `slots ×` the largest credit of a type
+            // it may prefetch now, whatever the mix.
+            let most_credit = demand
+                .iter()
+                .filter(|(agent_type, wanted)| **wanted > 0 && prefetchable(agent_type))
+                .map(|(agent_type, _)| input.slot_credit.of(agent_type))
+                .max()
+                .unwrap_or(1);
             let held: u32 = pool.running.values().sum::<u32>()
                 + ledger
                     .plan
@@ -245,20 +294,19 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
                     .sum::<u32>();
             let mut room = pool
                 .slots
-                .saturating_mul(input.slot_credit)
+                .saturating_mul(most_credit)
                 .saturating_sub(held.max(pool.slots));
-            let prefetchable = |agent_type: &AgentType| {
-                supports(pool, agent_type) && !input.llm_types.contains(agent_type)
-            };
             for (agent_type, wanted) in demand.iter_mut() {
                 if room == 0 || *wanted == 0 || !prefetchable(agent_type) {
                     continue;
                 }
+                let credit = input.slot_credit.of(agent_type);
                 let share = input
                     .allocation
                     .quota(&pool.member, agent_type)
-                    .saturating_mul(input.slot_credit)
-                    .saturating_sub(pool.running_of(agent_type) + planned_of(&ledger, agent_type));
+                    .saturating_mul(credit)
+                    .min(pool.slots.saturating_mul(credit))
+                    .saturating_sub(held_of(&ledger, agent_type));
                 let count = (share as u64).min(*wanted).min(room as u64) as u32;
                 if count > 0 {
                     *ledger.plan.entry((index, *agent_type)).or_default() += count;
@@ -273,6 +321,10 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
                         break;
                     }
                     if !prefetchable(agent_type) {
+                        continue;
+                    }
+                    let limit = pool.slots.saturating_mul(input.slot_credit.of(agent_type));
+                    if held_of(&ledger, agent_type) >= limit {
                         continue;
                     }
                     if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
@@ -354,7 +406,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
-            slot_credit: 1,
+            slot_credit: SlotCredits::uniform(1),
         });
         let echo_total: u32 = plan
             .iter()
@@ -377,7 +429,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
-            slot_credit: 1,
+            slot_credit: SlotCredits::uniform(1),
         });
         assert_eq!(plan, vec![(member(1), AgentType::new("sleep"), 1)]);
     }
@@ -399,7 +451,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
-            slot_credit: 1,
+            slot_credit: SlotCredits::uniform(1),
         });
         assert_eq!(plan, vec![(member(1), AgentType::new(starved), 1)]);
     }
@@ -421,7 +473,7 @@ mod tests {
             demand: &demand,
             borrow_order: &order,
             llm_types: &llm,
-            slot_credit: 1,
+            slot_credit: SlotCredits::uniform(1),
         });
         let count = |pool: usize, name: &str| -> u32 {
             plan.iter()
@@ -450,7 +502,7 @@ mod tests {
             }
             let demand: BTreeMap<AgentType, u64> = names.iter().zip(&demand).map(|(n, d)| (AgentType::new(n), *d)).collect();
             let order = types(&names);
-            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order, llm_types: &BTreeSet::new(), slot_credit: 1 });
+            let plan = plan_dispatch(&DispatchInput { pools: &pools, allocation: &allocation, demand: &demand, borrow_order: &order, llm_types: &BTreeSet::new(), slot_credit: SlotCredits::uniform(1) });
             for pool in &pools {
                 let given: u32 = plan.iter().filter(|(m, _, _)| *m == pool.member).map(|(_, _, n)| n).sum();
                 prop_assert!(given <= pool.idle(), "pool over-assigned");
@@ -486,7 +538,7 @@ mod tests {
             demand,
             borrow_order: &order,
             llm_types: llm,
-            slot_credit,
+            slot_credit: SlotCredits::uniform(slot_credit),
         })
     }
 
@@ -557,6 +609,65 @@ mod tests {
     }
 
     #[test]
+    fn each_type_is_prefetched_up_to_its_own_credit() {
+        // Short `echo` tasks have credit 16, long `sleep` ones 2: a busy
+        // pool of 2 slots holds up to 32 echo attempts but only 4 sleep.
+        let (mut pools, mut allocation) = setup(&[2], &["echo", "sleep"]);
+        allocation.per_pool.insert(
+            member(1),
+            BTreeMap::from([(AgentType::new("echo"), 1), (AgentType::new("sleep"), 1)]),
+        );
+        pools[0].running =
+            BTreeMap::from([(AgentType::new("echo"), 1), (AgentType::new("sleep"), 1)]);
+        let demand = BTreeMap::from([
+            (AgentType::new("echo"), 100),
+            (AgentType::new("sleep"), 100),
+        ]);
+        let credits = SlotCredits {
+            default: 2,
+            by_type: BTreeMap::from([(AgentType::new("echo"), 16)]),
+        };
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &types(&["echo", "sleep"]),
+            llm_types: &BTreeSet::new(),
+            slot_credit: credits,
+        });
+        let of = |name: &str| -> u32 {
+            plan.iter()
+                .filter(|(_, t, _)| t.as_str() == name)
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        // sleep: its quota × 2 first, then borrowing up to 2 slots × 2 = 4
+        // held; echo fills the rest of 2 × 16 = 32.
+        assert_eq!(of("sleep"), 3, "{plan:?}");
+        assert_eq!(of("echo") + of("sleep") + 2, 32, "{plan:?}");
+    }
+
+    #[test]
+    fn a_long_type_is_not_prefetched_past_its_credit_when_alone() {
+        let (mut pools, allocation) = setup(&[2], &["echo", "sleep"]);
+        pools[0].running = BTreeMap::from([(AgentType::new("sleep"), 2)]);
+        let demand = BTreeMap::from([(AgentType::new("sleep"), 100)]);
+        let credits = SlotCredits {
+            default: 1,
+            by_type: BTreeMap::from([(AgentType::new("echo"), 64)]),
+        };
+        let plan = plan_dispatch(&DispatchInput {
+            pools: &pools,
+            allocation: &allocation,
+            demand: &demand,
+            borrow_order: &types(&["echo", "sleep"]),
+            llm_types: &BTreeSet::new(),
+            slot_credit: credits,
+        });
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
     fn llm_calling_types_are_never_prefetched() {
         let (pools, allocation) = setup(&[2], &["echo"]);
         let llm = BTreeSet::from([AgentType::new("echo")]);
@@ -586,7 +697,7 @@ mod tests {
             let credit_one = plan_with_credit(&pools, &allocation, &demand, &BTreeSet::new(), 1);
             let base = plan_dispatch(&DispatchInput {
                 pools: &pools, allocation: &allocation, demand: &demand,
-                borrow_order: &types(&["echo", "sleep"]), llm_types: &BTreeSet::new(), slot_credit: 1,
+                borrow_order: &types(&["echo", "sleep"]), llm_types: &BTreeSet::new(), slot_credit: SlotCredits::uniform(1),
             });
             prop_assert_eq!(credit_one, base);
         }
@@ -637,7 +748,7 @@ mod small_pools {
             demand: &demand,
             borrow_order: &order,
             llm_types: &BTreeSet::new(),
-            slot_credit: 1,
+            slot_credit: SlotCredits::uniform(1),
         });
         let total: u32 = plan.iter().map(|(_, _, n)| n).sum();
         assert_eq!(total, 5, "{plan:?} {allocation:?}");

@@ -6,6 +6,8 @@ pub mod circuit;
 pub mod dispatch;
 pub mod provider_budget;
 pub mod provider_choice;
+pub mod slot_credit;
 
 pub use allocation::{Allocation, PoolCapacity, allocate};
-pub use dispatch::{DispatchInput, PoolLoad, plan_dispatch};
+pub use dispatch::{DispatchInput, PoolLoad, SlotCredits, plan_dispatch};
+pub use slot_credit::SlotCreditMeter;

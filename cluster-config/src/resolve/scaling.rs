@@ -118,6 +118,19 @@ pub(crate) fn resolve_scaling(
     ) {
         settings.slot_credit = v as u32;
     }
+    if let Some(v) = file_integer(
+        file,
+        "scaling.max_slot_credit",
+        section.max_slot_credit,
+        as_file_range(SLOT_CREDIT_RANGE),
+        "set the most attempts a pool is given per worker slot when a type's tasks are short against the commit latency (equal to slot_credit: a fixed credit)",
+        errors,
+    ) {
+        settings.max_slot_credit = v as u32;
+    } else {
+        // Unset, the ceiling never sits below a configured floor.
+        settings.max_slot_credit = settings.max_slot_credit.max(settings.slot_credit);
+    }
 
     if let Some(v) = file_in_range(
         file,
@@ -185,6 +198,16 @@ pub(crate) fn resolve_scaling(
                 settings.min_workers,
                 settings.max_workers,
                 mode.as_str()
+            ),
+        ));
+    }
+    if settings.max_slot_credit < settings.slot_credit {
+        errors.push(ConfigError::new(
+            origin_of("scaling.max_slot_credit"),
+            "scaling.max_slot_credit",
+            format!(
+                "is {}, below slot_credit ({}); raise max_slot_credit, or set both equal for a fixed credit",
+                settings.max_slot_credit, settings.slot_credit
             ),
         ));
     }

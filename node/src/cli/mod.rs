@@ -80,7 +80,7 @@ pub struct BenchArgs {
     /// `throughput`, `failover`: task book replicas. 1: the single orchestrator (`--replication single`) on n1 only. 3: `throughput` then also measures fresh clusters where n1 alone holds a raft replica (`raft x1`, the default with one orchestrator-role node) and where all three nodes have the orchestrator role (`raft x3`), and prints the three sets of figures and each raft/single throughput ratio (`refused`: requests refused while no orchestrator served, sent again), `failover` adds leader rounds on three `herd node` processes (kill -9 and SIGSTOP of the Raft leader → a survivor shows a new leader, → the first task completed after the signal).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_replicas)]
     replicas: u8,
-    /// `throughput`: attempts the orchestrator gives a pool per slot (`scaling.slot_credit`, 1–16); default: the config default.
+    /// `throughput`: a fixed number of attempts the orchestrator gives a pool per slot (sets `scaling.slot_credit` and `scaling.max_slot_credit`, 1–128); default: the config's adaptive credit.
     #[arg(long, value_name = "N")]
     slot_credit: Option<u32>,
     /// `llm`: the provider's requests_per_minute in the limit run (a backlog of twice that; takes a minute); 0 skips it.

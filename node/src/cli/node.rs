@@ -248,7 +248,7 @@ fn print_config(config: &NodeConfig) {
     }
     let s = &config.scaling;
     println!(
-        "scaling    = mode {} · {}–{} workers · up {} / down {} · interval {} ms · stabilization {} s · rebalance {} · autoscale {} · worker_timeout {} · llm calls/node {} · slot credit {}",
+        "scaling    = mode {} · {}–{} workers · up {} / down {} · interval {} ms · stabilization {} s · rebalance {} · autoscale {} · worker_timeout {} · llm calls/node {} · slot credit {}–{}",
         s.mode.as_str(),
         s.min_workers,
         s.max_workers,
@@ -261,7 +261,8 @@ fn print_config(config: &NodeConfig) {
         s.worker_timeout
             .map_or("none".to_string(), |t| format!("{} s", t.as_secs())),
         s.max_concurrent_llm_calls,
-        s.slot_credit
+        s.slot_credit,
+        s.max_slot_credit
     );
     for (agent_type, agent) in &config.agents {
         println!(

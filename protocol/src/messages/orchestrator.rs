@@ -400,6 +400,10 @@ pub struct AgentStatus {
     pub circuit: CircuitStatus,
     /// An operator fixed its weight (the rebalancer leaves it alone).
     pub pinned: bool,
+    /// Attempts a pool may hold per slot of this type now: between
+    /// `scaling.slot_credit` and `scaling.max_slot_credit`, following the
+    /// commit latency and the type's run time.
+    pub slot_credit: u32,
 }
 
 /// The cluster summary served at `GET /v1/cluster`.
