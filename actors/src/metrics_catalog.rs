@@ -93,6 +93,10 @@ pub fn describe() {
         "herd_agent_weight",
         "Current weight (share of the slots) of each agent_type."
     );
+    describe_gauge!(
+        "herd_slot_credit",
+        "Attempts a pool may hold per worker slot of each agent_type (one runs, the rest wait in its backlog): between scaling.slot_credit and scaling.max_slot_credit, following commit latency and run time."
+    );
     describe_counter!(
         "herd_scaling_decisions_total",
         "Scaling decisions by decision_type (scale_up, scale_down, rebalance, maintain)."

@@ -96,6 +96,7 @@ async fn the_metrics_exposition_passes_promtool_and_covers_the_catalog() {
             "herd_pool_workers{node=\"n1\",state=\"idle\"}",
             "herd_agent_slots{",
             "herd_agent_weight{",
+            "herd_slot_credit{",
             "herd_cluster_nodes{node=\"n1\",state=\"up\"} 3",
             "herd_heartbeat_rtt_seconds_bucket{",
             "herd_api_requests_total{node=\"n1\",route=\"/v1/cluster\",\
