@@ -90,9 +90,20 @@ fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
 /// retrying a batch the cluster refused (during an election) — the ids it
 /// answered with are the history of acknowledged tasks.
 async fn submit_acknowledged(api: &ApiClient, total: usize, ms: u64) -> Vec<TaskId> {
+    submit_acknowledged_in_batches(api, total, 500, ms).await
+}
+
+/// [`submit_acknowledged`] in batches of `batch`, one after another: each
+/// acknowledged batch is at least one log entry of its own.
+async fn submit_acknowledged_in_batches(
+    api: &ApiClient,
+    total: usize,
+    batch: usize,
+    ms: u64,
+) -> Vec<TaskId> {
     let mut acknowledged = Vec::new();
     while acknowledged.len() < total {
-        let batch = sleep_tasks(500.min(total - acknowledged.len()), ms);
+        let batch = sleep_tasks(batch.min(total - acknowledged.len()), ms);
         match api.submit_batch(&batch).await {
             Ok(ids) => acknowledged.extend(ids),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -593,8 +604,11 @@ async fn a_replica_whose_data_directory_was_wiped_rejoins_as_a_new_one_and_catch
 
         cluster.kill(wiped).await;
         std::fs::remove_dir_all(data.path().join(wiped)).unwrap();
-        // Work goes on while it is away (two voters of three are a quorum).
-        let more = submit_acknowledged(&observer, 500, 1).await;
+        // Work goes on while it is away (two voters of three are a quorum):
+        // a hundred submissions one after another, so at least a hundred
+        // log entries — a snapshot (every 100) and the log purged behind it
+        // — however large the groups the leader commits.
+        let more = submit_acknowledged_in_batches(&observer, 500, 5, 1).await;
         wait_finished(&observer, 2_500, Duration::from_secs(60)).await;
         cluster.restart(wiped).unwrap();
         // A new replica on the same node: taken in as a learner, caught up
