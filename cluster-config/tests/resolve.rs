@@ -601,8 +601,10 @@ fn slot_credit_adapts_between_its_floor_and_ceiling_and_a_ceiling_below_the_floo
         ),
         (4, 64)
     );
+    // slot_credit alone (a file from before the credit adapted) is a
+    // fixed credit, as it was.
     let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nslot_credit = 8\nmax_slot_credit = 8\n",
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nslot_credit = 8\n",
     );
     let fixed = resolve(
         &Overrides {

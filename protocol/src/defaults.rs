@@ -86,11 +86,13 @@ pub const DEFAULT_HTTP_BODY_TIMEOUT_S: u32 = 30;
 /// `?wait=` long-poll gets its wait on top.
 pub const DEFAULT_HTTP_REQUEST_TIMEOUT_S: u32 = 60;
 
-/// Attempts a pool is given per worker slot unless configured: four, so a
-/// slot has its next tasks at hand while the orchestrator journals the
-/// reports of the last ones and the assignments that replace them (with a
-/// journal and 3 slots, 2 gave about 4,400 no-op tasks/s over HTTP on the
-/// 2-core development machine, 4 about 12,000 and 8 no more than 4).
+/// The fewest attempts a pool is given per worker slot unless configured
+/// (the floor of the adaptive credit): four, so a slot has its next tasks
+/// at hand while the orchestrator journals the reports of the last ones and
+/// the assignments that replace them (as a fixed credit, with a journal and
+/// 3 slots, 2 gave about 4,400 no-op tasks/s over HTTP on the 2-core
+/// development machine, 4 about 12,000 and 8 no more than 4). Tasks that run
+/// long against a commit keep it.
 pub const DEFAULT_SLOT_CREDIT: u32 = 4;
 
 /// The most attempts a pool is given per worker slot unless configured:

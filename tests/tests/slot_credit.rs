@@ -9,10 +9,40 @@ use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::ClusterStatus;
 use herd_tests::{
-    ApiClient, DEADLINE, NodeSpec, eventually, start_cluster, temp_dir, wait_finished,
-    with_deadline,
+    ApiClient, DEADLINE, NodeSpec, eventually, start_cluster, temp_dir, with_deadline,
 };
 use serde_json::json;
+
+/// The highest figures the samples of `/v1/cluster` showed.
+#[derive(Default)]
+struct Seen {
+    echo_credit: u32,
+    sleep_credit: u32,
+    /// `agents.echo.busy`: echo attempts assigned to pools, backlogged ones
+    /// included.
+    echo_held: u32,
+}
+
+impl Seen {
+    fn sample(&mut self, status: &ClusterStatus) {
+        self.echo_credit = self.echo_credit.max(credit_of(status, "echo"));
+        self.sleep_credit = self.sleep_credit.max(credit_of(status, "sleep"));
+        self.echo_held = self.echo_held.max(status.agents[&"echo".into()].busy);
+    }
+}
+
+/// Submits `tasks`, sending the batch again while the cluster refuses it
+/// (an election under load).
+async fn submit_acknowledged(api: &ApiClient, tasks: &[serde_json::Value]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while api.submit_batch(tasks).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster refused a batch for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 fn credit_of(status: &ClusterStatus, agent_type: &str) -> u32 {
     status.agents[&agent_type.into()].slot_credit
@@ -45,45 +75,76 @@ async fn short_tasks_behind_quorum_commits_get_more_credit_and_long_ones_keep_th
         assert_eq!(credit_of(&before, "echo"), 4);
         assert_eq!(credit_of(&before, "sleep"), 4);
 
-        let echo: Vec<_> = (0..3_000)
-            .map(|n| json!({ "agent_type": "echo", "payload": { "n": n } }))
-            .collect();
+        // Sleep tasks first (they take the `sleep` quota's slot), then
+        // no-op echo tasks in batches; between batches and until all have
+        // finished, the summary is sampled: the deepest echo backlog and
+        // the highest credits seen.
         let sleep: Vec<_> = (0..12)
             .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": 300 } }))
             .collect();
+        let echo: Vec<_> = (0..6_000)
+            .map(|n| json!({ "agent_type": "echo", "payload": { "n": n } }))
+            .collect();
+        let mut seen = Seen::default();
+        submit_acknowledged(&api, &sleep).await;
         for chunk in echo.chunks(500) {
-            api.submit_batch(chunk).await.unwrap();
+            submit_acknowledged(&api, chunk).await;
+            if let Ok(status) = api.cluster().await {
+                seen.sample(&status);
+            }
         }
-        api.submit_batch(&sleep).await.unwrap();
-        let status = wait_finished(&api, 3_012, Duration::from_secs(120)).await;
-        assert_eq!(status.tasks.succeeded, 3_012, "{:?}", status.tasks);
-
-        let echo_credit = credit_of(&status, "echo");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Ok(status) = api.cluster().await {
+                seen.sample(&status);
+                let t = &status.tasks;
+                if t.succeeded + t.dead + t.cancelled >= 6_012 {
+                    break status;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "6,012 tasks did not finish within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.tasks.succeeded, 6_012, "{:?}", status.tasks);
         println!(
-            "slot credit: echo {echo_credit}, sleep {}",
-            credit_of(&status, "sleep")
+            "highest credits seen: echo {}, sleep {}; most echo attempts held by pools at once: {}",
+            seen.echo_credit, seen.sleep_credit, seen.echo_held
         );
         assert!(
-            (5..=64).contains(&echo_credit),
-            "no-op tasks behind journaled quorum commits get more than the floor, at most the ceiling: {echo_credit}"
+            (5..=64).contains(&seen.echo_credit),
+            "no-op tasks behind journaled quorum commits get more than the floor, at most the ceiling: {}",
+            seen.echo_credit
         );
         assert_eq!(
-            credit_of(&status, "sleep"),
-            4,
+            seen.sleep_credit, 4,
             "300 ms tasks are long against a commit: they keep the floor"
         );
+        // Three one-slot pools at the floor hold at most 3 × 4 attempts;
+        // deeper backlogs are the larger credit at work in dispatch.
+        assert!(
+            seen.echo_held > 12,
+            "pools held more echo attempts than the floor allows: {}",
+            seen.echo_held
+        );
 
-        // The leader exports the same figure.
-        let leader = cluster.api(status.orchestrator.as_str());
+        // The leader exports the same figures as its summary.
         eventually(
             Duration::from_secs(30),
-            "the leader exports herd_slot_credit",
+            "the leader exports herd_slot_credit as in /v1/cluster",
             || {
-                let leader = leader.clone();
+                let api = api.clone();
+                let cluster = &cluster;
                 async move {
+                    let status = api.cluster().await.ok()?;
+                    let leader = cluster.api(status.orchestrator.as_str());
                     let echo = credit_gauge(&leader, "echo").await?;
                     let sleep = credit_gauge(&leader, "sleep").await?;
-                    (echo > 4.0 && sleep == 4.0).then_some(())
+                    (echo == f64::from(credit_of(&status, "echo"))
+                        && sleep == f64::from(credit_of(&status, "sleep")))
+                    .then_some(())
                 }
             },
         )

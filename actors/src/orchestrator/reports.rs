@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herd_protocol::{MemberId, TaskReport, UnixMillis};
+use herd_protocol::{MemberId, Outcome, TaskReport, UnixMillis};
 use ractor::ActorRef;
 use tracing::info;
 
@@ -28,8 +28,17 @@ impl OrchestratorState {
         let mut effects = Vec::new();
         for report in reports {
             self.trace_completed(&member, &report);
-            if let Some(record) = self.book.record(report.task_id) {
-                let run_ms = report.finished_at.0.saturating_sub(report.started_at.0);
+            // Only handlers that returned say how long the type's tasks
+            // run: a crash or a timeout is reported with no run time, and a
+            // clock step is bounded by the task's own time limit.
+            if let Some(record) = self.book.record(report.task_id)
+                && matches!(report.outcome, Outcome::Succeeded { .. })
+            {
+                let run_ms = report
+                    .finished_at
+                    .0
+                    .saturating_sub(report.started_at.0)
+                    .min(u64::from(record.timeout_s) * 1_000);
                 self.slot_credit
                     .observe_run(&record.agent_type, Duration::from_millis(run_ms));
             }

@@ -46,7 +46,7 @@ pub struct PoolSnapshot {
     pub capacity: u32,
     /// Slots running an attempt (at most `slots`).
     pub busy: u32,
-    /// Attempts assigned to it beyond its slots (`scaling.slot_credit` > 1):
+    /// Attempts assigned to it beyond its slots (a slot credit above 1):
     /// they wait in its backlog, so they count as queued work, not as busy
     /// slots — the same work as when they waited in the orchestrator's queue.
     pub waiting: u32,

@@ -68,7 +68,7 @@ pub fn cluster_status(sources: StatusSources<'_>) -> ClusterStatus {
             roles: info.roles.clone(),
             workers: registered.map_or(0, |pool| pool.workers),
             // Slots running an attempt: attempts beyond the slots wait in
-            // the pool's backlog (`scaling.slot_credit`).
+            // the pool's backlog (the slot credit).
             busy: book
                 .running_total_on(&info.member)
                 .min(registered.map_or(0, |pool| pool.workers)),

@@ -38,7 +38,7 @@ impl PoolState {
         );
         self.assign_backlog();
         if !self.backlog.is_empty() {
-            // Prefetched attempts (`scaling.slot_credit` > 1), or a slot is
+            // Prefetched attempts (a slot credit above 1), or a slot is
             // restarting: they start, oldest first, the moment a slot frees.
             debug!(
                 backlog = self.backlog.len(),

@@ -18,16 +18,18 @@
 //! work waits.
 //!
 //! 3. **Prefetch** (a slot credit above 1): only once phases 1–2 leave a
-//!    pool no idle slot, it gets further attempts, each type up to `slots ×
-//!    credit` held there in all (its [slot credit](super::slot_credit),
-//!    which follows commit latency and the type's run time): first each
-//!    type up to `credit ×` its quota there, so the backlog follows the
+//!    pool no idle slot, it gets further attempts, up to `slots × credit`
+//!    held there in all (each type's [slot credit](super::slot_credit)
+//!    follows commit latency and its run time): first each type up to
+//!    `credit ×` its quota there, so the backlog follows the
 //!    weights; the rest lent in borrowing order; never LLM-calling types,
 //!    which wait in the pool's backlog and start the moment a slot frees,
-//!    without a round trip to the orchestrator. A pool with an idle slot
-//!    (held for a quiet type, say) gets none, so phases 1–2 decide exactly
-//!    as with a credit of 1; prefetched attempts only delay what is assigned
-//!    after them, by at most one attempt per slot ahead of it.
+//!    without a round trip to the orchestrator. A pool's credit for a type
+//!    is the smallest among the types it holds and that type (a backlog
+//!    drains at the pace of what runs). A pool with an idle slot (held for
+//!    a quiet type, say) gets none, so phases 1–2 decide exactly as with a
+//!    credit of 1; prefetched attempts only delay what is assigned after
+//!    them, by at most `credit − 1` attempts per slot ahead of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -256,10 +258,14 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
     }
 
     // Phase 3: prefetch into the backlogs of pools with no idle slot left:
-    // first each type up to its credit × its quota there (so what waits,
-    // and therefore what runs next, follows the weights under contention),
-    // then the rest lent in borrowing order, one per type per round, each
-    // type up to its credit × the pool's slots held there in all.
+    // first each type up to the pool's credit × its quota there (so what
+    // waits, and therefore what runs next, follows the weights under
+    // contention), then the rest lent in borrowing order, one per type per
+    // round. A backlog drains at the pace of what runs in the slots, so a
+    // pool's credit for a type is the smallest credit among the types it
+    // holds and that type: short tasks never queue deep behind long ones,
+    // and a type of credit 1 never waits, whatever the mix. With one
+    // credit for every type this is exactly `slots × credit` held in all.
     let prefetching = demand
         .iter()
         .any(|(agent_type, wanted)| *wanted > 0 && input.slot_credit.of(agent_type) > 1);
@@ -277,59 +283,61 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
             let prefetchable = |agent_type: &AgentType| {
                 supports(pool, agent_type) && !input.llm_types.contains(agent_type)
             };
-            // The pool holds at most `slots ×` the largest credit of a type
-            // it may prefetch now, whatever the mix.
-            let most_credit = demand
-                .iter()
-                .filter(|(agent_type, wanted)| **wanted > 0 && prefetchable(agent_type))
-                .map(|(agent_type, _)| input.slot_credit.of(agent_type))
-                .max()
-                .unwrap_or(1);
-            let held: u32 = pool.running.values().sum::<u32>()
-                + ledger
+            let credit_for = |ledger: &Ledger<'_>, agent_type: &AgentType| -> u32 {
+                let running = pool
+                    .running
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(held, _)| held);
+                let planned = ledger
                     .plan
                     .iter()
-                    .filter(|((planned, _), _)| *planned == index)
-                    .map(|(_, n)| n)
-                    .sum::<u32>();
-            let mut room = pool
-                .slots
-                .saturating_mul(most_credit)
-                .saturating_sub(held.max(pool.slots));
+                    .filter(|((planned, _), n)| *planned == index && **n > 0)
+                    .map(|((_, held), _)| *held);
+                running
+                    .chain(planned)
+                    .chain(std::iter::once(agent_type))
+                    .map(|held| input.slot_credit.of(held))
+                    .min()
+                    .unwrap_or(1)
+            };
+            let room_for = |ledger: &Ledger<'_>, agent_type: &AgentType| -> u32 {
+                let held: u32 = pool.running.values().sum::<u32>()
+                    + ledger
+                        .plan
+                        .iter()
+                        .filter(|((planned, _), _)| *planned == index)
+                        .map(|(_, n)| n)
+                        .sum::<u32>();
+                pool.slots
+                    .saturating_mul(credit_for(ledger, agent_type))
+                    .saturating_sub(held.max(pool.slots))
+            };
             for (agent_type, wanted) in demand.iter_mut() {
-                if room == 0 || *wanted == 0 || !prefetchable(agent_type) {
+                if *wanted == 0 || !prefetchable(agent_type) {
                     continue;
                 }
-                let credit = input.slot_credit.of(agent_type);
                 let share = input
                     .allocation
                     .quota(&pool.member, agent_type)
-                    .saturating_mul(credit)
-                    .min(pool.slots.saturating_mul(credit))
+                    .saturating_mul(credit_for(&ledger, agent_type))
                     .saturating_sub(held_of(&ledger, agent_type));
-                let count = (share as u64).min(*wanted).min(room as u64) as u32;
+                let count = (share as u64)
+                    .min(*wanted)
+                    .min(room_for(&ledger, agent_type) as u64) as u32;
                 if count > 0 {
                     *ledger.plan.entry((index, *agent_type)).or_default() += count;
                     *wanted -= count as u64;
-                    room -= count;
                 }
             }
-            while room > 0 {
+            loop {
                 let mut lent = false;
                 for agent_type in input.borrow_order {
-                    if room == 0 {
-                        break;
-                    }
-                    if !prefetchable(agent_type) {
-                        continue;
-                    }
-                    let limit = pool.slots.saturating_mul(input.slot_credit.of(agent_type));
-                    if held_of(&ledger, agent_type) >= limit {
+                    if !prefetchable(agent_type) || room_for(&ledger, agent_type) == 0 {
                         continue;
                     }
                     if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
                         *wanted -= 1;
-                        room -= 1;
                         *ledger.plan.entry((index, agent_type)).or_default() += 1;
                         lent = true;
                     }
@@ -608,63 +616,116 @@ mod tests {
         );
     }
 
-    #[test]
-    fn each_type_is_prefetched_up_to_its_own_credit() {
-        // Short `echo` tasks have credit 16, long `sleep` ones 2: a busy
-        // pool of 2 slots holds up to 32 echo attempts but only 4 sleep.
-        let (mut pools, mut allocation) = setup(&[2], &["echo", "sleep"]);
-        allocation.per_pool.insert(
-            member(1),
-            BTreeMap::from([(AgentType::new("echo"), 1), (AgentType::new("sleep"), 1)]),
-        );
-        pools[0].running =
-            BTreeMap::from([(AgentType::new("echo"), 1), (AgentType::new("sleep"), 1)]);
-        let demand = BTreeMap::from([
-            (AgentType::new("echo"), 100),
-            (AgentType::new("sleep"), 100),
-        ]);
-        let credits = SlotCredits {
-            default: 2,
-            by_type: BTreeMap::from([(AgentType::new("echo"), 16)]),
-        };
-        let plan = plan_dispatch(&DispatchInput {
+    /// A plan for one pool of `slots` slots running `running` attempts of
+    /// one type, with `demand` waiting and per-type `credits`.
+    fn plan_for_one_pool(
+        slots: u32,
+        running: (&str, u32),
+        demand: &[(&str, u64)],
+        credits: &[(&str, u32)],
+    ) -> Vec<(MemberId, AgentType, u32)> {
+        let (mut pools, allocation) = setup(&[slots], &["echo", "sleep"]);
+        pools[0].running = BTreeMap::from([(AgentType::new(running.0), running.1)]);
+        let demand: BTreeMap<AgentType, u64> = demand
+            .iter()
+            .map(|(t, n)| (AgentType::new(t), *n))
+            .collect();
+        plan_dispatch(&DispatchInput {
             pools: &pools,
             allocation: &allocation,
             demand: &demand,
             borrow_order: &types(&["echo", "sleep"]),
             llm_types: &BTreeSet::new(),
-            slot_credit: credits,
-        });
-        let of = |name: &str| -> u32 {
-            plan.iter()
-                .filter(|(_, t, _)| t.as_str() == name)
-                .map(|(_, _, n)| n)
-                .sum()
-        };
-        // sleep: its quota × 2 first, then borrowing up to 2 slots × 2 = 4
-        // held; echo fills the rest of 2 × 16 = 32.
-        assert_eq!(of("sleep"), 3, "{plan:?}");
-        assert_eq!(of("echo") + of("sleep") + 2, 32, "{plan:?}");
+            slot_credit: SlotCredits {
+                default: 1,
+                by_type: credits
+                    .iter()
+                    .map(|(t, c)| (AgentType::new(t), *c))
+                    .collect(),
+            },
+        })
     }
 
     #[test]
-    fn a_long_type_is_not_prefetched_past_its_credit_when_alone() {
-        let (mut pools, allocation) = setup(&[2], &["echo", "sleep"]);
-        pools[0].running = BTreeMap::from([(AgentType::new("sleep"), 2)]);
-        let demand = BTreeMap::from([(AgentType::new("sleep"), 100)]);
-        let credits = SlotCredits {
-            default: 1,
-            by_type: BTreeMap::from([(AgentType::new("echo"), 64)]),
-        };
-        let plan = plan_dispatch(&DispatchInput {
-            pools: &pools,
-            allocation: &allocation,
-            demand: &demand,
-            borrow_order: &types(&["echo", "sleep"]),
-            llm_types: &BTreeSet::new(),
-            slot_credit: credits,
-        });
+    fn a_pool_running_short_tasks_takes_their_whole_credit() {
+        let plan = plan_for_one_pool(2, ("echo", 2), &[("echo", 100)], &[("echo", 16)]);
+        assert_eq!(plan, vec![(member(1), AgentType::new("echo"), 30)]);
+    }
+
+    #[test]
+    fn short_tasks_do_not_queue_deep_behind_long_ones() {
+        // The slots run long `sleep` attempts (credit 4): what waits behind
+        // them drains at their pace, so short `echo` ones (credit 64) get
+        // the pool's 2 × 4 in all, not 2 × 64.
+        let plan = plan_for_one_pool(
+            2,
+            ("sleep", 2),
+            &[("echo", 100)],
+            &[("echo", 64), ("sleep", 4)],
+        );
+        assert_eq!(plan, vec![(member(1), AgentType::new("echo"), 6)]);
+    }
+
+    #[test]
+    fn a_type_of_credit_one_never_waits_even_in_a_pool_of_short_tasks() {
+        let plan = plan_for_one_pool(2, ("echo", 2), &[("sleep", 100)], &[("echo", 16)]);
         assert!(plan.is_empty(), "{plan:?}");
+        let plan = plan_for_one_pool(2, ("sleep", 2), &[("sleep", 100)], &[("echo", 64)]);
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn with_mixed_credits_no_pool_holds_more_than_the_smallest_credit_of_what_it_holds(
+            slots in proptest::collection::vec(1u32..6, 1..4),
+            running in proptest::collection::vec((0usize..2, 0u32..12), 4),
+            echo in 0u64..200, sleep in 0u64..200,
+            echo_credit in 1u32..70, sleep_credit in 1u32..70,
+        ) {
+            let names = ["echo", "sleep"];
+            let credit = |name: &str| if name == "echo" { echo_credit } else { sleep_credit };
+            let (mut pools, allocation) = setup(&slots, &names);
+            for (index, pool) in pools.iter_mut().enumerate() {
+                let (type_index, count) = running[index];
+                let name = names[type_index];
+                let held = count.min(pool.slots * credit(name));
+                pool.running = BTreeMap::from([(AgentType::new(name), held)]);
+            }
+            let demand = BTreeMap::from([(AgentType::new("echo"), echo), (AgentType::new("sleep"), sleep)]);
+            let plan = plan_dispatch(&DispatchInput {
+                pools: &pools, allocation: &allocation, demand: &demand,
+                borrow_order: &types(&names), llm_types: &BTreeSet::new(),
+                slot_credit: SlotCredits {
+                    default: 1,
+                    by_type: names.iter().map(|n| (AgentType::new(n), credit(n))).collect(),
+                },
+            });
+            for (index, pool) in pools.iter().enumerate() {
+                let held: u32 = pool.running.values().sum();
+                let planned = planned_on(&plan, index + 1);
+                if planned == 0 {
+                    continue;
+                }
+                let smallest = names
+                    .iter()
+                    .filter(|name| {
+                        pool.running.get(&AgentType::new(name)).is_some_and(|n| *n > 0)
+                            || plan.iter().any(|(m, t, n)| *m == pool.member && t.as_str() == **name && *n > 0)
+                    })
+                    .map(|name| credit(name))
+                    .min()
+                    .unwrap_or(1);
+                prop_assert!(
+                    held + planned <= (pool.slots * smallest).max(pool.slots),
+                    "pool {} of {} slots holds {} + {} with smallest credit {}: {:?}",
+                    index + 1, pool.slots, held, planned, smallest, plan
+                );
+            }
+            for (agent_type, wanted) in &demand {
+                let given: u32 = plan.iter().filter(|(_, t, _)| t == agent_type).map(|(_, _, n)| n).sum();
+                prop_assert!(u64::from(given) <= *wanted);
+            }
+        }
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub(crate) fn resolve_scaling(
         "scaling.slot_credit",
         section.slot_credit,
         as_file_range(SLOT_CREDIT_RANGE),
-        "set how many attempts a pool is given per worker slot (1 = only what it can start now)",
+        "set the fewest attempts a pool is given per worker slot (alone, without max_slot_credit: a fixed credit; 1 = only what it can start now)",
         errors,
     ) {
         settings.slot_credit = v as u32;
@@ -127,9 +127,10 @@ pub(crate) fn resolve_scaling(
         errors,
     ) {
         settings.max_slot_credit = v as u32;
-    } else {
-        // Unset, the ceiling never sits below a configured floor.
-        settings.max_slot_credit = settings.max_slot_credit.max(settings.slot_credit);
+    } else if section.slot_credit.is_some() {
+        // A file that sets only slot_credit (written before the credit
+        // adapted) keeps the fixed credit it asked for.
+        settings.max_slot_credit = settings.slot_credit;
     }
 
     if let Some(v) = file_in_range(

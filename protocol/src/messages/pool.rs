@@ -15,8 +15,9 @@ pub enum PoolCast {
         orchestrator: MemberId,
     },
     /// Run these attempts; the orchestrator never sends more than the pool
-    /// has idle slots plus its credit (`scaling.slot_credit − 1` per slot)
-    /// for attempts that wait in its backlog for a slot.
+    /// has idle slots plus its credit (up to `credit − 1` per slot, the
+    /// credit adapting between `scaling.slot_credit` and
+    /// `scaling.max_slot_credit`) for attempts that wait in its backlog.
     Assign {
         /// The orchestrator's node (assignments from any other are refused).
         orchestrator: MemberId,
