@@ -591,45 +591,52 @@ fn scaling_values_outside_seed_004s_ranges_are_refused_with_file_and_line() {
     }
 }
 
-#[test]
-fn slot_credit_adapts_between_its_floor_and_ceiling_and_a_ceiling_below_the_floor_is_refused() {
-    let defaults = resolve(&minimal(), &Environment::default()).unwrap();
-    assert_eq!(
-        (
-            defaults.scaling.slot_credit,
-            defaults.scaling.max_slot_credit
-        ),
-        (4, 64)
-    );
-    // slot_credit alone (a file from before the credit adapted) is a
-    // fixed credit, as it was.
-    let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nslot_credit = 8\n",
-    );
-    let fixed = resolve(
-        &Overrides {
-            config: Some(path),
-            ..Overrides::default()
-        },
-        &Environment::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        (fixed.scaling.slot_credit, fixed.scaling.max_slot_credit),
-        (8, 8)
-    );
-    let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nslot_credit = 8\nmax_slot_credit = 2\n",
-    );
-    let message = resolve(
+/// Resolves a file of a node's name and cookie and `[scaling]` with
+/// `scaling`; returns its path too (for messages that name it).
+fn resolve_scaling(
+    scaling: &str,
+) -> (
+    PathBuf,
+    Result<herd_config::NodeConfig, herd_config::ConfigErrors>,
+) {
+    let (dir, path) = write_config(&format!(
+        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\n{scaling}"
+    ));
+    let resolved = resolve(
         &Overrides {
             config: Some(path.clone()),
             ..Overrides::default()
         },
         &Environment::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    );
+    drop(dir);
+    (path, resolved)
+}
+
+#[test]
+fn slot_credit_adapts_between_its_floor_and_ceiling_and_a_ceiling_below_the_floor_is_refused() {
+    let credits = |config: herd_config::NodeConfig| {
+        (config.scaling.slot_credit, config.scaling.max_slot_credit)
+    };
+    let defaults = resolve(&minimal(), &Environment::default()).unwrap();
+    assert_eq!(credits(defaults), (4, 64));
+    // slot_credit alone (a file from before the credit adapted) is a
+    // fixed credit, as it was.
+    assert_eq!(
+        credits(resolve_scaling("slot_credit = 8\n").1.unwrap()),
+        (8, 8)
+    );
+    assert_eq!(
+        credits(
+            resolve_scaling("slot_credit = 2\nmax_slot_credit = 16\n")
+                .1
+                .unwrap()
+        ),
+        (2, 16)
+    );
+
+    let (path, resolved) = resolve_scaling("slot_credit = 8\nmax_slot_credit = 2\n");
+    let message = resolved.unwrap_err().to_string();
     let expected = format!(
         "{}:7: scaling.max_slot_credit: is 2, below slot_credit (8); raise max_slot_credit, or set both equal for a fixed credit",
         path.display()
@@ -638,18 +645,10 @@ fn slot_credit_adapts_between_its_floor_and_ceiling_and_a_ceiling_below_the_floo
         message.contains(&expected),
         "missing {expected:?} in:\n{message}"
     );
-    let (_dir, path) = write_config(
-        "[node]\nname = \"n1\"\ncookie = \"c-cookie-for-this-test\"\n\n[scaling]\nmax_slot_credit = 500\n",
-    );
-    let message = resolve(
-        &Overrides {
-            config: Some(path),
-            ..Overrides::default()
-        },
-        &Environment::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let message = resolve_scaling("max_slot_credit = 500\n")
+        .1
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains("scaling.max_slot_credit: is 500, outside 1..=128"),
         "{message}"

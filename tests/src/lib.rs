@@ -225,6 +225,20 @@ pub async fn wait_until_busy(api: &ApiClient, name: &str, limit: Duration) {
     .await
 }
 
+/// The value of the first series of `metric` on `api`'s `/metrics` whose
+/// labels include `label` (e.g. `action="restart_pool"`); `None` if the
+/// node does not answer or exports no such series.
+pub async fn metric_value(api: &ApiClient, metric: &str, label: &str) -> Option<f64> {
+    let (status, text) = api.get_text("/metrics").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .find(|line| line.starts_with(&prefix) && line.contains(label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
 /// Waits until the node behind `node_api` (called `name` in the message)
 /// has workers running attempts, by its own `herd_pool_workers{state="busy"}`
 /// gauge (set every second) rather than the orchestrator's view, which counts

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use herd_protocol::messages::orchestrator::ClusterStatus;
 use herd_tests::{
-    ApiClient, DEADLINE, NodeSpec, eventually, start_cluster, temp_dir, with_deadline,
+    ApiClient, DEADLINE, NodeSpec, eventually, metric_value, start_cluster, temp_dir, with_deadline,
 };
 use serde_json::json;
 
@@ -50,14 +50,8 @@ fn credit_of(status: &ClusterStatus, agent_type: &str) -> u32 {
 
 /// `herd_slot_credit{agent_type=...}` on a node.
 async fn credit_gauge(api: &ApiClient, agent_type: &str) -> Option<f64> {
-    let (status, text) = api.get_text("/metrics").await.ok()?;
-    if status != 200 {
-        return None;
-    }
     let label = format!("agent_type=\"{agent_type}\"");
-    text.lines()
-        .find(|line| line.starts_with("herd_slot_credit{") && line.contains(&label))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    metric_value(api, "herd_slot_credit", &label).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

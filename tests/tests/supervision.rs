@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use herd_protocol::TaskState;
 use herd_protocol::messages::supervision::{ActorTree, SupervisionTree};
 use herd_tests::{
-    ApiClient, DEADLINE, NodeSpec, all_tasks, eventually, start_cluster, wait_finished,
-    wait_until_busy, with_deadline,
+    ApiClient, DEADLINE, NodeSpec, all_tasks, eventually, metric_value, start_cluster,
+    wait_finished, wait_until_busy, with_deadline,
 };
 use serde_json::json;
 
@@ -38,14 +38,8 @@ fn pool_of<'a>(tree: &'a SupervisionTree, node: &str) -> Option<&'a ActorTree> {
 
 /// The value of `herd_monitor_interventions_total{action=...}` on a node.
 async fn interventions(api: &ApiClient, action: &str) -> Option<f64> {
-    let (status, text) = api.get_text("/metrics").await.ok()?;
-    if status != 200 {
-        return None;
-    }
     let label = format!("action=\"{action}\"");
-    text.lines()
-        .find(|line| line.starts_with("herd_monitor_interventions_total{") && line.contains(&label))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    metric_value(api, "herd_monitor_interventions_total", &label).await
 }
 
 /// Makes `node`'s pool stuck through the test hook and waits until the
