@@ -158,9 +158,64 @@ impl<'a> Ledger<'a> {
     }
 }
 
+/// What one pool without an idle slot holds while phase 3 plans its
+/// backlog: its attempts (running and planned) and the smallest credit
+/// among their types, kept up to date as attempts are added.
+struct PoolHolding {
+    slots: u32,
+    held: u32,
+    smallest_credit: Option<u32>,
+}
+
+impl PoolHolding {
+    /// Pool `index` as the ledger has it so far.
+    fn of(pool: &PoolLoad, index: usize, ledger: &Ledger<'_>, credits: &SlotCredits) -> Self {
+        let running = pool
+            .running
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(agent_type, n)| (agent_type, *n));
+        let planned = ledger
+            .plan
+            .iter()
+            .filter(|((planned, _), n)| *planned == index && **n > 0)
+            .map(|((_, agent_type), n)| (*agent_type, *n));
+        let mut holding = PoolHolding {
+            slots: pool.slots,
+            held: 0,
+            smallest_credit: None,
+        };
+        for (agent_type, count) in running.chain(planned) {
+            holding.add(credits.of(agent_type), count);
+        }
+        holding
+    }
+
+    /// The pool's credit for an attempt of a type whose own is `credit`:
+    /// the smallest among that and the types it holds.
+    fn credit_with(&self, credit: u32) -> u32 {
+        self.smallest_credit
+            .map_or(credit, |smallest| smallest.min(credit))
+    }
+
+    /// Attempts of a type whose own credit is `credit` it may still take.
+    fn room(&self, credit: u32) -> u32 {
+        self.slots
+            .saturating_mul(self.credit_with(credit))
+            .saturating_sub(self.held.max(self.slots))
+    }
+
+    /// `count` attempts of a type whose own credit is `credit` are planned.
+    fn add(&mut self, credit: u32, count: u32) {
+        self.held += count;
+        self.smallest_credit = Some(self.credit_with(credit));
+    }
+}
+
 /// Plans assignments: `(pool, type, count)` triples. Guarantees: no pool gets
 /// more than its idle slots plus, once those are all planned, its prefetch
-/// credit (no type more than `slots × credit` held there in all), no
+/// credit (at most `slots ×` the smallest credit among the types it holds
+/// held there in all), no
 /// type more than its demand, no pool more LLM-calling attempts than its
 /// `llm_room` or its idle slots.
 pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32)> {
@@ -277,68 +332,38 @@ pub fn plan_dispatch(input: &DispatchInput<'_>) -> Vec<(MemberId, AgentType, u32
             let planned_of = |ledger: &Ledger<'_>, agent_type: &AgentType| {
                 ledger.plan.get(&(index, agent_type)).copied().unwrap_or(0)
             };
-            let held_of = |ledger: &Ledger<'_>, agent_type: &AgentType| {
-                pool.running_of(agent_type) + planned_of(ledger, agent_type)
-            };
             let prefetchable = |agent_type: &AgentType| {
                 supports(pool, agent_type) && !input.llm_types.contains(agent_type)
             };
-            let credit_for = |ledger: &Ledger<'_>, agent_type: &AgentType| -> u32 {
-                let running = pool
-                    .running
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(held, _)| held);
-                let planned = ledger
-                    .plan
-                    .iter()
-                    .filter(|((planned, _), n)| *planned == index && **n > 0)
-                    .map(|((_, held), _)| *held);
-                running
-                    .chain(planned)
-                    .chain(std::iter::once(agent_type))
-                    .map(|held| input.slot_credit.of(held))
-                    .min()
-                    .unwrap_or(1)
-            };
-            let room_for = |ledger: &Ledger<'_>, agent_type: &AgentType| -> u32 {
-                let held: u32 = pool.running.values().sum::<u32>()
-                    + ledger
-                        .plan
-                        .iter()
-                        .filter(|((planned, _), _)| *planned == index)
-                        .map(|(_, n)| n)
-                        .sum::<u32>();
-                pool.slots
-                    .saturating_mul(credit_for(ledger, agent_type))
-                    .saturating_sub(held.max(pool.slots))
-            };
+            let mut holding = PoolHolding::of(pool, index, &ledger, &input.slot_credit);
             for (agent_type, wanted) in demand.iter_mut() {
                 if *wanted == 0 || !prefetchable(agent_type) {
                     continue;
                 }
+                let credit = input.slot_credit.of(agent_type);
                 let share = input
                     .allocation
                     .quota(&pool.member, agent_type)
-                    .saturating_mul(credit_for(&ledger, agent_type))
-                    .saturating_sub(held_of(&ledger, agent_type));
-                let count = (share as u64)
-                    .min(*wanted)
-                    .min(room_for(&ledger, agent_type) as u64) as u32;
+                    .saturating_mul(holding.credit_with(credit))
+                    .saturating_sub(pool.running_of(agent_type) + planned_of(&ledger, agent_type));
+                let count = (share as u64).min(*wanted).min(holding.room(credit) as u64) as u32;
                 if count > 0 {
                     *ledger.plan.entry((index, *agent_type)).or_default() += count;
                     *wanted -= count as u64;
+                    holding.add(credit, count);
                 }
             }
             loop {
                 let mut lent = false;
                 for agent_type in input.borrow_order {
-                    if !prefetchable(agent_type) || room_for(&ledger, agent_type) == 0 {
+                    let credit = input.slot_credit.of(agent_type);
+                    if !prefetchable(agent_type) || holding.room(credit) == 0 {
                         continue;
                     }
                     if let Some(wanted) = demand.get_mut(agent_type).filter(|n| **n > 0) {
                         *wanted -= 1;
                         *ledger.plan.entry((index, agent_type)).or_default() += 1;
+                        holding.add(credit, 1);
                         lent = true;
                     }
                 }
