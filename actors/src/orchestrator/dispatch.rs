@@ -79,14 +79,13 @@ impl OrchestratorState {
         self.rotation = self.rotation.wrapping_add(1);
         let start = self.rotation % loads.len();
         loads.rotate_left(start);
-        let slot_credit = self.slot_credits();
         let plan = plan_dispatch(&DispatchInput {
             pools: &loads,
             allocation: self.pools.allocation(),
             demand: &demand,
             borrow_order: &self.borrow_order,
             llm_types: &self.llm_types,
-            slot_credit,
+            slot_credit: self.slot_credits(),
         });
         let stamp = UnixMillis::now();
         let mut batches: BTreeMap<MemberId, Vec<TaskAssignment>> = BTreeMap::new();
@@ -124,12 +123,10 @@ impl OrchestratorState {
         }
     }
 
-    /// Each type's slot credit as the meter has it, within the bounds now
-    /// in force (`scaling.slot_credit` to `scaling.max_slot_credit`).
-    pub(super) fn slot_credits(&mut self) -> SlotCredits {
-        let settings = self.scaling.settings();
-        self.slot_credit
-            .set_bounds(settings.slot_credit, settings.max_slot_credit);
+    /// Each type's slot credit as the meter has it (between
+    /// `scaling.slot_credit` and `scaling.max_slot_credit`, fixed when the
+    /// orchestrator starts: a scaling update does not change them).
+    pub(super) fn slot_credits(&self) -> SlotCredits {
         SlotCredits {
             default: self.slot_credit.floor(),
             by_type: self.slot_credit.credits(),

@@ -93,13 +93,6 @@ impl SlotCreditMeter {
         }
     }
 
-    /// New bounds (a scaling update); what was observed is kept.
-    pub fn set_bounds(&mut self, floor: u32, ceiling: u32) {
-        let floor = floor.max(1);
-        self.floor = floor;
-        self.ceiling = ceiling.max(floor);
-    }
-
     /// The least credit any type gets.
     pub fn floor(&self) -> u32 {
         self.floor
@@ -177,7 +170,17 @@ mod tests {
     }
 
     fn meter_with(commit: Duration, run: Duration, payload: usize) -> SlotCreditMeter {
-        let mut meter = SlotCreditMeter::new(4, 64);
+        meter_within(4, 64, commit, run, payload)
+    }
+
+    fn meter_within(
+        floor: u32,
+        ceiling: u32,
+        commit: Duration,
+        run: Duration,
+        payload: usize,
+    ) -> SlotCreditMeter {
+        let mut meter = SlotCreditMeter::new(floor, ceiling);
         meter.observe_commit(commit);
         meter.observe_run(&echo(), run);
         meter.observe_payload(&echo(), payload);
@@ -242,10 +245,9 @@ mod tests {
 
     #[test]
     fn bounds_hold_and_a_ceiling_below_the_floor_is_the_floor() {
-        let mut meter = meter_with(Duration::from_millis(5), Duration::ZERO, 20);
-        meter.set_bounds(2, 8);
+        let meter = meter_within(2, 8, Duration::from_millis(5), Duration::ZERO, 20);
         assert_eq!(meter.credit(&echo()), 8);
-        meter.set_bounds(6, 3);
+        let meter = meter_within(6, 3, Duration::from_millis(5), Duration::ZERO, 20);
         assert_eq!(meter.credit(&echo()), 6);
         assert_eq!(SlotCreditMeter::new(0, 0).floor(), 1);
     }
