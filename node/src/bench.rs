@@ -540,11 +540,7 @@ impl Refusals {
 
 /// A library call refused while no orchestrator serves (see [`Refusals`]).
 fn orchestrator_gone(error: &herd_actors::ClientError) -> bool {
-    use herd_actors::ClientError::*;
-    matches!(
-        error,
-        NoOrchestrator | NoQuorum { .. } | Unreachable(_) | Timeout(_)
-    )
+    error.is_failover() || matches!(error, herd_actors::ClientError::Timeout(_))
 }
 
 /// An HTTP call refused while no orchestrator serves (see [`Refusals`]).

@@ -39,7 +39,10 @@ pub use time::UnixMillis;
 /// command, which a node of version 6 cannot decode.
 ///
 /// 8: the cluster summary's agent types carry their slot credit.
-pub const PROTOCOL_VERSION: u32 = 8;
+///
+/// 9: a request the orchestrator held when it stopped is answered with
+/// `RequestFailure::Interrupted`, which a node of version 8 cannot decode.
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The herd release this crate belongs to, reported in node greetings.
 pub const HERD_VERSION: &str = env!("CARGO_PKG_VERSION");

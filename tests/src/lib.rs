@@ -192,6 +192,53 @@ pub async fn all_tasks(api: &ApiClient) -> Vec<TaskView> {
     }
 }
 
+/// Submits `tasks` as one batch the way a careful client does across a
+/// failover: each task without an `idempotency_key` gets a fresh one, and a
+/// batch refused with a 503 (an election, no quorum, an orchestrator that
+/// stopped before answering: `outcome_unknown`) or not answered at all is
+/// sent again as it is, until acknowledged or `limit` runs out. The keys
+/// make a resend of a batch that did commit return the first tasks' ids,
+/// so nothing is submitted twice. Any other error fails the test.
+pub async fn submit_until_acknowledged(
+    api: &ApiClient,
+    tasks: &[serde_json::Value],
+    limit: Duration,
+) -> Vec<TaskId> {
+    let run = std::process::id();
+    let tasks: Vec<serde_json::Value> = tasks
+        .iter()
+        .map(|task| {
+            let mut task = task.clone();
+            if task.get("idempotency_key").is_none() {
+                let n = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                task["idempotency_key"] = serde_json::json!(format!("herd-tests-{run}-{n}"));
+            }
+            task
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let refusal = match api.submit_batch(&tasks).await {
+            Ok(ids) => return ids,
+            Err(ApiClientError::Api {
+                status: 503,
+                code,
+                message,
+            }) => format!("503 {code}: {message}"),
+            Err(error @ ApiClientError::Transport { .. }) => error.to_string(),
+            Err(error) => panic!("a batch of {} tasks was refused: {error}", tasks.len()),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a batch of {} tasks not acknowledged within {limit:?}; last refusal: {refusal}",
+            tasks.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Waits until the cluster has finished `count` tasks (succeeded, dead or
 /// cancelled) and returns the cluster summary.
 pub async fn wait_finished(

@@ -14,7 +14,7 @@ use herd_node::local_cluster::{free_ports, herd_binary, random_cookie};
 use herd_protocol::TaskState;
 use herd_protocol::messages::orchestrator::MemberState;
 use herd_protocol::messages::replica::{ReplicaRole, ReplicationStatus};
-use herd_tests::{ApiClient, all_tasks, eventually, with_deadline};
+use herd_tests::{ApiClient, all_tasks, eventually, submit_until_acknowledged, with_deadline};
 use serde_json::json;
 
 fn repo() -> PathBuf {
@@ -55,15 +55,21 @@ struct Stack {
 }
 
 impl Stack {
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new(&self.compose[0])
+    /// `compose -p PROJECT -f deploy/compose.yaml ARGS` with the stack's
+    /// environment.
+    fn compose_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.compose[0]);
+        command
             .args(&self.compose[1..])
             .args(["-p", &self.project, "-f"])
             .arg(repo().join("deploy/compose.yaml"))
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("compose runs");
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = self.compose_command(args).output().expect("compose runs");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -84,12 +90,21 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = Command::new(&self.compose[0])
-            .args(&self.compose[1..])
-            .args(["-p", &self.project, "-f"])
-            .arg(repo().join("deploy/compose.yaml"))
-            .args(["down", "-v", "--timeout", "5"])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        if std::thread::panicking() {
+            // What the nodes logged last is what explains a failure.
+            let logs = self
+                .compose_command(&["logs", "--no-color", "--tail", "150"])
+                .output();
+            if let Ok(logs) = logs {
+                eprintln!(
+                    "the stack's last log lines:\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
+        let _ = self
+            .compose_command(&["down", "-v", "--timeout", "5"])
             .output();
     }
 }
@@ -140,11 +155,14 @@ async fn three_voters(api: &ApiClient, what: &str) -> ReplicationStatus {
     .await
 }
 
+/// Submits `count` sleep tasks, resent with their idempotency keys while
+/// the cluster answers 503 (an election, or a leader that lost its quorum
+/// for a moment on a loaded machine) — as a client of a real stack would.
 async fn submit(api: &ApiClient, count: usize, ms: u64) -> Vec<herd_protocol::TaskId> {
     let tasks: Vec<_> = (0..count)
         .map(|_| json!({ "agent_type": "sleep", "payload": { "ms": ms } }))
         .collect();
-    api.submit_batch(&tasks).await.expect("submitted")
+    submit_until_acknowledged(api, &tasks, Duration::from_secs(60)).await
 }
 
 /// Waits until every task in `ids` succeeded; fails on any dead one.

@@ -112,6 +112,46 @@ async fn submit_acknowledged_in_batches(
     acknowledged
 }
 
+/// The command line of a curl, inside `net`'s namespace, that POSTs `body`
+/// to `url` with `token` within `seconds`; it prints the answer's body, then
+/// a line with its status.
+fn curl_post_in(
+    net: &herd_tests::Partitionable,
+    token: &str,
+    url: &str,
+    body: &str,
+    seconds: u32,
+) -> Vec<String> {
+    let mut curl = net.wrapper();
+    curl.extend(
+        [
+            "curl",
+            "-s",
+            "-m",
+            &seconds.to_string(),
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("authorization: Bearer {token}"),
+            "-d",
+            body,
+            url,
+        ]
+        .map(str::to_string),
+    );
+    curl
+}
+
+/// Submits one task (with an idempotency key) to the majority, resent
+/// while refused in an election; its id.
+async fn submit_acknowledged_with_key(api: &ApiClient, task: serde_json::Value) -> TaskId {
+    herd_tests::submit_until_acknowledged(api, &[task], Duration::from_secs(30)).await[0]
+}
+
 /// The history check: every acknowledged task is held and ends succeeded,
 /// and the cluster counts each success once (its succeeded count equals the
 /// tasks it lists as succeeded). Submissions whose answer was lost in a
@@ -498,28 +538,38 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
         .await;
 
         net.cut();
+        // A submission that reaches the isolated leader just after the cut
+        // cannot commit: when its orchestrator stops for want of a quorum
+        // (750 ms), the request is answered 503 outcome_unknown, not
+        // dropped; resent with its idempotency key to the majority, it is
+        // taken once. A client inside n1's namespace sends it.
+        let n1_url = format!("{}/v1/tasks", cluster.node("n1").api_url());
+        let cut_off_task =
+            r#"{"agent_type":"sleep","payload":{"ms":5},"idempotency_key":"sent-to-the-cut-off-leader"}"#;
+        let in_flight = curl_post_in(&net, &token, &n1_url, cut_off_task, 20);
+        // Spawned, so it is sent now, while new_leader is awaited.
+        let in_flight = tokio::spawn(
+            tokio::process::Command::new(&in_flight[0])
+                .args(&in_flight[1..])
+                .output(),
+        );
         let elected = new_leader(&cluster, &observer, "n1").await;
+        let answer = in_flight.await.unwrap().expect("curl runs");
+        let answer = String::from_utf8_lossy(&answer.stdout).to_string();
+        let (body, status) = answer.rsplit_once('\n').expect("a status line");
+        assert_eq!(status, "503", "{answer}");
+        let body: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
+        assert_eq!(body["code"], "outcome_unknown", "{body}");
+        let resent: serde_json::Value = serde_json::from_str(cut_off_task).unwrap();
+        let resent = submit_acknowledged_with_key(&observer, resent).await;
         // The minority side (n1 alone) refuses writes with no_quorum; a
         // client inside its namespace asks it.
-        let n1_url = format!("{}/v1/tasks", cluster.node("n1").api_url());
-        let mut curl = net.wrapper();
-        curl.extend(
-            [
-                "curl",
-                "-s",
-                "-m",
-                "5",
-                "-X",
-                "POST",
-                "-H",
-                "content-type: application/json",
-                "-H",
-                &format!("authorization: Bearer {token}"),
-                "-d",
-                r#"{"agent_type":"sleep","payload":{"ms":5}}"#,
-                &n1_url,
-            ]
-            .map(str::to_string),
+        let curl = curl_post_in(
+            &net,
+            &token,
+            &n1_url,
+            r#"{"agent_type":"sleep","payload":{"ms":5}}"#,
+            5,
         );
         let refusal = eventually(
             Duration::from_secs(20),
@@ -532,8 +582,10 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
                         .output()
                         .await
                         .ok()?;
-                    let body: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-                    (body["code"] == "no_quorum").then_some(body)
+                    let answer = String::from_utf8_lossy(&output.stdout).to_string();
+                    let (body, status) = answer.rsplit_once('\n')?;
+                    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+                    (status == "503" && body["code"] == "no_quorum").then_some(body)
                 }
             },
         )
@@ -560,8 +612,19 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
             },
         )
         .await;
-        let history: Vec<TaskId> = acknowledged.into_iter().chain(more).collect();
+        let history: Vec<TaskId> = acknowledged
+            .into_iter()
+            .chain(more)
+            .chain([resent])
+            .collect();
         check_history(&observer, &history).await;
+        let keyed: Vec<_> = all_tasks(&observer)
+            .await
+            .into_iter()
+            .filter(|t| t.idempotency_key.as_deref() == Some("sent-to-the-cut-off-leader"))
+            .collect();
+        assert_eq!(keyed.len(), 1, "the resent submission is one task: {keyed:?}");
+        assert_eq!(keyed[0].id, resent);
         assert_ne!(elected, "n1");
         cluster.stop().await;
     })

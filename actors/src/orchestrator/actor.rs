@@ -147,6 +147,7 @@ impl Actor for Orchestrator {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.clear_book_gauges();
+        state.interrupt_held_requests();
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use herd_protocol::messages::orchestrator::OrchestratorReply;
+use herd_protocol::messages::orchestrator::{OrchestratorReply, RequestFailure};
 use herd_protocol::{MemberId, TaskAssignment};
 use ractor::{ActorRef, RpcReplyPort};
 
@@ -198,6 +198,22 @@ impl Durability {
         released
     }
 
+    /// The orchestrator is stopping: answers every request still held back
+    /// with [`RequestFailure::Interrupted`] (its outcome is unknown: an entry
+    /// already proposed may yet commit under the next leader) and drops the
+    /// other held actions, which nobody may act on before their commit.
+    /// Returns how many requests were answered.
+    pub fn interrupt_held(&mut self) -> usize {
+        let mut answered = 0;
+        for (_, action) in self.waiting.drain(..) {
+            if let Deferred::Reply(port, _) = action {
+                let _ = port.send(OrchestratorReply::Failed(RequestFailure::Interrupted));
+                answered += 1;
+            }
+        }
+        answered
+    }
+
     /// True when a journal snapshot is due (the replicated log takes its
     /// own snapshots).
     pub fn snapshot_due(&self) -> bool {
@@ -215,5 +231,41 @@ impl Durability {
         }
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_orchestrator_answers_its_held_requests_as_interrupted_and_drops_the_rest() {
+        let mut durability = Durability::in_memory();
+        let (first_tx, mut first) = ractor::concurrency::oneshot();
+        let (second_tx, mut second) = ractor::concurrency::oneshot();
+        let held = |port| Deferred::Reply(port, Box::new(OrchestratorReply::Pong));
+        durability.waiting.push_back((3, held(first_tx.into())));
+        durability
+            .waiting
+            .push_back((4, Deferred::Effects(Vec::new())));
+        durability.waiting.push_back((5, held(second_tx.into())));
+
+        assert_eq!(durability.interrupt_held(), 2);
+
+        for answer in [first.try_recv(), second.try_recv()] {
+            let answer = answer.expect("answered, not dropped");
+            assert!(
+                matches!(
+                    answer,
+                    OrchestratorReply::Failed(RequestFailure::Interrupted)
+                ),
+                "{answer:?}"
+            );
+        }
+        assert!(durability.waiting.is_empty(), "nothing is held any more");
+        assert!(
+            durability.durable(5).is_empty(),
+            "what was held is never released after the stop"
+        );
     }
 }

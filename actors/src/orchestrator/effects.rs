@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use herd_protocol::messages::orchestrator::OrchestratorReply;
+use herd_protocol::messages::orchestrator::{OrchestratorReply, RequestFailure};
 use herd_protocol::messages::pool::PoolCast;
 use herd_protocol::{Mailbox, MemberId, TaskAssignment, TaskId, UnixMillis};
 use ractor::ActorRef;
@@ -104,6 +104,26 @@ impl OrchestratorState {
     /// takes the maximum over nodes would act on it.
     pub(super) fn clear_book_gauges(&self) {
         clear_book_gauges(self.agent_types.keys());
+    }
+
+    /// The orchestrator is stopping: answers what it holds — requests
+    /// waiting for their commit, and `?wait` requests — with
+    /// `RequestFailure::Interrupted` rather than dropping them, which a
+    /// caller on another node would only notice at its timeout.
+    pub(super) fn interrupt_held_requests(&mut self) {
+        let mut answered = self.durability.interrupt_held();
+        for (_, waiters) in self.waiters.drain() {
+            for waiter in waiters {
+                let _ = waiter.send(OrchestratorReply::Failed(RequestFailure::Interrupted));
+                answered += 1;
+            }
+        }
+        if answered > 0 {
+            tracing::info!(
+                answered,
+                "the orchestrator stops: requests it held are answered as interrupted (outcome unknown; clients retry)"
+            );
+        }
     }
 
     /// Exports the bytes the book holds; called after every change that can

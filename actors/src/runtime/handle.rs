@@ -70,6 +70,30 @@ pub enum ClientError {
     UnexpectedReply,
 }
 
+impl ClientError {
+    /// True for the errors a failover causes and a retry after it cures:
+    /// no orchestrator or no quorum reachable, the orchestrator unreachable,
+    /// or stopped before it answered.
+    pub fn is_failover(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoOrchestrator
+                | ClientError::NoQuorum { .. }
+                | ClientError::Unreachable(_)
+                | ClientError::Failed(
+                    RequestFailure::Interrupted
+                        | RequestFailure::Starting
+                        | RequestFailure::NotOrchestrator
+                )
+        )
+    }
+}
+
+/// How long a wait interrupted by a failover pauses before it asks the
+/// next orchestrator (about the time an election takes is spent waiting in
+/// small steps, so the wait resumes soon after a new leader runs).
+const FAILOVER_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 fn list_or_none(names: &[String]) -> String {
     if names.is_empty() {
         "none".to_string()
@@ -222,9 +246,10 @@ impl NodeHandle {
             }
             Ok(CallResult::Success(reply)) => Ok(reply),
             Ok(CallResult::Timeout) => Err(ClientError::Timeout(limit)),
-            Ok(CallResult::SenderError) => Err(ClientError::Unreachable(
-                "the orchestrator dropped the request".to_string(),
-            )),
+            // The orchestrator stopped with the request in its mailbox (a
+            // request it had taken is answered `Interrupted` as it stops):
+            // the same uncertainty for the caller.
+            Ok(CallResult::SenderError) => Err(ClientError::Failed(RequestFailure::Interrupted)),
             Err(error) => Err(ClientError::Unreachable(error.to_string())),
         }
     }
@@ -298,19 +323,37 @@ impl NodeHandle {
     /// Waits until the task is terminal (succeeded, dead or cancelled);
     /// [`ClientError::Timeout`] when `limit` runs out first, whichever node
     /// the orchestrator runs on.
+    /// A wait outlives a failover: when the orchestrator stops (its
+    /// leadership ended) or none is reachable for a moment, the wait is
+    /// asked again of the next one until `limit` runs out; then the last
+    /// such error is returned.
     pub async fn wait_for(&self, id: TaskId, limit: Duration) -> Result<TaskView, ClientError> {
-        // The wait is timed here, not by the call: a call forwarded to a peer
-        // is relayed through reply ports that give up at the call's own limit
-        // and drop the caller's port, which reads as "unreachable" rather
-        // than "not finished yet". Giving the call a longer limit than the
-        // wait lets this node's timer always end it first.
-        let forwarded = self.request(
-            OrchestratorRequest::AwaitTask(id),
-            limit + FORWARDED_WAIT_MARGIN,
-        );
-        let reply = tokio::time::timeout(limit, forwarded)
-            .await
-            .map_err(|_| ClientError::Timeout(limit))??;
+        let deadline = Instant::now() + limit;
+        let reply = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // The wait is timed here, not by the call: a call forwarded to a
+            // peer is relayed through reply ports that give up at the call's
+            // own limit and drop the caller's port, which reads as
+            // "unreachable" rather than "not finished yet". Giving the call a
+            // longer limit than the wait lets this node's timer always end it
+            // first.
+            let forwarded = self.request(
+                OrchestratorRequest::AwaitTask(id),
+                left + FORWARDED_WAIT_MARGIN,
+            );
+            let error = match tokio::time::timeout(left, forwarded).await {
+                Err(_) => return Err(ClientError::Timeout(limit)),
+                Ok(Ok(reply)) => break reply,
+                Ok(Err(error)) if error.is_failover() => error,
+                Ok(Err(error)) => return Err(error),
+            };
+            let pause =
+                FAILOVER_RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
+            if pause.is_zero() {
+                return Err(error);
+            }
+            tokio::time::sleep(pause).await;
+        };
         match reply {
             OrchestratorReply::Task(Some(view)) => Ok(view),
             OrchestratorReply::Task(None) => Err(ClientError::NotFound(id)),

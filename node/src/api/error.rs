@@ -99,6 +99,10 @@ impl From<ClientError> for ApiError {
             ClientError::Failed(RequestFailure::Wire(_)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "cluster_wire_error", message)
             }
+            ClientError::Failed(RequestFailure::Interrupted) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", message)
+                    .retry_after(1)
+            }
             ClientError::Failed(RequestFailure::Starting | RequestFailure::NotOrchestrator) => {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -533,6 +533,15 @@ pub enum RequestFailure {
     /// The addressed node is not (or no longer) the cluster's orchestrator.
     #[error("this node is not the cluster's orchestrator")]
     NotOrchestrator,
+    /// The orchestrator stopped before it could answer: its leadership
+    /// ended or lapsed (raft replication) or it restarted, while the request
+    /// waited for its commit or in its mailbox. The request may or may not
+    /// take effect (an entry proposed before the stop can still commit);
+    /// retrying is safe for a submission with idempotency keys.
+    #[error(
+        "the orchestrator stopped before it answered (its leadership ended or it restarted): the request may or may not take effect; retry it, and give submissions an idempotency_key so that a retry returns the first task instead of making a second"
+    )]
+    Interrupted,
 }
 
 impl From<WireError> for OrchestratorReply {
