@@ -195,8 +195,9 @@ pub async fn all_tasks(api: &ApiClient) -> Vec<TaskView> {
 /// Submits `tasks` as one batch the way a careful client does across a
 /// failover: each task without an `idempotency_key` gets a fresh one, and a
 /// batch refused with a 503 (an election, no quorum, an orchestrator that
-/// stopped before answering: `outcome_unknown`) or not answered at all is
-/// sent again as it is, until acknowledged or `limit` runs out. The keys
+/// stopped before answering: `outcome_unknown`), a 504 (the orchestrator
+/// did not answer in time, e.g. stopping on another node) or not answered
+/// at all is sent again as it is, until acknowledged or `limit` runs out. The keys
 /// make a resend of a batch that did commit return the first tasks' ids,
 /// so nothing is submitted twice. Any other error fails the test.
 pub async fn submit_until_acknowledged(
@@ -221,10 +222,10 @@ pub async fn submit_until_acknowledged(
         let refusal = match api.submit_batch(&tasks).await {
             Ok(ids) => return ids,
             Err(ApiClientError::Api {
-                status: 503,
+                status: status @ (503 | 504),
                 code,
                 message,
-            }) => format!("503 {code}: {message}"),
+            }) => format!("{status} {code}: {message}"),
             Err(error @ ApiClientError::Transport { .. }) => error.to_string(),
             Err(error) => panic!("a batch of {} tasks was refused: {error}", tasks.len()),
         };

@@ -87,8 +87,9 @@ fn sleep_tasks(count: usize, ms: u64) -> Vec<serde_json::Value> {
 }
 
 /// Submits through `api` until `total` submissions were acknowledged,
-/// retrying a batch the cluster refused (during an election) — the ids it
-/// answered with are the history of acknowledged tasks.
+/// resending a batch the cluster refused (during an election) with its
+/// idempotency keys — the ids it answered with are the history of
+/// acknowledged tasks.
 async fn submit_acknowledged(api: &ApiClient, total: usize, ms: u64) -> Vec<TaskId> {
     submit_acknowledged_in_batches(api, total, 500, ms).await
 }
@@ -104,10 +105,8 @@ async fn submit_acknowledged_in_batches(
     let mut acknowledged = Vec::new();
     while acknowledged.len() < total {
         let batch = sleep_tasks(batch.min(total - acknowledged.len()), ms);
-        match api.submit_batch(&batch).await {
-            Ok(ids) => acknowledged.extend(ids),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+        let limit = Duration::from_secs(60);
+        acknowledged.extend(herd_tests::submit_until_acknowledged(api, &batch, limit).await);
     }
     acknowledged
 }

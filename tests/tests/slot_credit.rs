@@ -34,14 +34,7 @@ impl Seen {
 /// Submits `tasks`, sending the batch again while the cluster refuses it
 /// (an election under load).
 async fn submit_acknowledged(api: &ApiClient, tasks: &[serde_json::Value]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while api.submit_batch(tasks).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cluster refused a batch for 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    herd_tests::submit_until_acknowledged(api, tasks, Duration::from_secs(30)).await;
 }
 
 fn credit_of(status: &ClusterStatus, agent_type: &str) -> u32 {
