@@ -197,9 +197,10 @@ pub async fn all_tasks(api: &ApiClient) -> Vec<TaskView> {
 /// batch refused with a 503 (an election, no quorum, an orchestrator that
 /// stopped before answering: `outcome_unknown`), a 504 (the orchestrator
 /// did not answer in time, e.g. stopping on another node) or not answered
-/// at all is sent again as it is, until acknowledged or `limit` runs out. The keys
-/// make a resend of a batch that did commit return the first tasks' ids,
-/// so nothing is submitted twice. Any other error fails the test.
+/// at all is sent again as it is, until acknowledged or `limit` runs out.
+/// The keys make a resend of a batch that did commit return the first
+/// tasks' ids, so nothing is submitted twice. Any other error fails the
+/// test. (Not [`eventually`]: its failure names the last refusal.)
 pub async fn submit_until_acknowledged(
     api: &ApiClient,
     tasks: &[serde_json::Value],
@@ -217,6 +218,7 @@ pub async fn submit_until_acknowledged(
             task
         })
         .collect();
+    let _step = waiting_for(&format!("a batch of {} tasks acknowledged", tasks.len()));
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let refusal = match api.submit_batch(&tasks).await {

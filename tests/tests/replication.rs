@@ -145,10 +145,17 @@ fn curl_post_in(
     curl
 }
 
-/// Submits one task (with an idempotency key) to the majority, resent
-/// while refused in an election; its id.
-async fn submit_acknowledged_with_key(api: &ApiClient, task: serde_json::Value) -> TaskId {
-    herd_tests::submit_until_acknowledged(api, &[task], Duration::from_secs(30)).await[0]
+/// Runs a [`curl_post_in`] command line: the answer's status and JSON body,
+/// or `None` if curl could not run or the answer was not JSON.
+async fn curl_answer(curl: Vec<String>) -> Option<(String, serde_json::Value)> {
+    let output = tokio::process::Command::new(&curl[0])
+        .args(&curl[1..])
+        .output()
+        .await
+        .ok()?;
+    let answer = String::from_utf8_lossy(&output.stdout);
+    let (body, status) = answer.rsplit_once('\n')?;
+    Some((status.to_string(), serde_json::from_str(body).ok()?))
 }
 
 /// The history check: every acknowledged task is held and ends succeeded,
@@ -545,22 +552,25 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
         let n1_url = format!("{}/v1/tasks", cluster.node("n1").api_url());
         let cut_off_task =
             r#"{"agent_type":"sleep","payload":{"ms":5},"idempotency_key":"sent-to-the-cut-off-leader"}"#;
-        let in_flight = curl_post_in(&net, &token, &n1_url, cut_off_task, 20);
         // Spawned, so it is sent now, while new_leader is awaited.
-        let in_flight = tokio::spawn(
-            tokio::process::Command::new(&in_flight[0])
-                .args(&in_flight[1..])
-                .output(),
-        );
+        let in_flight = tokio::spawn(curl_answer(curl_post_in(
+            &net,
+            &token,
+            &n1_url,
+            cut_off_task,
+            20,
+        )));
         let elected = new_leader(&cluster, &observer, "n1").await;
-        let answer = in_flight.await.unwrap().expect("curl runs");
-        let answer = String::from_utf8_lossy(&answer.stdout).to_string();
-        let (body, status) = answer.rsplit_once('\n').expect("a status line");
-        assert_eq!(status, "503", "{answer}");
-        let body: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
+        let (status, body) = in_flight
+            .await
+            .unwrap()
+            .expect("curl runs and the answer is JSON");
+        assert_eq!(status, "503", "{body}");
         assert_eq!(body["code"], "outcome_unknown", "{body}");
         let resent: serde_json::Value = serde_json::from_str(cut_off_task).unwrap();
-        let resent = submit_acknowledged_with_key(&observer, resent).await;
+        let resent =
+            herd_tests::submit_until_acknowledged(&observer, &[resent], Duration::from_secs(30))
+                .await[0];
         // The minority side (n1 alone) refuses writes with no_quorum; a
         // client inside its namespace asks it.
         let curl = curl_post_in(
@@ -576,14 +586,7 @@ async fn a_partition_that_isolates_the_leader_the_minority_refuses_writes_the_ma
             || {
                 let curl = curl.clone();
                 async move {
-                    let output = tokio::process::Command::new(&curl[0])
-                        .args(&curl[1..])
-                        .output()
-                        .await
-                        .ok()?;
-                    let answer = String::from_utf8_lossy(&output.stdout).to_string();
-                    let (body, status) = answer.rsplit_once('\n')?;
-                    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+                    let (status, body) = curl_answer(curl).await?;
                     (status == "503" && body["code"] == "no_quorum").then_some(body)
                 }
             },

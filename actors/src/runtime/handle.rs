@@ -323,10 +323,12 @@ impl NodeHandle {
     /// Waits until the task is terminal (succeeded, dead or cancelled);
     /// [`ClientError::Timeout`] when `limit` runs out first, whichever node
     /// the orchestrator runs on.
+    ///
     /// A wait outlives a failover: when the orchestrator stops (its
     /// leadership ended) or none is reachable for a moment, the wait is
-    /// asked again of the next one until `limit` runs out; then the last
-    /// such error is returned.
+    /// asked again of the next one until `limit` runs out — then
+    /// [`ClientError::Timeout`], or that failover error if no time was left
+    /// to ask again.
     pub async fn wait_for(&self, id: TaskId, limit: Duration) -> Result<TaskView, ClientError> {
         let deadline = Instant::now() + limit;
         let reply = loop {
