@@ -160,22 +160,37 @@ impl ClusterView {
     /// by name (any other is a second orchestrator and is refused). With
     /// raft replication (no member has `orchestrator_since`), the leader of
     /// the highest-term claim, while it leads and is alive, and only if it
-    /// leads the replica group this node follows.
+    /// leads the replica group this node follows. An orchestrator-role node
+    /// in the other mode than the earliest-started one is refused by it
+    /// (see `greetings.rs`); until it has left, the earliest one's mode
+    /// rules here too, so a node that greeted the newcomer first (a worker
+    /// does not refuse it) never takes it for the orchestrator.
     pub fn elect_orchestrator(&self) -> Option<MemberId> {
+        let raft_leader = || {
+            self.leader
+                .as_ref()
+                .filter(|claim| {
+                    claim.leading
+                        && self.is_alive(&claim.member)
+                        && self.follows_claim(claim.group.as_ref())
+                })
+                .map(|claim| claim.member.clone())
+        };
+        let earliest_runs_raft = self
+            .up_members()
+            .filter(|info| info.has_role(Role::Orchestrator))
+            .min_by(|a, b| {
+                (a.member.incarnation, &a.member.name).cmp(&(b.member.incarnation, &b.member.name))
+            })
+            .is_some_and(|info| info.replica_id.is_some());
+        if earliest_runs_raft {
+            return raft_leader();
+        }
         self.up_members()
             .filter_map(|info| info.orchestrator_since.map(|since| (since, &info.member)))
             .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)))
             .map(|(_, member)| member.clone())
-            .or_else(|| {
-                self.leader
-                    .as_ref()
-                    .filter(|claim| {
-                        claim.leading
-                            && self.is_alive(&claim.member)
-                            && self.follows_claim(claim.group.as_ref())
-                    })
-                    .map(|claim| claim.member.clone())
-            })
+            .or_else(raft_leader)
     }
 }
 
@@ -308,6 +323,46 @@ mod tests {
             .unwrap()
             .state = MemberState::Down;
         assert_eq!(view.elect_orchestrator(), None);
+    }
+
+    #[test]
+    fn an_orchestrator_in_the_other_mode_than_the_earliest_one_is_never_elected() {
+        // A worker's view: n1 (raft, started first) leads; n9 joins in
+        // single mode and runs an orchestrator until n1 refuses it.
+        let orchestrator_role = |mut info: MemberInfo, incarnation: u64| {
+            info.roles = vec![Role::Orchestrator];
+            info.member.incarnation = Incarnation(incarnation);
+            info
+        };
+        let mut view = ClusterView::alone(info("n2", None, MemberState::Up));
+        let mut n1 = orchestrator_role(info("n1", None, MemberState::Up), 10);
+        n1.replica_id = Some(1);
+        view.leader = Some(LeaderClaim {
+            member: n1.member.clone(),
+            term: 2,
+            leading: true,
+            group: None,
+        });
+        view.peers.insert(n1.member.name.clone(), n1);
+        let n9 = orchestrator_role(info("n9", Some(50), MemberState::Up), 20);
+        view.peers.insert(n9.member.name.clone(), n9);
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n1");
+
+        // The other way round: a single-mode cluster keeps its orchestrator
+        // while a raft newcomer that founded a group of its own is refused.
+        let mut view = ClusterView::alone(info("n2", None, MemberState::Up));
+        let n1 = orchestrator_role(info("n1", Some(5), MemberState::Up), 10);
+        view.peers.insert(n1.member.name.clone(), n1);
+        let mut n9 = orchestrator_role(info("n9", None, MemberState::Up), 20);
+        n9.replica_id = Some(9);
+        view.leader = Some(LeaderClaim {
+            member: n9.member.clone(),
+            term: 1,
+            leading: true,
+            group: None,
+        });
+        view.peers.insert(n9.member.name.clone(), n9);
+        assert_eq!(view.elect_orchestrator().unwrap().name.as_str(), "n1");
     }
 
     #[test]
